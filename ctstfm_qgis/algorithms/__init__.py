@@ -1,0 +1,7 @@
+"""The algorithms of the ``ctstfm`` provider, one module each."""
+
+
+def all_algorithms():
+    from .fuse import FuseAlgorithm
+
+    return [FuseAlgorithm()]

@@ -1,0 +1,57 @@
+"""``python -m model_core``: the core's command line.
+
+Each subcommand is one module in :mod:`model_core.commands` with
+``configure(parser)`` and ``run(args) -> int``. Heavy imports (torch, GDAL) stay
+inside ``run`` so that ``--help`` answers at once. A :class:`CtstfmError` is
+printed as one line on stderr with exit status 2.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import Cancelled, CtstfmError
+
+# (subcommand, module in model_core.commands, one-line help)
+COMMANDS = [
+    ("version", "version", "print the version of model_core and of its libraries"),
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m model_core",
+        description="CTSTFM spatiotemporal fusion (Jiang & Shao 2024): fuse, train, assess, simulate.",
+    )
+    parser.add_argument("--version", action="version", version=f"model_core {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f"model_core.commands.{module_name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 1
+    try:
+        return args._run(args) or 0
+    except Cancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return 130
+    except CtstfmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled: interrupted; no output was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
