@@ -16,6 +16,11 @@ from .errors import Cancelled, CtstfmError
 # (subcommand, module in model_core.commands, one-line help)
 COMMANDS = [
     ("version", "version", "print the version of model_core and of its libraries"),
+    ("info", "info", "print a model's configuration, bands, scale, provenance and parameter count"),
+    ("init", "init", "write a freshly initialised (untrained) CTSTFM model file"),
+    ("fuse", "fuse", "predict the fine image at T1 from a fine image at T0 and a coarse image at T1"),
+    ("train", "train", "train CTSTFM on a series of fine/coarse pairs and write a model file"),
+    ("simulate", "simulate", "write a simulated Landsat/MODIS series (dated fine/coarse GeoTIFFs and a manifest)"),
 ]
 
 

@@ -72,3 +72,29 @@ def _venv_site_packages():
 
 def run_qgis_process(env, *args, timeout=600):
     return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def make_series(tmp_path_factory):
+    """Factory of simulated Landsat/MODIS series: ``make_series(**kwargs) -> SimulatedSeries``.
+
+    Keyword arguments are those of :func:`model_core.simulate.simulate_series` (``out_dir`` aside);
+    each distinct set of arguments is simulated once per session and shared.
+    """
+    from model_core.simulate import simulate_series
+
+    cache = {}
+
+    def make(**kwargs):
+        key = repr(sorted(kwargs.items()))
+        if key not in cache:
+            cache[key] = simulate_series(tmp_path_factory.mktemp("sim"), **kwargs)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sim_series(make_series):
+    """A small CIA-like ``fields`` series: 4 dates 16 days apart, 128 x 128 fine pixels, seed 7."""
+    return make_series(kind="fields", count=4, size=128, seed=7)

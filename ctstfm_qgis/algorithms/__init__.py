@@ -3,5 +3,6 @@
 
 def all_algorithms():
     from .fuse import FuseAlgorithm
+    from .train import TrainAlgorithm
 
-    return [FuseAlgorithm()]
+    return [FuseAlgorithm(), TrainAlgorithm()]

@@ -110,11 +110,26 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
             require_torch()
         progress = FeedbackProgress(feedback)
         try:
-            return self.run(parameters, context, feedback, progress)
+            return self.process(parameters, context, feedback, progress)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
         except CtstfmError as exc:
             raise QgsProcessingException(str(exc)) from exc
 
-    def run(self, parameters, context, feedback, progress):
+    def process(self, parameters, context, feedback, progress):
+        """The algorithm's work; returns the results dict. Subclasses implement this.
+
+        Never name it ``run``: ``QgsProcessingAlgorithm.run(parameters, context, feedback,
+        configuration, catchExceptions)`` is what ``processing.run`` calls, and a Python
+        ``run`` would shadow it.
+        """
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Safety net for subclasses written with the old hook name: move their
+        # run(parameters, context, feedback, progress) to process() so that it no longer
+        # shadows QgsProcessingAlgorithm.run.
+        if "run" in cls.__dict__ and "process" not in cls.__dict__:
+            cls.process = cls.__dict__["run"]
+            delattr(cls, "run")

@@ -1,57 +1,184 @@
-"""``ctstfm:fuse`` — Spatiotemporal Fusion."""
+"""``ctstfm:fuse`` — Spatiotemporal Fusion.
+
+A thin face on :func:`model_core.fusion.fuse`: it turns the parameters into the
+core's arguments, reports progress and honours cancel once per tile (through
+``FeedbackProgress``), and names the output layer that the dialog loads. It works
+the same in the Toolbox, the graphical modeler and ``qgis_process``.
+"""
+
+import os
 
 from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 
 from .base import CtstfmAlgorithm
 
 DEVICES = ["auto", "cpu", "cuda"]
+RESAMPLINGS = ["bilinear", "cubic", "nearest", "average"]
+OUTPUT_TYPES = [("input", "Same as the fine input (DN, its data type and nodata)"), ("float32", "Float32 reflectance")]
+FORMATS = [("GTiff", "GeoTIFF (tiled, compressed)"), ("COG", "Cloud Optimized GeoTIFF")]
+
+HELP = """
+<p>Predicts the <b>fine image at date T1</b> (e.g. Landsat, 30 m) from the <b>coarse image at T1</b>
+(e.g. MODIS, 500 m) and a <b>fine image at another date T0</b>, with a CTSTFM network
+(Jiang &amp; Shao, IEEE JSTARS 2024, a CNN-Transformer spatiotemporal fusion model).</p>
+<h3>Inputs</h3>
+<ul>
+<li><b>Fine image at T0</b>: e.g. Landsat surface reflectance scaled by 10000 (integers), a clear date
+close to T1. The output has exactly its grid: CRS, extent, pixel size, data type and nodata.</li>
+<li><b>Coarse image at T1</b>: e.g. MODIS MOD09GA surface reflectance, in any CRS (the sinusoidal
+projection is fine) and at any resolution. It is resampled onto the fine grid on the fly
+(bilinear by default; see Advanced). It must cover the fine image.</li>
+<li><b>Model file</b>: a CTSTFM model (.pt) trained for these sensors; leave it empty to use the
+model that comes with the plugin, when there is one. Both images must hold the model's bands
+<i>in the model's order</i> (usually blue, green, red, NIR, SWIR1, SWIR2) and the same reflectance
+scale (DN &times; 0.0001 for the usual products). If the files hold other bands or another order,
+give the band numbers under Advanced, e.g. <tt>3,4,1,2,6,7</tt> for the seven MODIS land bands.</li>
+</ul>
+<h3>Tiles</h3>
+<p>The images are processed in square <b>tiles</b> (default 256 pixels, the size the network was
+trained on) so any size of image fits in memory. Neighbouring tiles share an <b>overlap</b>
+(default 32 pixels) that is blended smoothly, which removes seams at tile edges; the tile size must
+be more than twice the overlap. A larger batch size only helps on a GPU.</p>
+<p>Pixels that are nodata in either image are nodata in the output. Cancel stops after the current
+tile and leaves no file behind.</p>
+"""
+
+
+def _enum_values(pairs):
+    return [label for _, label in pairs]
 
 
 class FuseAlgorithm(CtstfmAlgorithm):
     algorithm_id = "fuse"
     display_name = "Spatiotemporal Fusion"
     group_key = "fusion"
-    help_text = (
-        "Predicts the fine image (e.g. Landsat, 30 m) at date T1 from the coarse image "
-        "(e.g. MODIS, 500 m) at T1 and a fine image at another date T0, with the CTSTFM "
-        "network (Jiang & Shao, IEEE JSTARS 2024)."
-    )
+    help_text = HELP
+
+    def tags(self):
+        return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "downscaling", "deep learning"]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0"))
-        self.addParameter(QgsProcessingParameterRasterLayer("COARSE", "Coarse image at T1"))
+        self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0 (e.g. Landsat)"))
+        self.addParameter(QgsProcessingParameterRasterLayer("COARSE", "Coarse image at T1 (e.g. MODIS)"))
         self.addParameter(
-            QgsProcessingParameterFile("MODEL", "CTSTFM model file (.pt)", extension="pt")
+            QgsProcessingParameterFile(
+                "MODEL",
+                "CTSTFM model file (.pt; empty: the plugin's own model)",
+                behavior=QgsProcessingParameterFile.File,
+                extension="pt",
+                optional=True,
+            )
         )
         self.addParameter(
-            QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels)", defaultValue=256, minValue=32)
+            QgsProcessingParameterNumber(
+                "TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=16
+            )
         )
         self.addParameter(
-            QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", defaultValue=32, minValue=0)
+            QgsProcessingParameterNumber(
+                "OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=0
+            )
         )
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
+        advanced = [
+            QgsProcessingParameterString(
+                "FINE_BANDS",
+                "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
+                defaultValue="",
+                optional=True,
+            ),
+            QgsProcessingParameterString(
+                "COARSE_BANDS",
+                "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+                defaultValue="",
+                optional=True,
+            ),
+            QgsProcessingParameterEnum(
+                "RESAMPLING", "Resampling of the coarse image onto the fine grid", options=RESAMPLINGS, defaultValue=0
+            ),
+            QgsProcessingParameterEnum(
+                "OUTPUT_TYPE", "Output data type", options=_enum_values(OUTPUT_TYPES), defaultValue=0
+            ),
+            QgsProcessingParameterEnum(
+                "OUTPUT_FORMAT", "Output file layout", options=_enum_values(FORMATS), defaultValue=0
+            ),
+            QgsProcessingParameterNumber(
+                "BATCH_SIZE",
+                "Tiles per batch (0: automatic; more only helps on a GPU)",
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            ),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused fine image at T1"))
+
+    def model_path(self, parameters, context):
+        """The chosen model file, or the plugin's own model when none was chosen."""
+        from model_core import paths
+
+        chosen = (self.parameterAsFile(parameters, "MODEL", context) or "").strip()
+        if chosen:
+            return chosen
+        if os.path.isfile(str(paths.DEFAULT_MODEL)):
+            return str(paths.DEFAULT_MODEL)
+        raise QgsProcessingException(
+            "No model file was chosen and this installation of the plugin has no built-in model; "
+            "pick a CTSTFM model file (.pt), or train one with 'Train CTSTFM' in the Training group."
+        )
+
+    def _source(self, parameters, name, context, label):
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(f"The {label} could not be loaded; choose a raster layer or file.")
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                f"The {label} '{layer.name()}' is not a file-based raster (provider '{layer.providerType()}'); "
+                "save it as a GeoTIFF first (Export > Save As)."
+            )
+        return layer
 
     def run(self, parameters, context, feedback, progress):
         from model_core.fusion import fuse
 
-        fine = self.parameterAsRasterLayer(parameters, "FINE", context)
-        coarse = self.parameterAsRasterLayer(parameters, "COARSE", context)
+        fine = self._source(parameters, "FINE", context, "fine image")
+        coarse = self._source(parameters, "COARSE", context, "coarse image")
+        model = self.model_path(parameters, context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        fuse(
+        if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"The output '{output}' must be a GeoTIFF file (.tif).")
+        batch_size = self.parameterAsInt(parameters, "BATCH_SIZE", context)
+        result = fuse(
             fine.source(),
             coarse.source(),
-            self.parameterAsFile(parameters, "MODEL", context),
+            model,
             output,
             tile=self.parameterAsInt(parameters, "TILE_SIZE", context),
             overlap=self.parameterAsInt(parameters, "OVERLAP", context),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            batch_size=batch_size if batch_size > 0 else None,
+            fine_bands=(self.parameterAsString(parameters, "FINE_BANDS", context) or "").strip() or None,
+            coarse_bands=(self.parameterAsString(parameters, "COARSE_BANDS", context) or "").strip() or None,
+            resampling=RESAMPLINGS[self.parameterAsEnum(parameters, "RESAMPLING", context)],
+            output_type=OUTPUT_TYPES[self.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0],
+            output_format=FORMATS[self.parameterAsEnum(parameters, "OUTPUT_FORMAT", context)][0],
             progress=progress,
         )
+        feedback.pushInfo(
+            f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "
+            f"({result.megapixels_per_second:.2f} Mpx/s on {result.device})."
+        )
+        if context.willLoadLayerOnCompletion(output):
+            context.layerToLoadOnCompletionDetails(output).name = f"CTSTFM fused {coarse.name()}"
         return {"OUTPUT": output}

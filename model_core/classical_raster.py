@@ -1,0 +1,480 @@
+"""Classical fusion methods on rasters: temporal difference and STARFM.
+
+The raster-level faces of :mod:`model_core.classical`, with exactly the reading,
+tiling, writing, progress, cancel, nodata and bad-input behaviour of
+:func:`model_core.fusion.fuse`: the fine image at T0 gives the output grid, the
+two coarse images (T0 and T1) are put on it by the same
+:class:`~model_core.raster.PairReader` / :class:`~model_core.raster.RasterReader`
+code, the tiles run through :func:`~model_core.tiling.run_tiled` and the result
+is written by :class:`~model_core.raster.RasterWriter` (temporary file renamed at
+the end; nothing left behind on error or cancel).
+
+* :func:`temporal_difference_rasters`: ``F1 = F0 + (C1 - C0)`` pixel by pixel
+  (plain numpy, no torch: the same formula as
+  :func:`model_core.classical.temporal_difference`).
+* :func:`starfm_rasters`: :func:`model_core.classical.starfm` on tiles read with an
+  overlap of at least ``2 * starfm_halo(window)`` (the halo is cut, not
+  blended, so tiles are seamless) and with the per-band standard deviation of the
+  whole fine image at T0 (one block pass before the tiles), so the result does
+  not depend on the tiling.
+
+Pixels invalid in any of the three inputs are nodata in the output; predictions
+are reflectance, negatives clipped to 0 as everywhere in the project.
+"""
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import __version__
+from .errors import CtstfmError
+from .fusion import OUTPUT_TYPES, _check_choice, resolve_device
+from .progress import Progress
+from .raster import (
+    DEFAULT_RESAMPLING,
+    OUTPUT_FORMATS,
+    RESAMPLING_METHODS,
+    PairReader,
+    RasterInfo,
+    RasterReader,
+    RasterWriter,
+    Window,
+    check_overlap,
+    check_writable,
+    gdal_cache_limit,
+    output_spec,
+    parse_band_list,
+)
+from .tiling import DEFAULT_TILE, check_tile_overlap, run_tiled
+
+# The STARFM defaults of model_core.classical, repeated here so that this module
+# (and the temporal difference) can be imported without torch.
+DEFAULT_WINDOW = 31
+DEFAULT_CLASSES = 40
+DEFAULT_FINE_UNCERTAINTY = 0.002
+DEFAULT_COARSE_UNCERTAINTY = 0.002
+
+FINE_WHAT = "fine image at T0"
+COARSE_T0_WHAT = "coarse image at T0"
+COARSE_T1_WHAT = "coarse image at T1"
+
+
+@dataclass
+class ClassicalResult:
+    """What :func:`temporal_difference_rasters` or :func:`starfm_rasters` did."""
+
+    out_path: str
+    method: str
+    seconds: float
+    megapixels_per_second: float
+    tiles: int
+    width: int
+    height: int
+    bands: int
+    coarse_warped: bool
+    device: str = "cpu"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+class SeriesReader:
+    """The fine image at T0 and the coarse images at T0 and T1 on the fine grid.
+
+    Built on :class:`~model_core.raster.PairReader` (fine T0 + coarse T0: band
+    lists, overlap and warping exactly as fusion) plus a
+    :class:`~model_core.raster.RasterReader` for the coarse image at T1 on the same
+    grid. ``read(window)`` returns ``(f0, c0, c1, valid)``: reflectance
+    ``float32 (C, h, w)`` (``DN * scale``, negatives clipped to 0) and the mask of
+    pixels valid in all three; invalid pixels are NaN in all three arrays.
+    """
+
+    def __init__(self, fine_path, coarse_t0_path, coarse_t1_path, *, fine_bands=None, coarse_bands=None,
+                 scale=1e-4, coarse_scale=None, resampling=DEFAULT_RESAMPLING):
+        fine_info = RasterInfo.read(fine_path, FINE_WHAT)
+        c0_info = RasterInfo.read(coarse_t0_path, COARSE_T0_WHAT)
+        c1_info = RasterInfo.read(coarse_t1_path, COARSE_T1_WHAT)
+        fine_list = parse_band_list(fine_bands, fine_info.count, what=FINE_WHAT)
+        coarse_lists = []
+        for info, what in ((c0_info, COARSE_T0_WHAT), (c1_info, COARSE_T1_WHAT)):
+            empty = coarse_bands is None or str(coarse_bands).strip() in ("", "[]", "()")
+            if empty and info.count < len(fine_list):
+                raise CtstfmError(
+                    f"The {what} '{info.path}' has {info.count} band(s) but {len(fine_list)} fine band(s) are "
+                    "used; choose the same bands, in the same order, in the fine and the coarse images."
+                )
+            chosen = parse_band_list(coarse_bands, info.count, None if not empty else len(fine_list), what)
+            if len(chosen) != len(fine_list):
+                raise CtstfmError(
+                    f"{len(fine_list)} band(s) are used in the fine image and {len(chosen)} in the {what}; "
+                    "choose the same bands, in the same order, in the fine and the coarse images."
+                )
+            coarse_lists.append(chosen)
+        check_overlap(fine_info, c1_info, FINE_WHAT, COARSE_T1_WHAT)
+        self.scale = float(scale)
+        self.coarse_scale = float(coarse_scale if coarse_scale is not None else scale)
+        self.pair = PairReader(
+            fine_path, coarse_t0_path, fine_bands=fine_list, coarse_bands=coarse_lists[0], scale=self.scale,
+            coarse_scale=self.coarse_scale, resampling=resampling, fine_what=FINE_WHAT, coarse_what=COARSE_T0_WHAT,
+        )
+        try:
+            self.coarse_t1 = RasterReader(
+                coarse_t1_path, coarse_lists[1], grid=self.grid, resampling=resampling, what=COARSE_T1_WHAT
+            )
+        except BaseException:
+            self.pair.close()
+            raise
+
+    @property
+    def fine(self):
+        return self.pair.fine
+
+    @property
+    def coarse_t0(self):
+        return self.pair.coarse
+
+    @property
+    def grid(self):
+        return self.pair.grid
+
+    @property
+    def count(self):
+        return self.pair.count
+
+    @property
+    def warped(self):
+        return self.coarse_t0.warped or self.coarse_t1.warped
+
+    def check_coverage(self, max_size=256):
+        self.pair.check_coverage(max_size)
+        if self.coarse_t1.valid_fraction(max_size) == 0.0:
+            raise CtstfmError(
+                f"The {COARSE_T1_WHAT} '{self.coarse_t1.source_info.path}' has no valid pixels over the extent "
+                f"of the {FINE_WHAT}; give a coarse image that covers it with data."
+            )
+
+    def read(self, window):
+        f0, f0_ok = self.fine.read_reflectance(window, self.scale)
+        c0, c0_ok = self.coarse_t0.read_reflectance(window, self.coarse_scale)
+        c1, c1_ok = self.coarse_t1.read_reflectance(window, self.coarse_scale)
+        valid = f0_ok & c0_ok & c1_ok
+        if not valid.all():
+            for data in (f0, c0, c1):
+                data[:, ~valid] = np.nan
+        return f0, c0, c1, valid
+
+    def close(self):
+        self.pair.close()
+        self.coarse_t1.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def fine_band_std(reader, scale, progress=None, max_pixels=1 << 21):
+    """Per-band population std (float64, reflectance) of the valid pixels of a whole
+    raster, in one pass of full-width row blocks (means and co-moments merged
+    pairwise, so no cancellation); ``progress.check()`` between blocks."""
+    progress = progress or Progress()
+    grid = reader.grid
+    rows = max(1, min(grid.height, int(max_pixels) // max(grid.width, 1)))
+    n = 0
+    mean = np.zeros(reader.count)
+    m2 = np.zeros(reader.count)
+    for row in range(0, grid.height, rows):
+        progress.check()
+        height = min(rows, grid.height - row)
+        data, valid = reader.read_reflectance(Window(0, row, grid.width, height), scale)
+        values = data[:, valid].astype(np.float64)
+        nb = values.shape[1]
+        if nb:
+            mb = values.mean(axis=1)
+            m2b = ((values - mb[:, None]) ** 2).sum(axis=1)
+            total = n + nb
+            delta = mb - mean
+            m2 += m2b + delta * delta * (n * nb / total)
+            mean += delta * (nb / total)
+            n = total
+        progress.update(min(1.0, (row + height) / grid.height))
+    return np.sqrt(m2 / max(n, 1))
+
+
+def _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale):
+    _check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
+    _check_choice(output_type, OUTPUT_TYPES, "output type")
+    _check_choice(output_format, OUTPUT_FORMATS, "output format")
+    check_tile_overlap(tile, overlap)
+    for value, what in ((scale, "reflectance scale"), (coarse_scale, "coarse reflectance scale")):
+        if value is None:
+            continue
+        try:
+            ok = float(value) > 0 and np.isfinite(float(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CtstfmError(
+                f"The {what} must be a positive number (got {value}); use 0.0001 for DN x 10000 and 1 for "
+                "reflectance."
+            )
+
+
+def _run(
+    method,
+    product,
+    fine_path,
+    coarse_t0_path,
+    coarse_t1_path,
+    out_path,
+    make_process,
+    *,
+    tile,
+    overlap,
+    halo,
+    fine_bands,
+    coarse_bands,
+    scale,
+    coarse_scale,
+    resampling,
+    output_type,
+    output_format,
+    metadata,
+    device,
+    progress,
+    batch_size=1,
+):
+    """The plumbing shared by both methods: read, check, tile, write atomically."""
+    started = time.perf_counter()
+    out_path = check_writable(out_path)
+    inputs = (fine_path, coarse_t0_path, coarse_t1_path)
+    if any(os.path.abspath(str(p)) == out_path for p in inputs if p):
+        raise CtstfmError(f"The output '{out_path}' is one of the inputs; choose another file name.")
+    with gdal_cache_limit(), SeriesReader(
+        fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
+        scale=scale, coarse_scale=coarse_scale, resampling=resampling,
+    ) as series:
+        series.check_coverage()
+        grid = series.grid
+        if series.warped:
+            progress.info(f"Coarse images resampled onto the fine grid ({resampling}), window by window.")
+        spec = output_spec(grid, output_type, series.scale)
+        process = make_process(series, progress.sub(0.0, 0.05))
+
+        def read(window):
+            f0, c0, c1, valid = series.read(window)
+            return (f0, c0, c1), valid
+
+        descriptions = [grid.descriptions[b - 1] for b in series.fine.bands]
+        meta = {
+            "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
+            "CTSTFM_PRODUCT": product,
+            "CTSTFM_METHOD": method,
+            "CTSTFM_FINE_T0": os.path.abspath(str(fine_path)),
+            "CTSTFM_COARSE_T0": os.path.abspath(str(coarse_t0_path)),
+            "CTSTFM_COARSE_T1": os.path.abspath(str(coarse_t1_path)),
+            "CTSTFM_FINE_BANDS": ",".join(map(str, series.fine.bands)),
+            "CTSTFM_COARSE_BANDS": ",".join(map(str, series.coarse_t0.bands)),
+            "CTSTFM_RESAMPLING": resampling if series.warped else "none (coarse already on the fine grid)",
+            "CTSTFM_TILE": str(int(tile)),
+            "CTSTFM_OVERLAP": str(int(overlap)),
+            "CTSTFM_OUTPUT_TYPE": output_type,
+            "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
+        }
+        meta.update(metadata)
+        writer = RasterWriter(out_path, grid, series.count, spec, descriptions=descriptions, metadata=meta,
+                              fmt=output_format)
+        try:
+            progress.info(
+                f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
+                f"{min(int(tile), grid.width)} x {min(int(tile), grid.height)} px, overlap {overlap}."
+            )
+            stats = run_tiled(
+                grid.width, grid.height, read, process, writer.write, tile=tile, overlap=overlap, halo=halo,
+                batch_size=batch_size, progress=progress.sub(0.05, 0.99),
+            )
+            progress.update(0.99, "writing")
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        seconds = time.perf_counter() - started
+        progress.update(1.0, "done")
+        return ClassicalResult(
+            out_path=out_path,
+            method=method,
+            seconds=seconds,
+            megapixels_per_second=grid.width * grid.height / 1e6 / max(seconds, 1e-9),
+            tiles=stats.n_tiles,
+            width=grid.width,
+            height=grid.height,
+            bands=series.count,
+            coarse_warped=series.warped,
+            device=str(device),
+        )
+
+
+def temporal_difference_rasters(
+    fine_t0,
+    coarse_t0,
+    coarse_t1,
+    out_path,
+    *,
+    tile=DEFAULT_TILE,
+    overlap=0,
+    fine_bands=None,
+    coarse_bands=None,
+    scale=1e-4,
+    coarse_scale=None,
+    resampling=DEFAULT_RESAMPLING,
+    output_type="input",
+    output_format="GTiff",
+    progress=None,
+):
+    """Temporal-difference fusion of rasters: ``F1 = F0 + (C1 - C0)``, on the fine grid.
+
+    ``fine_t0``: fine image at T0 (its grid, data type and nodata are the
+    output's). ``coarse_t0`` / ``coarse_t1``: coarse images at T0 and T1 in any
+    CRS, put on the fine grid with ``resampling``. ``fine_bands`` /
+    ``coarse_bands``: 1-based band lists in the same order (default: all fine
+    bands and the first as many coarse bands). ``scale``: reflectance per DN
+    (``coarse_scale`` for the coarse images when it differs; 1 for float
+    reflectance). ``tile`` / ``overlap`` as for :func:`model_core.fusion.fuse` (the
+    method is pointwise: the overlap only costs time). ``output_type``:
+    ``"input"`` or ``"float32"`` (reflectance). Returns :class:`ClassicalResult`.
+    """
+    progress = progress or Progress()
+    _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
+
+    def make_process(series, _progress):
+        def process(batch):
+            f0, c0, c1 = batch
+            # The formula of model_core.classical.temporal_difference, in numpy.
+            return np.maximum(f0 + (c1 - c0), 0.0)
+
+        return process
+
+    return _run(
+        "temporal difference", "temporal-difference fused fine image at T1 (F0 + C1 - C0)",
+        fine_t0, coarse_t0, coarse_t1, out_path, make_process,
+        tile=tile, overlap=overlap, halo=0, fine_bands=fine_bands, coarse_bands=coarse_bands, scale=scale,
+        coarse_scale=coarse_scale, resampling=resampling, output_type=output_type, output_format=output_format,
+        metadata={}, device="cpu", progress=progress,
+    )
+
+
+def starfm_overlap(window=DEFAULT_WINDOW):
+    """The smallest tile overlap STARFM needs for seamless tiles: twice its halo, ``window - 1``."""
+    return 2 * (int(window) // 2)
+
+
+def starfm_rasters(
+    fine_t0,
+    coarse_t0,
+    coarse_t1,
+    out_path,
+    *,
+    window=DEFAULT_WINDOW,
+    classes=DEFAULT_CLASSES,
+    fine_uncertainty=DEFAULT_FINE_UNCERTAINTY,
+    coarse_uncertainty=DEFAULT_COARSE_UNCERTAINTY,
+    tile=DEFAULT_TILE,
+    overlap=None,
+    device="auto",
+    batch_size=1,
+    fine_bands=None,
+    coarse_bands=None,
+    scale=1e-4,
+    coarse_scale=None,
+    resampling=DEFAULT_RESAMPLING,
+    output_type="input",
+    output_format="GTiff",
+    band_std=None,
+    progress=None,
+):
+    """STARFM fusion of rasters (Gao et al. 2006, one input pair), on the fine grid.
+
+    Inputs, bands, scales, resampling and outputs as for
+    :func:`temporal_difference_rasters`. ``window``: moving window in fine pixels
+    (odd); ``classes``: the number of classes of the similarity tolerance
+    (``2 * std / classes``); ``fine_uncertainty`` / ``coarse_uncertainty``: in
+    reflectance (see :func:`model_core.classical.starfm`). ``overlap``: at least
+    ``window - 1`` (the default): the outer ``window // 2`` pixels of each shared
+    tile side are only context, so tiles join without seams. ``band_std``: the
+    per-band std of F0 for the tolerance (default: computed over the whole fine
+    image at T0, valid pixels, in one pass). ``device``: ``auto``, ``cpu`` or
+    ``cuda``. Returns :class:`ClassicalResult`.
+    """
+    progress = progress or Progress()
+    try:
+        window = int(window)
+    except (TypeError, ValueError):
+        raise CtstfmError(f"The STARFM window must be an odd number of pixels (got {window!r}).") from None
+    if window < 1 or window % 2 == 0:
+        raise CtstfmError(f"The STARFM window must be an odd number of pixels, such as 31 (got {window}).")
+    if not classes or float(classes) <= 0:
+        raise CtstfmError(f"The number of STARFM classes must be positive, such as 40 (got {classes}).")
+    for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
+        if value is None or not float(value) >= 0:
+            raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    halo = window // 2
+    needed = starfm_overlap(window)
+    overlap = needed if overlap is None else int(overlap)
+    if overlap < needed:
+        raise CtstfmError(
+            f"STARFM with a {window}-pixel window needs a tile overlap of at least {needed} pixels (twice the "
+            f"half-window) so that tiles join without seams; use an overlap of {needed} or more."
+        )
+    if int(tile) <= 2 * overlap:
+        raise CtstfmError(
+            f"The tile size ({tile}) must be more than twice the overlap ({overlap}); use tiles of at least "
+            f"{2 * overlap + 1} pixels, or a smaller window."
+        )
+    _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
+    if batch_size is None or int(batch_size) < 1:
+        raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    torch_device = resolve_device(device)
+
+    def make_process(series, std_progress):
+        import torch
+
+        from .classical import starfm
+
+        std = band_std
+        if std is None:
+            progress.info("Per-band standard deviation of the fine image at T0 (one pass)...")
+            std = fine_band_std(series.fine, series.scale, std_progress)
+        std = np.asarray(std, dtype=np.float64).reshape(-1)
+        if std.shape != (series.count,):
+            raise CtstfmError(f"band_std must hold one value per band ({series.count}), got {std.size}.")
+        std_t = torch.as_tensor(std, dtype=torch.float32, device=torch_device)
+
+        def process(batch):
+            f0, c0, c1 = (torch.from_numpy(np.ascontiguousarray(a)).to(torch_device) for a in batch)
+            out = starfm(
+                f0, c0, c1, window=window, classes=float(classes), fine_uncertainty=float(fine_uncertainty),
+                coarse_uncertainty=float(coarse_uncertainty), band_std=std_t,
+            )
+            return np.maximum(out.float().cpu().numpy(), 0.0)  # NaN (invalid centres) stays NaN -> nodata
+
+        return process
+
+    metadata = {
+        "CTSTFM_STARFM_WINDOW": str(window),
+        "CTSTFM_STARFM_CLASSES": repr(float(classes)),
+        "CTSTFM_STARFM_FINE_UNCERTAINTY": repr(float(fine_uncertainty)),
+        "CTSTFM_STARFM_COARSE_UNCERTAINTY": repr(float(coarse_uncertainty)),
+        "CTSTFM_DEVICE": str(torch_device),
+    }
+    return _run(
+        "STARFM", "STARFM fused fine image at T1 (Gao et al. 2006)",
+        fine_t0, coarse_t0, coarse_t1, out_path, make_process,
+        tile=tile, overlap=overlap, halo=halo, fine_bands=fine_bands, coarse_bands=coarse_bands, scale=scale,
+        coarse_scale=coarse_scale, resampling=resampling, output_type=output_type, output_format=output_format,
+        metadata=metadata, device=torch_device, progress=progress, batch_size=int(batch_size),
+    )
+

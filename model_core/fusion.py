@@ -1,0 +1,348 @@
+"""CTSTFM fusion of a fine/coarse pair into a georeferenced raster.
+
+:func:`fuse` is the whole job: check everything that can be checked before any
+work (parameters, output path, device, model file, both rasters, their bands,
+overlap and coverage), then read the fine image at T0 and the coarse image at T1
+on the fine grid tile by tile (:class:`~model_core.raster.PairReader`), run the
+network on batches of tiles (:class:`TileModel`), blend the overlapping tiles
+(:func:`~model_core.tiling.run_tiled`) and write the result on the fine grid
+(:class:`~model_core.raster.RasterWriter`): the fine input's CRS, geotransform,
+size, data type and nodata (or float32 reflectance), with metadata saying how it
+was made. Pixels invalid in either input are nodata in the output; NaN is never
+written. Memory does not grow with the raster's size.
+
+Assessment and training reuse the pieces: :func:`resolve_device`,
+:class:`TileModel` (the per-tile network call with mixed precision and
+out-of-memory retries) and :func:`predict_pair` (tiled prediction of a
+:class:`~model_core.raster.PairReader` into any ``write`` callback).
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import __version__
+from .errors import CtstfmError
+from .progress import Progress
+from .raster import (
+    DEFAULT_RESAMPLING,
+    OUTPUT_FORMATS,
+    RESAMPLING_METHODS,
+    PairReader,
+    RasterWriter,
+    check_writable,
+    gdal_cache_limit,
+    output_spec,
+)
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
+
+DEVICES = ("auto", "cpu", "cuda")
+OUTPUT_TYPES = ("input", "float32")
+
+
+@dataclass
+class FusionResult:
+    """What :func:`fuse` did."""
+
+    out_path: str
+    seconds: float
+    megapixels_per_second: float
+    device: str
+    batch_size: int
+    tiles: int
+    width: int
+    height: int
+    bands: int
+    coarse_warped: bool
+    read_seconds: float = 0.0
+    network_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def resolve_device(device="auto"):
+    """A ``torch.device`` for ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
+    ``"cuda"`` or ``"cuda:N"``; asking for CUDA where there is none is a
+    :class:`CtstfmError`."""
+    import torch
+
+    name = str(device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CtstfmError(
+                "The CUDA device was asked for, but this PyTorch sees no CUDA GPU "
+                f"(torch {torch.__version__}); choose device 'auto' or 'cpu', or install a CUDA build of PyTorch."
+            )
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CtstfmError(f"There is no GPU {name}; this machine has {torch.cuda.device_count()} CUDA device(s).")
+        return dev
+    raise CtstfmError(f"Unknown device '{device}'; use one of {', '.join(DEVICES)}.")
+
+
+def auto_batch_size(device, tile_height, tile_width, width_channels=20):
+    """Tiles per batch when none was given: 1 on CPU (batching gains nothing
+    there and costs memory); on CUDA as many as about a quarter of the free GPU
+    memory holds (at roughly 60 feature maps of ``width_channels`` per pixel in
+    float32), between 1 and 32. Out-of-memory errors halve it anyway."""
+    if device.type != "cuda":
+        return 1
+    import torch
+
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # noqa: BLE001 (older drivers)
+        return 4
+    per_tile = tile_height * tile_width * width_channels * 60 * 4
+    return int(max(1, min(32, (free // 4) // max(per_tile, 1))))
+
+
+class TileModel:
+    """The per-tile network call the tiling engine runs: ``(fine, coarse) -> fine_t1``.
+
+    Takes numpy batches ``(B, C, h, w)`` of reflectance, returns ``float32``
+    ``(B, C, h, w)`` on the CPU. On CUDA it runs under ``torch.autocast``
+    (bfloat16 where supported, else float16) unless ``mixed_precision`` is
+    False; when the GPU runs out of memory the batch is halved and retried, and
+    the smaller size kept for the following batches. Negative predictions are
+    clipped to 0 reflectance (``clip_negative``), as the inputs are.
+    """
+
+    def __init__(self, model, device, batch_size=1, mixed_precision=True, progress=None, clip_negative=True):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.model = model.to(device).eval()
+        self.batch_size = max(1, int(batch_size))
+        self.progress = progress or Progress()
+        self.clip_negative = clip_negative
+        self.autocast_dtype = None
+        if device.type == "cuda" and mixed_precision:
+            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _run(self, fine, coarse):
+        torch = self.torch
+        coarse_t = torch.from_numpy(np.ascontiguousarray(coarse)).to(self.device, non_blocking=True)
+        fine_t = torch.from_numpy(np.ascontiguousarray(fine)).to(self.device, non_blocking=True)
+        coarse_t = coarse_t.contiguous(memory_format=torch.channels_last)
+        fine_t = fine_t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.autocast_dtype is not None:
+                with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
+                    out = self.model(coarse_t, fine_t)
+            else:
+                out = self.model(coarse_t, fine_t)
+        out = out.float().cpu().numpy()
+        return np.maximum(out, 0.0) if self.clip_negative else out
+
+    def __call__(self, batch):
+        fine, coarse = batch
+        outputs, start = [], 0
+        while start < len(fine):
+            stop = min(start + self.batch_size, len(fine))
+            try:
+                outputs.append(self._run(fine[start:stop], coarse[start:stop]))
+                start = stop
+            except RuntimeError as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                self.torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise CtstfmError(
+                        f"The GPU ran out of memory on a single {fine.shape[2]} x {fine.shape[3]} tile; "
+                        "use a smaller tile size, or device 'cpu'."
+                    ) from None
+                self.batch_size = max(1, self.batch_size // 2)
+                self.progress.info(f"GPU out of memory: batch size lowered to {self.batch_size}.")
+        return np.concatenate(outputs, axis=0)
+
+
+def _is_out_of_memory(exc):
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
+
+
+def predict_pair(pair, predictor, write, *, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=1, progress=None,
+                 max_strips=None):
+    """Tiled prediction over a :class:`~model_core.raster.PairReader`.
+
+    ``predictor((fine, coarse)) -> (B, C, h, w)`` (e.g. :class:`TileModel`);
+    ``write(window, reflectance, valid)`` receives blended full-width row bands
+    (see :func:`~model_core.tiling.run_tiled`). Pixels invalid in either input
+    are invalid in what ``write`` gets. Returns the tiling statistics.
+    """
+
+    def read(window):
+        fine, coarse, valid = pair.read(window)
+        return (fine, coarse), valid
+
+    return run_tiled(
+        pair.width, pair.height, read, predictor, write,
+        tile=tile, overlap=overlap, batch_size=batch_size, progress=progress, max_strips=max_strips,
+    )
+
+
+def _provenance_summary(provenance, limit=2000):
+    """The scalar fields of a model's provenance as JSON, at most ``limit`` characters."""
+    if not isinstance(provenance, dict):
+        return ""
+    simple = {k: v for k, v in provenance.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    text = json.dumps(simple, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_choice(value, choices, what):
+    if value not in choices:
+        raise CtstfmError(f"Unknown {what} '{value}'; use one of {', '.join(choices)}.")
+
+
+def fuse(
+    fine_path,
+    coarse_path,
+    model_path,
+    out_path,
+    *,
+    tile=DEFAULT_TILE,
+    overlap=DEFAULT_OVERLAP,
+    device="auto",
+    batch_size=None,
+    fine_bands=None,
+    coarse_bands=None,
+    resampling=DEFAULT_RESAMPLING,
+    output_type="input",
+    output_format="GTiff",
+    progress=None,
+    mixed_precision=True,
+    max_strips=None,
+):
+    """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1.
+
+    ``fine_path``: fine image at T0 (e.g. Landsat surface reflectance x 10000);
+    its grid is the output's. ``coarse_path``: coarse image at T1 (e.g. MODIS
+    MOD09GA), any CRS and resolution; put on the fine grid with ``resampling``
+    (``bilinear``, ``cubic``, ``nearest`` or ``average``) unless already on it.
+    ``model_path``: a CTSTFM model file. ``fine_bands`` / ``coarse_bands``:
+    1-based band lists in the model's band order (default the first N bands).
+    ``tile`` / ``overlap``: tile size and overlap in fine pixels
+    (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu`` or ``cuda``.
+    ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
+    on CUDA). ``output_type``: ``"input"`` (the fine image's data type, nodata and
+    DN scale) or ``"float32"`` (reflectance, nodata -9999). ``output_format``:
+    ``"GTiff"`` or ``"COG"``. ``progress``: a :class:`~model_core.progress.Progress`
+    (cancel is checked before every batch). ``max_strips`` (benchmarks only)
+    stops after that many tile rows and writes nothing.
+
+    Returns a :class:`FusionResult`. Raises :class:`CtstfmError` (a
+    :class:`~model_core.model_file.ModelFileError` for a bad model file) before
+    any work for bad input, and :class:`~model_core.errors.Cancelled` when
+    cancelled; in both cases nothing is left at ``out_path``.
+    """
+    progress = progress or Progress()
+    started = time.perf_counter()
+    check_tile_overlap(tile, overlap)
+    _check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
+    _check_choice(output_type, OUTPUT_TYPES, "output type")
+    _check_choice(output_format, OUTPUT_FORMATS, "output format")
+    if batch_size is not None and int(batch_size) < 1:
+        raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    out_path = check_writable(out_path)
+    torch_device = resolve_device(device)
+
+    from .model_file import load_model
+
+    loaded = load_model(model_path, map_location="cpu")
+    band_names = list(loaded.band_names)
+    progress.info(f"Model {os.path.basename(str(model_path))}: {len(band_names)} bands ({', '.join(band_names)}).")
+
+    with gdal_cache_limit(), PairReader(
+        fine_path,
+        coarse_path,
+        fine_bands=fine_bands,
+        coarse_bands=coarse_bands,
+        n_bands=len(band_names),
+        band_names=band_names,
+        scale=loaded.scale,
+        resampling=resampling,
+    ) as pair:
+        pair.check_coverage()
+        grid = pair.grid
+        if pair.coarse.warped:
+            progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
+        spec = output_spec(grid, output_type, loaded.scale)
+        tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
+        if batch_size is None:
+            batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
+        predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress)
+        progress.info(
+            f"Fusing {grid.width} x {grid.height} px on {torch_device} "
+            f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size})."
+        )
+        descriptions = [
+            grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
+            for i, b in enumerate(pair.fine.bands)
+        ]
+        metadata = {
+            "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
+            "CTSTFM_PRODUCT": "CTSTFM fused fine image at T1",
+            "CTSTFM_MODEL": os.path.abspath(str(model_path)),
+            "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
+            "CTSTFM_BANDS": ",".join(band_names),
+            "CTSTFM_FINE_T0": os.path.abspath(str(fine_path)),
+            "CTSTFM_COARSE_T1": os.path.abspath(str(coarse_path)),
+            "CTSTFM_FINE_BANDS": ",".join(map(str, pair.fine.bands)),
+            "CTSTFM_COARSE_BANDS": ",".join(map(str, pair.coarse.bands)),
+            "CTSTFM_RESAMPLING": resampling if pair.coarse.warped else "none (coarse already on the fine grid)",
+            "CTSTFM_TILE": str(int(tile)),
+            "CTSTFM_OVERLAP": str(int(overlap)),
+            "CTSTFM_OUTPUT_TYPE": output_type,
+            "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
+            "CTSTFM_DEVICE": str(torch_device),
+        }
+        writer = RasterWriter(
+            out_path, grid, pair.count, spec, descriptions=descriptions, metadata=metadata, fmt=output_format
+        )
+        try:
+            stats = predict_pair(
+                pair, predictor, writer.write, tile=tile, overlap=overlap, batch_size=batch_size,
+                progress=progress.sub(0.0, 0.99), max_strips=max_strips,
+            )
+            if max_strips is not None:
+                writer.abort()
+            else:
+                progress.update(0.99, "writing")
+                writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    seconds = time.perf_counter() - started
+    progress.update(1.0, "done")
+    # A partial run (max_strips) counts the share of the raster's tiles it did.
+    total_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
+    megapixels = grid.width * grid.height / 1e6 * stats.n_tiles / total_tiles
+    return FusionResult(
+        out_path=out_path if max_strips is None else "",
+        seconds=seconds,
+        megapixels_per_second=megapixels / max(seconds, 1e-9),
+        device=str(torch_device),
+        batch_size=predictor.batch_size,
+        tiles=stats.n_tiles,
+        width=grid.width,
+        height=grid.height,
+        bands=pair.count,
+        coarse_warped=pair.coarse.warped,
+        read_seconds=stats.read_seconds,
+        network_seconds=stats.process_seconds,
+        write_seconds=stats.write_seconds,
+    )

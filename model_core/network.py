@@ -1,0 +1,432 @@
+"""The CTSTFM network (Jiang & Shao, IEEE JSTARS 2024), block by block as the paper draws it.
+
+``CTSTFM(coarse_t1, fine_t0) -> fine_t1``: tensors ``(B, C, H, W)`` in reflectance, any
+``H, W`` (odd sizes too). Nothing is ever down-sampled: every block keeps ``N x H x W``
+(convolutions use 'same' padding; the attentions work across channels or pool globally),
+so there are no padding tricks and no size constraints.
+
+Structure (Section II, Fig. 1)::
+
+    coarse_t1 -> MKCE (1x1 conv eq. 1, E x BEB eq. 3-4) --+
+                                                          +-> CFM (M x BFB, eq. 5-6) -> concat -> CCD -> fine_t1
+    fine_t0   -> MKCE (1x1 conv eq. 2, E x BEB eq. 3-4) --+
+
+Each class below reads like its equation; where the paper leaves a choice open, the
+docstring says what was chosen and why (the same choices are tabulated in
+``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CtstfmError
+
+DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
+
+
+class ConfigError(CtstfmError, ValueError):
+    """A network configuration that cannot be built; the message says which field and why."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class CTSTFMConfig:
+    """Every choice that shapes the network; stored in model files (``to_dict``/``from_dict``).
+
+    ``width`` is N, the feature channels of every block. N = 20 with the readings documented
+    here gives 670,926 parameters for 6 bands, 4.3 % below the paper's 0.701 M (Table II).
+    ``heads`` splits the channel attention of CETB/CFTB; ``norm_groups`` is the GroupNorm group
+    count (CETB, CFTB, CCD). The ``use_*`` switches are for ablations: a block switched off is
+    the identity and has no parameters. ``predict_residual=True`` makes the output
+    ``fine_t0 + CCD(...)`` (a documented deviation, for models trained that way); the default
+    ``False`` is the network as drawn.
+    """
+
+    bands: int = 6
+    width: int = 20
+    encoder_blocks: int = 3
+    fusion_blocks: int = 3
+    heads: int = 1
+    norm_groups: int = 4
+    kernel_sizes: tuple = (3, 5, 7)
+    use_mkcb: bool = True
+    use_mksb: bool = True
+    use_cetb: bool = True
+    use_cftb: bool = True
+    predict_residual: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.kernel_sizes, list):
+            object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
+        for name in ("bands", "width", "encoder_blocks", "fusion_blocks", "heads", "norm_groups"):
+            value = getattr(self, name)
+            minimum = 0 if name in ("encoder_blocks", "fusion_blocks") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"Network setting {name}={value!r} is invalid; use an integer >= {minimum}.")
+        for name in ("use_mkcb", "use_mksb", "use_cetb", "use_cftb", "predict_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"Network setting {name}={getattr(self, name)!r} is invalid; use true or false.")
+        ks = self.kernel_sizes
+        if (
+            not isinstance(ks, tuple)
+            or not ks
+            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in ks)
+        ):
+            raise ConfigError(f"Network setting kernel_sizes={ks!r} is invalid; use odd positive integers, e.g. [3, 5, 7].")
+        if self.width % self.heads:
+            raise ConfigError(f"width={self.width} is not a multiple of heads={self.heads}; choose a width that is.")
+        if self.width % self.norm_groups:
+            raise ConfigError(
+                f"width={self.width} is not a multiple of norm_groups={self.norm_groups}; choose a width that is."
+            )
+
+    def to_dict(self) -> dict:
+        """Plain data (ints, bools, a list) for model files and JSON."""
+        data = dataclasses.asdict(self)
+        data["kernel_sizes"] = list(self.kernel_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data) -> "CTSTFMConfig":
+        """Build from ``to_dict()`` output; missing keys take their defaults, unknown keys are refused."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"A network configuration must be a mapping, not {type(data).__name__}.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown network setting(s) {', '.join(unknown)}; the model was probably written by a newer "
+                f"model_core, so update the plugin (known settings: {', '.join(sorted(known))})."
+            )
+        return cls(**data)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters (all are trainable)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
+    """A 2-D convolution with 'same' zero padding (odd kernels), so H and W never change."""
+    return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, heads: int, temperature: torch.Tensor) -> torch.Tensor:
+    """``Softmax(Q K^T / t)`` across channels ("transposed" attention), shape ``(B, heads, d, d)``.
+
+    Q and K are ``(B, N, H, W)``; each channel map is flattened over the H*W pixels and
+    L2-normalised, so ``Q K^T`` holds cosine similarities between channel maps, whatever the
+    tile size. The learnable per-head ``temperature`` replaces the paper's ``1/sqrt(d)``
+    (eq. 15): with positions as the contracted axis, ``sqrt(d)`` would be ``sqrt(H*W)`` and
+    change with the tile size. Cost and memory are linear in the pixel count.
+    """
+    b, n = q.shape[:2]
+    q = F.normalize(q.reshape(b, heads, n // heads, -1), dim=-1)
+    k = F.normalize(k.reshape(b, heads, n // heads, -1), dim=-1)
+    return torch.softmax((q @ k.transpose(-2, -1)) * temperature, dim=-1)
+
+
+def apply_attention(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``weights * V``: each output channel is a convex mix of value channels of its head."""
+    b, n, h, w = v.shape
+    heads = weights.shape[1]
+    return (weights @ v.reshape(b, heads, n // heads, h * w)).reshape(b, n, h, w)
+
+
+def multi_kernel_weight(convs: nn.ModuleList):
+    """The single kernel and bias equal to summing the outputs of ``convs`` (eq. 11).
+
+    A sum of 'same'-padded convolutions with kernels 3, 5, 7 is one 7x7 convolution whose
+    kernel is the three kernels zero-padded to 7x7 and added; computing it that way costs 49
+    instead of 9 + 25 + 49 = 83 multiply-adds per channel pair and gives the same result
+    (up to float rounding). The three kernels stay separate parameters, as drawn.
+    """
+    size = max(c.kernel_size[0] for c in convs)
+    weight = 0
+    bias = 0
+    for c in convs:
+        pad = (size - c.kernel_size[0]) // 2
+        weight = weight + F.pad(c.weight, (pad, pad, pad, pad))
+        bias = bias + c.bias
+    return weight, bias
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class BRB(nn.Module):
+    """Basic residual block, Fig. 2(a): ``x + Conv3x3(GELU(Conv3x3(x)))``, N -> N.
+
+    The paper draws two convolutions, an activation and a skip without kernel sizes; 3x3
+    kernels and GELU (the activation used everywhere else in the paper) are our reading.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = conv(width, width, 3)
+        self.act = nn.GELU()
+        self.conv2 = conv(width, width, 3)
+
+    def forward(self, x):
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+class MKCB(nn.Module):
+    """Multi kernel channel attention block, Fig. 2(c), eqs. 7-10.
+
+    * eq. 7: ``F_concated = Concat(Conv3x3(F), Conv5x5(F), Conv7x7(F))``, each N -> N, so 3N channels.
+    * eq. 8: ``F_pool = AvgPool(F_concated) + MaxPool(F_concated)``, global over H x W: one
+      value per channel ("the importance coefficient of each feature layer").
+    * eq. 9: ``F_weight = Sigmoid(Conv1x1(GELU(Conv3x3(F_pool))))``. The 3x3 convolution maps
+      3N -> N (this is where the three scales are merged into one weight per channel of F),
+      the 1x1 convolution N -> N. On the 1x1 pooled map a zero-padded 3x3 convolution only
+      ever touches its centre tap; the other eight taps multiply padding and would never get
+      a gradient, so only the centre tap is stored (a 1x1 convolution, ``conv3x3_centre``) —
+      the same function without 8/9 dead weights.
+    * eq. 10: ``F_MKCB = F_weight x F`` (N weights, broadcast over pixels).
+
+    Pooling each branch separately and concatenating the pooled vectors equals pooling the
+    concatenation, without materialising a 3N x H x W tensor.
+    """
+
+    def __init__(self, width: int, kernel_sizes=(3, 5, 7)):
+        super().__init__()
+        self.convs = nn.ModuleList(conv(width, width, k) for k in kernel_sizes)
+        self.conv3x3_centre = nn.Conv2d(width * len(kernel_sizes), width, 1)
+        self.act = nn.GELU()
+        self.conv1x1 = nn.Conv2d(width, width, 1)
+
+    def forward(self, f):
+        pooled = []
+        for c in self.convs:  # eq. 7 (concatenation after pooling) and eq. 8
+            y = c(f)
+            pooled.append(y.mean(dim=(2, 3), keepdim=True) + y.amax(dim=(2, 3), keepdim=True))
+        f_pool = torch.cat(pooled, dim=1)
+        f_weight = torch.sigmoid(self.conv1x1(self.act(self.conv3x3_centre(f_pool))))  # eq. 9
+        return f_weight * f  # eq. 10
+
+
+class MKSB(nn.Module):
+    """Multi kernel spatial attention block, Fig. 2(d), eqs. 11-12.
+
+    * eq. 11: ``F_sumed = Conv3x3(F) + Conv5x5(F) + Conv7x7(F)``, each N -> N (computed as one
+      7x7 convolution with the summed kernels, see :func:`multi_kernel_weight`).
+    * eq. 12: ``F_MKSB = Softmax(BRB(F_sumed)) x F``.
+
+    Softmax axis: over the H*W positions of each channel separately — the paper says Softmax
+    "evaluates the importance of each pixel", i.e. pixels compete with each other, and a
+    per-channel map keeps the block's output N x H x W as eq. 12's elementwise product needs.
+    Scale: a softmax over H*W positions averages 1/(H*W) (1.5e-5 on a 256 x 256 tile), which
+    would shrink F to nothing after three BEBs; it is multiplied by H*W so that the weights
+    average exactly 1 at any tile size: ``w_p = exp(s_p) / mean_q exp(s_q)``. The weights
+    depend on the whole tile (as GroupNorm does), so train and infer on the same tile size.
+    """
+
+    def __init__(self, width: int, kernel_sizes=(3, 5, 7)):
+        super().__init__()
+        self.convs = nn.ModuleList(conv(width, width, k) for k in kernel_sizes)
+        self.brb = BRB(width)
+
+    def forward(self, f):
+        weight, bias = multi_kernel_weight(self.convs)
+        f_sumed = F.conv2d(f, weight, bias, padding=weight.shape[-1] // 2)  # eq. 11
+        s = self.brb(f_sumed)
+        b, n, h, w = s.shape
+        weights = torch.softmax(s.reshape(b, n, h * w), dim=-1).reshape(b, n, h, w) * (h * w)
+        return weights * f  # eq. 12
+
+
+class BEB(nn.Module):
+    """Basic encoder block, eq. 4: ``F_e = MKSB(MKCB(BRB(F_{e-1}))) + F_{e-1}``."""
+
+    def __init__(self, cfg: CTSTFMConfig):
+        super().__init__()
+        self.brb = BRB(cfg.width)
+        self.mkcb = MKCB(cfg.width, cfg.kernel_sizes) if cfg.use_mkcb else nn.Identity()
+        self.mksb = MKSB(cfg.width, cfg.kernel_sizes) if cfg.use_mksb else nn.Identity()
+
+    def forward(self, x):
+        return self.mksb(self.mkcb(self.brb(x))) + x
+
+
+class MKCE(nn.Module):
+    """Multi kernel CNN encoder: eq. 1/2 (1x1 conv, C -> N "shallow features"), then E BEBs (eq. 3)."""
+
+    def __init__(self, cfg: CTSTFMConfig):
+        super().__init__()
+        self.stem = nn.Conv2d(cfg.bands, cfg.width, 1)
+        self.blocks = nn.Sequential(*(BEB(cfg) for _ in range(cfg.encoder_blocks)))
+
+    def forward(self, image):
+        return self.blocks(self.stem(image))
+
+
+class CETB(nn.Module):
+    """Cross exchange Transformer block, Fig. 2(e), eqs. 13-15, on the coarse (c) and fine (f) streams.
+
+    * eq. 13: ``F_i,norm = GN(F_i)`` (one GroupNorm per stream).
+    * eq. 14: ``Q_i, K_i, V_i`` by 1x1 convolutions of ``F_i,norm`` (one N -> 3N convolution per
+      stream, identical to three N -> N convolutions stacked).
+    * eq. 15: ``F_i,CETB = BRB(Conv1x1(Softmax(Q K^T / t) * V_i)) + F_i,norm``.
+
+    Exchange: the text says the streams "exchange each other's Q-vectors", so stream i uses
+    ``Q_j`` with its own ``K_i, V_i`` (eq. 15's subscripts read ``Q_i K_j^T``; keeping K and V
+    from the same stream means the softmax ranks exactly the value channels it mixes).
+    Attention is across channels (see :func:`attention_weights`).
+    """
+
+    def __init__(self, width: int, heads: int = 1, norm_groups: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm_c = nn.GroupNorm(norm_groups, width)
+        self.norm_f = nn.GroupNorm(norm_groups, width)
+        self.qkv_c = nn.Conv2d(width, 3 * width, 1)
+        self.qkv_f = nn.Conv2d(width, 3 * width, 1)
+        self.temperature_c = nn.Parameter(torch.ones(heads, 1, 1))
+        self.temperature_f = nn.Parameter(torch.ones(heads, 1, 1))
+        self.proj_c = nn.Conv2d(width, width, 1)
+        self.proj_f = nn.Conv2d(width, width, 1)
+        self.brb_c = BRB(width)
+        self.brb_f = BRB(width)
+
+    def forward(self, c, f):
+        c_norm, f_norm = self.norm_c(c), self.norm_f(f)  # eq. 13
+        q_c, k_c, v_c = self.qkv_c(c_norm).chunk(3, dim=1)  # eq. 14
+        q_f, k_f, v_f = self.qkv_f(f_norm).chunk(3, dim=1)
+        att_c = apply_attention(attention_weights(q_f, k_c, self.heads, self.temperature_c), v_c)  # eq. 15
+        att_f = apply_attention(attention_weights(q_c, k_f, self.heads, self.temperature_f), v_f)
+        return self.brb_c(self.proj_c(att_c)) + c_norm, self.brb_f(self.proj_f(att_f)) + f_norm
+
+
+class CFTB(nn.Module):
+    """Combine fusion Transformer block, Fig. 2(f), eqs. 16-19.
+
+    * eq. 16: ``F_i,norm = GN(F_i)`` (one GroupNorm per stream).
+    * eq. 17: ``F_weight = Softmax(Attn(BRB(F_C,norm + F_F,norm)))``: Attn (the grey box: 1x1
+      convolution, reshape, transpose, matrix product) makes Q and K from the summed map
+      (one N -> 2N 1x1 convolution) and their channel-by-channel product; one weight matrix
+      shared by both streams.
+    * eq. 18: ``F_i,Atten = Conv1x1(F_i,norm) * F_weight`` (the value of each stream).
+    * eq. 19: ``F_i,CFTB = BRB(Conv1x1(F_i,Atten) + F_i,norm)`` — here, as written, the skip is
+      inside the BRB (in eq. 15 it is outside).
+    """
+
+    def __init__(self, width: int, heads: int = 1, norm_groups: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm_c = nn.GroupNorm(norm_groups, width)
+        self.norm_f = nn.GroupNorm(norm_groups, width)
+        self.brb_sum = BRB(width)
+        self.qk = nn.Conv2d(width, 2 * width, 1)
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.value_c = nn.Conv2d(width, width, 1)
+        self.value_f = nn.Conv2d(width, width, 1)
+        self.proj_c = nn.Conv2d(width, width, 1)
+        self.proj_f = nn.Conv2d(width, width, 1)
+        self.brb_c = BRB(width)
+        self.brb_f = BRB(width)
+
+    def forward(self, c, f):
+        c_norm, f_norm = self.norm_c(c), self.norm_f(f)  # eq. 16
+        q, k = self.qk(self.brb_sum(c_norm + f_norm)).chunk(2, dim=1)
+        f_weight = attention_weights(q, k, self.heads, self.temperature)  # eq. 17
+        att_c = apply_attention(f_weight, self.value_c(c_norm))  # eq. 18
+        att_f = apply_attention(f_weight, self.value_f(f_norm))
+        return self.brb_c(self.proj_c(att_c) + c_norm), self.brb_f(self.proj_f(att_f) + f_norm)  # eq. 19
+
+
+class BFB(nn.Module):
+    """Basic fusion block, eq. 6: ``F_m = CFTB(CETB(BRB(F_{m-1}))) + F_{m-1}`` on both streams.
+
+    Each stream has its own BRB and its own skip connection.
+    """
+
+    def __init__(self, cfg: CTSTFMConfig):
+        super().__init__()
+        self.brb_c = BRB(cfg.width)
+        self.brb_f = BRB(cfg.width)
+        self.cetb = CETB(cfg.width, cfg.heads, cfg.norm_groups) if cfg.use_cetb else None
+        self.cftb = CFTB(cfg.width, cfg.heads, cfg.norm_groups) if cfg.use_cftb else None
+
+    def forward(self, c, f):
+        c_out, f_out = self.brb_c(c), self.brb_f(f)
+        if self.cetb is not None:
+            c_out, f_out = self.cetb(c_out, f_out)
+        if self.cftb is not None:
+            c_out, f_out = self.cftb(c_out, f_out)
+        return c_out + c, f_out + f
+
+
+class CFM(nn.Module):
+    """Cross fusion module, eq. 5: M BFBs in sequence on the (coarse, fine) feature pair."""
+
+    def __init__(self, cfg: CTSTFMConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(BFB(cfg) for _ in range(cfg.fusion_blocks))
+
+    def forward(self, c, f):
+        for block in self.blocks:
+            c, f = block(c, f)
+        return c, f
+
+
+class CCD(nn.Module):
+    """Convolutional compression decoder (Fig. 1): 1x1 2N -> N, GN, GELU, 3x3 N -> N, GN, GELU, 1x1 N -> C."""
+
+    def __init__(self, cfg: CTSTFMConfig):
+        n = cfg.width
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(2 * n, n, 1),
+            nn.GroupNorm(cfg.norm_groups, n),
+            nn.GELU(),
+            conv(n, n, 3),
+            nn.GroupNorm(cfg.norm_groups, n),
+            nn.GELU(),
+            nn.Conv2d(n, cfg.bands, 1),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class CTSTFM(nn.Module):
+    """The whole network: ``forward(coarse_t1, fine_t0) -> fine_t1``, all ``(B, C, H, W)`` reflectance.
+
+    Two encoders that share no weights (Section II-A), the CFM on the pair, the two streams
+    concatenated (coarse first) into 2N channels and decoded by the CCD. With
+    ``config.predict_residual`` the output is ``fine_t0 + CCD(...)``.
+    """
+
+    def __init__(self, config: CTSTFMConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else CTSTFMConfig()
+        self.coarse_encoder = MKCE(self.config)
+        self.fine_encoder = MKCE(self.config)
+        self.cfm = CFM(self.config)
+        self.ccd = CCD(self.config)
+        # Channels-last (NHWC) weights make oneDNN's convolutions with few channels about 25 %
+        # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor) -> torch.Tensor:
+        if coarse_t1.shape != fine_t0.shape or coarse_t1.dim() != 4 or coarse_t1.shape[1] != self.config.bands:
+            raise CtstfmError(
+                f"CTSTFM needs a coarse and a fine image of the same shape (B, {self.config.bands}, H, W); got "
+                f"{tuple(coarse_t1.shape)} and {tuple(fine_t0.shape)} — resample the coarse image onto the fine "
+                f"grid and give it the model's {self.config.bands} bands."
+            )
+        c, f = self.cfm(self.coarse_encoder(coarse_t1), self.fine_encoder(fine_t0))
+        out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
+        return out + fine_t0 if self.config.predict_residual else out

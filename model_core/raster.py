@@ -1,0 +1,942 @@
+"""The one raster reader, warper and writer (GDAL, window by window).
+
+Everything in ``model_core`` that touches a raster file goes through this module:
+fusion, training (pairs of coarse T1 / fine T0 plus a fine T1 label) and
+assessment. Nothing here reads a whole raster into memory; callers read windows.
+
+Reading
+    :func:`open_raster` opens a file with a clear :class:`CtstfmError` when it is
+    missing or not a raster. :class:`RasterInfo` describes its grid (size, CRS,
+    geotransform, per-band nodata, data type, band descriptions).
+    :class:`RasterReader` reads a window of chosen bands as ``float32`` plus a
+    validity mask (nodata or NaN in *any* chosen band makes the pixel invalid).
+    Given a ``grid`` (another raster's :class:`RasterInfo`) it presents the raster
+    on that grid: a raster already on the grid (same CRS, geotransform and size)
+    is read as it is; any other is warped lazily through a GDAL warped VRT in
+    ``/vsimem`` (only the windows asked for are ever warped). Source nodata is
+    carried through the warp and everything outside the source comes out invalid.
+
+Pairs
+    :class:`PairReader` reads, for one window of the fine grid, the fine image at
+    T0 and the coarse image at T1 resampled onto the fine grid, both as
+    reflectance (``DN * scale``, negatives clipped to 0) with their invalid pixels
+    filled so that no nodata value ever reaches a network, plus the joint
+    validity mask.
+
+Writing
+    :class:`RasterWriter` writes a tiled, DEFLATE-compressed GeoTIFF (or a COG) on
+    the fine grid to a temporary file in the output folder and renames it onto
+    the output path only when :meth:`RasterWriter.commit` is called; on any error
+    or cancel (:meth:`RasterWriter.abort`, or leaving its ``with`` block with an
+    exception) nothing is left behind. :func:`output_spec` picks the output data
+    type and nodata ("same as the fine input" or float32 reflectance).
+
+Conventions
+    Windows are :class:`Window` ``(col, row, width, height)`` in pixels of the
+    raster (or grid) being read; arrays are ``(bands, rows, cols)``. Band indices
+    are 1-based, as in GDAL and QGIS.
+"""
+
+import json
+import math
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+from osgeo import gdal, gdal_array, osr
+
+from .errors import CtstfmError
+
+#: Resampling methods for putting a coarse raster on the fine grid, by the name
+#: users see, mapped to GDAL's. ``bilinear`` is the default: for 500 m -> 30 m it
+#: gives a smooth field without the blocks of ``nearest`` or the overshoot of
+#: ``cubic``. ``average`` suits the rarer case of a source finer than the grid.
+RESAMPLING_METHODS = {
+    "bilinear": "bilinear",
+    "cubic": "cubic",
+    "nearest": "near",
+    "average": "average",
+}
+DEFAULT_RESAMPLING = "bilinear"
+
+#: Nodata written in float32 reflectance outputs (NaN is never written).
+FLOAT_NODATA = -9999.0
+
+OUTPUT_FORMATS = ("GTiff", "COG")
+
+
+class Window(NamedTuple):
+    """A rectangle of pixels: first column, first row, width, height."""
+
+    col: int
+    row: int
+    width: int
+    height: int
+
+    @property
+    def slices(self):
+        """``(rows, cols)`` slices selecting this window from a full array."""
+        return slice(self.row, self.row + self.height), slice(self.col, self.col + self.width)
+
+
+# --------------------------------------------------------------------------- GDAL
+
+
+@contextmanager
+def _quiet_gdal():
+    """Silence GDAL's own printing; failures are reported as CtstfmError instead."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    gdal.ErrorReset()
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+
+
+def _last_gdal_error(default="unknown GDAL error"):
+    return (gdal.GetLastErrorMsg() or default).strip()
+
+
+def _is_vsi(path):
+    return str(path).startswith("/vsi")
+
+
+@contextmanager
+def gdal_cache_limit(max_bytes=256 * 2**20):
+    """Cap GDAL's block cache while a job runs (GDAL's default is 5% of RAM).
+
+    The tiling engine re-reads the overlaps of neighbouring tiles, so a cache of
+    a few strips is all it needs; the cap keeps memory use independent of the
+    machine's RAM. The previous setting is restored afterwards.
+    """
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(int(min(previous, max_bytes)))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
+
+
+def open_raster(path, what="raster"):
+    """Open ``path`` read-only as a GDAL raster dataset.
+
+    Raises :class:`CtstfmError` naming ``what`` (e.g. "fine image") when the path
+    is empty, missing, not a raster, or has no bands.
+    """
+    if path is None or str(path).strip() == "":
+        raise CtstfmError(f"No {what} was given; choose a raster file.")
+    path = str(path)
+    if not _is_vsi(path) and not os.path.exists(path):
+        raise CtstfmError(f"The {what} '{path}' does not exist; check the path.")
+    if os.path.isdir(path) and not path.lower().endswith((".gdb", ".safe")):
+        raise CtstfmError(f"The {what} '{path}' is a folder, not a raster file; choose the image file.")
+    with _quiet_gdal():
+        try:
+            dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+        except RuntimeError:
+            dataset = None
+        message = _last_gdal_error("not a format GDAL can read")
+    if dataset is None:
+        raise CtstfmError(
+            f"The {what} '{path}' could not be read as a raster ({message}); "
+            "give a GeoTIFF or another raster that GDAL can read."
+        )
+    if dataset.RasterCount == 0:
+        raise CtstfmError(f"The {what} '{path}' has no raster bands; give a raster image.")
+    return dataset
+
+
+def _srs(wkt):
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def same_crs(wkt_a, wkt_b):
+    """True when two WKT strings describe the same CRS (both empty counts as same)."""
+    if not wkt_a or not wkt_b:
+        return not wkt_a and not wkt_b
+    return bool(_srs(wkt_a).IsSame(_srs(wkt_b)))
+
+
+# --------------------------------------------------------------------------- info
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a raster is: its grid, bands, nodata and data type.
+
+    ``geotransform`` is GDAL's ``(x0, dx, rx, y0, ry, dy)``; ``nodata`` and
+    ``descriptions`` have one entry per band (``None`` / ``""`` when unset);
+    ``dtype`` is the numpy name of band 1's type (e.g. ``"int16"``).
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    crs_wkt: str
+    geotransform: Tuple[float, ...]
+    nodata: Tuple[Optional[float], ...]
+    dtype: str
+    descriptions: Tuple[str, ...]
+
+    @classmethod
+    def from_dataset(cls, dataset, path=None):
+        bands = [dataset.GetRasterBand(i + 1) for i in range(dataset.RasterCount)]
+        dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(bands[0].DataType)).name
+        return cls(
+            path=str(path if path is not None else dataset.GetDescription()),
+            width=dataset.RasterXSize,
+            height=dataset.RasterYSize,
+            count=dataset.RasterCount,
+            crs_wkt=dataset.GetProjection() or "",
+            geotransform=tuple(float(v) for v in dataset.GetGeoTransform()),
+            nodata=tuple(band.GetNoDataValue() for band in bands),
+            dtype=dtype,
+            descriptions=tuple(band.GetDescription() or "" for band in bands),
+        )
+
+    @classmethod
+    def read(cls, path, what="raster"):
+        """Describe the raster at ``path`` (opens and closes it)."""
+        dataset = open_raster(path, what)
+        try:
+            return cls.from_dataset(dataset, path)
+        finally:
+            dataset = None
+
+    @property
+    def shape(self):
+        """``(count, height, width)``, the shape of a full read."""
+        return (self.count, self.height, self.width)
+
+    @property
+    def pixel_size(self):
+        """``(dx, dy)`` in CRS units; dy is negative for a north-up raster."""
+        return (self.geotransform[1], self.geotransform[5])
+
+    @property
+    def is_north_up(self):
+        gt = self.geotransform
+        return gt[2] == 0 and gt[4] == 0 and gt[1] > 0 and gt[5] < 0
+
+    @property
+    def bounds(self):
+        """``(xmin, ymin, xmax, ymax)`` of the raster in its CRS."""
+        return self.window_bounds(Window(0, 0, self.width, self.height))
+
+    def window_bounds(self, window):
+        """``(xmin, ymin, xmax, ymax)`` of a pixel window in the raster's CRS."""
+        gt = self.geotransform
+        xs, ys = [], []
+        for col in (window.col, window.col + window.width):
+            for row in (window.row, window.row + window.height):
+                xs.append(gt[0] + col * gt[1] + row * gt[2])
+                ys.append(gt[3] + col * gt[4] + row * gt[5])
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def window_transform(self, window):
+        """The geotransform of a window of this raster."""
+        gt = self.geotransform
+        return (
+            gt[0] + window.col * gt[1] + window.row * gt[2],
+            gt[1],
+            gt[2],
+            gt[3] + window.col * gt[4] + window.row * gt[5],
+            gt[4],
+            gt[5],
+        )
+
+    def bounds_in(self, crs_wkt):
+        """The raster's bounds transformed to another CRS (densified edges), or None."""
+        if same_crs(self.crs_wkt, crs_wkt):
+            return self.bounds
+        if not self.crs_wkt or not crs_wkt:
+            return None
+        try:
+            with _quiet_gdal():
+                transform = osr.CoordinateTransformation(_srs(self.crs_wkt), _srs(crs_wkt))
+                result = transform.TransformBounds(*self.bounds, 21)
+        except (RuntimeError, TypeError, ValueError):
+            return None
+        if result is None or not all(math.isfinite(v) for v in result):
+            return None
+        return tuple(result)
+
+    def same_grid(self, other, tolerance=1e-6):
+        """True when ``other`` has this raster's size, CRS and (within a tiny
+        fraction of a pixel) geotransform: pixels correspond one to one."""
+        if (self.width, self.height) != (other.width, other.height):
+            return False
+        scale = max(abs(self.geotransform[1]), abs(self.geotransform[5]), 1e-12)
+        if any(abs(a - b) > tolerance * scale for a, b in zip(self.geotransform, other.geotransform)):
+            return False
+        return same_crs(self.crs_wkt, other.crs_wkt)
+
+
+def parse_band_list(spec, count, needed=None, what="image", band_names=None):
+    """Turn a band choice into a list of 1-based band indices, checked against ``count``.
+
+    ``spec`` is ``None``/``""``/``[]`` (the first ``needed`` bands, or all bands
+    when ``needed`` is None), a string such as ``"3,4,1,2,6,7"`` or a sequence of
+    ints. When ``needed`` is given the list must have exactly that many bands.
+    """
+    names = f" ({', '.join(band_names)})" if band_names else ""
+    if spec is None or (isinstance(spec, (str, list, tuple)) and len(spec) == 0) or str(spec).strip() == "":
+        if needed is None:
+            return list(range(1, count + 1))
+        if count < needed:
+            raise CtstfmError(
+                f"The {what} has {count} band(s) but the model needs {needed}{names}; "
+                f"give an image with those bands, or choose which bands to use."
+            )
+        return list(range(1, needed + 1))
+    if isinstance(spec, str):
+        parts = [p for p in spec.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+        try:
+            bands = [int(p) for p in parts]
+        except ValueError:
+            raise CtstfmError(
+                f"The band list '{spec}' for the {what} is not a comma-separated list of band numbers (e.g. 1,2,3)."
+            ) from None
+    else:
+        try:
+            bands = [int(b) for b in spec]
+        except (TypeError, ValueError):
+            raise CtstfmError(f"The band list {spec!r} for the {what} is not a list of band numbers.") from None
+    bad = [b for b in bands if b < 1 or b > count]
+    if bad:
+        raise CtstfmError(
+            f"Band(s) {', '.join(map(str, bad))} do not exist in the {what}, which has {count} band(s) "
+            f"(numbered from 1)."
+        )
+    if needed is not None and len(bands) != needed:
+        raise CtstfmError(
+            f"{len(bands)} band(s) were chosen for the {what} but the model needs {needed}{names}; "
+            f"choose {needed} bands in the model's order."
+        )
+    return bands
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _valid_mask(data, nodata):
+    """``(h, w)`` bool: every band finite and different from its nodata."""
+    valid = np.isfinite(data).all(axis=0)
+    for band_index, value in enumerate(nodata):
+        if value is not None and math.isfinite(value):
+            valid &= data[band_index] != np.float32(value)
+    return valid
+
+
+class RasterReader:
+    """Reads windows of chosen bands of one raster as ``float32`` plus a validity mask.
+
+    ``bands``: 1-based band indices (default: all). ``grid``: a
+    :class:`RasterInfo` whose pixel grid windows refer to; ``None`` means the
+    raster's own grid. A raster on a different grid is warped lazily with
+    ``resampling`` (see :data:`RESAMPLING_METHODS`); ``self.warped`` says whether
+    it was. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path, bands=None, grid=None, resampling=DEFAULT_RESAMPLING, what="raster"):
+        if resampling not in RESAMPLING_METHODS:
+            raise CtstfmError(
+                f"Unknown resampling '{resampling}'; use one of {', '.join(RESAMPLING_METHODS)}."
+            )
+        self.what = what
+        self.resampling = resampling
+        self._vsimem = []
+        self._dataset = open_raster(path, what)
+        self.source_info = RasterInfo.from_dataset(self._dataset, path)
+        self.bands = parse_band_list(bands, self.source_info.count, what=what)
+        self.grid = grid if grid is not None else self.source_info
+        self.warped = not self.source_info.same_grid(self.grid)
+        self.nodata = tuple(self.source_info.nodata[b - 1] for b in self.bands)
+        if self.warped:
+            self._open_warped()
+
+    # The warp reads the source by path from a VRT in /vsimem, so no dataset
+    # handle is shared between Python objects (GDAL closes each one once).
+    def _band_subset_path(self):
+        """A path to the source holding just the chosen bands, in order."""
+        info = self.source_info
+        if self.bands == list(range(1, info.count + 1)):
+            return info.path
+        path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_bands.vrt"
+        with _quiet_gdal():
+            subset = gdal.Translate(path, self._dataset, format="VRT", bandList=self.bands)
+            if subset is None:
+                raise CtstfmError(f"Could not select bands of the {self.what}: {_last_gdal_error()}")
+            subset = None
+        self._vsimem.append(path)
+        return path
+
+    def _source_nodata(self):
+        """GDAL's srcNodata for the chosen bands (a band without one borrows another's)."""
+        known = [v for v in self.nodata if v is not None]
+        if not known:
+            return None
+        values = [v if v is not None else known[0] for v in self.nodata]
+        return " ".join(repr(float(v)) if math.isfinite(v) else "nan" for v in values)
+
+    def _warp_options(self, grid, width, height, resampling, fmt):
+        if not grid.is_north_up:
+            raise CtstfmError(
+                f"The grid of '{grid.path}' is rotated or not north-up; warp it to a north-up grid first "
+                "(Raster > Projections > Warp)."
+            )
+        if bool(grid.crs_wkt) != bool(self.source_info.crs_wkt):
+            missing = self.source_info.path if not self.source_info.crs_wkt else grid.path
+            raise CtstfmError(
+                f"'{missing}' has no coordinate reference system, so the images cannot be aligned; "
+                "assign its CRS (Raster > Projections > Assign Projection) and try again."
+            )
+        return gdal.WarpOptions(
+            format=fmt,
+            outputBounds=grid.bounds,
+            width=width,
+            height=height,
+            dstSRS=grid.crs_wkt or None,
+            resampleAlg=RESAMPLING_METHODS[resampling],
+            srcNodata=self._source_nodata(),
+            dstNodata="nan",
+            outputType=gdal.GDT_Float32,
+            workingType=gdal.GDT_Float32,
+            warpOptions=["UNIFIED_SRC_NODATA=NO", "INIT_DEST=NO_DATA"],
+        )
+
+    def _open_warped(self):
+        self._warp_source = self._band_subset_path()
+        path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_warp.vrt"
+        options = self._warp_options(self.grid, self.grid.width, self.grid.height, self.resampling, "VRT")
+        with _quiet_gdal():
+            try:
+                warped = gdal.Warp(path, self._warp_source, options=options)
+            except RuntimeError:
+                warped = None
+            if warped is None:
+                raise CtstfmError(
+                    f"The {self.what} '{self.source_info.path}' could not be resampled onto the grid of "
+                    f"'{self.grid.path}': {_last_gdal_error()}."
+                )
+            warped = None  # writes the VRT
+            self._vsimem.append(path)
+            self._dataset = gdal.Open(path)
+        if self._dataset is None:
+            raise CtstfmError(f"Could not open the resampled {self.what}: {_last_gdal_error()}")
+        self._read_bands = list(range(1, len(self.bands) + 1))
+        # After the warp, invalid is NaN (carried source nodata or outside the source).
+        self._read_nodata = (None,) * len(self.bands)
+
+    @property
+    def _bands_to_read(self):
+        return self._read_bands if self.warped else self.bands
+
+    @property
+    def _nodata_to_check(self):
+        return self._read_nodata if self.warped else self.nodata
+
+    @property
+    def count(self):
+        return len(self.bands)
+
+    @property
+    def width(self):
+        return self.grid.width
+
+    @property
+    def height(self):
+        return self.grid.height
+
+    def read(self, window):
+        """``(data float32 (C, h, w), valid bool (h, w))`` for a window of the grid."""
+        col, row, width, height = window
+        if col < 0 or row < 0 or col + width > self.grid.width or row + height > self.grid.height:
+            raise ValueError(f"window {tuple(window)} is outside the {self.grid.width}x{self.grid.height} grid")
+        data = self._dataset.ReadAsArray(
+            int(col), int(row), int(width), int(height), band_list=self._bands_to_read, buf_type=gdal.GDT_Float32
+        )
+        if data is None:
+            raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {_last_gdal_error()}")
+        data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
+        return data, _valid_mask(data, self._nodata_to_check)
+
+    def read_reflectance(self, window, scale):
+        """Like :meth:`read` but as reflectance: ``DN * scale``, negatives clipped to 0.
+
+        Invalid pixels keep whatever value they had (use the mask)."""
+        data, valid = self.read(window)
+        if scale != 1.0:
+            data *= np.float32(scale)
+        np.maximum(data, 0.0, out=data, where=np.isfinite(data))
+        return data, valid
+
+    def valid_fraction(self, max_size=256):
+        """The fraction of valid pixels, estimated on a decimated copy of at most
+        ``max_size`` pixels a side (nearest neighbour; cheap even for big rasters)."""
+        grid = self.grid
+        factor = max(grid.width, grid.height) / float(max_size)
+        width = max(1, int(round(grid.width / max(factor, 1.0))))
+        height = max(1, int(round(grid.height / max(factor, 1.0))))
+        if not self.warped:
+            data = self._dataset.ReadAsArray(
+                0, 0, grid.width, grid.height, buf_xsize=width, buf_ysize=height,
+                band_list=self.bands, buf_type=gdal.GDT_Float32,
+            )
+            if data is None:
+                raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {_last_gdal_error()}")
+            data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
+            return float(_valid_mask(data, self.nodata).mean())
+        options = self._warp_options(grid, width, height, "nearest", "MEM")
+        with _quiet_gdal():
+            try:
+                small = gdal.Warp("", self._warp_source, options=options)
+            except RuntimeError:
+                small = None
+        if small is None:
+            return 0.0
+        data = np.asarray(small.ReadAsArray(), dtype=np.float32).reshape(len(self.bands), height, width)
+        small = None
+        return float(np.isfinite(data).all(axis=0).mean())
+
+    def close(self):
+        self._dataset = None
+        for path in self._vsimem:
+            gdal.Unlink(path)
+        self._vsimem = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
+
+
+def _fill_invalid(data, ok, substitute=None, substitute_ok=None):
+    """Replace invalid pixels in place so they never enter a network as outliers.
+
+    Where ``substitute`` (the other image of the pair) is valid, its value is
+    used; elsewhere the band mean of this window's valid pixels; 0 when the
+    window has none.
+    """
+    bad = ~ok
+    if not bad.any():
+        return data
+    if substitute is not None:
+        take = bad & substitute_ok
+        if take.any():
+            data[:, take] = substitute[:, take]
+            bad = bad & ~take
+    if bad.any():
+        good = ~bad
+        for band in data:
+            band[bad] = band[good].mean() if good.any() else 0.0
+    return data
+
+
+class PairReader:
+    """Fine image at T0 and coarse image at T1 on the fine grid, window by window.
+
+    ``read(window)`` returns ``(fine_t0, coarse_t1, valid)``: two ``float32``
+    reflectance arrays ``(C, h, w)`` (``DN * scale``, negatives clipped to 0) and
+    a ``(h, w)`` mask that is True where both images are valid. Invalid pixels
+    are filled (from the other image where that one is valid, else with the
+    window's band mean) so no nodata value reaches the network; write them out
+    as nodata using the mask.
+
+    ``fine_bands`` / ``coarse_bands``: 1-based band lists (string ``"1,2,3"`` or
+    ints; default the first ``n_bands``). ``scale``: reflectance per DN of both
+    images (``coarse_scale`` overrides it for the coarse one). ``resampling``: how
+    the coarse image is put on the fine grid (:data:`RESAMPLING_METHODS`).
+    """
+
+    def __init__(
+        self,
+        fine_path,
+        coarse_path,
+        *,
+        fine_bands=None,
+        coarse_bands=None,
+        n_bands=None,
+        band_names=None,
+        scale=1e-4,
+        coarse_scale=None,
+        resampling=DEFAULT_RESAMPLING,
+        fine_what="fine image",
+        coarse_what="coarse image",
+    ):
+        self.scale = float(scale)
+        self.coarse_scale = float(coarse_scale if coarse_scale is not None else scale)
+        fine_info = RasterInfo.read(fine_path, fine_what)
+        coarse_info = RasterInfo.read(coarse_path, coarse_what)
+        fine_bands = parse_band_list(fine_bands, fine_info.count, n_bands, fine_what, band_names)
+        coarse_bands = parse_band_list(
+            coarse_bands, coarse_info.count, n_bands if n_bands is not None else len(fine_bands), coarse_what,
+            band_names,
+        )
+        if len(fine_bands) != len(coarse_bands):
+            raise CtstfmError(
+                f"The fine image uses {len(fine_bands)} band(s) and the coarse image {len(coarse_bands)}; "
+                "choose the same bands, in the same order, in both."
+            )
+        check_overlap(fine_info, coarse_info, fine_what, coarse_what)
+        self.fine = RasterReader(fine_path, fine_bands, what=fine_what)
+        try:
+            self.coarse = RasterReader(
+                coarse_path, coarse_bands, grid=self.fine.source_info, resampling=resampling, what=coarse_what
+            )
+        except Exception:
+            self.fine.close()
+            raise
+
+    @property
+    def grid(self):
+        """The fine image's :class:`RasterInfo`: every window refers to its pixels."""
+        return self.fine.source_info
+
+    @property
+    def width(self):
+        return self.grid.width
+
+    @property
+    def height(self):
+        return self.grid.height
+
+    @property
+    def count(self):
+        return self.fine.count
+
+    def check_coverage(self, max_size=256):
+        """Raise :class:`CtstfmError` when either image has no valid pixel over the fine extent."""
+        if self.fine.valid_fraction(max_size) == 0.0:
+            raise CtstfmError(
+                f"The {self.fine.what} '{self.grid.path}' is nodata everywhere (in the chosen bands); "
+                "give an image with valid pixels."
+            )
+        if self.coarse.valid_fraction(max_size) == 0.0:
+            raise CtstfmError(
+                f"The {self.coarse.what} '{self.coarse.source_info.path}' has no valid pixels over the extent of "
+                f"the {self.fine.what}; give a coarse image that covers it with data."
+            )
+
+    def read(self, window):
+        fine, fine_ok = self.fine.read_reflectance(window, self.scale)
+        coarse, coarse_ok = self.coarse.read_reflectance(window, self.coarse_scale)
+        valid = fine_ok & coarse_ok
+        if not valid.all():
+            _fill_invalid(coarse, coarse_ok, fine, fine_ok)
+            _fill_invalid(fine, fine_ok, coarse, coarse_ok)
+        return fine, coarse, valid
+
+    def close(self):
+        self.fine.close()
+        self.coarse.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def check_overlap(fine_info, coarse_info, fine_what="fine image", coarse_what="coarse image"):
+    """Raise :class:`CtstfmError` when the two rasters' extents do not intersect.
+
+    The coarse extent is transformed into the fine CRS (edges densified); when
+    that transform is undefined the fine extent is transformed the other way.
+    When neither is possible the check is left to the coverage check.
+    """
+    a = fine_info.bounds
+    b = coarse_info.bounds_in(fine_info.crs_wkt)
+    if b is None:
+        a = fine_info.bounds_in(coarse_info.crs_wkt)
+        b = coarse_info.bounds
+        if a is None:
+            return
+    if a[0] >= b[2] or b[0] >= a[2] or a[1] >= b[3] or b[1] >= a[3]:
+        raise CtstfmError(
+            f"The {coarse_what} '{coarse_info.path}' does not overlap the {fine_what} '{fine_info.path}' "
+            "(after transforming to the same CRS); give images of the same area."
+        )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Data type, nodata and DN scale of an output raster.
+
+    ``scale`` is the reflectance per DN: values handed to the writer are
+    reflectance and are written as ``reflectance / scale`` (rounded for integer
+    types); ``None`` writes them unchanged.
+    """
+
+    dtype: str
+    nodata: float
+    scale: Optional[float]
+
+
+def default_nodata(dtype):
+    """A nodata value for ``dtype`` when the input has none: the type's minimum
+    for signed integers, its maximum for unsigned ones, -9999 for floats."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return FLOAT_NODATA
+    info = np.iinfo(dtype)
+    return float(info.min if dtype.kind == "i" else info.max)
+
+
+def output_spec(fine_info, output_type="input", scale=1e-4):
+    """How to write a prediction on the fine grid.
+
+    ``"input"``: the fine input's data type and nodata (a default nodata when it
+    has none), reflectance converted back to DN with ``scale``. ``"float32"``:
+    float32 reflectance with nodata :data:`FLOAT_NODATA`.
+    """
+    if output_type == "float32":
+        return OutputSpec("float32", FLOAT_NODATA, None)
+    if output_type != "input":
+        raise CtstfmError(f"Unknown output type '{output_type}'; use 'input' or 'float32'.")
+    dtype = np.dtype(fine_info.dtype)
+    if dtype.kind not in "iuf":
+        raise CtstfmError(f"The fine image's data type {dtype} is not supported; convert it to integers or floats.")
+    nodata = fine_info.nodata[0]
+    if nodata is None or not math.isfinite(nodata):
+        nodata = default_nodata(dtype)
+    return OutputSpec(dtype.name, float(nodata), float(scale))
+
+
+def check_writable(path, what="output"):
+    """Raise :class:`CtstfmError` unless a file can be created at ``path``.
+
+    Checks before any work: a path is given, is not a folder, its folder exists
+    and a file can be created there (by creating and removing an empty one).
+    """
+    if path is None or str(path).strip() == "":
+        raise CtstfmError(f"No {what} file was given; choose where to write the result.")
+    path = os.path.abspath(str(path))
+    if os.path.isdir(path):
+        raise CtstfmError(f"The {what} '{path}' is a folder; give a file name such as fused.tif.")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise CtstfmError(f"The folder of the {what} '{folder}' does not exist; create it or choose another path.")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise CtstfmError(f"The {what} '{path}' exists and cannot be overwritten; choose another path.")
+    probe = os.path.join(folder, f".ctstfm-probe-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise CtstfmError(
+            f"Cannot write into the folder '{folder}' ({exc.strerror}); choose a folder you can write to."
+        ) from None
+    return path
+
+
+def _gdal_type(dtype):
+    return gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype).type)
+
+
+def to_output_dtype(data, valid, spec):
+    """Convert reflectance ``(C, h, w)`` to the output's stored values.
+
+    Scales to DN, rounds (integer types), clips to the type's range, writes
+    ``spec.nodata`` where ``valid`` is False or a value is not finite, and moves
+    any valid value that equals the nodata one step into the valid range.
+    """
+    dtype = np.dtype(spec.dtype)
+    values = np.asarray(data, dtype=np.float64)
+    if spec.scale is not None:
+        values = values / spec.scale
+    valid = valid & np.isfinite(values).all(axis=0)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = float(info.min), float(info.max)
+        values = np.rint(values)
+    else:
+        low, high = float(np.finfo(dtype).min), float(np.finfo(dtype).max)
+    values = np.clip(np.nan_to_num(values, nan=0.0, posinf=high, neginf=low), low, high)
+    nodata = spec.nodata
+    step = 1.0 if dtype.kind in "iu" else max(abs(nodata) * 1e-6, 1e-6)
+    collide = (values == nodata) & valid[None]
+    if collide.any():
+        values[collide] = nodata + step if nodata - step < low else nodata - step
+    values[:, ~valid] = nodata
+    return values.astype(dtype)
+
+
+class RasterWriter:
+    """Writes a raster on ``grid`` window by window, atomically.
+
+    The file is created at once (so an unwritable path fails before any work) as
+    a hidden temporary file in the output folder: a tiled (256 x 256),
+    DEFLATE-compressed GeoTIFF with a predictor and ``BIGTIFF=IF_SAFER``.
+    :meth:`write` takes reflectance ``(C, h, w)`` and a validity mask and stores
+    them per ``spec`` (see :func:`to_output_dtype`). :meth:`commit` finishes it
+    (for ``fmt="COG"`` converting with GDAL's COG driver) and renames it onto
+    ``path``; :meth:`abort` removes every temporary file. Used as a context
+    manager it commits on success and aborts on any exception.
+    """
+
+    def __init__(self, path, grid, count, spec, *, descriptions=None, metadata=None, fmt="GTiff", block_size=256):
+        if fmt not in OUTPUT_FORMATS:
+            raise CtstfmError(f"Unknown output format '{fmt}'; use {' or '.join(OUTPUT_FORMATS)}.")
+        self.path = check_writable(path)
+        self.grid = grid
+        self.count = int(count)
+        self.spec = spec
+        self.fmt = fmt
+        folder, name = os.path.split(self.path)
+        self._temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+        self._temp_files = [self._temp]
+        dtype = np.dtype(spec.dtype)
+        block = max(16, min(int(block_size), 512)) // 16 * 16
+        options = [
+            "TILED=YES",
+            f"BLOCKXSIZE={block}",
+            f"BLOCKYSIZE={block}",
+            "COMPRESS=DEFLATE",
+            f"PREDICTOR={3 if dtype.kind == 'f' else 2}",
+            "BIGTIFF=IF_SAFER",
+            "INTERLEAVE=PIXEL",
+        ]
+        with _quiet_gdal():
+            driver = gdal.GetDriverByName("GTiff")
+            try:
+                dataset = driver.Create(self._temp, grid.width, grid.height, self.count, _gdal_type(dtype), options)
+            except RuntimeError:
+                dataset = None
+            message = _last_gdal_error()
+        if dataset is None:
+            self._remove_temp()
+            raise CtstfmError(f"Cannot create the output '{self.path}' ({message}); choose another path.")
+        self._dataset = dataset
+        dataset.SetGeoTransform(grid.geotransform)
+        if grid.crs_wkt:
+            dataset.SetProjection(grid.crs_wkt)
+        descriptions = list(descriptions or [])
+        for index in range(self.count):
+            band = dataset.GetRasterBand(index + 1)
+            band.SetNoDataValue(float(spec.nodata))
+            if index < len(descriptions) and descriptions[index]:
+                band.SetDescription(str(descriptions[index]))
+        if metadata:
+            dataset.SetMetadata({str(k): _metadata_text(v) for k, v in metadata.items()})
+        self.committed = False
+
+    def write(self, window, data, valid):
+        """Store reflectance ``data`` ``(C, h, w)`` with ``valid`` ``(h, w)`` at ``window``."""
+        if self._dataset is None:
+            raise RuntimeError("the writer is closed")
+        col, row, width, height = window
+        values = to_output_dtype(data, valid, self.spec)
+        if values.shape != (self.count, height, width):
+            raise ValueError(f"data of shape {values.shape} does not fit window {tuple(window)}")
+        result = self._dataset.WriteRaster(
+            int(col), int(row), int(width), int(height), values.tobytes(),
+            buf_type=_gdal_type(values.dtype), band_list=list(range(1, self.count + 1)),
+        )
+        if result not in (None, 0):
+            raise CtstfmError(f"Writing '{self.path}' failed ({_last_gdal_error()}); is the disk full?")
+
+    def commit(self):
+        """Finish the file and move it onto the output path; returns the path."""
+        dataset, self._dataset = self._dataset, None
+        dataset.FlushCache()
+        dataset = None
+        final = self._temp
+        if self.fmt == "COG":
+            final = self._temp + ".cog"
+            self._temp_files.append(final)
+            with _quiet_gdal():
+                try:
+                    cog = gdal.Translate(
+                        final,
+                        self._temp,
+                        format="COG",
+                        creationOptions=["COMPRESS=DEFLATE", "PREDICTOR=YES", "BIGTIFF=IF_SAFER"],
+                    )
+                except RuntimeError:
+                    cog = None
+                message = _last_gdal_error()
+            if cog is None:
+                self._remove_temp()
+                raise CtstfmError(f"Writing the COG '{self.path}' failed ({message}).")
+            cog = None
+        for stale in (self.path + ".aux.xml", self.path + ".ovr"):
+            if os.path.exists(stale):
+                os.remove(stale)
+        os.replace(final, self.path)
+        if os.path.exists(final + ".aux.xml"):
+            os.replace(final + ".aux.xml", self.path + ".aux.xml")
+        self._remove_temp()
+        self.committed = True
+        return self.path
+
+    def _remove_temp(self):
+        for temp in self._temp_files:
+            for candidate in (temp, temp + ".aux.xml", temp + ".ovr", temp + ".msk"):
+                try:
+                    os.remove(candidate)
+                except FileNotFoundError:
+                    pass
+
+    def abort(self):
+        """Close and delete everything written; the output path is left untouched."""
+        self._dataset = None
+        self._remove_temp()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and not self.committed:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        elif not self.committed:
+            self.abort()
+        return False
+
+    def __del__(self):
+        if getattr(self, "_dataset", None) is not None:
+            self.abort()
+
+
+def _metadata_text(value):
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def read_metadata(path):
+    """The default-domain metadata of a raster as a dict (for tests and reports)."""
+    dataset = open_raster(path)
+    try:
+        return dict(dataset.GetMetadata() or {})
+    finally:
+        dataset = None

@@ -1,0 +1,251 @@
+"""Speed and memory of ``model_core.fusion.fuse`` with the default (full-width) network.
+
+1. Speed: fuses a 1024 x 1024, 6-band int16 fine raster (UTM, 30 m) with a 480 m
+   coarse raster in the MODIS sinusoidal projection (warped on the fly), tile 256,
+   with overlap 32 and with overlap 0, and prints megapixels per second of each and
+   their ratio (the cost of the overlap, from the same run).
+2. Memory: fuses an 8000 x 8000, 6-band raster in a fresh process and prints its
+   peak resident memory. On a 2-core CPU the whole raster takes hours, so by
+   default the run stops after ``--strips`` tile rows (each a full 8000-px-wide
+   strip of 36 tiles): memory is constant in the raster's size (one strip buffer,
+   one batch, the GDAL cache cap), so the peak is reached in the first strip. The
+   resident memory at the end of every strip is printed to show it does not grow.
+   ``--strips 0`` runs the whole raster.
+
+    .venv/bin/python scripts/bench_fusion.py [--size 1024] [--big 8000] [--strips 2] [--skip-speed] [--skip-memory]
+
+The input rasters are written to a temporary folder (about 500 MB for 8000 x 8000)
+and removed at the end. The random-weight network runs at the speed of a trained one.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SINUSOIDAL = (
+    'PROJCS["unnamed",GEOGCS["Unknown datum based upon the custom spheroid",DATUM["Not specified (based on custom '
+    'spheroid)",SPHEROID["Custom spheroid",6371007.181,0]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
+    'PROJECTION["Sinusoidal"],PARAMETER["longitude_of_center",0],PARAMETER["false_easting",0],'
+    'PARAMETER["false_northing",0],UNIT["metre",1]]'
+)
+ORIGIN = (500000.0, 4000000.0)  # UTM 33N
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{model}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def _rss_mib():
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_fine(path, size, bands=6, strip=512):
+    """A smooth int16 reflectance field, written strip by strip (never whole in memory)."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path), size, size, bands, gdal.GDT_Int16,
+        ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER"],
+    )
+    dataset.SetGeoTransform((ORIGIN[0], 30.0, 0.0, ORIGIN[1], 0.0, -30.0))
+    dataset.SetProjection(srs.ExportToWkt())
+    rng = np.random.default_rng(0)
+    x = np.arange(size, dtype=np.float32)[None, :]
+    for row in range(0, size, strip):
+        h = min(strip, size - row)
+        y = np.arange(row, row + h, dtype=np.float32)[:, None]
+        for band in range(bands):
+            wave = np.sin(x / (37.0 + band)) * np.cos(y / (53.0 + band))
+            values = 1500 + 200 * band + 600 * wave + 100 * rng.standard_normal((h, size)).astype(np.float32)
+            dataset.GetRasterBand(band + 1).WriteArray(values.astype(np.int16), 0, row)
+    for band in range(bands):
+        dataset.GetRasterBand(band + 1).SetNoDataValue(-9999)
+    dataset = None
+    return str(path)
+
+
+def write_coarse(path, fine_size, bands=6, pixel=480.0):
+    """A 480 m coarse raster in the MODIS sinusoidal projection covering the fine extent."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    utm, sinu = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(32633)
+    sinu.ImportFromWkt(SINUSOIDAL)
+    for srs in (utm, sinu):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    extent = fine_size * 30.0
+    xmin, ymin, xmax, ymax = osr.CoordinateTransformation(utm, sinu).TransformBounds(
+        ORIGIN[0] - 2 * pixel, ORIGIN[1] - extent - 2 * pixel, ORIGIN[0] + extent + 2 * pixel, ORIGIN[1] + 2 * pixel, 21
+    )
+    width, height = int((xmax - xmin) / pixel) + 1, int((ymax - ymin) / pixel) + 1
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    data = np.stack([1800 + 150 * b + 400 * np.sin(x / 5.0 + b) * np.cos(y / 7.0) for b in range(bands)])
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), width, height, bands, gdal.GDT_Int16)
+    dataset.SetGeoTransform((xmin, pixel, 0.0, ymax, 0.0, -pixel))
+    dataset.SetProjection(SINUSOIDAL)
+    for band in range(bands):
+        dataset.GetRasterBand(band + 1).WriteArray(data[band].astype(np.int16))
+        dataset.GetRasterBand(band + 1).SetNoDataValue(-9999)
+    dataset = None
+    return str(path)
+
+
+def write_model(path, seed=0):
+    import torch
+
+    from model_core.model_file import save_model
+    from model_core.network import CTSTFM, DEFAULT_BANDS, CTSTFMConfig
+
+    torch.manual_seed(seed)
+    config = CTSTFMConfig()
+    save_model(path, CTSTFM(config), config=config, band_names=list(DEFAULT_BANDS), scale=1e-4,
+               provenance={"note": "benchmark, random weights"})
+    return str(path)
+
+
+def bench_speed(folder, size, model):
+    from model_core.fusion import fuse
+
+    fine = write_fine(folder / f"fine_{size}.tif", size)
+    coarse = write_coarse(folder / f"coarse_{size}.tif", size)
+    results = {}
+    # A first, short run warms oneDNN up so neither timed run pays for it.
+    fuse(fine, coarse, model, folder / "warm.tif", tile=256, overlap=32, max_strips=1)
+    for overlap in (32, 0):
+        result = fuse(fine, coarse, model, folder / f"out_{overlap}.tif", tile=256, overlap=overlap, device="cpu")
+        results[overlap] = result
+        print(
+            f"  {size} x {size} x 6, tile 256, overlap {overlap:2d}: {result.tiles:3d} tiles, "
+            f"{result.seconds:7.1f} s, {result.megapixels_per_second:.4f} Mpx/s "
+            f"({result.seconds / result.tiles:.2f} s/tile; reading {result.read_seconds:.1f} s, "
+            f"network {result.network_seconds:.1f} s, blending+writing {result.write_seconds:.1f} s)",
+            flush=True,
+        )
+    ratio = results[32].seconds / results[0].seconds
+    print(f"  cost of overlap 32 vs 0: {ratio:.2f} x the time "
+          f"(tiles {results[32].tiles} vs {results[0].tiles}: {results[32].tiles / results[0].tiles:.2f} x)")
+    return {"size": size, "overlap32": results[32].as_dict(), "overlap0": results[0].as_dict(), "ratio": ratio}
+
+
+def _memory_child(fine, coarse, model, out, strips):
+    """Runs in a fresh process: fuse and report peak RSS and RSS at each strip's end."""
+    from model_core.fusion import fuse
+    from model_core.progress import Progress
+
+    import torch  # noqa: F401  (counted in the baseline)
+
+    baseline = _rss_mib()
+    samples = []
+
+    class Sampler(Progress):
+        def update(self, fraction, message=None):
+            samples.append((fraction, _rss_mib()))
+
+    started = time.perf_counter()
+    result = fuse(fine, coarse, model, out, tile=256, overlap=32, device="cpu", progress=Sampler(),
+                  max_strips=strips or None)
+    tiles_per_strip = None
+    from model_core.raster import RasterInfo
+    from model_core.tiling import plan_tiles
+
+    info = RasterInfo.read(fine)
+    grid = plan_tiles(info.width, info.height, 256, 32)
+    tiles_per_strip = len(grid.cols)
+    per_strip = []
+    for k in range(1, (result.tiles // tiles_per_strip) + 1):
+        target = k * tiles_per_strip / grid.n_tiles * 0.99
+        per_strip.append(max(rss for fraction, rss in samples if fraction <= target + 1e-9))
+    print(json.dumps({
+        "baseline_rss_mib": baseline,
+        "peak_rss_mib": _peak_rss_mib(),
+        "rss_at_strip_end_mib": per_strip,
+        "tiles": result.tiles,
+        "tiles_per_strip": tiles_per_strip,
+        "seconds": time.perf_counter() - started,
+        "width": info.width,
+        "height": info.height,
+    }))
+
+
+def bench_memory(folder, size, model, strips):
+    started = time.perf_counter()
+    fine = write_fine(folder / f"fine_{size}.tif", size)
+    coarse = write_coarse(folder / f"coarse_{size}.tif", size)
+    print(f"  wrote the {size} x {size} x 6 input ({os.path.getsize(fine) / 2**20:.0f} MiB compressed) "
+          f"in {time.perf_counter() - started:.0f} s", flush=True)
+    code = (
+        "import sys; sys.path.insert(0, %r); sys.path.insert(0, %r); import bench_fusion; "
+        "bench_fusion._memory_child(%r, %r, %r, %r, %d)"
+        % (str(ROOT), str(Path(__file__).parent), fine, coarse, model, str(folder / "big_out.tif"), strips)
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr)
+        raise SystemExit("memory benchmark failed")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    scope = "the whole raster" if not strips else f"the first {strips} tile row(s) ({report['tiles']} tiles)"
+    print(
+        f"  {size} x {size} x 6, tile 256, overlap 32, {scope}: peak RSS {report['peak_rss_mib']:.0f} MiB "
+        f"(after importing torch: {report['baseline_rss_mib']:.0f} MiB); RSS at the end of each strip: "
+        + ", ".join(f"{v:.0f}" for v in report["rss_at_strip_end_mib"]) + f" MiB; {report['seconds']:.0f} s"
+    )
+    verdict = "under" if report["peak_rss_mib"] < 2048 else "OVER"
+    print(f"  peak RSS is {verdict} the 2 GiB budget")
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="side of the speed benchmark raster (1024)")
+    parser.add_argument("--big", type=int, default=8000, help="side of the memory benchmark raster (8000)")
+    parser.add_argument("--strips", type=int, default=2, help="tile rows of the big raster to run (0: all)")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv if argv is not None else [])
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="bench_fusion_") as tmp:
+        folder = Path(tmp)
+        model = write_model(folder / "model.pt")
+        if not args.skip_speed:
+            print("speed (default network, width 20, random weights; coarse warped from sinusoidal on the fly):")
+            bench_speed(folder, args.size, model)
+        if not args.skip_memory:
+            print("memory:")
+            bench_memory(folder, args.big, model, args.strips)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

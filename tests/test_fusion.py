@@ -1,0 +1,285 @@
+"""model_core.fusion.fuse end to end on small rasters, and the ``fuse`` command line.
+
+Two deterministic test models (seed 0, width 8, one encoder and one fusion block):
+``identity``: the network with ``predict_residual`` and its last layer zeroed, so
+its output is exactly the fine input (checks grids, bands, scale and nodata
+bit for bit); ``residual``: the fine input plus a random-weight network's
+correction, with the edge effects of a real CNN (checks seams and tiling).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import ROOT
+from test_raster import (
+    UTM33,
+    fine_geotransform,
+    read_all,
+    smooth_field,
+    write_coarse,
+    write_raster,
+)
+from test_tiling import border_gradient_ratio
+
+from model_core.errors import Cancelled, CtstfmError
+from model_core.fusion import FusionResult, TileModel, fuse, resolve_device
+from model_core.model_file import ModelFileError
+from model_core.progress import Progress
+from model_core.raster import FLOAT_NODATA, RasterInfo, read_metadata
+from model_core.tiling import plan_tiles
+
+SIZE = 160  # fine pixels a side
+
+
+def save_test_model(path, kind="residual", bands=6, seed=0, gain=0.3):
+    import torch
+
+    from model_core.model_file import save_model
+    from model_core.network import DEFAULT_BANDS, CTSTFM, CTSTFMConfig
+
+    torch.manual_seed(seed)
+    config = CTSTFMConfig(bands=bands, width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True)
+    model = CTSTFM(config)
+    with torch.no_grad():
+        last = model.ccd.layers[-1]
+        last.weight.mul_(0.0 if kind == "identity" else gain)
+        last.bias.zero_()
+    names = list(DEFAULT_BANDS)[:bands] if bands <= 6 else [f"b{i}" for i in range(bands)]
+    save_model(path, model, config=config, band_names=names, scale=1e-4, provenance={"test": kind, "seed": seed})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fusion")
+    fine = smooth_field(6, SIZE, SIZE, seed=0).astype(np.int16)
+    fine[:, :12, :20] = -9999  # a nodata corner
+    paths = {
+        "folder": folder,
+        "fine_array": fine,
+        "fine": write_raster(folder / "fine.tif", fine, fine_geotransform(), nodata=-9999,
+                             descriptions=["B2", "B3", "B4", "B5", "B6", "B7"]),
+        "coarse": write_coarse(folder / "coarse_utm.tif", SIZE * 30.0, SIZE * 30.0, 7, UTM33),
+        "coarse_4326": write_coarse(folder / "coarse_4326.tif", SIZE * 30.0, SIZE * 30.0, 6, 4326),
+        "identity": save_test_model(folder / "identity.pt", "identity"),
+        "residual": save_test_model(folder / "residual.pt", "residual"),
+    }
+    return paths
+
+
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_identity_model_reproduces_the_fine_grid_bands_and_nodata(data, tmp_path):
+    out = tmp_path / "fused.tif"
+    result = fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32)
+    assert isinstance(result, FusionResult) and result.out_path == str(out) and result.device == "cpu"
+    assert result.coarse_warped and result.tiles == 4 and result.megapixels_per_second > 0
+    assert listing(tmp_path) == ["fused.tif"]
+    fine_info, out_info = RasterInfo.read(data["fine"]), RasterInfo.read(out)
+    assert out_info.same_grid(fine_info) and out_info.dtype == "int16" and out_info.nodata == (-9999.0,) * 6
+    assert out_info.descriptions == ("B2", "B3", "B4", "B5", "B6", "B7")
+    fused = read_all(out)
+    expected = data["fine_array"].copy()
+    expected[expected < 0] = 0  # negative reflectance is clipped
+    expected[:, :12, :20] = -9999
+    np.testing.assert_array_equal(fused, expected)
+    meta = read_metadata(out)
+    assert meta["CTSTFM_MODEL"] == data["identity"] and meta["CTSTFM_TILE"] == "96" and meta["CTSTFM_OVERLAP"] == "32"
+    assert meta["CTSTFM_FINE_T0"] == data["fine"] and meta["CTSTFM_COARSE_T1"] == data["coarse"]
+    assert json.loads(meta["CTSTFM_MODEL_PROVENANCE"]) == {"seed": 0, "test": "identity"}
+    assert meta["CTSTFM_RESAMPLING"] == "bilinear" and meta["CTSTFM_REFLECTANCE_SCALE"] == "0.0001"
+
+
+def test_float32_cog_output_has_no_nan_and_plausible_values(data, tmp_path):
+    out = tmp_path / "fused.tif"
+    fuse(
+        data["fine"], data["coarse"], data["residual"], out, tile=256, overlap=32, output_type="float32",
+        output_format="COG", coarse_bands="3,4,1,2,6,7", batch_size=2,
+    )
+    dataset = gdal.Open(str(out))
+    assert dataset.GetMetadata("IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert dataset.GetRasterBand(1).DataType == gdal.GDT_Float32
+    fused = read_all(out)
+    assert np.isfinite(fused).all()
+    assert (fused[:, :12, :20] == FLOAT_NODATA).all() and (dataset.GetRasterBand(1).GetNoDataValue() == FLOAT_NODATA)
+    valid = fused[:, 12:, :]
+    assert valid.min() >= 0.0 and 0.05 < valid.mean() < 0.6 and valid.max() < 2.0
+    assert read_metadata(out)["CTSTFM_COARSE_BANDS"] == "3,4,1,2,6,7"
+
+
+def test_coarse_in_another_crs_matches_the_same_coarse_prewarped(data, tmp_path):
+    grid = RasterInfo.read(data["fine"])
+    prewarped = str(tmp_path / "prewarped.tif")
+    gdal.Warp(
+        prewarped, data["coarse_4326"], outputBounds=grid.bounds, width=grid.width, height=grid.height,
+        dstSRS=grid.crs_wkt, resampleAlg="bilinear", srcNodata=-9999, dstNodata=-9999, outputType=gdal.GDT_Float32,
+    )
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    ra = fuse(data["fine"], data["coarse_4326"], data["residual"], a, tile=256, output_type="float32")
+    rb = fuse(data["fine"], prewarped, data["residual"], b, tile=256, output_type="float32")
+    assert ra.coarse_warped and not rb.coarse_warped
+    assert read_metadata(b)["CTSTFM_RESAMPLING"].startswith("none")
+    fa, fb = read_all(a), read_all(b)
+    assert np.abs(fa - fb).mean() < 1e-4 and np.abs(fa - fb).max() < 0.01
+
+
+def test_tiles_are_seamless_and_agree_with_the_whole_image(data, tmp_path):
+    outputs = {}
+    for name, tile, overlap in (("whole", 256, 32), ("tiled", 96, 32), ("no_overlap", 96, 0)):
+        out = tmp_path / f"{name}.tif"
+        fuse(data["fine"], data["coarse"], data["residual"], out, tile=tile, overlap=overlap, output_type="float32")
+        outputs[name] = read_all(out)[:, 16:, :]  # rows below the nodata corner
+    whole = outputs["whole"]
+
+    def seam(name, overlap):
+        # Mean |gradient| across the tile edges / elsewhere, relative to the same
+        # measure on the whole-image prediction (no tile edges, same content).
+        grid = plan_tiles(SIZE, SIZE, 96, overlap)
+        return border_gradient_ratio(outputs[name], grid) / border_gradient_ratio(whole, grid)
+
+    assert abs(seam("tiled", 32) - 1.0) < 0.05
+    assert seam("no_overlap", 0) > 1.1  # the measure does see seams when there is no overlap
+    tiled = outputs["tiled"]
+    assert np.abs(tiled - whole).mean() < 0.01
+    assert np.corrcoef(tiled.ravel(), whole.ravel())[0, 1] > 0.99
+    assert np.abs(tiled - whole).max() < np.abs(outputs["no_overlap"] - whole).max()
+
+
+class CancelAfter(Progress):
+    def __init__(self, calls):
+        self.calls, self.left = 0, calls
+
+    def canceled(self):
+        self.calls += 1
+        return self.calls > self.left
+
+
+def test_cancel_half_way_leaves_no_output_and_no_temp(data, tmp_path):
+    out = tmp_path / "fused.tif"
+    progress = CancelAfter(2)  # 4 tiles: cancelled after the first row of tiles was written
+    with pytest.raises(Cancelled):
+        fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32, progress=progress)
+    assert progress.calls == 3
+    assert listing(tmp_path) == []
+
+
+def test_bad_inputs_give_clear_errors_and_write_nothing(data, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "fused.tif"
+    fine, coarse, model = data["fine"], data["coarse"], data["identity"]
+    three_bands = write_raster(tmp_path / "three.tif", data["fine_array"][:3], fine_geotransform(), nodata=-9999)
+    far = write_raster(tmp_path / "far.tif", np.ones((6, 10, 10), np.int16), (900000, 480, 0, 4000000, 0, -480))
+    x0, y0 = 500000.0, 4000000.0
+    empty = write_raster(
+        tmp_path / "empty.tif", np.full((6, 14, 14), -9999, np.int16), (x0 - 480, 480, 0, y0 + 480, 0, -480),
+        nodata=-9999,
+    )
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"this is not a model")
+    cases = [
+        (dict(coarse_path=far), CtstfmError, "does not overlap"),
+        (dict(fine_path=three_bands), CtstfmError, "has 3 band"),
+        (dict(coarse_bands="1,2,3"), CtstfmError, "needs 6"),
+        (dict(fine_bands="1,2,3,4,5,9"), CtstfmError, "do not exist"),
+        (dict(model_path=tmp_path / "missing.pt"), ModelFileError, "missing.pt"),
+        (dict(model_path=corrupt), ModelFileError, "corrupt.pt"),
+        (dict(coarse_path=empty), CtstfmError, "no valid pixels"),
+        (dict(out_path=tmp_path / "nowhere" / "fused.tif"), CtstfmError, "does not exist"),
+        (dict(tile=64, overlap=32), CtstfmError, "more than twice"),
+        (dict(fine_path=tmp_path / "nope.tif"), CtstfmError, "does not exist"),
+        (dict(resampling="lanczos"), CtstfmError, "resampling"),
+        (dict(output_type="int8"), CtstfmError, "output type"),
+        (dict(batch_size=0), CtstfmError, "batch size"),
+    ]
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            cases.append((dict(device="cuda"), CtstfmError, "CUDA"))
+    except ImportError:
+        pass
+    for change, error, words in cases:
+        kwargs = dict(fine_path=fine, coarse_path=coarse, model_path=model, out_path=out)
+        kwargs.update(change)
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("fine_path", "coarse_path", "model_path", "out_path")}
+        with pytest.raises(error, match=words) as info:
+            fuse(kwargs["fine_path"], kwargs["coarse_path"], kwargs["model_path"], kwargs["out_path"], **options)
+        assert "\n" not in str(info.value), change
+        assert listing(folder) == [], change
+
+
+def test_resolve_device():
+    import torch
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CtstfmError, match="Unknown device"):
+        resolve_device("tpu")
+
+
+def test_out_of_memory_halves_the_batch_and_retries():
+    import torch
+
+    calls = []
+
+    class PickyModel(torch.nn.Module):
+        def forward(self, coarse, fine):
+            calls.append(coarse.shape[0])
+            if coarse.shape[0] > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return fine + coarse
+
+    messages = []
+
+    class Recorder(Progress):
+        def info(self, message):
+            messages.append(message)
+
+    predictor = TileModel(PickyModel(), torch.device("cpu"), batch_size=8, progress=Recorder())
+    fine = np.ones((5, 2, 4, 4), np.float32)
+    out = predictor((fine, 2 * fine))
+    np.testing.assert_allclose(out, 3.0)
+    assert predictor.batch_size == 2 and calls[:3] == [5, 4, 2] and "batch size lowered to 2" in messages[-1]
+
+    class AlwaysOOM(torch.nn.Module):
+        def forward(self, coarse, fine):
+            raise RuntimeError("CUDA out of memory.")
+
+    with pytest.raises(CtstfmError, match="smaller tile size"):
+        TileModel(AlwaysOOM(), torch.device("cpu"), batch_size=2)((fine, fine))
+
+
+def test_simulated_series_fuses_onto_the_fine_grid(make_series, tmp_path):
+    pytest.importorskip("model_core.simulate")
+    series = make_series(kind="fields", count=2, size=64, seed=3)
+    first, second = series.items[0], series.items[1]
+    model = save_test_model(tmp_path / "m.pt", "residual", bands=RasterInfo.read(first.fine).count)
+    out = tmp_path / "fused.tif"
+    fuse(first.fine, second.coarse, model, out, tile=64, overlap=16)
+    fine_info, out_info = RasterInfo.read(first.fine), RasterInfo.read(out)
+    assert out_info.same_grid(fine_info) and out_info.dtype == fine_info.dtype
+    assert np.isfinite(read_all(out)).all()
+
+
+def test_command_line(data, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "cli.tif"
+    command = [sys.executable, "-m", "model_core", "fuse", "--fine", data["fine"], "--coarse", data["coarse_4326"],
+               "--model", data["identity"], "--out", str(out), "--tile", "128", "--overlap", "16", "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["out_path"] == str(out) and result["width"] == SIZE and result["tiles"] == 4
+    assert RasterInfo.read(out).same_grid(RasterInfo.read(data["fine"]))
+    bad = subprocess.run(command[:-5] + ["--tile", "32", "--overlap", "16"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+    assert "more than twice the overlap" in bad.stderr

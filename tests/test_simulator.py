@@ -1,0 +1,309 @@
+"""The Landsat/MODIS simulator: georeferenced, deterministic, physically consistent series.
+
+The coarse/fine consistency check re-implements the sensor model independently (sampled Gaussian
+kernel as a Toeplitz matrix, box means from cumulative sums) instead of calling the simulator's
+own ``coarse_from_fine``.
+"""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+from conftest import ROOT
+from model_core import simulate as sim
+
+gdal.UseExceptions()
+
+
+def _read(path):
+    ds = gdal.Open(str(path))
+    try:
+        return ds.ReadAsArray().astype(np.int16), ds.GetGeoTransform(), ds.GetProjection(), [
+            (ds.GetRasterBand(i + 1).GetNoDataValue(), ds.GetRasterBand(i + 1).GetDescription())
+            for i in range(ds.RasterCount)
+        ]
+    finally:
+        ds = None
+
+
+def _extent(gt, shape):
+    h, w = shape
+    return gt[0], gt[3] + h * gt[5], gt[0] + w * gt[1], gt[3]  # xmin, ymin, xmax, ymax
+
+
+def _shifts(mask):
+    """The 3 x 3 neighbourhood of every pixel, as 9 shifted copies (edges padded with False)."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    return [padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def _erode(mask):
+    return np.logical_and.reduce(_shifts(mask))
+
+
+def _dilate(mask):
+    return np.logical_or.reduce(_shifts(mask))
+
+
+def test_files_are_georeferenced_and_cover_the_same_area(sim_series):
+    params = sim_series.parameters
+    assert len(sim_series.items) == 4
+    assert params["width"] == params["height"] == 128
+    for date, fine_path, coarse_path in sim_series.items:
+        assert date.isoformat() in fine_path.name and fine_path.name.startswith("fine_")
+        assert date.isoformat() in coarse_path.name and coarse_path.name.startswith("coarse_")
+        fine, fgt, fproj, fbands = _read(fine_path)
+        coarse, cgt, cproj, cbands = _read(coarse_path)
+        assert fine.shape == (6, 128, 128) and coarse.shape == (6, 8, 8)
+        for proj in (fproj, cproj):
+            srs = osr.SpatialReference(wkt=proj)
+            srs.AutoIdentifyEPSG()
+            assert srs.GetAuthorityCode(None) == "32755"
+        assert fgt[1] == 30 and fgt[5] == -30 and cgt[1] == 480 and cgt[5] == -480
+        assert fbands == [(-9999, name) for name in sim.BANDS]
+        assert cbands == [(-9999, name) for name in sim.BANDS]
+        f_ext = _extent(fgt, fine.shape[1:])
+        c_ext = _extent(cgt, coarse.shape[1:])
+        for a, b in zip(f_ext, c_ext):
+            assert abs(a - b) < 480
+        # The coarse grid covers the fine image.
+        assert c_ext[0] <= f_ext[0] and c_ext[1] <= f_ext[1] and c_ext[2] >= f_ext[2] and c_ext[3] >= f_ext[3]
+        assert ((fine > 0) & (fine < 10000)).mean() > 0.99
+
+
+def test_extent_with_a_size_that_is_not_a_multiple_of_the_coarse_pixel():
+    scene = sim.make_scene(kind="urban", width=130, height=100, seed=4)
+    assert scene.coarse_shape == (7, 9)  # ceil(100 / 16), ceil(130 / 16)
+    fine = sim.fine_image(scene, "2021-05-01")
+    coarse = sim.coarse_image(scene, "2021-05-01")
+    assert fine.shape == (6, 100, 130) and fine.dtype == np.float32
+    assert coarse.shape == (6, 7, 9) and np.isfinite(coarse).all()
+    c_ext = _extent(scene.coarse_geotransform, scene.coarse_shape)
+    f_ext = _extent(scene.fine_geotransform, (100, 130))
+    assert c_ext[0] == f_ext[0] and c_ext[3] == f_ext[3]
+    assert 0 <= c_ext[2] - f_ext[2] < 480 and 0 <= f_ext[1] - c_ext[1] < 480
+
+
+def test_same_seed_same_bytes_other_seed_other_images(sim_series, tmp_path):
+    again = sim.simulate_series(tmp_path / "again", kind="fields", count=4, size=128, seed=7)
+    other = sim.simulate_series(tmp_path / "other", kind="fields", count=4, size=128, seed=8)
+    for a, b, c in zip(sim_series.items, again.items, other.items):
+        for path_a, path_b, path_c in zip(a[1:], b[1:], c[1:]):
+            arr_a, arr_b, arr_c = _read(path_a)[0], _read(path_b)[0], _read(path_c)[0]
+            assert arr_a.tobytes() == arr_b.tobytes()
+            assert (arr_a != arr_c).mean() > 0.5
+    assert again.parameters["sensor"] == sim_series.parameters["sensor"]
+    assert other.parameters["sensor"]["gain"] != sim_series.parameters["sensor"]["gain"]
+
+
+def _independent_coarse(fine, factor, sigma, shift, gain, offset, shape):
+    """Gaussian blur (sampled kernel), box means over the shifted coarse footprints, gain and offset."""
+
+    def blur_matrix(n):
+        radius = int(math.ceil(4 * sigma))
+        x = np.arange(-radius, radius + 1)
+        kernel = np.exp(-0.5 * (x / sigma) ** 2)
+        kernel /= kernel.sum()
+        m = np.zeros((n, n))
+        for i in range(n):
+            for k, weight in zip(x, kernel):
+                if 0 <= i + k < n:
+                    m[i, i + k] = weight
+        return m
+
+    def box_means(image, n_out, start, axis):
+        # Cumulative integral of a piecewise-constant signal, read at the footprint edges.
+        image = np.moveaxis(image, axis, -1)
+        cum = np.concatenate([np.zeros(image.shape[:-1] + (1,)), np.cumsum(image, axis=-1)], axis=-1)
+        pos = np.arange(cum.shape[-1])
+        edges = start + factor * np.arange(n_out + 1)
+        flat = cum.reshape(-1, cum.shape[-1])
+        at = np.stack([np.interp(edges, pos, row) for row in flat]).reshape(image.shape[:-1] + (n_out + 1,))
+        return np.moveaxis(np.diff(at, axis=-1) / factor, -1, axis)
+
+    bands, h, w = fine.shape
+    by, bx = blur_matrix(h), blur_matrix(w)
+    blurred = np.stack([by @ fine[b] @ bx.T for b in range(bands)])
+    rows = box_means(blurred, shape[0], shift[0] * factor, axis=1)
+    out = box_means(rows, shape[1], shift[1] * factor, axis=2)
+    return out * np.asarray(gain)[:, None, None] + np.asarray(offset)[:, None, None]
+
+
+@pytest.mark.parametrize("which", ["fields", "urban"])
+def test_coarse_is_the_fine_image_seen_by_the_coarse_sensor(which, sim_series, make_series):
+    series = sim_series if which == "fields" else make_series(kind="urban", count=2, size=192, seed=3)
+    sensor = series.parameters["sensor"]
+    factor = sensor["factor"]
+    sigma = sensor["psf_sigma_coarse_pixels"] * factor
+    noise = sensor["noise_sigma"]
+    residuals = []
+    for (_, fine_path, coarse_path), per_date in zip(series.items, series.parameters["per_date"]):
+        fine = _read(fine_path)[0] * sim.SCALE
+        coarse = _read(coarse_path)[0] * sim.SCALE
+        shift = per_date["misregistration_coarse_pixels"]
+        model = _independent_coarse(fine, factor, sigma, shift, sensor["gain"], sensor["offset"], coarse.shape[1:])
+        # Only coarse pixels whose PSF lies inside the fine image.
+        reach = 4 * sigma + factor * 0.1 + 1
+        inside = [
+            i for i in range(coarse.shape[1]) if i * factor - reach >= 0 and (i + 1) * factor + reach <= fine.shape[1]
+        ]
+        sel = np.ix_(range(6), inside, inside)
+        residuals.append((coarse[sel] - model[sel]).ravel())
+    residuals = np.concatenate(residuals)
+    assert residuals.size >= 96
+    rms = float(np.sqrt(np.mean(residuals**2)))
+    # What is left is the coarse sensor's noise (plus the fine noise, blurred away).
+    assert 0.6 * noise < rms < 1.5 * noise, rms
+    assert abs(float(residuals.mean())) < noise
+
+
+def test_coarse_from_fine_api():
+    rng = np.random.default_rng(0)
+    flat = np.full((6, 64, 48), 0.2, dtype=np.float32)
+    gain = np.linspace(0.95, 1.05, 6)
+    offset = np.linspace(-0.01, 0.01, 6)
+    out = sim.coarse_from_fine(flat, factor=16, psf_sigma=0.5, gain=gain, offset=offset, shift=(0.1, -0.1))
+    assert out.shape == (6, 4, 3)
+    np.testing.assert_allclose(out, (0.2 * gain + offset)[:, None, None] * np.ones((6, 4, 3)), atol=1e-5)
+    noisy = sim.coarse_from_fine(flat, factor=16, noise_sigma=0.004, rng=rng)
+    assert 0.002 < float(np.std(noisy - 0.2)) < 0.006
+    # Without PSF and shift a coarse pixel is the plain block mean.
+    image = rng.random((1, 32, 32)).astype(np.float32)
+    box = sim.coarse_from_fine(image, factor=16, psf_sigma=0.0)
+    np.testing.assert_allclose(box[0], image[0].reshape(2, 16, 2, 16).mean(axis=(1, 3)), atol=1e-5)
+
+
+def _median_spectrum(fine, mask):
+    return np.median(fine[:, mask], axis=1)
+
+
+def test_class_spectra_are_plausible(sim_series, make_series):
+    scene = sim_series.scene
+    greenest = None
+    for date, fine_path, _ in sim_series.items:
+        fine = _read(fine_path)[0] * sim.SCALE
+        cover = sim.vegetation_cover(scene, date)
+        lc = sim.land_cover(scene, date)
+        peak = _erode((lc == sim.CROP) & (cover >= 0.7))
+        if peak.sum() > 50:
+            greenest = (fine, peak)
+        water = _erode((scene.classes == sim.WATER) & (lc == sim.WATER))
+        assert water.sum() > 10
+        spectrum = _median_spectrum(fine, water)
+        assert spectrum[3] < 0.05 and spectrum.max() < 0.1, spectrum
+        bare = _erode(lc == sim.BARE)
+        soil = _median_spectrum(fine, bare)
+        assert soil[0] < soil[2] < soil[4] and 0.04 < soil[0] and soil[4] < 0.4, soil  # rising, flat-ish
+    assert greenest is not None, "no crop reaches its peak in the fixture's dates"
+    fine, peak = greenest
+    veg = _median_spectrum(fine, peak)
+    assert 0.3 <= veg[3] <= 0.5 and 0.02 <= veg[2] <= 0.08 and veg[3] > 5 * veg[2], veg
+    assert veg[1] > veg[0] and veg[1] > veg[2]  # the green peak
+
+    urban = make_series(kind="urban", count=2, size=192, seed=3)
+    lc = sim.land_cover(urban.scene, urban.items[0].date)
+    built = _erode(lc == sim.BUILT)
+    assert built.mean() > 0.1
+    spectrum = _median_spectrum(_read(urban.items[0].fine)[0] * sim.SCALE, built)
+    assert 0.08 < spectrum.min() and spectrum.max() < 0.3 and spectrum.max() / spectrum.min() < 1.8, spectrum
+
+
+def test_changed_area_matches_the_parameters(sim_series, make_series):
+    asked = sim_series.parameters["change_fraction"]
+    assert asked == sim.KIND_DEFAULTS["fields"]["change_fraction"]
+    assert abs(sim_series.total_changed_fraction - asked) < 0.02
+    mix = sim_series.parameters["change_mix"]
+    planned = sim_series.parameters["planned_change"]
+    assert abs(sum(planned.values()) - asked) < 0.02
+    for name, weight in mix.items():
+        assert planned[name] > 0 if weight > 0 else planned[name] == 0
+    # The reports are what the land-cover maps say.
+    scene = sim_series.scene
+    for report in sim_series.changes:
+        changed = sim.land_cover(scene, report.date_a) != sim.land_cover(scene, report.date_b)
+        assert report.changed_fraction == pytest.approx(changed.mean())
+        assert sum(report.by_kind.values()) == pytest.approx(report.changed_fraction)
+        if report.changed_fraction > 0.002:
+            assert report.mean_abs_change > 0.03
+
+    # Another amount: 30 % of a Daxing-like scene, airport included.
+    urban = make_series(kind="urban", count=3, size=128, seed=5, change_fraction=0.3)
+    assert abs(urban.total_changed_fraction - 0.3) < 0.03
+    assert urban.scene.events.overlay is not None
+    none = make_series(kind="fields", count=4, size=128, seed=7, change_fraction=0.0)
+    assert none.total_changed_fraction == 0 and all(c.changed_fraction == 0 for c in none.changes)
+
+
+def test_abrupt_changes_show_in_the_images_and_nowhere_else(sim_series, make_series):
+    """Against the same seed without events, images differ exactly where an event is in effect."""
+    baseline = make_series(kind="fields", count=4, size=128, seed=7, change_fraction=0.0)
+    scene = sim_series.scene
+    for k, (item, base) in enumerate(zip(sim_series.items, baseline.items)):
+        with_events = _read(item.fine)[0] * sim.SCALE
+        without = _read(base.fine)[0] * sim.SCALE
+        differ = np.abs(with_events - without).max(axis=0) > 0.003
+        active = sim.event_mask(scene, item.date)
+        if k == 0:
+            assert not active.any() and not differ.any()
+            continue
+        assert active.any()
+        # Nothing changes outside events (+ 1 px of Landsat blur; the outer ring also sees pixels
+        # beyond the image).
+        assert not (differ & ~_dilate(active))[1:-1, 1:-1].any()
+        core = _erode(active)
+        assert differ[core].mean() > 0.98
+        assert float(np.abs(with_events - without)[:, core].mean()) > 0.03
+        # The coarse image sees it too.
+        c_with = _read(item.coarse)[0] * sim.SCALE
+        c_without = _read(base.coarse)[0] * sim.SCALE
+        assert np.abs(c_with - c_without).max() > 0.01
+
+
+def test_clouds_become_nodata(make_series):
+    series = make_series(kind="fields", count=2, size=128, seed=11, clouds=0.25)
+    for item, per_date in zip(series.items, series.parameters["per_date"]):
+        fine = _read(item.fine)[0]
+        coarse = _read(item.coarse)[0]
+        nodata = fine == sim.NODATA
+        assert (nodata == nodata[0]).all()  # whole pixels, all bands
+        assert abs(nodata[0].mean() - 0.25) < 0.01
+        assert per_date["cloud_fraction_fine"] == pytest.approx(nodata[0].mean())
+        c_nodata = coarse == sim.NODATA
+        assert (c_nodata == c_nodata[0]).all() and 0 < c_nodata[0].mean() < 0.6
+        assert (fine[:, ~nodata[0]] > -500).all() and (coarse[:, ~c_nodata[0]] > -500).all()
+    fine_only = make_series(kind="fields", count=2, size=128, seed=11, clouds=0.25, cloud_target="fine")
+    assert not (_read(fine_only.items[0].coarse)[0] == sim.NODATA).any()
+    assert (_read(fine_only.items[0].fine)[0] == sim.NODATA).any()
+
+
+def test_command_line_writes_a_manifest(tmp_path):
+    out = tmp_path / "series"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    dates = ["2021-04-01", "2021-05-03", "2021-06-04"]
+    result = subprocess.run(
+        [sys.executable, "-m", "model_core", "simulate", "--out", str(out), "--kind", "urban",
+         "--dates", ",".join(dates), "--width", "70", "--height", "50", "--seed", "2", "--quiet"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(out / "manifest.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["date", "fine", "coarse"]
+    assert [row[0] for row in rows[1:]] == dates
+    for date, fine, coarse in rows[1:]:
+        assert fine == f"fine_{date}.tif" and coarse == f"coarse_{date}.tif"
+        assert _read(out / fine)[0].shape == (6, 50, 70)
+        assert _read(out / coarse)[0].shape == (6, 4, 5)
+    assert (out / "simulation.json").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "model_core", "simulate", "--out", str(tmp_path / "bad"), "--dates", "2021-13-01"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr

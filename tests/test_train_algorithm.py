@@ -1,0 +1,192 @@
+"""ctstfm:train in QGIS: the dialog's parameters through processing.run and qgis_process."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_qgis_process
+
+TINY = {
+    "EPOCHS": 2,
+    "BATCH_SIZE": 4,
+    "PATCH_SIZE": 32,
+    "PATCHES_PER_EPOCH": 16,
+    "LEARNING_RATE": 3e-3,
+    "WIDTH": 8,
+    "SEED": 0,
+    "DEVICE": 1,  # cpu
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_feedback(cancel_at=None):
+    from qgis.core import QgsProcessingFeedback
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.infos, self.warnings = [], []
+            if cancel_at is not None:
+                self.progressChanged.connect(lambda value: self.cancel() if value >= cancel_at else None)
+
+        def pushInfo(self, text):  # noqa: N802
+            self.infos.append(text)
+            super().pushInfo(text)
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+            super().pushWarning(text)
+
+    return Feedback()
+
+
+def rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_algorithm_is_declared(qgis_app):
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+
+    alg = QgsApplication.processingRegistry().algorithmById("ctstfm:train")
+    assert alg is not None and alg.group() == "Training" and alg.displayName() == "Train CTSTFM"
+    names = {p.name() for p in alg.parameterDefinitions()}
+    assert {
+        "MANIFEST", "FINE_LAYERS", "COARSE_LAYERS", "DATES", "INIT_MODEL", "OUTPUT_MODEL", "EPOCHS", "BATCH_SIZE",
+        "PATCH_SIZE", "PATCHES_PER_EPOCH", "DEVICE", "SEED", "RESUME", "LEARNING_RATE", "VALIDATION_FRACTION",
+        "REFERENCES",
+    } <= names
+    advanced = {
+        p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    }
+    assert {"LEARNING_RATE", "VALIDATION_FRACTION", "REFERENCES"} <= advanced
+    assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT_MODEL", "REPORT_CSV", "REPORT_PNG"}
+    assert "manifest" in alg.shortHelpString().lower()
+
+
+def test_train_from_layers_then_fuse(qgis_app, sim_series, tmp_path):
+    import processing
+
+    from model_core.model_file import load_model
+
+    out = tmp_path / "model.pt"
+    feedback = make_feedback()
+    result = processing.run(
+        "ctstfm:train",
+        dict(
+            TINY,
+            FINE_LAYERS=[str(item.fine) for item in sim_series.items],
+            COARSE_LAYERS=[str(item.coarse) for item in sim_series.items],
+            DATES="",
+            OUTPUT_MODEL=str(out),
+        ),
+        feedback=feedback,
+    )
+    assert result["OUTPUT_MODEL"] == str(out) and out.exists()
+    assert [int(r["epoch"]) for r in rows(result["REPORT_CSV"])] == [1, 2]
+    assert Path(result["REPORT_PNG"]).exists()
+    infos = "\n".join(feedback.infos)
+    assert "Dates read from the file names" in infos and "patches/s" in infos
+    loaded = load_model(out)
+    provenance = loaded.provenance
+    assert provenance["data"]["layers"]["fine"][0] == str(sim_series.items[0].fine)
+    assert provenance["best_validation"]["mae"] < 0.8 * provenance["initial_validation"]["mae"]
+
+    fused = tmp_path / "fused.tif"
+    fuse = processing.run(
+        "ctstfm:fuse",
+        {
+            "FINE": str(sim_series.items[2].fine),
+            "COARSE": str(sim_series.items[3].coarse),
+            "MODEL": str(out),
+            "TILE_SIZE": 128,
+            "OVERLAP": 0,
+            "DEVICE": 1,
+            "OUTPUT": str(fused),
+        },
+    )
+    assert Path(fuse["OUTPUT"]).exists()
+
+
+def test_manifest_then_resume(qgis_app, sim_series, tmp_path):
+    import processing
+
+    out = tmp_path / "model.pt"
+    params = dict(TINY, MANIFEST=str(sim_series.manifest), OUTPUT_MODEL=str(out), EPOCHS=1)
+    first = processing.run("ctstfm:train", params)
+    assert len(rows(first["REPORT_CSV"])) == 1
+    feedback = make_feedback()
+    second = processing.run("ctstfm:train", dict(params, EPOCHS=2, RESUME=True), feedback=feedback)
+    assert [int(r["epoch"]) for r in rows(second["REPORT_CSV"])] == [1, 2]
+    assert any("Resuming" in text for text in feedback.infos)
+
+
+def test_cancel_keeps_the_best_model_and_warns(qgis_app, sim_series, tmp_path):
+    import processing
+
+    out = tmp_path / "model.pt"
+    feedback = make_feedback(cancel_at=60)  # epoch 1 of 2 ends at 51 %
+    result = processing.run(
+        "ctstfm:train", dict(TINY, MANIFEST=str(sim_series.manifest), OUTPUT_MODEL=str(out)), feedback=feedback
+    )
+    assert out.exists() and len(rows(result["REPORT_CSV"])) == 1
+    assert any("best model so far" in text for text in feedback.warnings)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({}, "No series given"),
+        ({"DATES": "2021-04-01,2021-04-01,2021-05-01,2021-06-01"}, "appears twice"),
+        ({"DATES": "2021-04-01"}, "1 dates for 4"),
+    ],
+)
+def test_bad_input_is_a_processing_error(qgis_app, sim_series, tmp_path, params, match):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"old model")
+    if params:
+        params = dict(
+            params,
+            FINE_LAYERS=[str(item.fine) for item in sim_series.items],
+            COARSE_LAYERS=[str(item.coarse) for item in sim_series.items],
+        )
+    with pytest.raises(QgsProcessingException, match=match):
+        processing.run("ctstfm:train", dict(TINY, OUTPUT_MODEL=str(out), **params))
+    assert out.read_bytes() == b"old model"
+
+
+def test_qgis_process_trains_a_model_that_fuses(installed_plugin_env, sim_series, tmp_path):
+    from model_core.fusion import fuse
+
+    out = tmp_path / "model.pt"
+    args = [f"--{key}={value}" for key, value in dict(TINY, EPOCHS=1).items()]
+    env = dict(installed_plugin_env, OMP_NUM_THREADS="1")  # tiny tensors: one thread is fastest
+    result = run_qgis_process(
+        env,
+        "run",
+        "ctstfm:train",
+        "--json",
+        f"--MANIFEST={sim_series.manifest}",
+        f"--OUTPUT_MODEL={out}",
+        *args,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    outputs = json.loads(result.stdout[result.stdout.index("{"):])["results"]
+    assert outputs["OUTPUT_MODEL"] == str(out) and out.exists()
+    assert len(rows(outputs["REPORT_CSV"])) == 1
+    fused = tmp_path / "fused.tif"
+    fuse(sim_series.items[2].fine, sim_series.items[3].coarse, out, fused, tile=128, overlap=0, device="cpu")
+    assert fused.exists()

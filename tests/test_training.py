@@ -1,0 +1,371 @@
+"""Training through model_core: series, split, a tiny run, report, resume, cancel, bad input.
+
+Runs are tiny (width 8, 32 px patches, 16 patches per epoch, lr 3e-3) on the simulator's
+128 x 128 series; one trained model is shared by the module.
+"""
+
+import csv
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from model_core.errors import Cancelled, CtstfmError
+from model_core.progress import Progress
+from model_core.training import (
+    Pair,
+    choose_references,
+    date_from_name,
+    read_manifest,
+    report_paths,
+    series_from_layers,
+    split_series,
+    train,
+)
+
+TINY = dict(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, lr=3e-3, width=8, seed=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread for the whole module (the shared run too): faster on a busy 2-core machine, and
+    the resume test compares weights bit for bit with the shared run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Log(Progress):
+    def __init__(self, cancel_after_epoch=None, cancel_at_once=False):
+        self.messages = []
+        self.fractions = []
+        self.cancel_after_epoch = cancel_after_epoch
+        self.cancelled = cancel_at_once
+
+    def info(self, message):
+        self.messages.append(message)
+        if self.cancel_after_epoch and message.startswith(f"Epoch {self.cancel_after_epoch}/"):
+            self.cancelled = True
+
+    def update(self, fraction, message=None):
+        self.fractions.append(fraction)
+
+    def canceled(self):
+        return self.cancelled
+
+    def text(self):
+        return "\n".join(self.messages)
+
+
+@pytest.fixture(scope="module")
+def trained(sim_series, tmp_path_factory):
+    """One tiny training run (2 epochs) on the 4-date series; shared by the module."""
+    out = tmp_path_factory.mktemp("trained") / "model.pt"
+    log = Log()
+    result = train(sim_series.manifest, out, progress=log, **TINY)
+    return result, log, out
+
+
+# ------------------------------------------------------------------ series
+
+
+def write_manifest(path, rows, header="date,fine,coarse"):
+    path.write_text("\n".join([header] + [",".join(map(str, row)) for row in rows]) + "\n")
+    return path
+
+
+def test_read_manifest_relative_paths_sorted(sim_series, tmp_path):
+    items = sim_series.items
+    rows = [(item.date.isoformat(), Path("..") / item.fine.parent.name / item.fine.name,
+             Path(item.coarse).resolve()) for item in reversed(items)]
+    folder = sim_series.out_dir.parent / f"manifest_{tmp_path.name}"
+    folder.mkdir()
+    pairs = read_manifest(write_manifest(folder / "series.csv", rows))
+    assert [p.date for p in pairs] == sorted(item.date for item in items)
+    assert all(Path(p.fine).exists() and Path(p.coarse).exists() for p in pairs)
+
+
+@pytest.mark.parametrize(
+    "header, row, expected",
+    [
+        ("date,fine", ("2021-04-01", "fine_a.tif"), "no column coarse"),
+        ("date,fine,coarse", ("2021-04-01", "missing.tif", "coarse_a.tif"), "does not exist"),
+        ("date,fine,coarse", ("01/04/2021", "fine_a.tif", "coarse_a.tif"), "not a date"),
+        ("date,fine,coarse", ("2021-04-01", "", "coarse_a.tif"), "has no fine"),
+    ],
+)
+def test_bad_manifest(tmp_path, header, row, expected):
+    for name in ("fine_a.tif", "coarse_a.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(CtstfmError, match=expected):
+        read_manifest(write_manifest(tmp_path / "m.csv", [row], header))
+
+
+def test_manifest_with_unreadable_raster_fails_before_writing(tmp_path, sim_series):
+    (tmp_path / "fine_bad.tif").write_text("not a raster")
+    first = sim_series.items[0]
+    manifest = write_manifest(
+        tmp_path / "m.csv",
+        [("2021-01-01", "fine_bad.tif", first.coarse), (first.date.isoformat(), first.fine, first.coarse)],
+    )
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"old model")
+    with pytest.raises(CtstfmError, match="could not be read as a raster"):
+        train(manifest, out, **TINY)
+    assert out.read_bytes() == b"old model"
+
+
+def test_dates_from_names_and_layer_lists():
+    assert date_from_name("/x/LC08_L2SP_044034_20210401_20210409_02_T1.tif") == dt.date(2021, 4, 1)
+    assert date_from_name("fine_2021-05-03.tif") == dt.date(2021, 5, 3)
+    assert date_from_name("MOD09GA.A2021091.h29v12.061.tif") == dt.date(2021, 4, 1)
+    assert date_from_name("scene.tif") is None
+    log = Log()
+    pairs = series_from_layers(["b_20210503.tif", "a_20210401.tif"], ["c2.tif", "c1.tif"], "", progress=log)
+    assert [p.date for p in pairs] == [dt.date(2021, 4, 1), dt.date(2021, 5, 3)]
+    assert [p.coarse for p in pairs] == ["c1.tif", "c2.tif"]
+    assert "file names" in log.text()
+    pairs = series_from_layers(["a.tif", "b.tif"], ["c.tif", "d.tif"], "2021-06-01, 2021-05-01")
+    assert [p.fine for p in pairs] == ["b.tif", "a.tif"]
+    with pytest.raises(CtstfmError, match="2 fine rasters but 1 coarse"):
+        series_from_layers(["a.tif", "b.tif"], ["c.tif"], "")
+    with pytest.raises(CtstfmError, match="none found in the file name"):
+        series_from_layers(["a.tif", "b.tif"], ["c.tif", "d.tif"], "")
+    with pytest.raises(CtstfmError, match="1 dates for 2"):
+        series_from_layers(["a.tif", "b.tif"], ["c.tif", "d.tif"], "2021-04-01")
+
+
+def test_references_and_split():
+    dates = [dt.date(2021, 1, 1) + dt.timedelta(days=d) for d in (0, 10, 30, 31, 80)]
+    samples = choose_references(dates, [2], range(5), references=2)
+    assert [(s.target, s.reference) for s in samples] == [(2, 3), (2, 1)]
+    assert choose_references(dates, [4], range(5), references=1, max_gap_days=40) == []
+    split = split_series(dates, 128, validation_fraction=0.2)
+    assert split.mode == "dates"
+    assert split.train_dates == dates[:4] and split.validation_dates == dates[4:]
+    assert all(dates[s.reference] in split.train_dates for s in split.train_samples)
+    assert split.validation_samples[0].reference == 3
+    few = split_series(dates[:3], 100, validation_fraction=0.2)
+    assert few.mode == "spatial" and few.validation_rows == 20 and "spatial block" in few.note
+
+
+# ------------------------------------------------------------------ a training run
+
+
+def test_training_learns_and_writes_everything(trained, sim_series):
+    from model_core.model_file import load_model
+
+    result, log, out = trained
+    assert not result.cancelled and result.epochs == 2
+    assert result.best_metrics["mae"] < 0.8 * result.initial_metrics["mae"], (result.initial_metrics, result.history)
+    loaded = load_model(out)
+    assert loaded.config.width == 8 and loaded.config.bands == 6
+    assert list(loaded.band_names) == ["blue", "green", "red", "nir", "swir1", "swir2"]
+    prov = loaded.provenance
+    assert prov["data"]["manifest"] == str(Path(sim_series.manifest).resolve())
+    assert prov["train_dates"] == [d.isoformat() for d in sim_series.dates[:3]]
+    assert prov["validation_dates"] == [sim_series.dates[3].isoformat()]
+    assert prov["epochs"] == 2 and prov["best_epoch"] == result.best_epoch and prov["seed"] == 0
+    assert prov["device"] == "cpu" and prov["best_validation"]["mae"] == pytest.approx(result.best_metrics["mae"])
+    csv_path, png_path = report_paths(out)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert set(rows[0]) == {
+        "epoch", "train_loss", "val_mae", "val_rmse", "val_psnr", "val_ssim", "val_sam", "seconds",
+        "patches_per_second",
+    }
+    assert float(rows[0]["patches_per_second"]) > 0
+    assert png_path.read_bytes()[:4] == b"\x89PNG"
+    assert Path(result.checkpoint).exists()
+    text = log.text()
+    assert "Chronological split" in text and "patches/s" in text
+    assert log.fractions[-1] == 1.0 and all(0 <= f <= 1 for f in log.fractions)
+
+
+def test_trained_model_fuses(trained, sim_series, tmp_path):
+    from model_core.fusion import fuse
+
+    result, _, _ = trained
+    items = sim_series.items
+    fused = tmp_path / "fused.tif"
+    fuse(items[2].fine, items[3].coarse, result.model_path, fused, tile=128, overlap=0, device="cpu")
+    dataset = gdal.Open(str(fused))
+    assert (dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount) == (128, 128, 6)
+
+
+def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(trained, sim_series, tmp_path):
+    result, _, _ = trained
+    out = tmp_path / "model.pt"
+    first = train(sim_series.manifest, out, **dict(TINY, epochs=1))
+    assert first.epochs == 1
+    log = Log()
+    resumed = train(sim_series.manifest, out, resume=True, progress=log, **TINY)
+    assert resumed.epochs == 2 and [row["epoch"] for row in resumed.history] == [1, 2]
+    assert "Resuming" in log.text()
+    rows = list(csv.DictReader(open(report_paths(out)[0])))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    # Same seed, same patches, same weights as the uninterrupted run.
+    for key in ("train_loss", "val_mae"):
+        assert [row[key] for row in resumed.history] == pytest.approx([row[key] for row in result.history], rel=1e-5)
+    a = torch.load(resumed.checkpoint, weights_only=True)["model"]
+    b = torch.load(result.checkpoint, weights_only=True)["model"]
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+
+def test_resume_without_checkpoint_is_an_error(sim_series, tmp_path):
+    with pytest.raises(CtstfmError, match="no checkpoint"):
+        train(sim_series.manifest, tmp_path / "m.pt", resume=True, **TINY)
+
+
+def test_cancel_keeps_the_best_model(sim_series, tmp_path):
+    out = tmp_path / "model.pt"
+    log = Log(cancel_after_epoch=1)
+    result = train(sim_series.manifest, out, progress=log, **dict(TINY, epochs=3))
+    assert result.cancelled and result.epochs == 1 and result.best_epoch == 1
+    assert "best model so far" in result.message and out.exists()
+    assert len(list(csv.DictReader(open(report_paths(out)[0])))) == 1
+
+
+def test_cancel_before_the_first_epoch_writes_nothing(sim_series, tmp_path):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"old model")
+    with pytest.raises(Cancelled):
+        train(sim_series.manifest, out, progress=Log(cancel_at_once=True), **TINY)
+    assert out.read_bytes() == b"old model"
+
+
+def test_three_dates_validate_on_a_spatial_block(make_series, tmp_path):
+    series = make_series(kind="fields", count=3, size=64, seed=5)
+    log = Log()
+    result = train(series.manifest, tmp_path / "m.pt", progress=log, **dict(TINY, epochs=1, patches_per_epoch=4))
+    assert result.validation_mode == "spatial"
+    assert "held-out spatial block" in log.text()
+    assert result.provenance["validation_rows"] == 13
+
+
+def test_fine_tune_checks_bands(trained, sim_series, tmp_path):
+    from model_core.model_file import save_model
+    from model_core.network import CTSTFM, CTSTFMConfig
+
+    config = CTSTFMConfig(bands=4, width=8)
+    other = tmp_path / "four_bands.pt"
+    save_model(other, CTSTFM(config), config=config, band_names=["b", "g", "r", "n"], scale=1e-4)
+    with pytest.raises(CtstfmError, match="has 4 bands"):
+        train(sim_series.manifest, tmp_path / "m.pt", init_model=other, **TINY)
+    # A matching model fine-tunes: its weights are the starting point.
+    log = Log()
+    tuned = train(
+        sim_series.manifest, tmp_path / "tuned.pt", init_model=trained[0].model_path, progress=log,
+        **dict(TINY, epochs=1, patches_per_epoch=4, width=None),
+    )
+    assert tuned.initial_metrics["mae"] == pytest.approx(trained[0].best_metrics["mae"], rel=1e-4)
+    assert "Fine-tuning" in log.text()
+
+
+# ------------------------------------------------------------------ bad series
+
+
+def translated(source, target, **options):
+    gdal.Translate(str(target), str(source), **options)
+    return str(target)
+
+
+def series_pairs(sim_series, **replace):
+    pairs = [Pair(item.date, str(item.fine), str(item.coarse)) for item in sim_series.items]
+    for index, pair in replace.items():
+        pairs[int(index[1:])] = pair
+    return pairs
+
+
+def run_bad(pairs, tmp_path, match):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"old model")
+    with pytest.raises(CtstfmError, match=match):
+        train(pairs, out, **TINY)
+    assert out.read_bytes() == b"old model"
+    assert not Path(str(out) + ".checkpoint.pt").exists()
+
+
+def test_fewer_than_two_dates(sim_series, tmp_path):
+    run_bad(series_pairs(sim_series)[:1], tmp_path, "at least two dates")
+
+
+def test_duplicate_dates(sim_series, tmp_path):
+    pairs = series_pairs(sim_series)
+    pairs.append(Pair(pairs[0].date, pairs[1].fine, pairs[1].coarse))
+    run_bad(pairs, tmp_path, "appears twice")
+
+
+def test_fine_with_another_extent(sim_series, tmp_path):
+    item = sim_series.items[1]
+    cropped = translated(item.fine, tmp_path / "crop.tif", srcWin=[0, 0, 100, 128])
+    run_bad(series_pairs(sim_series, i1=Pair(item.date, cropped, str(item.coarse))), tmp_path, "another extent")
+
+
+def test_fine_with_another_crs(sim_series, tmp_path):
+    item = sim_series.items[1]
+    other = translated(item.fine, tmp_path / "crs.tif", outputSRS="EPSG:32756")
+    run_bad(series_pairs(sim_series, i1=Pair(item.date, other, str(item.coarse))), tmp_path, "another CRS")
+
+
+def test_fine_with_other_bands(sim_series, tmp_path):
+    item = sim_series.items[2]
+    other = translated(item.fine, tmp_path / "bands.tif", bandList=[1, 2, 3, 4])
+    run_bad(series_pairs(sim_series, i2=Pair(item.date, other, str(item.coarse))), tmp_path, "has 4 bands")
+
+
+def test_coarse_not_covering_its_fine(sim_series, tmp_path):
+    item = sim_series.items[0]
+    info = gdal.Info(str(item.coarse), format="json")
+    width, height = info["size"]
+    half = translated(item.coarse, tmp_path / "half.tif", srcWin=[0, 0, width // 2, height])
+    run_bad(series_pairs(sim_series, i0=Pair(item.date, str(item.fine), half)), tmp_path, "covers only")
+
+
+def test_no_patch_with_enough_valid_pixels(sim_series, tmp_path):
+    pairs = series_pairs(sim_series)
+    for index in range(3):  # the training dates: three pixels in four are nodata
+        path = translated(pairs[index].fine, tmp_path / f"holes{index}.tif")
+        dataset = gdal.Open(path, gdal.GA_Update)
+        for band in range(1, dataset.RasterCount + 1):
+            data = dataset.GetRasterBand(band).ReadAsArray()
+            holes = np.ones(data.shape, bool)
+            holes[::2, ::2] = False
+            data[holes] = -9999
+            dataset.GetRasterBand(band).WriteArray(data)
+        dataset = None
+        pairs[index] = Pair(pairs[index].date, path, pairs[index].coarse)
+    run_bad(pairs, tmp_path, "valid pixels")
+
+
+def test_bad_parameters(sim_series, tmp_path):
+    with pytest.raises(CtstfmError, match="VALIDATION_FRACTION"):
+        train(sim_series.manifest, tmp_path / "m.pt", validation_fraction=1.5, **TINY)
+    with pytest.raises(CtstfmError, match="EPOCHS"):
+        train(sim_series.manifest, tmp_path / "m.pt", **dict(TINY, epochs=0))
+
+
+def test_command_line(sim_series, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "cli.pt"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "model_core", "train", "--out", str(out), "--epochs", "1", "--patch-size", "32",
+            "--patches-per-epoch", "4", "--width", "8", "--lr", "3e-3", "--device", "cpu", "--quiet", "--json"]
+    done = subprocess.run(args + ["--manifest", str(sim_series.manifest)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["model"] == str(out) and report["epochs"] == 1 and out.exists()
+    bad = subprocess.run(args + ["--fine", str(sim_series.items[0].fine), "--coarse", str(sim_series.items[0].coarse),
+                                 "--dates", "2021-04-01"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "at least two dates" in bad.stderr
