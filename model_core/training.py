@@ -6,11 +6,15 @@ raster, e.g. MODIS 500 m, per date) to a model file that
 
 What happens, in order:
 
-1. **Series** — :func:`read_manifest` (CSV ``date,fine,coarse``) or
-   :func:`series_from_layers` give a list of :class:`Pair`. :func:`check_series`
-   opens every raster once: at least two dates, no duplicate date, every fine
-   raster on the same grid (size, extent, CRS) with the same band count, every
-   coarse raster with that band count and covering its fine raster.
+1. **Series** — :func:`read_manifest` (CSV ``date,fine,coarse``, optionally
+   ``scene``), :func:`read_manifests` (several manifests) or
+   :func:`series_from_layers` give a list of :class:`Pair`. A series holds one or
+   several *scenes* (:attr:`Pair.scene`), each on its own grid.
+   :func:`check_scenes` opens every raster once: within each scene at least two
+   dates, no duplicate date, every fine raster on the same grid (size, extent,
+   CRS) with the same band count, every coarse raster with that band count and
+   covering its fine raster (:func:`check_series`); the same band count in every
+   scene.
 2. **Samples** — for a target date T1 the input is (coarse at T1, fine at a
    reference date T0) and the label is fine at T1. The reference dates are the
    ``references`` nearest other dates, before or after (``max_gap_days`` drops
@@ -21,15 +25,19 @@ What happens, in order:
    other date. With fewer than four dates (or too few left for training) the
    split falls back to a spatial block: the bottom ``validation_fraction`` of the
    rows of every date validates and no training patch touches it.
-   :func:`split_series`.
-4. **Patches** — random crops of ``patch_size`` (shrunk to the raster), read
+   :func:`split_series`, per scene (:func:`split_scenes`); the samples of all
+   scenes are pooled.
+4. **Patches** — random crops of ``patch_size`` (shrunk to the smallest
+   scene's training area), from a sample drawn in proportion to its training
+   area (so every training pixel of every scene is equally likely), read
    window by window through the same pair reader and warping as fusion
    (:mod:`model_core.raster`), so memory does not grow with the scene. Crops
    with less than ``min_valid`` valid pixels are redrawn. Flips and 90° rotations
    augment. Nodata pixels are left out of the L1 loss.
 5. **Optimisation** — the paper's defaults: L1 loss (eq. 20), Adam (lr 1e-4,
    betas 0.9/0.999), batch 4, 150 epochs. After every epoch the model is
-   validated on fixed, non-overlapping validation windows with
+   validated on fixed, non-overlapping validation windows (of every scene, at
+   most ``max_validation_windows`` shared fairly between scenes) with
    :mod:`model_core.metrics` (MAE, RMSE, PSNR, SSIM, SAM) and the weights with
    the best validation MAE are kept. On CUDA, mixed precision (bf16 where the
    card supports it, else fp16 with a gradient scaler).
@@ -615,7 +623,9 @@ class SeriesData:
         if index not in self._label_readers:
             pair = self.pairs[index]
             self._label_readers[index] = self.raster.RasterReader(
-                pair.fine, list(range(1, self.bands + 1)), what=f"fine image of {pair.date.isoformat()}{_in_scene(pair)}"
+                pair.fine,
+                list(range(1, self.bands + 1)),
+                what=f"fine image of {pair.date.isoformat()}{_in_scene(pair)}",
             )
         return self._label_readers[index]
 
@@ -857,13 +867,16 @@ def train(
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
-    ``series``: a manifest path (CSV ``date,fine,coarse``) or a list of :class:`Pair`.
+    ``series``: a manifest path (CSV ``date,fine,coarse``, optionally ``scene``), a list
+    of manifest paths (:func:`read_manifests`: each its own scene(s)) or a list of
+    :class:`Pair` (from one or several scenes).
     ``epochs`` is the total epoch count (a resumed run continues up to it).
     ``patches_per_epoch`` None or 0: :func:`default_patches_per_epoch`.
     ``width``/``predict_residual`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
-    records as the data (default: the manifest path or the list of pairs).
+    records as the data (default: the manifest path(s) or the list of pairs); the
+    scenes (name, manifest, dates, split) are recorded too.
     Returns a :class:`TrainResult`.
     """
     started = time.monotonic()
@@ -876,14 +889,14 @@ def train(
     if series and all(isinstance(item, (str, os.PathLike)) for item in series):
         pairs, manifests = read_manifests(series)
         if data_source is None:
-            paths = list(dict.fromkeys(manifests.values()))
-            data_source = {"manifest": paths[0]} if len(series) == 1 else {"manifests": paths}
+            paths = [str(Path(item).expanduser().resolve()) for item in series]
+            data_source = {"manifest": paths[0]} if len(paths) == 1 else {"manifests": paths}
     else:
         pairs = group_scenes(series)
     if data_source is None:
         data_source = {
             "pairs": [
-                {"date": p.date.isoformat(), "fine": p.fine, "coarse": p.coarse, **({"scene": p.scene} if p.scene else {})}
+                dict(date=p.date.isoformat(), fine=p.fine, coarse=p.coarse, **({"scene": p.scene} if p.scene else {}))
                 for p in pairs
             ]
         }
@@ -914,8 +927,8 @@ def train(
     several = len(scenes) > 1
     info = scenes[0].info
     dates = [pair.date for pair in pairs]
-    # How logs, provenance and the checkpoint name a date: with several scenes, "scene/date".
-    labels = [f"{pair.scene}/{pair.date}" if several else pair.date.isoformat() for pair in pairs]
+    # How logs, provenance and the checkpoint name a date: with several scenes, "scene date".
+    labels = [f"{pair.scene or '(unnamed)'} {pair.date}" if several else pair.date.isoformat() for pair in pairs]
     if any(scene.info.band_names != info.band_names for scene in scenes):
         if all(scene.info.band_names for scene in scenes):
             progress.info(
@@ -962,7 +975,7 @@ def train(
         max_gap_days=max_gap_days,
         patch_size=patch_size,
     )
-    split = scenes[0].split if not several else _pooled_split(scenes, labels)
+    split = scenes[0].split if not several else _pooled_split(scenes)
     patch = min([patch_size] + [min(scene.train_rows, scene.info.width) for scene in scenes])
     if patch < patch_size:
         progress.info(f"PATCH_SIZE {patch_size} is larger than the training area; using {patch} x {patch} patches.")
@@ -1089,9 +1102,14 @@ def train(
         for scene, count in zip(scenes, validator.scene_counts):
             if several and not count:
                 progress.info(f"Scene '{scene.label}' has no validation window with valid pixels: it is not validated.")
-        train_samples = [(s, scene.train_rows, scene.info.width) for scene in scenes for s in scene.split.train_samples]
         sampler = _PatchSampler(
-            data, *(list(column) for column in zip(*train_samples)), patch, min_valid, rng
+            data,
+            split.train_samples,
+            [scene.train_rows for scene in scenes for _ in scene.split.train_samples],
+            [scene.info.width for scene in scenes for _ in scene.split.train_samples],
+            patch,
+            min_valid,
+            rng,
         )
         sampler.probe()
         if initial_metrics is None:
@@ -1280,7 +1298,7 @@ def train(
     )
 
 
-def _pooled_split(scenes, labels):
+def _pooled_split(scenes):
     """One :class:`Split` standing for several scenes: samples pooled, dates merged
     (sorted, each once), notes joined, mode "dates", "spatial" or "mixed"."""
     modes = {scene.split.mode for scene in scenes}
@@ -1377,21 +1395,36 @@ class _Prefetcher:
 
 
 class _PatchSampler:
-    """Random training patches: a sample, a window, a redraw when too much is nodata."""
+    """Random training patches: a sample, a window, a redraw when too much is nodata.
+
+    ``rows`` and ``width`` (the training area: rows from the top, full width) are
+    one value for all samples, or one per sample when the samples come from
+    scenes of different sizes; a sample is then drawn in proportion to its
+    training area, so every training pixel of every scene is equally likely.
+    """
 
     TRIES = 30
     PROBE_TRIES = 200
 
     def __init__(self, data, samples, rows, width, patch, min_valid, rng):
-        self.data, self.samples = data, samples
-        self.rows, self.width, self.patch = rows, width, patch
+        self.data, self.samples, self.patch = data, list(samples), patch
+        count = len(self.samples)
+        self.rows = [int(rows)] * count if np.isscalar(rows) else [int(value) for value in rows]
+        self.widths = [int(width)] * count if np.isscalar(width) else [int(value) for value in width]
         self.min_valid, self.rng = min_valid, rng
+        areas = np.array(self.rows, dtype=float) * np.array(self.widths, dtype=float)
+        # Equal areas (one scene): a plain uniform draw, the patch sequence of a one-scene series.
+        self.cumulative = None if np.all(areas == areas[0]) else np.cumsum(areas)
 
     def _draw(self):
-        sample = self.samples[int(self.rng.integers(len(self.samples)))]
-        row = int(self.rng.integers(self.rows - self.patch + 1))
-        col = int(self.rng.integers(self.width - self.patch + 1))
-        arrays = self.data.read(sample, (col, row, self.patch, self.patch))
+        if self.cumulative is None:
+            index = int(self.rng.integers(len(self.samples)))
+        else:
+            position = self.rng.random() * self.cumulative[-1]
+            index = min(int(np.searchsorted(self.cumulative, position, side="right")), len(self.samples) - 1)
+        row = int(self.rng.integers(self.rows[index] - self.patch + 1))
+        col = int(self.rng.integers(self.widths[index] - self.patch + 1))
+        arrays = self.data.read(self.samples[index], (col, row, self.patch, self.patch))
         return arrays, float(arrays[3].mean())
 
     def probe(self):
@@ -1407,8 +1440,8 @@ class _PatchSampler:
                 if best >= self.min_valid:
                     return
             # Random draws can miss a small valid area; look at every tile before giving up.
-            for sample in self.samples:
-                for window in _grid_windows(0, self.rows, self.width, self.patch):
+            for sample, rows, width in zip(self.samples, self.rows, self.widths):
+                for window in _grid_windows(0, rows, width, self.patch):
                     valid = self.data.read(sample, window)[3]
                     best = max(best, float(valid.mean()))
                     if best >= self.min_valid:
@@ -1437,37 +1470,57 @@ class _PatchSampler:
         return coarse, fine0, fine1, valid
 
 
+def _fair_shares(counts, cap):
+    """Split ``cap`` items between groups holding ``counts``: equal shares, what a small
+    group cannot use going to the others."""
+    shares = [0] * len(counts)
+    left = cap
+    order = sorted(range(len(counts)), key=counts.__getitem__)
+    for done, index in enumerate(order):
+        shares[index] = min(counts[index], left // (len(counts) - done))
+        left -= shares[index]
+    return shares
+
+
 class _Validator:
     """Fixed validation windows and the metrics of a model on them."""
 
     CACHE_BYTES = 256 * 2**20
 
-    def __init__(self, data, split, info, tile, *, max_windows, min_valid, batch_size, device, amp_dtype, progress):
+    def __init__(self, data, scenes, tile, *, max_windows, min_valid, batch_size, device, amp_dtype, progress):
         self.data, self.device, self.amp_dtype = data, device, amp_dtype
-        if split.mode == "spatial":
-            regions = [(info.height - split.validation_rows, info.height)]
-        else:
-            regions = [(0, info.height)]
-        candidates = [
-            (sample, window)
-            for sample in split.validation_samples
-            for row0, row1 in regions
-            for window in _grid_windows(row0, row1, info.width, tile)
-        ]
-        if len(candidates) > max_windows:
-            picks = np.unique(np.linspace(0, len(candidates) - 1, int(max_windows)).round().astype(int))
-            candidates = [candidates[i] for i in picks]
+        per_scene = []
+        for scene in scenes:
+            info, split = scene.info, scene.split
+            row0 = info.height - split.validation_rows if split.mode == "spatial" else 0
+            per_scene.append(
+                [
+                    (sample, window)
+                    for sample in split.validation_samples
+                    for window in _grid_windows(row0, info.height, info.width, tile)
+                ]
+            )
+        # At most max_windows in all, shared fairly between the scenes, evenly chosen within each.
+        chosen = []
+        for candidates, share in zip(per_scene, _fair_shares([len(c) for c in per_scene], int(max_windows))):
+            if len(candidates) > share:
+                picks = np.unique(np.linspace(0, len(candidates) - 1, share).round().astype(int)) if share else []
+                candidates = [candidates[i] for i in picks]
+            chosen.append(candidates)
         self.windows = []
+        self.scene_counts = [0] * len(scenes)
         cache = []
         size = 0
-        for sample, window in candidates:
-            progress.check()
-            arrays = data.read(sample, window)
-            if arrays[3].mean() <= 0.01:
-                continue
-            self.windows.append((sample, window))
-            size += sum(array.nbytes for array in arrays)
-            cache.append(arrays)
+        for scene_index, candidates in enumerate(chosen):
+            for sample, window in candidates:
+                progress.check()
+                arrays = data.read(sample, window)
+                if arrays[3].mean() <= 0.01:
+                    continue
+                self.windows.append((sample, window))
+                self.scene_counts[scene_index] += 1
+                size += sum(array.nbytes for array in arrays)
+                cache.append(arrays)
         if not self.windows:
             raise CtstfmError(
                 "No validation window has valid pixels: the validation dates (or the held-out bottom rows) are "

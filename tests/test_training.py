@@ -369,3 +369,138 @@ def test_command_line(sim_series, tmp_path):
     bad = subprocess.run(args + ["--fine", str(sim_series.items[0].fine), "--coarse", str(sim_series.items[0].coarse),
                                  "--dates", "2021-04-01"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "at least two dates" in bad.stderr
+
+
+# ------------------------------------------------------------------ several scenes
+
+
+@pytest.fixture(scope="module")
+def two_scenes(make_series):
+    """Two small scenes of different kinds, sizes and CRSs (fields 64 px in EPSG:32755, urban 80 px in
+    EPSG:32650), 4 dates each."""
+    return make_series(kind="fields", seed=1, size=64, count=4), make_series(kind="urban", seed=2, size=80, count=4)
+
+
+def scene_rows(series, name, dates=None):
+    dates = dates or [item.date for item in series.items]
+    return [(date.isoformat(), item.fine, item.coarse, name) for date, item in zip(dates, series.items)]
+
+
+@pytest.fixture(scope="module")
+def two_scene_run(two_scenes, tmp_path_factory):
+    """One tiny run on a manifest with a scene column; the urban rows carry the fields scene's dates
+    (the same date in two scenes is fine)."""
+    fields, urban = two_scenes
+    folder = tmp_path_factory.mktemp("two_scenes")
+    dates = [item.date for item in fields.items]
+    manifest = write_manifest(
+        folder / "scenes.csv",
+        scene_rows(urban, "urban", dates) + scene_rows(fields, "fields"),
+        header="date,fine,coarse,scene",
+    )
+    log = Log()
+    out = folder / "model.pt"
+    result = train(manifest, out, progress=log, max_validation_windows=5, **dict(TINY, patches_per_epoch=8))
+    return result, log, out, manifest
+
+
+def test_manifest_scene_column(two_scene_run):
+    pairs = read_manifest(two_scene_run[3])
+    assert [p.scene for p in pairs] == ["urban"] * 4 + ["fields"] * 4
+    assert [p.date for p in pairs[:4]] == [p.date for p in pairs[4:]] == sorted(p.date for p in pairs[:4])
+
+
+def test_two_scenes_train_together(two_scene_run, two_scenes):
+    from model_core.model_file import load_model
+
+    result, log, out, manifest = two_scene_run
+    fields, urban = two_scenes
+    assert not result.cancelled and result.epochs == 2
+    assert [s["name"] for s in result.scenes] == ["urban", "fields"]
+    assert [s["size"] for s in result.scenes] == [[80, 80], [64, 64]]
+    prov = load_model(out).provenance
+    assert prov["data"]["manifest"] == str(manifest.resolve())
+    for record in prov["scenes"]:
+        assert record["manifest"] == str(manifest.resolve())
+        assert record["dates"] == [d.isoformat() for d in fields.dates]
+        assert record["validation_mode"] == "dates" and record["validation_dates"] == [fields.dates[3].isoformat()]
+    # 5 validation windows at most, shared between the scenes (4 candidates each).
+    assert sorted(s["validation_windows"] for s in prov["scenes"]) == [2, 3] and prov["validation_windows"] == 5
+    assert prov["samples"][0].startswith("urban 2") and prov["samples"][-1].startswith("fields 2")
+    text = log.text()
+    assert "2 scenes, 8 dates in all" in text
+    assert "Scene 'urban': 4 dates, 80 x 80 px. Chronological split" in text
+    assert "Scene 'fields': 4 dates, 64 x 64 px. Chronological split" in text
+    assert "(urban: " in text and ", fields: " in text
+
+
+def test_two_scene_checkpoint_refuses_other_data(two_scene_run, two_scenes, tmp_path):
+    _, _, out, _ = two_scene_run
+    fields, _ = two_scenes
+    with pytest.raises(CtstfmError, match="other data"):
+        train(fields.manifest, out, resume=True, **TINY)
+
+
+def test_patches_are_drawn_in_proportion_to_the_training_area():
+    from model_core.training import Sample, _fair_shares, _PatchSampler
+
+    class Data:
+        def __init__(self):
+            self.reads = []
+
+        def read(self, sample, window):
+            self.reads.append((sample, window))
+            return [np.ones((1, 4, 4), np.float32)] * 3 + [np.ones((4, 4), bool)]
+
+    data = Data()
+    small, large = Sample(1, 0), Sample(3, 2)
+    sampler = _PatchSampler(data, [small, large], [16, 48], [16, 32], 4, 0.5, np.random.default_rng(0))
+    sampler.batch(800)
+    share = sum(sample == large for sample, _ in data.reads) / len(data.reads)
+    assert share == pytest.approx(6 / 7, abs=0.04)  # areas 16 x 16 and 48 x 32
+    assert all(w[1] + w[3] <= 16 and w[0] + w[2] <= 16 for sample, w in data.reads if sample == small)
+    assert _fair_shares([100], 64) == [64]
+    assert _fair_shares([3, 100, 100], 64) == [3, 30, 31]
+    assert _fair_shares([2, 2], 64) == [2, 2]
+
+
+def test_scenes_need_the_same_bands(two_scenes, tmp_path):
+    fields, urban = two_scenes
+    pairs = [Pair(item.date, str(item.fine), str(item.coarse), "fields") for item in fields.items]
+    pairs += [
+        Pair(item.date, translated(item.fine, tmp_path / f"u{i}.tif", bandList=[1, 2, 3, 4]), str(item.coarse), "urban")
+        for i, item in enumerate(urban.items)
+    ]
+    run_bad(pairs, tmp_path, "scene 'urban' have 4 bands but those of scene 'fields' have 6")
+
+
+def test_duplicate_date_within_a_scene(two_scenes, tmp_path):
+    fields, urban = two_scenes
+    pairs = [Pair(item.date, str(item.fine), str(item.coarse), "fields") for item in fields.items]
+    pairs += [Pair(item.date, str(item.fine), str(item.coarse), "urban") for item in urban.items]
+    pairs.append(Pair(urban.items[0].date, str(urban.items[1].fine), str(urban.items[1].coarse), "urban"))
+    run_bad(pairs, tmp_path, "appears twice in scene 'urban'")
+
+
+def test_command_line_repeated_manifest(two_scenes, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    fields, urban = two_scenes
+    out = tmp_path / "cli.pt"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "model_core", "train", "--out", str(out), "--epochs", "1", "--patch-size", "32",
+            "--patches-per-epoch", "4", "--width", "8", "--lr", "3e-3", "--device", "cpu", "--quiet", "--json",
+            "--manifest", str(fields.manifest), "--manifest", str(urban.manifest)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # Both files are called manifest.csv: their folders tell the scenes apart.
+    names = [f"{Path(series.manifest).parent.name}/manifest" for series in (fields, urban)]
+    assert [s["name"] for s in report["scenes"]] == names
+    assert [s["manifest"] for s in report["scenes"]] == [str(Path(s.manifest).resolve()) for s in (fields, urban)]
+    assert [len(s["dates"]) for s in report["scenes"]] == [4, 4] and out.exists()

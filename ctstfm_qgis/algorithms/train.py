@@ -29,10 +29,12 @@ class TrainAlgorithm(CtstfmAlgorithm):
         "(e.g. Landsat 30 m and MODIS 500 m, one pair per date) and writes a model file for "
         "'Spatiotemporal Fusion'.\n\n"
         "Data: either a manifest CSV with the columns date,fine,coarse (ISO dates, paths relative to the CSV "
-        "allowed), or the fine and the coarse layers of each date, in the same order, with their dates typed "
-        "as 2021-04-01,2021-05-03,... (left empty, each date is read from the file name: YYYY-MM-DD or "
-        "YYYYMMDD). At least two dates; every fine image on the same grid with the same bands; each coarse "
-        "image must cover its fine image (it is resampled onto the fine grid exactly as fusion does).\n\n"
+        "allowed; an optional scene column trains on several scenes, each on its own grid), or the fine and "
+        "the coarse layers of each date, in the same order, with their dates typed as 2021-04-01,2021-05-03,... "
+        "(left empty, each date is read from the file name: YYYY-MM-DD or YYYYMMDD). At least two dates; every "
+        "fine image on the same grid with the same bands; each coarse image must cover its fine image (it is "
+        "resampled onto the fine grid exactly as fusion does). With a scene column these rules hold within each "
+        "scene, and every scene needs the same bands.\n\n"
         "Each target date T1 is predicted from the coarse image at T1 and the fine image at the nearest "
         "other date(s) (REFERENCES). The latest VALIDATION_FRACTION of the dates validates, the earlier "
         "ones train (with two or three dates, the bottom rows of every date are held out instead). Random "
@@ -49,7 +51,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 "MANIFEST",
-                "Series manifest (CSV with columns date,fine,coarse)",
+                "Series manifest (CSV with columns date,fine,coarse, optionally scene)",
                 behavior=QgsProcessingParameterFile.File,
                 fileFilter="CSV files (*.csv *.CSV);;All files (*.*)",
                 optional=True,

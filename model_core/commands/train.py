@@ -1,6 +1,7 @@
 """``python -m model_core train``: train CTSTFM on a series of fine/coarse pairs.
 
     python -m model_core train --manifest series.csv --out model.pt [--epochs 150 ...]
+    python -m model_core train --manifest fields.csv --manifest urban.csv --out model.pt   # several scenes
     python -m model_core train --fine f1.tif f2.tif f3.tif --coarse c1.tif c2.tif c3.tif \\
         --dates 2021-04-01,2021-05-03,2021-06-04 --out model.pt
 
@@ -14,7 +15,13 @@ import signal
 
 def configure(parser):
     data = parser.add_argument_group("data (a manifest, or fine and coarse rasters)")
-    data.add_argument("--manifest", help="CSV with columns date,fine,coarse (ISO dates; paths relative to the CSV)")
+    data.add_argument(
+        "--manifest",
+        action="append",
+        metavar="CSV",
+        help="CSV with columns date,fine,coarse[,scene] (ISO dates; paths relative to the CSV); repeat it to train "
+        "on several manifests together, each its own scene(s), named after the file",
+    )
     data.add_argument("--fine", nargs="+", metavar="TIF", help="fine rasters, one per date")
     data.add_argument("--coarse", nargs="+", metavar="TIF", help="coarse rasters, in the same order as --fine")
     data.add_argument(
@@ -84,7 +91,7 @@ def run(args):
     if args.manifest and (args.fine or args.coarse):
         raise CtstfmError("Give either --manifest or --fine/--coarse, not both.")
     if args.manifest:
-        series = args.manifest
+        series = args.manifest[0] if len(args.manifest) == 1 else args.manifest
     elif args.fine or args.coarse:
         series = series_from_layers(args.fine, args.coarse, args.dates, progress=progress)
     else:
@@ -125,6 +132,7 @@ def run(args):
                     "best_epoch": result.best_epoch,
                     "best_validation": result.best_metrics,
                     "initial_validation": result.initial_metrics,
+                    "scenes": result.scenes,
                     "cancelled": result.cancelled,
                     "device": result.device,
                     "seconds": round(result.seconds, 1),
