@@ -93,6 +93,13 @@ DEFINITIONS = {
 # --------------------------------------------------------------------------- checks
 
 
+def auto_block(width, pixels=1 << 20):
+    """Block size for a raster ``width`` pixels wide: row bands of about a million
+    pixels (SSIM works on a whole row band in float64), between 32 and
+    :data:`~model_core.tiling.DEFAULT_TILE` rows."""
+    return int(min(DEFAULT_TILE, max(32, pixels // max(int(width), 1))))
+
+
 def parse_band_pairs(spec, pred_count, ref_count):
     """Which bands to compare, as ``[(predicted_band, reference_band), ...]`` (1-based).
 
@@ -381,7 +388,7 @@ def assess(
     html=None,
     data_range=DEFAULT_DATA_RANGE,
     ratio=DEFAULT_ERGAS_RATIO,
-    tile=DEFAULT_TILE,
+    tile=None,
     output_format="GTiff",
     progress=None,
 ):
@@ -395,7 +402,8 @@ def assess(
     :func:`reflectance_scale`). ``error_map_path`` / ``table_csv`` / ``html``:
     optional outputs (see the module docstring). ``data_range``: PSNR/SSIM peak;
     ``ratio``: fine / coarse pixel size for ERGAS. ``tile``: block size read at
-    once. ``progress``: cancel is checked before every block.
+    once (default: :func:`auto_block`). ``progress``: cancel is checked before
+    every block.
 
     Returns the metrics dict (``compute_metrics`` layout) plus ``band_names``,
     ``band_pairs``, ``scales``, ``files`` and ``seconds``. Raises
@@ -410,8 +418,6 @@ def assess(
         raise CtstfmError(f"The data range must be a positive number (got {data_range}).")
     if not (isinstance(ratio, (int, float)) and ratio > 0):
         raise CtstfmError(f"The ERGAS resolution ratio must be a positive number such as 0.0625 (got {ratio}).")
-    if int(tile) < 16:
-        raise CtstfmError(f"The block size must be at least 16 pixels (got {tile}).")
 
     pred_info = RasterInfo.read(predicted_path, "predicted image")
     ref_info = RasterInfo.read(reference_path, "reference image")
@@ -431,6 +437,9 @@ def assess(
         outputs[key] = path
 
     check_same_grid(pred_info, ref_info, "predicted image")
+    tile = auto_block(ref_info.width) if tile is None else int(tile)
+    if tile < 16:
+        raise CtstfmError(f"The block size must be at least 16 pixels (got {tile}).")
     if mask_info is not None:
         check_same_grid(mask_info, ref_info, "mask")
     pairs = parse_band_pairs(bands, pred_info.count, ref_info.count)

@@ -56,6 +56,11 @@ DEFAULT_CLASSES = 40
 DEFAULT_FINE_UNCERTAINTY = 0.002
 DEFAULT_COARSE_UNCERTAINTY = 0.002
 
+#: Values per working buffer of STARFM on the CPU: buffers that stay in the CPU's cache
+#: (about 128 KB) run about ten times faster than classical.starfm's default of a
+#: million values (measured on 256 x 256 x 6 tiles, window 31).
+CPU_STRIP_VALUES = 1 << 15
+
 FINE_WHAT = "fine image at T0"
 COARSE_T0_WHAT = "coarse image at T0"
 COARSE_T1_WHAT = "coarse image at T1"
@@ -455,9 +460,13 @@ def starfm_rasters(
 
         def process(batch):
             f0, c0, c1 = (torch.from_numpy(np.ascontiguousarray(a)).to(torch_device) for a in batch)
+            rows_per_strip = None
+            if torch_device.type == "cpu":
+                b, c, _, w = f0.shape
+                rows_per_strip = max(1, CPU_STRIP_VALUES // (b * c * (w + 2 * halo)))
             out = starfm(
                 f0, c0, c1, window=window, classes=float(classes), fine_uncertainty=float(fine_uncertainty),
-                coarse_uncertainty=float(coarse_uncertainty), band_std=std_t,
+                coarse_uncertainty=float(coarse_uncertainty), band_std=std_t, rows_per_strip=rows_per_strip,
             )
             return np.maximum(out.float().cpu().numpy(), 0.0)  # NaN (invalid centres) stays NaN -> nodata
 

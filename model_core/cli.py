@@ -21,6 +21,9 @@ COMMANDS = [
     ("fuse", "fuse", "predict the fine image at T1 from a fine image at T0 and a coarse image at T1"),
     ("train", "train", "train CTSTFM on a series of fine/coarse pairs and write a model file"),
     ("simulate", "simulate", "write a simulated Landsat/MODIS series (dated fine/coarse GeoTIFFs and a manifest)"),
+    ("assess", "assess", "compare a predicted fine image with a reference: metrics table, HTML report, error map"),
+    ("temporal-difference", "temporal_difference", "classical fusion: fine T1 = fine T0 + (coarse T1 - coarse T0)"),
+    ("starfm", "starfm", "classical fusion: STARFM (Gao et al. 2006) from a fine/coarse pair at T0 and coarse T1"),
 ]
 
 

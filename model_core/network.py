@@ -416,6 +416,12 @@ class CTSTFM(nn.Module):
         self.fine_encoder = MKCE(self.config)
         self.cfm = CFM(self.config)
         self.ccd = CCD(self.config)
+        if self.config.predict_residual:
+            # Start as "no change" (output = fine_t0): the last 1x1 convolution begins at zero,
+            # so early training refines a sensible estimate instead of undoing random noise.
+            last = self.ccd.layers[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         # Channels-last (NHWC) weights make oneDNN's convolutions with few channels about 25 %
         # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
         self.to(memory_format=torch.channels_last)

@@ -170,6 +170,11 @@ def test_predict_residual_adds_the_fine_image():
     coarse, fine = images(4, 20, 20)
     with torch.no_grad():
         torch.testing.assert_close(residual(coarse, fine), plain(coarse, fine) + fine)
+        # A fresh residual model starts as "no change": its last convolution is zero.
+        torch.testing.assert_close(residual(coarse, fine), fine)
+        torch.nn.init.normal_(plain.ccd.layers[-1].weight)
+        residual.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(residual(coarse, fine), plain(coarse, fine) + fine)
 
 
 def test_default_parameter_count_is_within_ten_percent_of_the_paper():

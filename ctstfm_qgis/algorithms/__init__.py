@@ -2,7 +2,10 @@
 
 
 def all_algorithms():
+    from .assess import AssessAlgorithm
     from .fuse import FuseAlgorithm
+    from .starfm import StarfmAlgorithm
+    from .temporal_difference import TemporalDifferenceAlgorithm
     from .train import TrainAlgorithm
 
-    return [FuseAlgorithm(), TrainAlgorithm()]
+    return [FuseAlgorithm(), TrainAlgorithm(), AssessAlgorithm(), TemporalDifferenceAlgorithm(), StarfmAlgorithm()]
