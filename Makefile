@@ -9,7 +9,7 @@ DIST := dist
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test bench bench-accuracy package install demo train-default clean
+.PHONY: setup test bench bench-accuracy package install demo train-default sample clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ demo: setup
 
 train-default: setup
 	$(PY) scripts/train_default.py
+
+sample: setup
+	$(PY) scripts/make_sample.py
 
 clean:
 	rm -rf $(DIST) .pytest_cache build

@@ -258,6 +258,9 @@ def fuse(
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     out_path = check_writable(out_path)
+    for name, path in (("fine image", fine_path), ("coarse image", coarse_path), ("model file", model_path)):
+        if path and os.path.abspath(str(path)) == out_path:
+            raise CtstfmError(f"The output '{out_path}' is the {name}; choose another output file.")
     torch_device = resolve_device(device)
 
     from .model_file import load_model

@@ -47,7 +47,10 @@ class CTSTFMConfig:
     count (CETB, CFTB, CCD). The ``use_*`` switches are for ablations: a block switched off is
     the identity and has no parameters. ``predict_residual=True`` makes the output
     ``fine_t0 + CCD(...)`` (a documented deviation, for models trained that way); the default
-    ``False`` is the network as drawn.
+    ``False`` is the network as drawn. ``residual_blur=k > 0`` (with ``predict_residual``) makes
+    the first guess ``fine_t0 + coarse_t1 - box_k(fine_t0)``: the fine image moved by the coarse
+    change, with the fine image blurred to the coarse scale standing in for the coarse image at
+    T0 that CTSTFM does not get (see :func:`coarse_change_first_guess`).
     """
 
     bands: int = 6
@@ -62,10 +65,15 @@ class CTSTFMConfig:
     use_cetb: bool = True
     use_cftb: bool = True
     predict_residual: bool = False
+    residual_blur: int = 0
 
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
             object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
+        if isinstance(self.residual_blur, bool) or not isinstance(self.residual_blur, int) or self.residual_blur < 0:
+            raise ConfigError(f"Network setting residual_blur={self.residual_blur!r} is invalid; use 0 or a box size in pixels.")
+        if self.residual_blur and not self.predict_residual:
+            raise ConfigError("residual_blur only applies with predict_residual=true; set both or neither.")
         for name in ("bands", "width", "encoder_blocks", "fusion_blocks", "heads", "norm_groups"):
             value = getattr(self, name)
             minimum = 0 if name in ("encoder_blocks", "fusion_blocks") else 1
@@ -401,6 +409,20 @@ class CCD(nn.Module):
         return self.layers(x)
 
 
+def coarse_change_first_guess(coarse_t1: torch.Tensor, fine_t0: torch.Tensor, box: int) -> torch.Tensor:
+    """``fine_t0 + coarse_t1 - box(fine_t0)``: a temporal-difference estimate without coarse T0.
+
+    Temporal difference adds the coarse change ``coarse_t1 - coarse_t0`` to the fine image;
+    CTSTFM has no ``coarse_t0``, so the fine image averaged over a ``box`` x ``box`` window
+    (about two coarse pixels: the coarse sensor's footprint plus the resampling onto the fine
+    grid) stands in for it. Sensor gain and offset differences are left for the network to
+    correct. Edges replicate, so any tile size works.
+    """
+    before, after = box // 2, box - 1 - box // 2
+    padded = F.pad(fine_t0, (before, after, before, after), mode="replicate")
+    return fine_t0 + coarse_t1 - F.avg_pool2d(padded, box, stride=1)
+
+
 class CTSTFM(nn.Module):
     """The whole network: ``forward(coarse_t1, fine_t0) -> fine_t1``, all ``(B, C, H, W)`` reflectance.
 
@@ -417,8 +439,9 @@ class CTSTFM(nn.Module):
         self.cfm = CFM(self.config)
         self.ccd = CCD(self.config)
         if self.config.predict_residual:
-            # Start as "no change" (output = fine_t0): the last 1x1 convolution begins at zero,
-            # so early training refines a sensible estimate instead of undoing random noise.
+            # Start as the first guess (output = fine_t0, or the coarse-change estimate): the last
+            # 1x1 convolution begins at zero, so early training refines a sensible estimate
+            # instead of undoing random noise.
             last = self.ccd.layers[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
@@ -435,4 +458,8 @@ class CTSTFM(nn.Module):
             )
         c, f = self.cfm(self.coarse_encoder(coarse_t1), self.fine_encoder(fine_t0))
         out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
-        return out + fine_t0 if self.config.predict_residual else out
+        if not self.config.predict_residual:
+            return out
+        if self.config.residual_blur:
+            return out + coarse_change_first_guess(coarse_t1, fine_t0, self.config.residual_blur)
+        return out + fine_t0

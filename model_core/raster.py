@@ -481,21 +481,16 @@ class RasterReader:
         return data, valid
 
     def valid_fraction(self, max_size=256):
-        """The fraction of valid pixels, estimated on a decimated copy of at most
-        ``max_size`` pixels a side (nearest neighbour; cheap even for big rasters)."""
+        """The fraction of valid pixels, estimated cheaply for any size: a warped
+        raster is warped once more onto a decimated copy of the grid, at most
+        ``max_size`` pixels a side (nearest neighbour, straight from the source);
+        a raster on its own grid is read decimated or sampled in small boxes."""
         grid = self.grid
         factor = max(grid.width, grid.height) / float(max_size)
         width = max(1, int(round(grid.width / max(factor, 1.0))))
         height = max(1, int(round(grid.height / max(factor, 1.0))))
         if not self.warped:
-            data = self._dataset.ReadAsArray(
-                0, 0, grid.width, grid.height, buf_xsize=width, buf_ysize=height,
-                band_list=self.bands, buf_type=gdal.GDT_Float32,
-            )
-            if data is None:
-                raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {_last_gdal_error()}")
-            data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
-            return float(_valid_mask(data, self.nodata).mean())
+            return self._sampled_valid_fraction(max_size)
         options = self._warp_options(grid, width, height, "nearest", "MEM")
         with _quiet_gdal():
             try:
@@ -507,6 +502,40 @@ class RasterReader:
         data = np.asarray(small.ReadAsArray(), dtype=np.float32).reshape(len(self.bands), height, width)
         small = None
         return float(np.isfinite(data).all(axis=0).mean())
+
+    def _sampled_valid_fraction(self, max_size, samples=12, box=16, decimate_below=2048 * 2048):
+        """Valid fraction of a raster on its own grid, without reading all of it.
+
+        A small raster, or one with overviews, is read decimated to at most
+        ``max_size`` a side. A big one without overviews (decimating it would
+        decode every block) is first sampled in ``samples x samples`` boxes of
+        ``box`` pixels spread evenly over it; only when no sample is valid is it
+        read decimated after all, so a small valid area is never missed.
+        """
+        grid = self.grid
+        band = self._dataset.GetRasterBand(self.bands[0])
+        if not (grid.width * grid.height <= decimate_below or band.GetOverviewCount() > 0):
+            box_w, box_h = min(box, grid.width), min(box, grid.height)
+            total = valid = 0
+            for row in np.linspace(0, grid.height - box_h, samples).astype(int):
+                for col in np.linspace(0, grid.width - box_w, samples).astype(int):
+                    _, ok = self.read(Window(int(col), int(row), box_w, box_h))
+                    valid += int(ok.sum())
+                    total += ok.size
+            if valid > 0:
+                return valid / float(total)
+            # The samples may have missed a small valid area: read it all, decimated.
+        factor = max(grid.width, grid.height) / float(max_size)
+        width = max(1, int(round(grid.width / max(factor, 1.0))))
+        height = max(1, int(round(grid.height / max(factor, 1.0))))
+        data = self._dataset.ReadAsArray(
+            0, 0, grid.width, grid.height, buf_xsize=width, buf_ysize=height,
+            band_list=self.bands, buf_type=gdal.GDT_Float32,
+        )
+        if data is None:
+            raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {_last_gdal_error()}")
+        data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
+        return float(_valid_mask(data, self.nodata).mean())
 
     def close(self):
         self._dataset = None
@@ -762,22 +791,27 @@ def to_output_dtype(data, valid, spec):
     Scales to DN, rounds (integer types), clips to the type's range, writes
     ``spec.nodata`` where ``valid`` is False or a value is not finite, and moves
     any valid value that equals the nodata one step into the valid range.
+    Works in float32 (exact for the integers of 8- and 16-bit types) in place,
+    float64 for wider types.
     """
     dtype = np.dtype(spec.dtype)
-    values = np.asarray(data, dtype=np.float64)
+    work = np.float64 if dtype.itemsize > 2 or dtype == np.float64 else np.float32
+    values = np.array(data, dtype=work, copy=True)
     if spec.scale is not None:
-        values = values / spec.scale
+        values /= work(spec.scale)
     valid = valid & np.isfinite(values).all(axis=0)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         low, high = float(info.min), float(info.max)
-        values = np.rint(values)
+        np.rint(values, out=values)
     else:
         low, high = float(np.finfo(dtype).min), float(np.finfo(dtype).max)
-    values = np.clip(np.nan_to_num(values, nan=0.0, posinf=high, neginf=low), low, high)
+    np.nan_to_num(values, copy=False, nan=0.0, posinf=high, neginf=low)
+    np.clip(values, low, high, out=values)
     nodata = spec.nodata
     step = 1.0 if dtype.kind in "iu" else max(abs(nodata) * 1e-6, 1e-6)
-    collide = (values == nodata) & valid[None]
+    collide = values == work(nodata)
+    collide &= valid[None]
     if collide.any():
         values[collide] = nodata + step if nodata - step < low else nodata - step
     values[:, ~valid] = nodata

@@ -859,6 +859,7 @@ def train(
     seed=0,
     width=None,
     predict_residual=False,
+    residual_blur=0,
     scale=None,
     min_valid=0.5,
     max_validation_windows=64,
@@ -872,7 +873,7 @@ def train(
     :class:`Pair` (from one or several scenes).
     ``epochs`` is the total epoch count (a resumed run continues up to it).
     ``patches_per_epoch`` None or 0: :func:`default_patches_per_epoch`.
-    ``width``/``predict_residual`` shape a new network (ignored with ``init_model``,
+    ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
     records as the data (default: the manifest path(s) or the list of pairs); the
@@ -962,7 +963,8 @@ def train(
         band_names = list(info.band_names or (DEFAULT_BANDS if info.bands == len(DEFAULT_BANDS) else []))
         if len(band_names) != info.bands:
             band_names = [f"band{i + 1}" for i in range(info.bands)]
-        kwargs = {"bands": info.bands, "predict_residual": bool(predict_residual)}
+        kwargs = {"bands": info.bands, "predict_residual": bool(predict_residual) or bool(residual_blur),
+                  "residual_blur": int(residual_blur)}
         if width:
             kwargs["width"] = int(width)
         config = CTSTFMConfig(**kwargs)

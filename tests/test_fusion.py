@@ -48,7 +48,11 @@ def save_test_model(path, kind="residual", bands=6, seed=0, gain=0.3):
     model = CTSTFM(config)
     with torch.no_grad():
         last = model.ccd.layers[-1]
-        last.weight.mul_(0.0 if kind == "identity" else gain)
+        if kind == "identity":
+            last.weight.zero_()
+        else:  # PyTorch's default convolution initialisation, scaled (the network may start it at zero)
+            torch.nn.init.kaiming_uniform_(last.weight, a=5**0.5)
+            last.weight.mul_(gain)
         last.bias.zero_()
     names = list(DEFAULT_BANDS)[:bands] if bands <= 6 else [f"b{i}" for i in range(bands)]
     save_model(path, model, config=config, band_names=names, scale=1e-4, provenance={"test": kind, "seed": seed})
@@ -199,6 +203,7 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(data, tmp_path):
         (dict(resampling="lanczos"), CtstfmError, "resampling"),
         (dict(output_type="int8"), CtstfmError, "output type"),
         (dict(batch_size=0), CtstfmError, "batch size"),
+        (dict(out_path=fine), CtstfmError, "is the fine image"),
     ]
     try:
         import torch
@@ -210,7 +215,8 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(data, tmp_path):
     for change, error, words in cases:
         kwargs = dict(fine_path=fine, coarse_path=coarse, model_path=model, out_path=out)
         kwargs.update(change)
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("fine_path", "coarse_path", "model_path", "out_path")}
+        paths = ("fine_path", "coarse_path", "model_path", "out_path")
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in paths}
         with pytest.raises(error, match=words) as info:
             fuse(kwargs["fine_path"], kwargs["coarse_path"], kwargs["model_path"], kwargs["out_path"], **options)
         assert "\n" not in str(info.value), change
@@ -274,11 +280,11 @@ def test_command_line(data, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = tmp_path / "cli.tif"
     command = [sys.executable, "-m", "model_core", "fuse", "--fine", data["fine"], "--coarse", data["coarse_4326"],
-               "--model", data["identity"], "--out", str(out), "--tile", "128", "--overlap", "16", "--json"]
+               "--model", data["identity"], "--out", str(out), "--tile", "256", "--overlap", "16", "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["out_path"] == str(out) and result["width"] == SIZE and result["tiles"] == 4
+    assert result["out_path"] == str(out) and result["width"] == SIZE and result["tiles"] == 1
     assert RasterInfo.read(out).same_grid(RasterInfo.read(data["fine"]))
     bad = subprocess.run(command[:-5] + ["--tile", "32", "--overlap", "16"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1

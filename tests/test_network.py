@@ -177,6 +177,20 @@ def test_predict_residual_adds_the_fine_image():
         torch.testing.assert_close(residual(coarse, fine), plain(coarse, fine) + fine)
 
 
+def test_residual_blur_starts_from_the_coarse_change_estimate():
+    config = dataclasses.replace(SMALL, predict_residual=True, residual_blur=5)
+    model = CTSTFM(config).eval()
+    coarse, fine = images(4, 21, 17)
+    with torch.no_grad():
+        out = model(coarse, fine)
+    # fine + coarse - 5x5 box mean of fine, edges replicated; check one interior pixel by hand
+    expected = fine[0, :, 10, 8] + coarse[0, :, 10, 8] - fine[0, :, 8:13, 6:11].mean(dim=(1, 2))
+    torch.testing.assert_close(out[0, :, 10, 8], expected)
+    assert count_parameters(model) == count_parameters(CTSTFM(SMALL))
+    with pytest.raises(ConfigError, match="residual_blur"):
+        dataclasses.replace(SMALL, residual_blur=5)
+
+
 def test_default_parameter_count_is_within_ten_percent_of_the_paper():
     n = count_parameters(CTSTFM(CTSTFMConfig()))
     assert abs(n - 701_000) / 701_000 < 0.10, n

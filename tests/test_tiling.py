@@ -110,7 +110,13 @@ def test_weights_ramp_across_the_overlap_and_keep_borders_at_one():
 
 @pytest.mark.parametrize(
     "size, tile, overlap, batch",
-    [((170, 150), 64, 16, 1), ((170, 150), 64, 0, 3), ((97, 53), 256, 32, 2), ((200, 61), 65, 32, 4), ((33, 200), 48, 8, 2)],
+    [
+        ((170, 150), 64, 16, 1),
+        ((170, 150), 64, 0, 3),
+        ((97, 53), 256, 32, 2),
+        ((200, 61), 65, 32, 4),
+        ((33, 200), 48, 8, 2),
+    ],
 )
 def test_identity_comes_back_exactly_and_every_row_is_written_once(size, tile, overlap, batch):
     image = texture(height=size[1], width=size[0])
@@ -141,7 +147,8 @@ def border_gradient_ratio(out, grid, margin=8):
     Columns within ``margin`` of the image's own left and right borders are left
     out of both (a function with edge effects distorts the image border anyway)."""
     gx = np.abs(np.diff(out, axis=2)).mean(axis=(0, 1))  # gx[j]: between columns j and j+1
-    edges = {c for c in grid.cols if c > 0} | {c + grid.tile_width for c in grid.cols if c + grid.tile_width < grid.width}
+    ends = {c + grid.tile_width for c in grid.cols if c + grid.tile_width < grid.width}
+    edges = {c for c in grid.cols if c > 0} | ends
     at = [e - 1 for e in sorted(edges)]
     elsewhere = [j for j in range(margin, gx.size - margin) if j not in at]
     return gx[at].mean() / gx[elsewhere].mean()

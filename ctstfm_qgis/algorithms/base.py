@@ -124,12 +124,3 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
         ``run`` would shadow it.
         """
         raise NotImplementedError
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Safety net for subclasses written with the old hook name: move their
-        # run(parameters, context, feedback, progress) to process() so that it no longer
-        # shadows QgsProcessingAlgorithm.run.
-        if "run" in cls.__dict__ and "process" not in cls.__dict__:
-            cls.process = cls.__dict__["run"]
-            delattr(cls, "run")

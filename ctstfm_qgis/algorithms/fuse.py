@@ -149,7 +149,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
             )
         return layer
 
-    def run(self, parameters, context, feedback, progress):
+    def process(self, parameters, context, feedback, progress):
         from model_core.fusion import fuse
 
         fine = self._source(parameters, "FINE", context, "fine image")

@@ -46,6 +46,10 @@ def configure(parser):
     parser.add_argument(
         "--predict-residual", action="store_true", help="predict fine_t0 + a correction (a documented deviation)"
     )
+    parser.add_argument(
+        "--residual-blur", type=int, default=0, metavar="PX",
+        help="with a residual: first guess fine_t0 + coarse_t1 - box_PX(fine_t0), e.g. 33 for 30 m / 480 m",
+    )
     parser.add_argument("--scale", type=float, default=0.0, help="reflectance = DN x scale (default 1e-4)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -115,6 +119,7 @@ def run(args):
             seed=args.seed,
             width=args.width or None,
             predict_residual=args.predict_residual,
+            residual_blur=args.residual_blur,
             scale=args.scale or None,
             progress=progress,
         )
