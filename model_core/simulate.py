@@ -96,6 +96,16 @@ KIND_DEFAULTS = {
 # Data classes
 
 
+# The coarse sensor's systematic difference from the fine one, per band (blue, green, red, NIR,
+# SWIR1, SWIR2): MODIS and Landsat surface reflectance differ by a few percent through band
+# passes and processing, consistently from scene to scene. Each scene adds a small jitter
+# (view and sun geometry, atmosphere), so no two scenes are calibrated exactly alike.
+SENSOR_GAIN = np.array([1.03, 0.98, 1.02, 0.97, 1.01, 1.03])
+SENSOR_OFFSET = np.array([0.004, 0.002, -0.002, 0.003, -0.003, 0.001])
+SENSOR_GAIN_JITTER = 0.01
+SENSOR_OFFSET_JITTER = 0.002
+
+
 @dataclass
 class SensorModel:
     """The coarse sensor relative to the fine one.
@@ -807,8 +817,8 @@ def make_scene(
     rng_sensor = _rng(seed, "sensor")
     sensor = SensorModel(
         factor=factor,
-        gain=rng_sensor.uniform(0.95, 1.05, 6),
-        offset=rng_sensor.uniform(-0.01, 0.01, 6),
+        gain=SENSOR_GAIN * rng_sensor.uniform(1.0 - SENSOR_GAIN_JITTER, 1.0 + SENSOR_GAIN_JITTER, 6),
+        offset=SENSOR_OFFSET + rng_sensor.uniform(-SENSOR_OFFSET_JITTER, SENSOR_OFFSET_JITTER, 6),
         psf_sigma=float(psf_sigma),
         noise_sigma=float(coarse_noise),
         misregistration=float(misregistration),
