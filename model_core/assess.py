@@ -62,7 +62,7 @@ from .raster import (
     RasterInfo,
     RasterReader,
     RasterWriter,
-    check_writable,
+    check_output_path,
     gdal_cache_limit,
     parse_band_list,
     read_metadata,
@@ -428,10 +428,9 @@ def assess(
     ):
         if path is None or str(path).strip() == "":
             continue
-        path = check_writable(path, what)
-        inputs = [predicted_path, reference_path] + ([mask_path] if mask_path else [])
-        if any(os.path.abspath(str(p)) == path for p in inputs):
-            raise CtstfmError(f"The {what} '{path}' is one of the inputs; choose another file name.")
+        path = check_output_path(
+            path, {"predicted image": predicted_path, "reference image": reference_path, "mask": mask_path}, what
+        )
         if path in outputs.values():
             raise CtstfmError(f"The {what} '{path}' is also chosen for another output; give each its own file.")
         outputs[key] = path

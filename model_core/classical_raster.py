@@ -22,32 +22,28 @@ Pixels invalid in any of the three inputs are nodata in the output; predictions
 are reflectance, negatives clipped to 0 as everywhere in the project.
 """
 
-import os
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import __version__
 from .errors import CtstfmError
-from .fusion import OUTPUT_TYPES, _check_choice, resolve_device
+from .fusion import check_output_options, output_metadata, resolve_device
 from .progress import Progress
 from .raster import (
     DEFAULT_RESAMPLING,
-    OUTPUT_FORMATS,
-    RESAMPLING_METHODS,
     PairReader,
     RasterInfo,
     RasterReader,
     RasterWriter,
     Window,
+    check_output_path,
     check_overlap,
-    check_writable,
     gdal_cache_limit,
     output_spec,
     parse_band_list,
 )
-from .tiling import DEFAULT_TILE, check_tile_overlap, run_tiled
+from .tiling import DEFAULT_TILE, run_tiled
 
 # The STARFM defaults of model_core.classical, repeated here so that this module
 # (and the temporal difference) can be imported without torch.
@@ -211,10 +207,7 @@ def fine_band_std(reader, scale, progress=None, max_pixels=1 << 21):
 
 
 def _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale):
-    _check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
-    _check_choice(output_type, OUTPUT_TYPES, "output type")
-    _check_choice(output_format, OUTPUT_FORMATS, "output format")
-    check_tile_overlap(tile, overlap)
+    check_output_options(tile, overlap, resampling, output_type, output_format)
     for value, what in ((scale, "reflectance scale"), (coarse_scale, "coarse reflectance scale")):
         if value is None:
             continue
@@ -255,10 +248,9 @@ def _run(
 ):
     """The plumbing shared by both methods: read, check, tile, write atomically."""
     started = time.perf_counter()
-    out_path = check_writable(out_path)
-    inputs = (fine_path, coarse_t0_path, coarse_t1_path)
-    if any(os.path.abspath(str(p)) == out_path for p in inputs if p):
-        raise CtstfmError(f"The output '{out_path}' is one of the inputs; choose another file name.")
+    out_path = check_output_path(
+        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
+    )
     with gdal_cache_limit(), SeriesReader(
         fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
         scale=scale, coarse_scale=coarse_scale, resampling=resampling,
@@ -275,25 +267,16 @@ def _run(
             return (f0, c0, c1), valid
 
         descriptions = [grid.descriptions[b - 1] for b in series.fine.bands]
-        meta = {
-            "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
-            "CTSTFM_PRODUCT": product,
-            "CTSTFM_METHOD": method,
-            "CTSTFM_FINE_T0": os.path.abspath(str(fine_path)),
-            "CTSTFM_COARSE_T0": os.path.abspath(str(coarse_t0_path)),
-            "CTSTFM_COARSE_T1": os.path.abspath(str(coarse_t1_path)),
-            "CTSTFM_FINE_BANDS": ",".join(map(str, series.fine.bands)),
-            "CTSTFM_COARSE_BANDS": ",".join(map(str, series.coarse_t0.bands)),
-            "CTSTFM_RESAMPLING": resampling if series.warped else "none (coarse already on the fine grid)",
-            "CTSTFM_TILE": str(int(tile)),
-            "CTSTFM_OVERLAP": str(int(overlap)),
-            "CTSTFM_OUTPUT_TYPE": output_type,
-            "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
-        }
-        meta.update(metadata)
-        writer = RasterWriter(out_path, grid, series.count, spec, descriptions=descriptions, metadata=meta,
-                              fmt=output_format)
-        try:
+        meta = output_metadata(
+            product,
+            {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T0": coarse_t0_path, "CTSTFM_COARSE_T1": coarse_t1_path},
+            fine_bands=series.fine.bands, coarse_bands=series.coarse_t0.bands, resampling=resampling,
+            warped=series.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
+            extra={"CTSTFM_METHOD": method, **metadata},
+        )
+        # Committed at the end of the block, removed on any error or cancel.
+        with RasterWriter(out_path, grid, series.count, spec, descriptions=descriptions, metadata=meta,
+                          fmt=output_format) as writer:
             progress.info(
                 f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
                 f"{min(int(tile), grid.width)} x {min(int(tile), grid.height)} px, overlap {overlap}."
@@ -303,10 +286,6 @@ def _run(
                 batch_size=batch_size, progress=progress.sub(0.05, 0.99),
             )
             progress.update(0.99, "writing")
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
         seconds = time.perf_counter() - started
         progress.update(1.0, "done")
         return ClassicalResult(

@@ -33,7 +33,7 @@ from .raster import (
     RESAMPLING_METHODS,
     PairReader,
     RasterWriter,
-    check_writable,
+    check_output_path,
     gdal_cache_limit,
     output_spec,
 )
@@ -203,9 +203,39 @@ def _provenance_summary(provenance, limit=2000):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_choice(value, choices, what):
+def check_choice(value, choices, what):
+    """Raise :class:`CtstfmError` unless ``value`` is one of ``choices`` (``what`` names the option)."""
     if value not in choices:
         raise CtstfmError(f"Unknown {what} '{value}'; use one of {', '.join(choices)}.")
+
+
+def check_output_options(tile, overlap, resampling, output_type, output_format):
+    """The checks of the tiling and output options every fusion method makes before any work."""
+    check_tile_overlap(tile, overlap)
+    check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
+    check_choice(output_type, OUTPUT_TYPES, "output type")
+    check_choice(output_format, OUTPUT_FORMATS, "output format")
+
+
+def output_metadata(product, inputs, *, fine_bands, coarse_bands, resampling, warped, tile, overlap, output_type,
+                    spec, extra=None):
+    """The metadata of a fused raster: software, ``product``, the inputs (``{metadata key: path}``), the band
+    lists, the resampling (``warped``: whether the coarse images were resampled), tiling, output type and
+    reflectance scale (from the :class:`~model_core.raster.OutputSpec` ``spec``), then ``extra``."""
+    meta = {
+        "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
+        "CTSTFM_PRODUCT": product,
+        **{key: os.path.abspath(str(path)) for key, path in inputs.items()},
+        "CTSTFM_FINE_BANDS": ",".join(map(str, fine_bands)),
+        "CTSTFM_COARSE_BANDS": ",".join(map(str, coarse_bands)),
+        "CTSTFM_RESAMPLING": resampling if warped else "none (coarse already on the fine grid)",
+        "CTSTFM_TILE": str(int(tile)),
+        "CTSTFM_OVERLAP": str(int(overlap)),
+        "CTSTFM_OUTPUT_TYPE": output_type,
+        "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
+    }
+    meta.update(extra or {})
+    return meta
 
 
 def fuse(
@@ -251,16 +281,12 @@ def fuse(
     """
     progress = progress or Progress()
     started = time.perf_counter()
-    check_tile_overlap(tile, overlap)
-    _check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
-    _check_choice(output_type, OUTPUT_TYPES, "output type")
-    _check_choice(output_format, OUTPUT_FORMATS, "output format")
+    check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
-    out_path = check_writable(out_path)
-    for name, path in (("fine image", fine_path), ("coarse image", coarse_path), ("model file", model_path)):
-        if path and os.path.abspath(str(path)) == out_path:
-            raise CtstfmError(f"The output '{out_path}' is the {name}; choose another output file.")
+    out_path = check_output_path(
+        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
+    )
     torch_device = resolve_device(device)
 
     from .model_file import load_model
@@ -296,27 +322,22 @@ def fuse(
             grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
             for i, b in enumerate(pair.fine.bands)
         ]
-        metadata = {
-            "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
-            "CTSTFM_PRODUCT": "CTSTFM fused fine image at T1",
-            "CTSTFM_MODEL": os.path.abspath(str(model_path)),
-            "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
-            "CTSTFM_BANDS": ",".join(band_names),
-            "CTSTFM_FINE_T0": os.path.abspath(str(fine_path)),
-            "CTSTFM_COARSE_T1": os.path.abspath(str(coarse_path)),
-            "CTSTFM_FINE_BANDS": ",".join(map(str, pair.fine.bands)),
-            "CTSTFM_COARSE_BANDS": ",".join(map(str, pair.coarse.bands)),
-            "CTSTFM_RESAMPLING": resampling if pair.coarse.warped else "none (coarse already on the fine grid)",
-            "CTSTFM_TILE": str(int(tile)),
-            "CTSTFM_OVERLAP": str(int(overlap)),
-            "CTSTFM_OUTPUT_TYPE": output_type,
-            "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
-            "CTSTFM_DEVICE": str(torch_device),
-        }
-        writer = RasterWriter(
-            out_path, grid, pair.count, spec, descriptions=descriptions, metadata=metadata, fmt=output_format
+        metadata = output_metadata(
+            "CTSTFM fused fine image at T1",
+            {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T1": coarse_path},
+            fine_bands=pair.fine.bands, coarse_bands=pair.coarse.bands, resampling=resampling,
+            warped=pair.coarse.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
+            extra={
+                "CTSTFM_MODEL": os.path.abspath(str(model_path)),
+                "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
+                "CTSTFM_BANDS": ",".join(band_names),
+                "CTSTFM_DEVICE": str(torch_device),
+            },
         )
-        try:
+        # Committed at the end of the block, removed on any error or cancel.
+        with RasterWriter(
+            out_path, grid, pair.count, spec, descriptions=descriptions, metadata=metadata, fmt=output_format
+        ) as writer:
             stats = predict_pair(
                 pair, predictor, writer.write, tile=tile, overlap=overlap, batch_size=batch_size,
                 progress=progress.sub(0.0, 0.99), max_strips=max_strips,
@@ -325,10 +346,6 @@ def fuse(
                 writer.abort()
             else:
                 progress.update(0.99, "writing")
-                writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
     seconds = time.perf_counter() - started
     progress.update(1.0, "done")
     # A partial run (max_strips) counts the share of the raster's tiles it did.

@@ -781,6 +781,19 @@ def check_writable(path, what="output"):
     return path
 
 
+def check_output_path(path, inputs, what="output"):
+    """:func:`check_writable`, and the output must not be one of the inputs.
+
+    ``inputs``: ``{name: path}`` of the inputs (empty paths are skipped). Returns
+    the output's absolute path; raises :class:`CtstfmError` before any work.
+    """
+    path = check_writable(path, what)
+    for name, source in inputs.items():
+        if source and os.path.abspath(str(source)) == path:
+            raise CtstfmError(f"The {what} '{path}' is the {name}, one of the inputs; choose another file name.")
+    return path
+
+
 def _gdal_type(dtype):
     return gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype).type)
 
@@ -828,7 +841,8 @@ class RasterWriter:
     them per ``spec`` (see :func:`to_output_dtype`). :meth:`commit` finishes it
     (for ``fmt="COG"`` converting with GDAL's COG driver) and renames it onto
     ``path``; :meth:`abort` removes every temporary file. Used as a context
-    manager it commits on success and aborts on any exception.
+    manager it commits on success (unless :meth:`abort` was called inside the
+    block, which keeps nothing) and aborts on any exception.
     """
 
     def __init__(self, path, grid, count, spec, *, descriptions=None, metadata=None, fmt="GTiff", block_size=256):
@@ -876,6 +890,7 @@ class RasterWriter:
         if metadata:
             dataset.SetMetadata({str(k): _metadata_text(v) for k, v in metadata.items()})
         self.committed = False
+        self.aborted = False
 
     def write(self, window, data, valid):
         """Store reflectance ``data`` ``(C, h, w)`` with ``valid`` ``(h, w)`` at ``window``."""
@@ -937,13 +952,14 @@ class RasterWriter:
     def abort(self):
         """Close and delete everything written; the output path is left untouched."""
         self._dataset = None
+        self.aborted = True
         self._remove_temp()
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None and not self.committed:
+        if exc_type is None and not self.committed and not self.aborted:
             try:
                 self.commit()
             except BaseException:

@@ -722,6 +722,24 @@ def masked_l1(pred, target, valid):
     return ((pred - target).abs() * mask).sum() / count.clamp(min=1.0)
 
 
+def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype):
+    """One optimisation step on a batch: forward (autocast to ``amp_dtype`` on CUDA), the
+    masked L1 loss, backward (through ``scaler`` when there is one) and the optimizer's
+    update. Returns the loss tensor (float32, still on ``device``)."""
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, amp_dtype):
+        pred = model(coarse, fine0)
+    loss = masked_l1(pred.float(), fine1, valid)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss
+
+
 def _augment(arrays, rng):
     """The same random flip / 90° rotation for every (…, H, W) array of one patch."""
     k = int(rng.integers(4))
@@ -1141,17 +1159,7 @@ def train(
                     epoch_progress.check()
                     count = counts[step]
                     coarse, fine0, fine1, valid = (torch.from_numpy(array).to(device) for array in arrays)
-                    optimizer.zero_grad(set_to_none=True)
-                    with _autocast(device, amp_dtype):
-                        pred = model(coarse, fine0)
-                    loss = masked_l1(pred.float(), fine1, valid)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
+                    loss = train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype)
                     loss_sum += float(loss.detach()) * count
                     seen += count
                     epoch_progress.update(0.9 * (step + 1) / steps, f"epoch {epoch}/{epochs}")

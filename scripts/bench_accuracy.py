@@ -40,13 +40,14 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+
+from benchutil import load_average, machine_info  # noqa: E402
 
 from model_core.errors import Cancelled, CtstfmError  # noqa: E402
 from model_core.paths import DEFAULT_MODEL  # noqa: E402
@@ -89,36 +90,6 @@ class BudgetProgress(ConsoleProgress):
 
     def canceled(self):
         return time.monotonic() > self.deadline
-
-
-# --------------------------------------------------------------------------- machine
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def load_average():
-    try:
-        return tuple(round(v, 1) for v in os.getloadavg())
-    except OSError:
-        return None
 
 
 # --------------------------------------------------------------------------- methods
@@ -480,7 +451,7 @@ def main(argv=None):
     from model_core.assess import json_safe
     from model_core.fusion import resolve_device
 
-    info = machine()
+    info = machine_info()
     info["device"] = str(resolve_device(args.device))
     info["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     info["model_name"] = os.path.relpath(os.path.abspath(args.default_model), ROOT)

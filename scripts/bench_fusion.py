@@ -24,7 +24,6 @@ and removed at the end. The random-weight network runs at the speed of a trained
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+
+from benchutil import machine, peak_rss_mib, rss_mib  # noqa: E402
 
 SINUSOIDAL = (
     'PROJCS["unnamed",GEOGCS["Unknown datum based upon the custom spheroid",DATUM["Not specified (based on custom '
@@ -41,33 +42,6 @@ SINUSOIDAL = (
     'PARAMETER["false_northing",0],UNIT["metre",1]]'
 )
 ORIGIN = (500000.0, 4000000.0)  # UTM 33N
-
-
-def machine():
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{model}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-
-
-def _rss_mib():
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_fine(path, size, bands=6, strip=512):
@@ -181,12 +155,12 @@ def _memory_child(fine, coarse, model, out, strips, device="cpu", threads=0):
     if threads:
         torch.set_num_threads(threads)
 
-    baseline = _rss_mib()
+    baseline = rss_mib()
     samples = []
 
     class Sampler(Progress):
         def update(self, fraction, message=None):
-            samples.append((fraction, _rss_mib()))
+            samples.append((fraction, rss_mib()))
 
     started = time.perf_counter()
     result = fuse(fine, coarse, model, out, tile=256, overlap=32, device=device, progress=Sampler(),
@@ -205,7 +179,7 @@ def _memory_child(fine, coarse, model, out, strips, device="cpu", threads=0):
         per_strip.append([rss for fraction, rss in samples if fraction <= target + 1e-9][-1])
     print(json.dumps({
         "baseline_rss_mib": baseline,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "rss_at_strip_end_mib": per_strip,
         "tiles": result.tiles,
         "tiles_per_strip": tiles_per_strip,

@@ -10,29 +10,14 @@ network with contiguous (NCHW) weights, the layout channels-last replaced.
 """
 
 import argparse
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-
-def _rss_mib():
-    """Current resident memory of this process, MiB (Linux /proc; 0 elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mib():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+from benchutil import peak_rss_mib, rss_mib  # noqa: E402
 
 
 def _sync(device):
@@ -82,9 +67,9 @@ def measure(size=256, bands=6, repeats=5, device="cpu"):
         with counter:
             model(coarse, fine)
         flops = counter.get_total_flops()
-        rss_before = _rss_mib()
+        rss_before = rss_mib()
         seconds = _time(lambda: model(coarse, fine), repeats, device)
-        peak = _peak_rss_mib()
+        peak = peak_rss_mib()
         model_nchw = model.to(memory_format=torch.contiguous_format)
         seconds_nchw = _time(lambda: model_nchw(coarse, fine), max(1, repeats // 2), device)
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None

@@ -14,34 +14,22 @@ Copy the table into docs/benchmarks.md ("## Training") with the machine it came 
 """
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-
-def machine():
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model or 'unknown CPU'}, {os.cpu_count()} CPUs, load average {load:.2f}"
+from benchutil import machine  # noqa: E402
 
 
 def bench_step(device, patch, batch, steps, warmup, width=None, amp=True):
     import torch
 
     from model_core.network import CTSTFM, CTSTFMConfig
-    from model_core.training import _amp_dtype, _autocast, _grad_scaler, masked_l1
+    from model_core.training import _amp_dtype, _grad_scaler, train_step
 
     torch.manual_seed(0)
     config = CTSTFMConfig(width=width) if width else CTSTFMConfig()
@@ -56,17 +44,7 @@ def bench_step(device, patch, batch, steps, warmup, width=None, amp=True):
     valid = torch.ones((batch, patch, patch), dtype=torch.bool, device=device)
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, amp_dtype):
-            pred = model(coarse, fine0)
-        loss = masked_l1(pred.float(), fine1, valid)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
@@ -115,9 +93,7 @@ def main(argv=None):
     parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
     args = parser.parse_args(argv)
 
-    import torch
-
-    print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"machine: {machine(load=True)}")
     step, peak, precision = bench_step(
         args.device, args.patch, args.batch, args.steps, args.warmup, args.width or None, not args.no_amp
     )

@@ -6,7 +6,7 @@ with the project's own training code (the code behind ``ctstfm:train``). The
 command, data, epochs, time and machine end up in the model file's provenance;
 docs/default_model.md describes the run that produced the committed file.
 
-    python scripts/train_default.py [--minutes 60] [--epochs 150] [--out resources/default_model.pt]
+    python scripts/train_default.py [--minutes 45] [--epochs 150] [--out resources/default_model.pt]
 
 Training stops after ``--epochs`` or when ``--minutes`` have passed, whichever comes
 first; a time-out stops through the same cancel path as the QGIS dialog's Cancel
@@ -16,14 +16,14 @@ button, which keeps the best model so far.
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
+from benchutil import machine  # noqa: E402
 from model_core.paths import DEFAULT_MODEL  # noqa: E402
 from model_core.progress import ConsoleProgress  # noqa: E402
 from model_core.simulate import simulate_series  # noqa: E402
@@ -49,15 +49,6 @@ def simulate_scenes(work, size, count, interval):
     return manifest
 
 
-def machine():
-    model = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
-
-
 class BudgetProgress(ConsoleProgress):
     """Console progress that asks training to stop once the time budget is spent."""
 
@@ -76,7 +67,7 @@ def main():
     parser.add_argument("--size", type=int, default=384, help="fine pixels per scene side")
     parser.add_argument("--dates", type=int, default=8, help="dates per scene")
     parser.add_argument("--interval", type=int, default=24, help="days between dates")
-    parser.add_argument("--minutes", type=float, default=60.0, help="time budget for training")
+    parser.add_argument("--minutes", type=float, default=45.0, help="time budget for training")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--patches-per-epoch", type=int, default=128)

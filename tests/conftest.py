@@ -20,6 +20,19 @@ for path in (str(ROOT), QGIS_PLUGINS):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from model_core.progress import Progress  # noqa: E402
+
+
+class CancelAfter(Progress):
+    """A progress that asks to cancel from its ``calls + 1``-th ``canceled()`` on; counts them in ``calls``."""
+
+    def __init__(self, calls):
+        self.calls, self.left = 0, calls
+
+    def canceled(self):
+        self.calls += 1
+        return self.calls > self.left
+
 
 @pytest.fixture(scope="session")
 def qgis_app(tmp_path_factory):

@@ -11,13 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_qgis_process
+from conftest import ROOT, CancelAfter, run_qgis_process
 from test_raster import UTM33, fine_geotransform, read_all, smooth_field, write_raster
 
 from model_core.assess import assess, parse_band_pairs
 from model_core.errors import Cancelled, CtstfmError
 from model_core.metrics import METRIC_LABELS, METRIC_NAMES, compute_metrics
-from model_core.progress import Progress
 from model_core.raster import FLOAT_NODATA, RasterInfo, read_metadata
 
 H, W, BANDS = 70, 90, 4
@@ -184,16 +183,9 @@ def test_bad_inputs_are_clear_errors(data, tmp_path):
 
 
 def test_cancel_leaves_no_file(data, tmp_path):
-    class CancelAfter(Progress):
-        calls = 0
-
-        def canceled(self):
-            self.calls += 1
-            return self.calls > 3
-
     with pytest.raises(Cancelled):
         assess(data["pred"], data["ref"], tile=16, error_map_path=tmp_path / "e.tif", table_csv=tmp_path / "t.csv",
-               html=tmp_path / "r.html", progress=CancelAfter())
+               html=tmp_path / "r.html", progress=CancelAfter(3))
     assert os.listdir(tmp_path) == []
 
 

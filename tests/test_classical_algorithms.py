@@ -10,13 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_qgis_process
+from conftest import ROOT, CancelAfter, run_qgis_process
 from test_raster import fine_geotransform, read_all, smooth_field, write_coarse, write_raster
 
 from model_core.assess import assess
 from model_core.classical_raster import fine_band_std, starfm_rasters, temporal_difference_rasters
 from model_core.errors import Cancelled, CtstfmError
-from model_core.progress import Progress
 from model_core.raster import FLOAT_NODATA, RasterInfo, RasterReader, read_metadata
 
 H, W = 60, 80
@@ -128,20 +127,12 @@ def test_starfm_band_std_is_the_whole_fine_image_and_invalid_centres_are_nodata(
 
 def test_cancel_leaves_no_file(same_grid, tmp_path):
     d = same_grid
-
-    class CancelAfter(Progress):
-        calls = 0
-
-        def canceled(self):
-            self.calls += 1
-            return self.calls > 2
-
     with pytest.raises(Cancelled):
         temporal_difference_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "td.tif", tile=20,
-                                    progress=CancelAfter())
+                                    progress=CancelAfter(2))
     with pytest.raises(Cancelled):
         starfm_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "sf.tif", window=5, tile=20,
-                       progress=CancelAfter())
+                       progress=CancelAfter(2))
     assert os.listdir(tmp_path) == []
 
 

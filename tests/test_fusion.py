@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import ROOT
+from conftest import ROOT, CancelAfter
 from test_raster import (
     UTM33,
     fine_geotransform,
@@ -155,15 +155,6 @@ def test_tiles_are_seamless_and_agree_with_the_whole_image(data, tmp_path):
     assert np.abs(tiled - whole).mean() < 0.01
     assert np.corrcoef(tiled.ravel(), whole.ravel())[0, 1] > 0.99
     assert np.abs(tiled - whole).max() < np.abs(outputs["no_overlap"] - whole).max()
-
-
-class CancelAfter(Progress):
-    def __init__(self, calls):
-        self.calls, self.left = 0, calls
-
-    def canceled(self):
-        self.calls += 1
-        return self.calls > self.left
 
 
 def test_cancel_half_way_leaves_no_output_and_no_temp(data, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import CancelAfter
 from model_core.errors import Cancelled, CtstfmError
 from model_core.progress import Progress
 from model_core.raster import Window
@@ -191,15 +192,6 @@ def test_invalid_pixels_and_unpredictable_pixels_come_out_invalid_never_nan():
     assert not job.out_valid[10:20, 10:20].any() and not job.out_valid[0, 0]
     assert job.out_valid.sum() == 80 * 90 - 100 - 4
     np.testing.assert_allclose(job.out[:, job.out_valid], image[:, job.out_valid], rtol=1e-6)
-
-
-class CancelAfter(Progress):
-    def __init__(self, calls):
-        self.calls, self.left = 0, calls
-
-    def canceled(self):
-        self.calls += 1
-        return self.calls > self.left
 
 
 def test_cancel_is_checked_before_every_batch():

@@ -6,7 +6,6 @@ Runs are tiny (width 8, 32 px patches, 16 patches per epoch, lr 3e-3) on the sim
 
 import csv
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -9,7 +9,6 @@ model can use them.
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -18,7 +17,7 @@ from qgis.core import (
 )
 
 from .base import CtstfmAlgorithm
-from .temporal_difference import raster_layer_source
+from .params import add_advanced, name_output_layer, raster_layer_source
 
 #: (output name, metric key, description) of the numeric outputs.
 NUMBERS = [
@@ -96,9 +95,7 @@ class AssessAlgorithm(CtstfmAlgorithm):
                 QgsProcessingParameterNumber.Double, defaultValue=0.0625, minValue=0.0,
             ),
         ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        add_advanced(self, advanced)
         self.addParameter(
             QgsProcessingParameterRasterDestination(
                 "ERROR_MAP", "Error map (mean absolute error per pixel)", optional=True, createByDefault=True
@@ -164,8 +161,7 @@ class AssessAlgorithm(CtstfmAlgorithm):
         outputs["VALID_PIXELS"] = result["counts"]["pixels"]
         if error_map:
             outputs["ERROR_MAP"] = error_map
-            if context.willLoadLayerOnCompletion(error_map):
-                context.layerToLoadOnCompletionDetails(error_map).name = f"Absolute error of {pred_layer.name()}"
+            name_output_layer(context, error_map, f"Absolute error of {pred_layer.name()}")
         if table:
             outputs["OUTPUT_TABLE"] = table
         if html:

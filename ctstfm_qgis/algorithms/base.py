@@ -4,18 +4,42 @@ It gives each algorithm its group, help and icon, checks that PyTorch can be
 imported before any work starts, reports progress and cancellation to QGIS
 through :class:`FeedbackProgress`, and turns the core's
 :class:`~model_core.errors.CtstfmError` into a ``QgsProcessingException`` the
-user can read. Subclasses implement ``initAlgorithm`` and ``run``.
+user can read. Subclasses implement ``initAlgorithm`` and ``process``.
+
+:class:`ClassicalFusionAlgorithm` adds what the classical methods (temporal
+difference, STARFM) share: the three input images, tiles, bands, scale,
+resampling and output type. The parameters themselves are built and read by
+:mod:`.params`.
 """
 
 import importlib
 import platform
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
 from qgis.PyQt.QtGui import QIcon
 
 from model_core.errors import Cancelled, CtstfmError
 from model_core.paths import RESOURCES_DIR
 from model_core.progress import Progress
+
+from .params import (
+    add_advanced,
+    add_tiling_parameters,
+    band_arguments,
+    band_parameters,
+    geotiff_output,
+    name_output_layer,
+    output_arguments,
+    output_parameters,
+    raster_layer_source,
+    tiling_arguments,
+)
 
 GROUPS = {
     "fusion": "Fusion",
@@ -124,3 +148,89 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
         ``run`` would shadow it.
         """
         raise NotImplementedError
+
+
+INPUTS_HELP = """
+<h3>Inputs</h3>
+<ul>
+<li><b>Fine image at T0</b>: e.g. Landsat surface reflectance scaled by 10000, a clear date close to T1. The
+output has exactly its grid: CRS, extent, pixel size, data type and nodata.</li>
+<li><b>Coarse image at T0</b> and <b>coarse image at T1</b>: e.g. MODIS MOD09GA of the same two dates,
+in any CRS (the sinusoidal projection is fine) and resolution; both are resampled onto the fine grid on the fly
+(bilinear by default; see Advanced). They must cover the fine image.</li>
+</ul>
+<p>The three images must hold the same bands <i>in the same order</i> and the same reflectance scale (DN
+&times; 0.0001 by default; set the scale to 1 for float reflectance). If the coarse files hold the bands in
+another order, give the band numbers under Advanced, e.g. <tt>3,4,1,2,6,7</tt> for the seven MODIS land bands
+against Landsat's blue, green, red, NIR, SWIR1, SWIR2. Pixels that are nodata in any input are nodata in the
+output. The images are processed in tiles, so any size fits in memory; cancel stops after the current tile and
+leaves no file behind.</p>
+"""
+
+
+class ClassicalFusionAlgorithm(CtstfmAlgorithm):
+    """The parameters and plumbing the classical methods share."""
+
+    group_key = "classical"
+    default_overlap = 0
+    overlap_label = "Tile overlap (pixels)"
+    output_label = "Fused fine image at T1"
+    layer_prefix = ""
+
+    def tags(self):
+        return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "classical", "baseline"]
+
+    def add_inputs(self):
+        self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0 (e.g. Landsat)"))
+        self.addParameter(QgsProcessingParameterRasterLayer("COARSE_T0", "Coarse image at T0 (e.g. MODIS)"))
+        self.addParameter(QgsProcessingParameterRasterLayer("COARSE_T1", "Coarse image at T1 (e.g. MODIS)"))
+
+    def add_tiles(self):
+        add_tiling_parameters(self, self.default_overlap, self.overlap_label)
+
+    def advanced_parameters(self):
+        return [
+            *band_parameters(
+                "Fine image bands (e.g. 1,2,3,4,5,6; empty: all bands)",
+                "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+            ),
+            QgsProcessingParameterNumber(
+                "SCALE", "Reflectance per DN (0.0001 for DN x 10000; 1 for reflectance)",
+                QgsProcessingParameterNumber.Double, defaultValue=0.0001, minValue=0.0,
+            ),
+            *output_parameters("Resampling of the coarse images onto the fine grid"),
+        ]
+
+    def add_advanced(self, parameters):
+        add_advanced(self, parameters)
+
+    def add_output(self):
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.output_label))
+
+    def common_arguments(self, parameters, context, progress):
+        """``(fine, coarse_t0, coarse_t1, output, kwargs, coarse_t1_layer)`` for the core functions."""
+        fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image at T0")
+        coarse_t0, _ = raster_layer_source(self, parameters, "COARSE_T0", context, "coarse image at T0")
+        coarse_t1, layer = raster_layer_source(self, parameters, "COARSE_T1", context, "coarse image at T1")
+        output = geotiff_output(self, parameters, "OUTPUT", context)
+        scale = self.parameterAsDouble(parameters, "SCALE", context)
+        if not scale > 0:
+            raise QgsProcessingException(
+                f"The reflectance scale must be positive (got {scale}); use 0.0001 for DN x 10000, 1 for reflectance."
+            )
+        kwargs = dict(
+            **tiling_arguments(self, parameters, context),
+            **band_arguments(self, parameters, context),
+            **output_arguments(self, parameters, context),
+            scale=scale,
+            progress=progress,
+        )
+        return fine, coarse_t0, coarse_t1, output, kwargs, layer
+
+    def finish(self, result, output, coarse_t1_layer, context, feedback):
+        feedback.pushInfo(
+            f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "
+            f"({result.method}, {result.tiles} tile(s))."
+        )
+        name_output_layer(context, output, f"{self.layer_prefix} {coarse_t1_layer.name()}")
+        return {"OUTPUT": output}

@@ -10,21 +10,27 @@ import os
 
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
 )
 
 from .base import CtstfmAlgorithm
-
-DEVICES = ["auto", "cpu", "cuda"]
-RESAMPLINGS = ["bilinear", "cubic", "nearest", "average"]
-OUTPUT_TYPES = [("input", "Same as the fine input (DN, its data type and nodata)"), ("float32", "Float32 reflectance")]
-FORMATS = [("GTiff", "GeoTIFF (tiled, compressed)"), ("COG", "Cloud Optimized GeoTIFF")]
+from .params import (
+    add_advanced,
+    add_device_parameter,
+    add_tiling_parameters,
+    band_arguments,
+    band_parameters,
+    device_argument,
+    geotiff_output,
+    name_output_layer,
+    output_arguments,
+    output_parameters,
+    raster_layer_source,
+    tiling_arguments,
+)
 
 HELP = """
 <p>Predicts the <b>fine image at date T1</b> (e.g. Landsat, 30 m) from the <b>coarse image at T1</b>
@@ -53,10 +59,6 @@ tile and leaves no file behind.</p>
 """
 
 
-def _enum_values(pairs):
-    return [label for _, label in pairs]
-
-
 class FuseAlgorithm(CtstfmAlgorithm):
     algorithm_id = "fuse"
     display_name = "Spatiotemporal Fusion"
@@ -78,39 +80,14 @@ class FuseAlgorithm(CtstfmAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=16
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=0
-            )
-        )
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
+        add_tiling_parameters(self, 32)
+        add_device_parameter(self)
         advanced = [
-            QgsProcessingParameterString(
-                "FINE_BANDS",
+            *band_parameters(
                 "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-                defaultValue="",
-                optional=True,
-            ),
-            QgsProcessingParameterString(
-                "COARSE_BANDS",
                 "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
-                defaultValue="",
-                optional=True,
             ),
-            QgsProcessingParameterEnum(
-                "RESAMPLING", "Resampling of the coarse image onto the fine grid", options=RESAMPLINGS, defaultValue=0
-            ),
-            QgsProcessingParameterEnum(
-                "OUTPUT_TYPE", "Output data type", options=_enum_values(OUTPUT_TYPES), defaultValue=0
-            ),
-            QgsProcessingParameterEnum(
-                "OUTPUT_FORMAT", "Output file layout", options=_enum_values(FORMATS), defaultValue=0
-            ),
+            *output_parameters("Resampling of the coarse image onto the fine grid"),
             QgsProcessingParameterNumber(
                 "BATCH_SIZE",
                 "Tiles per batch (0: automatic; more only helps on a GPU)",
@@ -119,9 +96,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
                 minValue=0,
             ),
         ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        add_advanced(self, advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused fine image at T1"))
 
     def model_path(self, parameters, context):
@@ -138,47 +113,29 @@ class FuseAlgorithm(CtstfmAlgorithm):
             "pick a CTSTFM model file (.pt), or train one with 'Train CTSTFM' in the Training group."
         )
 
-    def _source(self, parameters, name, context, label):
-        layer = self.parameterAsRasterLayer(parameters, name, context)
-        if layer is None:
-            raise QgsProcessingException(f"The {label} could not be loaded; choose a raster layer or file.")
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"The {label} '{layer.name()}' is not a file-based raster (provider '{layer.providerType()}'); "
-                "save it as a GeoTIFF first (Export > Save As)."
-            )
-        return layer
-
     def process(self, parameters, context, feedback, progress):
         from model_core.fusion import fuse
 
-        fine = self._source(parameters, "FINE", context, "fine image")
-        coarse = self._source(parameters, "COARSE", context, "coarse image")
+        fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image")
+        coarse, coarse_layer = raster_layer_source(self, parameters, "COARSE", context, "coarse image")
         model = self.model_path(parameters, context)
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"The output '{output}' must be a GeoTIFF file (.tif).")
+        output = geotiff_output(self, parameters, "OUTPUT", context)
         batch_size = self.parameterAsInt(parameters, "BATCH_SIZE", context)
         result = fuse(
-            fine.source(),
-            coarse.source(),
+            fine,
+            coarse,
             model,
             output,
-            tile=self.parameterAsInt(parameters, "TILE_SIZE", context),
-            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            device=device_argument(self, parameters, context),
             batch_size=batch_size if batch_size > 0 else None,
-            fine_bands=(self.parameterAsString(parameters, "FINE_BANDS", context) or "").strip() or None,
-            coarse_bands=(self.parameterAsString(parameters, "COARSE_BANDS", context) or "").strip() or None,
-            resampling=RESAMPLINGS[self.parameterAsEnum(parameters, "RESAMPLING", context)],
-            output_type=OUTPUT_TYPES[self.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0],
-            output_format=FORMATS[self.parameterAsEnum(parameters, "OUTPUT_FORMAT", context)][0],
             progress=progress,
+            **tiling_arguments(self, parameters, context),
+            **band_arguments(self, parameters, context),
+            **output_arguments(self, parameters, context),
         )
         feedback.pushInfo(
             f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "
             f"({result.megapixels_per_second:.2f} Mpx/s on {result.device})."
         )
-        if context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).name = f"CTSTFM fused {coarse.name()}"
+        name_output_layer(context, output, f"CTSTFM fused {coarse_layer.name()}")
         return {"OUTPUT": output}

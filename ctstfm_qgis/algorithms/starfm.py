@@ -4,11 +4,10 @@ A thin face on :func:`model_core.classical_raster.starfm_rasters` (torch, CPU or
 CUDA), with the inputs and options of the temporal difference.
 """
 
-from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterNumber
+from qgis.core import QgsProcessingParameterNumber
 
-from .temporal_difference import INPUTS_HELP, ClassicalFusionAlgorithm
-
-DEVICES = ["auto", "cpu", "cuda"]
+from .base import INPUTS_HELP, ClassicalFusionAlgorithm
+from .params import add_device_parameter, device_argument
 
 HELP = """
 <p>Predicts the <b>fine image at date T1</b> with <b>STARFM</b>, the Spatial and Temporal Adaptive Reflectance
@@ -62,7 +61,7 @@ class StarfmAlgorithm(ClassicalFusionAlgorithm):
             )
         )
         self.add_tiles()
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
+        add_device_parameter(self)
         uncertainties = [
             QgsProcessingParameterNumber(
                 "FINE_UNCERTAINTY", "Fine image uncertainty (reflectance)", QgsProcessingParameterNumber.Double,
@@ -80,15 +79,14 @@ class StarfmAlgorithm(ClassicalFusionAlgorithm):
         from model_core.classical_raster import starfm_rasters
 
         fine, coarse_t0, coarse_t1, output, kwargs, layer = self.common_arguments(parameters, context, progress)
-        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
+        kwargs["overlap"] = kwargs["overlap"] or None  # 0: window - 1
         result = starfm_rasters(
             fine, coarse_t0, coarse_t1, output,
             window=self.parameterAsInt(parameters, "WINDOW", context),
             classes=self.parameterAsDouble(parameters, "CLASSES", context),
             fine_uncertainty=self.parameterAsDouble(parameters, "FINE_UNCERTAINTY", context),
             coarse_uncertainty=self.parameterAsDouble(parameters, "COARSE_UNCERTAINTY", context),
-            overlap=overlap if overlap > 0 else None,
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            device=device_argument(self, parameters, context),
             **kwargs,
         )
         return self.finish(result, output, layer, context, feedback)

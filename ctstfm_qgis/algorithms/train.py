@@ -5,7 +5,6 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
@@ -16,8 +15,7 @@ from qgis.core import (
 from model_core.errors import CtstfmError
 
 from .base import CtstfmAlgorithm
-
-DEVICES = ["auto", "cpu", "cuda"]
+from .params import add_device_parameter, device_argument
 
 
 class TrainAlgorithm(CtstfmAlgorithm):
@@ -101,7 +99,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
                 minValue=0,
             )
         )
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
+        add_device_parameter(self)
         self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0, minValue=0))
         self.addParameter(
             QgsProcessingParameterBoolean(
@@ -186,7 +184,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
             validation_fraction=self.parameterAsDouble(parameters, "VALIDATION_FRACTION", context),
             init_model=self.parameterAsFile(parameters, "INIT_MODEL", context) or None,
             resume=self.parameterAsBool(parameters, "RESUME", context),
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            device=device_argument(self, parameters, context),
             seed=self.parameterAsInt(parameters, "SEED", context),
             width=self.parameterAsInt(parameters, "WIDTH", context) or None,
             predict_residual=self.parameterAsBool(parameters, "PREDICT_RESIDUAL", context),

@@ -6,6 +6,8 @@
 
 import json
 
+from model_core.commands._options import add_report_options, console_progress
+
 
 def configure(parser):
     parser.add_argument("--pred", required=True, help="predicted fine image (e.g. a fused image)")
@@ -28,13 +30,11 @@ def configure(parser):
         "--ratio", type=float, default=30.0 / 480.0,
         help="fine / coarse pixel size for ERGAS (default 30/480 = 0.0625)",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_options(parser)
 
 
 def run(args):
     from model_core.assess import assess, format_summary, json_safe
-    from model_core.progress import ConsoleProgress
 
     result = assess(
         args.pred,
@@ -48,7 +48,7 @@ def run(args):
         table_csv=args.csv,
         html=args.html,
         ratio=args.ratio,
-        progress=ConsoleProgress("assess", quiet=args.quiet or args.json),
+        progress=console_progress(args, "assess"),
     )
     if args.json:
         print(json.dumps(json_safe(result)))

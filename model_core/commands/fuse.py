@@ -7,50 +7,48 @@
 
 import json
 
+from model_core.commands._options import (
+    add_band_options,
+    add_device_option,
+    add_output_options,
+    add_report_options,
+    add_resampling_option,
+    add_tiling_options,
+    console_progress,
+    fusion_kwargs,
+)
+
 
 def configure(parser):
     parser.add_argument("--fine", required=True, help="fine image at T0 (e.g. Landsat surface reflectance x10000)")
     parser.add_argument("--coarse", required=True, help="coarse image at T1 (e.g. MODIS MOD09GA), any CRS")
     parser.add_argument("--model", required=True, help="CTSTFM model file (.pt)")
     parser.add_argument("--out", required=True, help="output raster (GeoTIFF) on the fine image's grid")
-    parser.add_argument("--tile", type=int, default=256, help="tile size in fine pixels (default 256)")
-    parser.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    add_tiling_options(parser, 32, "overlap between tiles in pixels (default 32)")
+    add_device_option(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: auto)")
-    parser.add_argument("--fine-bands", default=None, help="fine bands in the model's order, e.g. 1,2,3,4,5,6")
-    parser.add_argument("--coarse-bands", default=None, help="coarse bands in the model's order, e.g. 3,4,1,2,6,7")
-    parser.add_argument(
-        "--resampling", default="bilinear", choices=["bilinear", "cubic", "nearest", "average"],
-        help="how the coarse image is put on the fine grid (default bilinear)",
+    add_band_options(
+        parser,
+        "fine bands in the model's order, e.g. 1,2,3,4,5,6",
+        "coarse bands in the model's order, e.g. 3,4,1,2,6,7",
     )
-    parser.add_argument(
-        "--output-type", default="input", choices=["input", "float32"],
-        help="'input': the fine image's data type and scale (default); 'float32': reflectance",
-    )
-    parser.add_argument("--format", default="GTiff", choices=["GTiff", "COG"], help="default GTiff")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_resampling_option(parser, "how the coarse image is put on the fine grid (default bilinear)")
+    add_output_options(parser)
+    add_report_options(parser)
 
 
 def run(args):
     from model_core.fusion import fuse
-    from model_core.progress import ConsoleProgress
 
     result = fuse(
         args.fine,
         args.coarse,
         args.model,
         args.out,
-        tile=args.tile,
-        overlap=args.overlap,
         device=args.device,
         batch_size=args.batch_size,
-        fine_bands=args.fine_bands,
-        coarse_bands=args.coarse_bands,
-        resampling=args.resampling,
-        output_type=args.output_type,
-        output_format=args.format,
-        progress=ConsoleProgress("fuse", quiet=args.quiet or args.json),
+        progress=console_progress(args, "fuse"),
+        **fusion_kwargs(args),
     )
     if args.json:
         print(json.dumps(result.as_dict()))

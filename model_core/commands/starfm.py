@@ -5,18 +5,18 @@
          --overlap 30 --device auto ...]
 """
 
-from model_core.commands.temporal_difference import add_common_arguments, common_kwargs, report
+from model_core.commands._options import add_classical_options, add_device_option, classical_kwargs, report_classical
 
 
 def configure(parser):
-    add_common_arguments(
+    add_classical_options(
         parser, default_overlap=None, overlap_help="tile overlap, at least window - 1 (default window - 1: seamless)"
     )
     parser.add_argument("--window", type=int, default=31, help="moving window in fine pixels, odd (default 31)")
     parser.add_argument("--classes", type=float, default=40, help="classes of the similarity tolerance (default 40)")
     parser.add_argument("--fine-uncertainty", type=float, default=0.002, help="in reflectance (default 0.002)")
     parser.add_argument("--coarse-uncertainty", type=float, default=0.002, help="in reflectance (default 0.002)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    add_device_option(parser)
 
 
 def run(args):
@@ -32,7 +32,7 @@ def run(args):
         fine_uncertainty=args.fine_uncertainty,
         coarse_uncertainty=args.coarse_uncertainty,
         device=args.device,
-        **common_kwargs(args, "starfm"),
+        **classical_kwargs(args, "starfm"),
     )
-    report(args, result)
+    report_classical(args, result)
     return 0

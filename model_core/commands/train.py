@@ -12,6 +12,8 @@ Ctrl-C twice stops at once (nothing written beyond the last epoch's checkpoint).
 import json
 import signal
 
+from model_core.commands._options import add_device_option, add_report_options
+
 
 def configure(parser):
     data = parser.add_argument_group("data (a manifest, or fine and coarse rasters)")
@@ -40,7 +42,7 @@ def configure(parser):
     parser.add_argument("--max-gap-days", type=int, default=0, help="farthest reference in days (default 0: any)")
     parser.add_argument("--init-model", help="fine-tune this model file instead of starting from scratch")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint.pt")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    add_device_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--width", type=int, default=0, help="network width N (default 0: the default network)")
     parser.add_argument(
@@ -51,8 +53,7 @@ def configure(parser):
         help="with a residual: first guess fine_t0 + coarse_t1 - box_PX(fine_t0), e.g. 33 for 30 m / 480 m",
     )
     parser.add_argument("--scale", type=float, default=0.0, help="reflectance = DN x scale (default 1e-4)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_options(parser)
 
 
 class _InterruptibleProgress:
