@@ -43,8 +43,12 @@ close to T1. The output has exactly its grid: CRS, extent, pixel size, data type
 <li><b>Coarse image at T1</b>: e.g. MODIS MOD09GA surface reflectance, in any CRS (the sinusoidal
 projection is fine) and at any resolution. It is resampled onto the fine grid on the fly
 (bilinear by default; see Advanced). It must cover the fine image.</li>
-<li><b>Model file</b>: a CTSTFM model (.pt) trained for these sensors; leave it empty to use the
-model that comes with the plugin, when there is one. Both images must hold the model's bands
+<li><b>Model file</b>: a CTSTFM model (.pt) trained for these sensors. Left empty, the model that
+comes with the plugin is used: it was trained for under an hour on a CPU, on simulated
+Landsat/MODIS-like scenes (irrigated fields and urban change, 6 bands, reflectance &times; 10000),
+and predicts a correction to the coarse change added to the fine image. It is for trying the
+plugin; for real images, fine-tune it or train your own on a series of your area with
+<i>Train CTSTFM</i> (see docs/default_model.md). Both images must hold the model's bands
 <i>in the model's order</i> (usually blue, green, red, NIR, SWIR1, SWIR2) and the same reflectance
 scale (DN &times; 0.0001 for the usual products). If the files hold other bands or another order,
 give the band numbers under Advanced, e.g. <tt>3,4,1,2,6,7</tt> for the seven MODIS land bands.</li>
