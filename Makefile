@@ -33,7 +33,9 @@ package:
 # profile's QGIS3.ini). PROFILE_DIR=... installs into another profile folder.
 install:
 	$(SYSTEM_PYTHON) scripts/package.py --install "$(PROFILE_DIR)"
-	@if QGIS_CUSTOM_CONFIG_PATH="$$(dirname "$$(dirname "$(PROFILE_DIR)")")" /usr/bin/qgis_process.bin plugins enable $(PLUGIN) >/dev/null 2>&1; then \
+	@QGIS_CUSTOM_CONFIG_PATH="$$(dirname "$$(dirname "$(PROFILE_DIR)")")" /usr/bin/qgis_process.bin plugins enable $(PLUGIN) \
+		>/dev/null 2>&1 || true  # exits 1 when already enabled; the profile says what happened
+	@if grep -qs "^$(PLUGIN)=true" "$(PROFILE_DIR)/QGIS/QGIS3.ini"; then \
 		echo "Enabled $(PLUGIN); restart QGIS if it is running."; \
 	else \
 		echo "Enable it in QGIS: Plugins > Manage and Install Plugins > Installed > CTSTFM."; \

@@ -48,8 +48,12 @@ def install_plugin(home):
     env = dict(os.environ, HOME=str(home), QT_QPA_PLATFORM="offscreen",
                PYTHONPATH=sysconfig.get_paths()["purelib"])
     env.pop("QGIS_CUSTOM_CONFIG_PATH", None)
-    subprocess.run([QGIS_PROCESS, "plugins", "enable", "ctstfm_qgis"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    enabled = subprocess.run([QGIS_PROCESS, "plugins", "enable", "ctstfm_qgis"], env=env, capture_output=True,
+                             text=True)
+    # qgis_process exits 1 when the plugin is already enabled (a second `make demo`).
+    if enabled.returncode != 0 and "already enabled" not in enabled.stdout + enabled.stderr:
+        sys.stderr.write(enabled.stdout + enabled.stderr)
+        raise SystemExit("demo: qgis_process could not enable the plugin (output above)")
     return env
 
 
