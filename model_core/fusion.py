@@ -89,6 +89,27 @@ def resolve_device(device="auto"):
     raise CtstfmError(f"Unknown device '{device}'; use one of {', '.join(DEVICES)}.")
 
 
+def mixed_precision_dtype(device):
+    """The autocast dtype for ``device``: bfloat16 on CUDA GPUs that support it, else
+    float16; ``None`` (full float32) on the CPU. Fusion and training share this choice."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(amp_dtype):
+    """``torch.autocast`` on CUDA for ``amp_dtype``, or a no-op context when it is ``None``."""
+    import contextlib
+
+    import torch
+
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+
 def auto_batch_size(device, tile_height, tile_width, width_channels=20):
     """Tiles per batch when none was given: 1 on CPU (batching gains nothing
     there and costs memory); on CUDA as many as about a quarter of the free GPU
@@ -126,9 +147,7 @@ class TileModel:
         self.batch_size = max(1, int(batch_size))
         self.progress = progress or Progress()
         self.clip_negative = clip_negative
-        self.autocast_dtype = None
-        if device.type == "cuda" and mixed_precision:
-            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.autocast_dtype = mixed_precision_dtype(device) if mixed_precision else None
 
     def _run(self, fine, coarse):
         torch = self.torch
@@ -136,12 +155,8 @@ class TileModel:
         fine_t = torch.from_numpy(np.ascontiguousarray(fine)).to(self.device, non_blocking=True)
         coarse_t = coarse_t.contiguous(memory_format=torch.channels_last)
         fine_t = fine_t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
-                    out = self.model(coarse_t, fine_t)
-            else:
-                out = self.model(coarse_t, fine_t)
+        with torch.inference_mode(), autocast(self.autocast_dtype):
+            out = self.model(coarse_t, fine_t)
         out = out.float().cpu().numpy()
         return np.maximum(out, 0.0) if self.clip_negative else out
 

@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Cancelled, CtstfmError
+from .fusion import autocast, mixed_precision_dtype
 from .progress import Progress
 
 CHECKPOINT_SUFFIX = ".checkpoint.pt"
@@ -707,14 +708,6 @@ def _resolve_device(device):
     return str(resolve_device(device))
 
 
-def _amp_dtype(device):
-    import torch
-
-    if not device.startswith("cuda"):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def masked_l1(pred, target, valid):
     """Mean absolute error over the valid pixels of all bands (eq. 20 with nodata left out)."""
     mask = valid.unsqueeze(1).to(pred.dtype)
@@ -727,7 +720,7 @@ def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, am
     masked L1 loss, backward (through ``scaler`` when there is one) and the optimizer's
     update. Returns the loss tensor (float32, still on ``device``)."""
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(device, amp_dtype):
+    with autocast(amp_dtype):
         pred = model(coarse, fine0)
     loss = masked_l1(pred.float(), fine1, valid)
     if scaler is not None:
@@ -1026,7 +1019,7 @@ def train(
 
     # --- device, seeds, network, optimiser
     device = _resolve_device(device)
-    amp_dtype = _amp_dtype(device)
+    amp_dtype = mixed_precision_dtype(device)
     torch.manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
     model = CTSTFM(config)
@@ -1035,7 +1028,7 @@ def train(
         progress.info(f"Fine-tuning {init_model}.")
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
-    scaler = _grad_scaler(device, amp_dtype)
+    scaler = grad_scaler(amp_dtype)
 
     history = []
     best_state = None
@@ -1323,20 +1316,12 @@ def _pooled_split(scenes):
     )
 
 
-def _grad_scaler(device, amp_dtype):
+def grad_scaler(amp_dtype):
     import torch
 
     if amp_dtype is None or amp_dtype == torch.bfloat16:
         return None
     return torch.amp.GradScaler("cuda")
-
-
-def _autocast(device, amp_dtype):
-    import torch
-
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=amp_dtype)
 
 
 def _load_checkpoint(path):
@@ -1564,7 +1549,7 @@ class _Validator:
                     for index in batch
                 ]
                 coarse, fine0, fine1, valid = (np.stack(parts) for parts in zip(*items))
-                with _autocast(self.device, self.amp_dtype):
+                with autocast(self.amp_dtype):
                     pred = model(torch.from_numpy(coarse).to(self.device), torch.from_numpy(fine0).to(self.device))
                 pred = pred.float().clamp(min=0.0).cpu().numpy()
                 for i in range(len(batch)):

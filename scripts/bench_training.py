@@ -29,14 +29,15 @@ def bench_step(device, patch, batch, steps, warmup, width=None, amp=True):
     import torch
 
     from model_core.network import CTSTFM, CTSTFMConfig
-    from model_core.training import _amp_dtype, _grad_scaler, train_step
+    from model_core.fusion import mixed_precision_dtype
+    from model_core.training import grad_scaler, train_step
 
     torch.manual_seed(0)
     config = CTSTFMConfig(width=width) if width else CTSTFMConfig()
     model = CTSTFM(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999))
-    amp_dtype = _amp_dtype(device) if amp else None
-    scaler = _grad_scaler(device, amp_dtype)
+    amp_dtype = mixed_precision_dtype(device) if amp else None
+    scaler = grad_scaler(amp_dtype)
     shape = (batch, config.bands, patch, patch)
     coarse = torch.rand(shape, device=device) * 0.4
     fine0 = torch.rand(shape, device=device) * 0.4
