@@ -49,23 +49,18 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .errors import CtstfmError
+from .options import OUTPUT_FORMATS, RESAMPLINGS
 
 #: Resampling methods for putting a coarse raster on the fine grid, by the name
 #: users see, mapped to GDAL's. ``bilinear`` is the default: for 500 m -> 30 m it
 #: gives a smooth field without the blocks of ``nearest`` or the overshoot of
 #: ``cubic``. ``average`` suits the rarer case of a source finer than the grid.
-RESAMPLING_METHODS = {
-    "bilinear": "bilinear",
-    "cubic": "cubic",
-    "nearest": "near",
-    "average": "average",
-}
+RESAMPLING_METHODS = dict(zip(RESAMPLINGS, ("bilinear", "cubic", "near", "average")))
 DEFAULT_RESAMPLING = "bilinear"
 
 #: Nodata written in float32 reflectance outputs (NaN is never written).
 FLOAT_NODATA = -9999.0
 
-OUTPUT_FORMATS = ("GTiff", "COG")
 
 
 class Window(NamedTuple):

@@ -261,7 +261,7 @@ def test_definition_html_output_and_help(qgis_app):
     assert names[:3] == ["PREDICTED", "REFERENCE", "MASK"]
     assert names[-3:] == ["ERROR_MAP", "OUTPUT_TABLE", "OUTPUT_HTML"]
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert advanced == {"BANDS", "SCALE", "ERGAS_RATIO"}
+    assert advanced == {"BANDS", "SCALE", "PRED_SCALE", "REF_SCALE", "ERGAS_RATIO"}
     assert isinstance(alg.outputDefinition("OUTPUT_HTML"), QgsProcessingOutputHtml) and alg.hasHtmlOutputs()
     for name in ("MAE", "RMSE", "PSNR", "SSIM", "SAM", "ERGAS", "CC"):
         assert isinstance(alg.outputDefinition(name), QgsProcessingOutputNumber), name
