@@ -8,7 +8,8 @@
 # chroot and runs pytest there with the chroot's system Python (no venv, no pip: every
 # package is Debian's). Needs root (chroot, mounts) and debootstrap (installed with apt-get
 # when missing). `--check` only says whether this machine can run it; `--build` only builds.
-# Other arguments go to pytest (e.g. `scripts/test_lts.sh -x -k fuse`).
+# Other arguments go to pytest (e.g. `scripts/test_lts.sh -x -k fuse`). Exit status 75: the chroot could
+# not be built (no mirror, no space); any other non-zero status: the suite failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,18 +33,33 @@ case "${1:-}" in
 esac
 can_run || exit 1
 
-mounted=()
+unmount_under() {  # unmount_under DIR: every mount at or below DIR, deepest first
+    local dir
+    dir=$(realpath -m "$1")
+    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done
+}
+remove_tree() {  # remove_tree DIR, never through a mount (a bound /dev must not be emptied)
+    unmount_under "$1"
+    if awk -v d="$(realpath -m "$1")" '$2 == d || index($2, d "/") == 1 {found = 1} END {exit !found}' /proc/mounts; then
+        echo "test-lts: $1 still has mounts; not removing it" >&2
+        exit 1
+    fi
+    rm -rf "$1"
+}
 cleanup() {
-    local i
-    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
+    unmount_under "$ROOT.partial"
+    unmount_under "$ROOT"
 }
 trap cleanup EXIT
 
 mount_into() {  # mount_into ROOT: the kernel file systems a test run needs
-    mount -t proc proc "$1/proc" && mounted+=("$1/proc")
-    mount --rbind /dev "$1/dev" && mount --make-rslave "$1/dev" && mounted+=("$1/dev")
-    mount -t tmpfs tmpfs "$1/dev/shm" && mounted+=("$1/dev/shm")
-    mount -t tmpfs -o size=8g tmpfs "$1/tmp" && mounted+=("$1/tmp")
+    mount -t proc proc "$1/proc"
+    mount --rbind /dev "$1/dev"
+    mount --make-rslave "$1/dev"
+    mount -t tmpfs tmpfs "$1/dev/shm"
+    mount -t tmpfs -o size=8g tmpfs "$1/tmp"
 }
 
 build() {
@@ -52,21 +68,20 @@ build() {
         echo "test-lts: installing debootstrap"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
     fi
-    rm -rf "$tmp"
+    remove_tree "$tmp"
     mkdir -p "$CACHE"
     echo "test-lts: building a Debian $SUITE chroot in $tmp (once; kept in $CACHE)"
     debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
-        || { tail -20 "$CACHE/debootstrap.log"; exit 1; }
+        || { tail -20 "$CACHE/debootstrap.log"; echo "test-lts: could not build the chroot" >&2; exit 75; }
     cp /etc/resolv.conf "$tmp/etc/resolv.conf" 2>/dev/null || true
     mount_into "$tmp"
     # shellcheck disable=SC2086
     chroot "$tmp" /usr/bin/env DEBIAN_FRONTEND=noninteractive bash -c \
         "apt-get update -qq && apt-get install -y -qq --no-install-recommends $(echo $PACKAGES) >/dev/null && apt-get clean" \
-        || exit 1
-    cleanup
-    mounted=()
+        || { echo "test-lts: could not install the packages into the chroot" >&2; exit 75; }
+    unmount_under "$tmp"
     touch "$tmp/$(basename "$STAMP")"
-    rm -rf "$ROOT"
+    remove_tree "$ROOT"
     mv "$tmp" "$ROOT"
     echo "test-lts: chroot built in $((SECONDS - started)) s"
 }
@@ -75,8 +90,9 @@ build() {
 [ -z "${BUILD_ONLY:-}" ] || exit 0
 
 started=$SECONDS
+unmount_under "$ROOT"
 mount_into "$ROOT"
-rm -rf "$ROOT/src"
+remove_tree "$ROOT/src"
 mkdir -p "$ROOT/src"
 # The working tree as git sees it (tracked and untracked files, not ignored ones such as .venv).
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$ROOT/src"
