@@ -49,6 +49,7 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .errors import CtstfmError
+from .outputs import check_output, check_writable, temporary_name
 
 # GDAL 4 raises Python exceptions by default; say so explicitly (GDAL >= 3.7 warns on every
 # command otherwise, and QGIS >= 3.38 turns them on too). Every call that can fail goes
@@ -760,45 +761,15 @@ def output_spec(fine_info, output_type="input", scale=1e-4):
     return OutputSpec(dtype.name, float(nodata), float(scale))
 
 
-def check_writable(path, what="output"):
-    """Raise :class:`CtstfmError` unless a file can be created at ``path``.
+def check_output_path(path, inputs, what="output", geotiff=True):
+    """The output must be creatable and must not be one of the inputs: the one rule of
+    :func:`model_core.outputs.check_outputs` for a single output.
 
-    Checks before any work: a path is given, is not a folder, its folder exists
-    and a file can be created there (by creating and removing an empty one).
-    """
-    if path is None or str(path).strip() == "":
-        raise CtstfmError(f"No {what} file was given; choose where to write the result.")
-    path = os.path.abspath(str(path))
-    if os.path.isdir(path):
-        raise CtstfmError(f"The {what} '{path}' is a folder; give a file name such as fused.tif.")
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise CtstfmError(f"The folder of the {what} '{folder}' does not exist; create it or choose another path.")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise CtstfmError(f"The {what} '{path}' exists and cannot be overwritten; choose another path.")
-    probe = os.path.join(folder, f".ctstfm-probe-{uuid.uuid4().hex}")
-    try:
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise CtstfmError(
-            f"Cannot write into the folder '{folder}' ({exc.strerror}); choose a folder you can write to."
-        ) from None
-    return path
-
-
-def check_output_path(path, inputs, what="output"):
-    """:func:`check_writable`, and the output must not be one of the inputs.
-
-    ``inputs``: ``{name: path}`` of the inputs (empty paths are skipped). Returns
+    ``inputs``: ``{name: path}`` of the inputs (empty paths are skipped);
+    ``geotiff``: the output is a GeoTIFF raster (so it needs a .tif name). Returns
     the output's absolute path; raises :class:`CtstfmError` before any work.
     """
-    path = check_writable(path, what)
-    for name, source in inputs.items():
-        if source and os.path.abspath(str(source)) == path:
-            raise CtstfmError(f"The {what} '{path}' is the {name}, one of the inputs; choose another file name.")
-    return path
+    return check_output(path, inputs, what, geotiff)
 
 
 def _gdal_type(dtype):
@@ -860,8 +831,7 @@ class RasterWriter:
         self.count = int(count)
         self.spec = spec
         self.fmt = fmt
-        folder, name = os.path.split(self.path)
-        self._temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+        self._temp = temporary_name(self.path)
         self._temp_files = [self._temp]
         dtype = np.dtype(spec.dtype)
         block = max(16, min(int(block_size), 512)) // 16 * 16
