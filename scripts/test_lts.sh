@@ -5,9 +5,10 @@
 # Builds a debootstrap chroot from Debian's packages once and keeps it OUTSIDE the clone
 # ($CTSTFM_LTS_CACHE, default /var/cache/ctstfm-lts); later runs reuse it (a stamp names
 # the package list, so changing the list rebuilds it). Then copies the working tree into the
-# chroot and runs pytest there with the chroot's system Python (no venv, no pip: every
-# package is Debian's). Needs root (chroot, mounts) and debootstrap (installed with apt-get
-# when missing). `--check` only says whether this machine can run it; `--build` only builds.
+# chroot and runs `scripts/setup.sh` and the suite there, as `make test` does: every package is
+# Debian's (setup's venv sees Debian's python3-torch, pytest and scikit-image; pip pulls nothing). Needs root (chroot, mounts) and debootstrap (installed with apt-get
+# when missing). `--check` only says whether this machine can run it; `--build` only builds;
+# `--run 'COMMAND'` runs a command in the chroot's copy of the tree instead of the suite.
 # Other arguments go to pytest (e.g. `scripts/test_lts.sh -x -k fuse`). Exit status 75: the chroot could
 # not be built (no mirror, no space); any other non-zero status: the suite failed.
 set -euo pipefail
@@ -18,7 +19,7 @@ SUITE=trixie
 MIRROR=${CTSTFM_LTS_MIRROR:-http://deb.debian.org/debian}
 ROOT="$CACHE/$SUITE"
 PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-numpy python3-torch python3-pytest
-python3-skimage make ca-certificates locales-all"
+python3-skimage python3-venv make ca-certificates locales-all"
 STAMP="$ROOT/.ctstfm-ready-$(echo "$PACKAGES" | md5sum | cut -c1-8)"
 
 can_run() {
@@ -30,6 +31,7 @@ can_run() {
 case "${1:-}" in
     --check) can_run; exit $? ;;
     --build) can_run || exit 1; BUILD_ONLY=1; shift ;;
+    --run) shift; RUN_COMMAND="$*"; set -- ;;
 esac
 can_run || exit 1
 
@@ -96,9 +98,18 @@ remove_tree "$ROOT/src"
 mkdir -p "$ROOT/src"
 # The working tree as git sees it (tracked and untracked files, not ignored ones such as .venv).
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$ROOT/src"
-chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
-    bash -c 'cd /src && python3 -c "import qgis.core, numpy, torch, osgeo.gdal as g; \
-print(\"test-lts:\", \"QGIS\", qgis.core.Qgis.QGIS_VERSION, \"numpy\", numpy.__version__, \"GDAL\", g.__version__, \"torch\", torch.__version__)" \
-    && python3 -m pytest -q -p no:cacheprovider tests "$@"' -- "$@" && status=0 || status=$?
-echo "test-lts: suite ran in $((SECONDS - started)) s"
+in_chroot() {  # in_chroot SCRIPT [ARG...]: a bash script in /src of the chroot, with a clean environment
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
+        bash -c "cd /src && $1" -- "${@:2}"
+}
+in_chroot 'python3 -c "import qgis.core, numpy, torch, osgeo.gdal as g; print(\"test-lts: QGIS\", \
+qgis.core.Qgis.QGIS_VERSION, \"numpy\", numpy.__version__, \"GDAL\", g.__version__, \"torch\", torch.__version__)"'
+if [ -n "${RUN_COMMAND:-}" ]; then
+    in_chroot "$RUN_COMMAND" && status=0 || status=$?
+else
+    # What `make test` does: setup (here it finds Debian's python3-torch and pulls nothing), then the suite.
+    in_chroot 'bash scripts/setup.sh && .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"' "$@" \
+        && status=0 || status=$?
+fi
+echo "test-lts: ran in $((SECONDS - started)) s"
 exit $status
