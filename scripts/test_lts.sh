@@ -6,8 +6,8 @@
 # ($CTSTFM_LTS_CACHE, default /var/cache/ctstfm-lts); later runs reuse it (a stamp names
 # the package list, so changing the list rebuilds it). Then copies the working tree into the
 # chroot and runs `scripts/setup.sh` and the suite there, as `make test` does: every package is
-# Debian's (setup's venv sees Debian's python3-torch, pytest and scikit-image; pip pulls nothing). Needs root (chroot, mounts) and debootstrap (installed with apt-get
-# when missing). `--check` only says whether this machine can run it; `--build` only builds;
+# Debian's (setup's venv sees Debian's python3-torch, pytest and scikit-image; pip pulls nothing).
+# Needs root (chroot, mounts) and debootstrap (installed with apt-get when missing). `--check` only says whether this machine can run it; `--build` only builds;
 # `--run 'COMMAND'` runs a command in the chroot's copy of the tree instead of the suite.
 # Other arguments go to pytest (e.g. `scripts/test_lts.sh -x -k fuse`). Exit status 75: the chroot could
 # not be built (no mirror, no space); any other non-zero status: the suite failed.
