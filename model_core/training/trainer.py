@@ -141,7 +141,7 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
               "residual_blur": int(residual_blur)}
     if width:
         kwargs["width"] = int(width)
-    return NetworkChoice(CTSTFMConfig(**kwargs), band_names, float(scale) if scale else 1e-4)
+    return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, float(scale) if scale else 1e-4)
 
 
 @dataclass
