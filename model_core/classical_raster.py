@@ -43,7 +43,7 @@ from .raster import (
     output_spec,
     parse_band_list,
 )
-from .tiling import DEFAULT_TILE, run_tiled
+from .tiling import DEFAULT_TILE, check_tile_size, run_tiled
 
 # The STARFM defaults of model_core.classical, repeated here so that this module
 # (and the temporal difference) can be imported without torch.
@@ -405,6 +405,7 @@ def starfm_rasters(
     for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
         if value is None or not float(value) >= 0:
             raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    check_tile_size(tile)
     halo = window // 2
     needed = starfm_overlap(window)
     overlap = needed if overlap is None else int(overlap)

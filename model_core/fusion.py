@@ -37,7 +37,7 @@ from .raster import (
     gdal_cache_limit,
     output_spec,
 )
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, check_tile_size, plan_tiles, run_tiled
 
 DEVICES = ("auto", "cpu", "cuda")
 OUTPUT_TYPES = ("input", "float32")
@@ -226,6 +226,7 @@ def check_choice(value, choices, what):
 
 def check_output_options(tile, overlap, resampling, output_type, output_format):
     """The checks of the tiling and output options every fusion method makes before any work."""
+    check_tile_size(tile)
     check_tile_overlap(tile, overlap)
     check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
     check_choice(output_type, OUTPUT_TYPES, "output type")

@@ -16,6 +16,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from model_core.tiling import MIN_TILE
+
 DEVICES = ["auto", "cpu", "cuda"]
 RESAMPLINGS = ["bilinear", "cubic", "nearest", "average"]
 OUTPUT_TYPES = [("input", "Same as the fine input (DN, its data type and nodata)"), ("float32", "Float32 reflectance")]
@@ -36,7 +38,7 @@ def add_tiling_parameters(alg, default_overlap, overlap_label="Tile overlap (pix
     """``TILE_SIZE`` and ``OVERLAP`` (fine pixels)."""
     alg.addParameter(
         QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=16
+            "TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=MIN_TILE
         )
     )
     alg.addParameter(

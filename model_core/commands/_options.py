@@ -16,7 +16,7 @@ FORMATS = ("GTiff", "COG")
 
 def add_tiling_options(parser, default_overlap, overlap_help=None):
     """``--tile`` and ``--overlap`` (fine pixels)."""
-    parser.add_argument("--tile", type=int, default=256, help="tile size in fine pixels (default 256)")
+    parser.add_argument("--tile", type=int, default=256, help="tile size in fine pixels (default 256, at least 32)")
     parser.add_argument(
         "--overlap", type=int, default=default_overlap, help=overlap_help or f"tile overlap (default {default_overlap})"
     )
