@@ -24,7 +24,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from model_core.errors import Cancelled, CtstfmError
+from model_core.errors import Cancelled, CtstfmError, OptionError
 from model_core.paths import RESOURCES_DIR
 from model_core.progress import Progress
 
@@ -107,6 +107,13 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
     group_key = "fusion"
     help_text = ""
     needs_torch = True
+    #: Parameter names of core option keys that are not simply the key in capitals
+    #: (how a :class:`~model_core.errors.OptionError` names an option in QGIS).
+    parameter_names = {}
+
+    def parameter_name(self, key):
+        """This algorithm's parameter for a core option key (``epochs`` -> ``EPOCHS``)."""
+        return self.parameter_names.get(key, key.upper())
 
     def createInstance(self):  # noqa: N802
         return type(self)()
@@ -137,6 +144,8 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
             return self.process(parameters, context, feedback, progress)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
+        except OptionError as exc:
+            raise QgsProcessingException(exc.render(self.parameter_name)) from exc
         except CtstfmError as exc:
             raise QgsProcessingException(str(exc)) from exc
 

@@ -22,6 +22,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
     algorithm_id = "train"
     display_name = "Train CTSTFM"
     group_key = "training"
+    parameter_names = {"lr": "LEARNING_RATE", "out_model": "OUTPUT_MODEL"}
     help_text = (
         "Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of fine/coarse pairs "
         "(e.g. Landsat 30 m and MODIS 500 m, one pair per date) and writes a model file for "

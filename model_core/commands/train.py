@@ -14,6 +14,9 @@ import signal
 
 from model_core.commands._options import add_device_option, add_report_options
 
+#: The flags of core option keys whose argparse ``dest`` differs (see model_core.errors.OptionError).
+OPTION_FLAGS = {"out_model": "--out"}
+
 
 def configure(parser):
     data = parser.add_argument_group("data (a manifest, or fine and coarse rasters)")

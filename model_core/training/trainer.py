@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Cancelled, CtstfmError
+from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
@@ -55,9 +55,10 @@ class TrainResult:
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
 
 
-def _check_positive(name, value, minimum, kind=int):
+def _check_positive(key, value, minimum, kind=int):
+    """``value`` as ``kind``; an :class:`OptionError` naming the option ``key`` unless it is at least ``minimum``."""
     if value is None or kind(value) < minimum:
-        raise CtstfmError(f"{name} is {value}; give a value of at least {minimum}.")
+        raise OptionError(f"{{{key}}} is {value}; give a value of at least {minimum}.", key)
     return kind(value)
 
 
@@ -83,16 +84,16 @@ class TrainSettings:
         s = cls(**values)
         lr = float(s.lr)
         if not lr > 0:
-            raise CtstfmError(f"LEARNING_RATE is {lr}; give a positive value, e.g. 0.0001.")
+            raise OptionError(f"The learning rate {{lr}} is {lr}; give a positive value, e.g. 0.0001.", "lr")
         if not 0.0 < float(s.min_valid) <= 1.0:
             raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
         return cls(
-            epochs=_check_positive("EPOCHS", s.epochs, 1),
-            batch_size=_check_positive("BATCH_SIZE", s.batch_size, 1),
-            patch_size=_check_positive("PATCH_SIZE", s.patch_size, 8),
+            epochs=_check_positive("epochs", s.epochs, 1),
+            batch_size=_check_positive("batch_size", s.batch_size, 1),
+            patch_size=_check_positive("patch_size", s.patch_size, 8),
             patches_per_epoch=int(s.patches_per_epoch) if s.patches_per_epoch else None,
             lr=lr,
-            references=_check_positive("REFERENCES", s.references, 1),
+            references=_check_positive("references", s.references, 1),
             max_gap_days=int(s.max_gap_days) if s.max_gap_days else None,
             validation_fraction=s.validation_fraction,
             seed=int(s.seed),
@@ -123,13 +124,13 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
         loaded = load_model(str(init_model), map_location="cpu")
         model_bands = list(loaded.band_names)
         if loaded.config.bands != info.bands:
-            raise CtstfmError(
+            raise OptionError(
                 f"The initial model {init_model} has {loaded.config.bands} bands ({', '.join(model_bands)}) "
-                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave INIT_MODEL "
-                "empty to train from scratch."
+                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave the initial "
+                "model ({init_model}) empty to train from scratch.", "init_model",
             )
         if width and int(width) != loaded.config.width:
-            progress.info(f"WIDTH {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
+            progress.info(f"Width {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
         return NetworkChoice(
             loaded.config, model_bands, float(scale) if scale else float(loaded.scale), str(init_model),
             loaded.model.state_dict(),
@@ -196,12 +197,12 @@ def _plan_patches(scenes, settings, progress):
     patch = min([settings.patch_size] + [min(scene.train_rows, scene.info.width) for scene in scenes])
     if patch < settings.patch_size:
         progress.info(
-            f"PATCH_SIZE {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
+            f"The patch size {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
         )
     per_epoch = settings.patches_per_epoch or clamp_patches(
         sum(training_tiles(scene.split, scene.info.height, scene.info.width, patch) for scene in scenes)
     )
-    return patch, _check_positive("PATCHES_PER_EPOCH", per_epoch, 1)
+    return patch, _check_positive("patches_per_epoch", per_epoch, 1)
 
 
 def _log_series(run, progress):
@@ -283,8 +284,8 @@ def start_model(run, *, ckpt_path, resume, progress):
             progress.info(f"An old checkpoint {ckpt_path} exists; this new training replaces it after its first epoch.")
     if state.epoch >= run.settings.epochs:
         progress.info(
-            f"The checkpoint already holds {state.epoch} epochs (EPOCHS is {run.settings.epochs}): writing its best "
-            "model; raise EPOCHS to train further."
+            f"The checkpoint already holds {state.epoch} epochs (of the {run.settings.epochs} asked for): writing its "
+            "best model; ask for more epochs to train further."
         )
     return model, optimizer, scaler, rng, state
 
