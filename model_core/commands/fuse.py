@@ -33,6 +33,12 @@ def configure(parser):
         "coarse bands in the model's order, e.g. 3,4,1,2,6,7",
     )
     add_resampling_option(parser, "how the coarse image is put on the fine grid (default bilinear)")
+    parser.add_argument(
+        "--scale", type=float, default=None,
+        help="reflectance per DN of the fine image and the output (default: the model's, usually 0.0001; 1 for "
+        "float reflectance)",
+    )
+    parser.add_argument("--coarse-scale", type=float, default=None, help="the coarse image's scale, if it differs")
     add_output_options(parser)
     add_report_options(parser)
 
@@ -47,6 +53,8 @@ def run(args):
         args.out,
         device=args.device,
         batch_size=args.batch_size,
+        scale=args.scale,
+        coarse_scale=args.coarse_scale,
         progress=console_progress(args, "fuse"),
         **fusion_kwargs(args),
     )

@@ -117,6 +117,7 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
                    progress):
     """A new network for the series' bands, or the configuration of ``init_model`` to fine-tune."""
     from ..network import DEFAULT_BANDS, CTSTFMConfig
+    from ..scales import check_scale_value
 
     if init_model:
         from ..model_file import load_model
@@ -142,7 +143,8 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
               "residual_blur": int(residual_blur)}
     if width:
         kwargs["width"] = int(width)
-    return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, float(scale) if scale else 1e-4)
+    scale = check_scale_value(scale, "scale") if scale else 1e-4
+    return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, scale)
 
 
 @dataclass
@@ -227,6 +229,7 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     """Check the scenes, choose the network, split the series, plan patches and device."""
     from ..fusion import mixed_precision_dtype, resolve_device
     from ..raster import DEFAULT_RESAMPLING
+    from ..scales import check_series_scales
 
     progress.update(0.0, "checking the series")
     scenes = check_scenes(pairs, progress)
@@ -237,6 +240,7 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     labels = [f"{pair.scene or '(unnamed)'} {pair.date}" if several else pair.date.isoformat() for pair in pairs]
     info = _series_info(scenes, progress)
     network = choose_network(info, progress=progress, **network_options)
+    check_series_scales(pairs, network.scale)
     split_scenes(
         scenes, validation_fraction=settings.validation_fraction, references=settings.references,
         max_gap_days=settings.max_gap_days, patch_size=settings.patch_size,
