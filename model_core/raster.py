@@ -187,6 +187,7 @@ class RasterInfo:
     nodata: Tuple[Optional[float], ...]
     dtype: str
     descriptions: Tuple[str, ...]
+    has_geotransform: bool = True  # False: the file has no georeferencing (GDAL's default grid)
 
     @classmethod
     def from_dataset(cls, dataset, path=None):
@@ -202,6 +203,7 @@ class RasterInfo:
             nodata=tuple(band.GetNoDataValue() for band in bands),
             dtype=dtype,
             descriptions=tuple(band.GetDescription() or "" for band in bands),
+            has_geotransform=dataset.GetGeoTransform(can_return_null=True) is not None,
         )
 
     @classmethod
@@ -280,6 +282,26 @@ class RasterInfo:
         if any(abs(a - b) > tolerance * scale for a, b in zip(self.geotransform, other.geotransform)):
             return False
         return same_crs(self.crs_wkt, other.crs_wkt)
+
+
+def check_georeferenced(info, what="raster"):
+    """Raise :class:`CtstfmError` when a raster has no geotransform (no position on the ground)."""
+    if not info.has_geotransform:
+        raise CtstfmError(
+            f"The {what} '{info.path}' has no georeferencing (no geotransform), so it cannot be placed on the "
+            "ground or aligned with the other images; georeference it first (Raster > Georeferencer, or "
+            "gdal_translate -a_ullr ... -a_srs ...)."
+        )
+
+
+def check_north_up(info, what="raster"):
+    """Raise :class:`CtstfmError` unless a raster is georeferenced on a north-up grid."""
+    check_georeferenced(info, what)
+    if not info.is_north_up:
+        raise CtstfmError(
+            f"The grid of the {what} '{info.path}' is rotated or not north-up; warp it to a north-up grid first "
+            "(Raster > Projections > Warp)."
+        )
 
 
 def parse_band_list(spec, count, needed=None, what="image", band_names=None):
@@ -396,11 +418,8 @@ class RasterReader:
         return " ".join(repr(float(v)) if math.isfinite(v) else "nan" for v in values)
 
     def _warp_options(self, grid, width, height, resampling, fmt):
-        if not grid.is_north_up:
-            raise CtstfmError(
-                f"The grid of '{grid.path}' is rotated or not north-up; warp it to a north-up grid first "
-                "(Raster > Projections > Warp)."
-            )
+        check_georeferenced(self.source_info, self.what)
+        check_north_up(grid)
         if bool(grid.crs_wkt) != bool(self.source_info.crs_wkt):
             missing = self.source_info.path if not self.source_info.crs_wkt else grid.path
             raise CtstfmError(

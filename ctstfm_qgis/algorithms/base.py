@@ -18,7 +18,6 @@ import platform
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -38,6 +37,8 @@ from .params import (
     output_arguments,
     output_parameters,
     raster_layer_source,
+    scale_arguments,
+    scale_parameters,
     tiling_arguments,
 )
 
@@ -203,10 +204,7 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
                 "Fine image bands (e.g. 1,2,3,4,5,6; empty: all bands)",
                 "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
             ),
-            QgsProcessingParameterNumber(
-                "SCALE", "Reflectance per DN (0.0001 for DN x 10000; 1 for reflectance)",
-                QgsProcessingParameterNumber.Double, defaultValue=0.0001, minValue=0.0,
-            ),
+            *scale_parameters("Reflectance per DN (0.0001 for DN x 10000; 1 for reflectance)", 0.0001),
             *output_parameters("Resampling of the coarse images onto the fine grid"),
         ]
 
@@ -222,16 +220,16 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
         coarse_t0, _ = raster_layer_source(self, parameters, "COARSE_T0", context, "coarse image at T0")
         coarse_t1, layer = raster_layer_source(self, parameters, "COARSE_T1", context, "coarse image at T1")
         output = geotiff_output(self, parameters, "OUTPUT", context)
-        scale = self.parameterAsDouble(parameters, "SCALE", context)
-        if not scale > 0:
+        scales = scale_arguments(self, parameters, context)
+        if scales["scale"] is None:
             raise QgsProcessingException(
-                f"The reflectance scale must be positive (got {scale}); use 0.0001 for DN x 10000, 1 for reflectance."
+                "The reflectance scale SCALE must be positive; use 0.0001 for DN x 10000, 1 for reflectance."
             )
         kwargs = dict(
             **tiling_arguments(self, parameters, context),
             **band_arguments(self, parameters, context),
             **output_arguments(self, parameters, context),
-            scale=scale,
+            **scales,
             progress=progress,
         )
         return fine, coarse_t0, coarse_t1, output, kwargs, layer

@@ -29,6 +29,8 @@ from .params import (
     output_arguments,
     output_parameters,
     raster_layer_source,
+    scale_arguments,
+    scale_parameters,
     tiling_arguments,
 )
 
@@ -92,6 +94,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
                 "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
             ),
             *output_parameters("Resampling of the coarse image onto the fine grid"),
+            *scale_parameters("Reflectance per DN of the fine image (0: the model's, usually 0.0001; 1 for reflectance)", 0.0),
             QgsProcessingParameterNumber(
                 "BATCH_SIZE",
                 "Tiles per batch (0: automatic; more only helps on a GPU)",
@@ -136,6 +139,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
             **tiling_arguments(self, parameters, context),
             **band_arguments(self, parameters, context),
             **output_arguments(self, parameters, context),
+            **scale_arguments(self, parameters, context),
         )
         feedback.pushInfo(
             f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "

@@ -6,8 +6,6 @@ them into the keyword arguments of the core's functions. Also the checks of
 input rasters and output files, and the naming of the layer the dialog loads.
 """
 
-import os
-
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterDefinition,
@@ -59,6 +57,27 @@ def band_parameters(fine_label, coarse_label):
         QgsProcessingParameterString("FINE_BANDS", fine_label, defaultValue="", optional=True),
         QgsProcessingParameterString("COARSE_BANDS", coarse_label, defaultValue="", optional=True),
     ]
+
+
+def scale_parameters(scale_label, scale_default):
+    """``SCALE`` and ``COARSE_SCALE`` (reflectance per DN; 0 = the default), to add as advanced."""
+    return [
+        QgsProcessingParameterNumber(
+            "SCALE", scale_label, QgsProcessingParameterNumber.Double, defaultValue=scale_default, minValue=0.0
+        ),
+        QgsProcessingParameterNumber(
+            "COARSE_SCALE", "Reflectance per DN of the coarse image(s) (0: the same as the fine image)",
+            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+        ),
+    ]
+
+
+def scale_arguments(alg, parameters, context):
+    """``scale`` and ``coarse_scale`` from :func:`scale_parameters` (None for 0: the default)."""
+    return dict(
+        scale=alg.parameterAsDouble(parameters, "SCALE", context) or None,
+        coarse_scale=alg.parameterAsDouble(parameters, "COARSE_SCALE", context) or None,
+    )
 
 
 def output_parameters(resampling_label):
@@ -124,10 +143,16 @@ def raster_layer_source(alg, parameters, name, context, label, optional=False):
 
 
 def geotiff_output(alg, parameters, name, context):
-    """The path of a raster-destination parameter; a clear error unless it is a GeoTIFF."""
+    """The path of a raster-destination parameter; a clear error unless it is a GeoTIFF
+    (the core's rule, :func:`model_core.outputs.check_geotiff_name`)."""
+    from model_core.errors import CtstfmError
+    from model_core.outputs import check_geotiff_name
+
     output = alg.parameterAsOutputLayer(parameters, name, context)
-    if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
-        raise QgsProcessingException(f"The output '{output}' must be a GeoTIFF file (.tif).")
+    try:
+        check_geotiff_name(output)
+    except CtstfmError as exc:
+        raise QgsProcessingException(str(exc)) from exc
     return output
 
 
