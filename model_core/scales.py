@@ -67,8 +67,8 @@ def check_scale_value(value, option):
         ok = False
     if not ok:
         raise OptionError(
-            f"The reflectance scale {{{option}}} must be a positive number (got {_escape(value)}); use 0.0001 for DN "
-            "x 10000 and 1 for reflectance.", option,
+            f"The reflectance scale ({{{option}}}) must be a positive number (got {_escape(value)}); use 0.0001 for "
+            "DN x 10000 and 1 for reflectance.", option,
         )
     return number
 
@@ -83,10 +83,11 @@ def _check_representable(image):
         return
     top = float(np.iinfo(dtype).max) * image.scale
     if top < MIN_REPRESENTABLE:
+        guess = " (an 8-bit display image?)" if dtype.itemsize == 1 else ""
         raise OptionError(
             f"The {image.what} '{_escape(image.path)}' is {dtype.name}: at a reflectance scale of {image.scale:g} "
-            f"({{{image.option}}}) it can hold reflectance only up to {top:.3g}, so it is not surface reflectance "
-            "(an 8-bit display image?). Give the original product (e.g. 16-bit DN x 10000), or set "
+            f"({{{image.option}}}) it can hold reflectance only up to {top:.3g}, so it is not surface reflectance"
+            f"{guess}. Give the original product (e.g. 16-bit DN x 10000), or set "
             f"{{{image.option}}} so that its values times the scale are reflectance (0-1).",
             image.option,
         )
