@@ -274,10 +274,13 @@ def table_csv_text(metrics, band_names):
 def _crs_name(wkt):
     if not wkt:
         return "none"
-    from osgeo import osr
+    from .raster import osr
 
     srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
+    try:
+        srs.ImportFromWkt(wkt)
+    except RuntimeError:  # GDAL exceptions are on (model_core.raster)
+        return "unrecognised"
     name = srs.GetName() or "unnamed"
     code = srs.GetAuthorityCode(None)
     authority = srs.GetAuthorityName(None)

@@ -54,16 +54,16 @@ from typing import Callable, Tuple
 import numpy as np
 
 from .errors import CtstfmError
+from .options import MIN_TILE
 from .progress import Progress
 from .raster import Window
 
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 32
-#: The smallest tile a user may ask for (a raster smaller than a tile is still one tile of its
-#: own size). Below it a tile is mostly blended border (the default overlap is 32 px), the
-#: network's channel attention and 7 x 7 kernels see too little context, and per-tile overhead
-#: dominates: 1-pixel tiles ran 45 times slower and lost detail.
-MIN_TILE = 32
+# MIN_TILE (defined with the options, 32 px): the smallest tile a user may ask for (a raster
+# smaller than a tile is still one tile of its own size). Below it a tile is mostly blended
+# border (the default overlap is 32 px), the network's channel attention and 7 x 7 kernels see
+# too little context, and per-tile overhead dominates: 1-pixel tiles ran 45 times slower.
 
 
 def check_tile_size(tile):

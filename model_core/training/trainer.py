@@ -25,7 +25,7 @@ from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
 from .loop import run_epochs
 from .reports import build_provenance, closing_message, report_paths, scene_records, write_curve_png
-from .series import SeriesInfo, check_scenes, resolve_series
+from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
 from .split import pooled_split, split_scenes
 from .step import grad_scaler
 from .validation import Validator, metrics_text
@@ -466,3 +466,11 @@ def train(
         data_source=data_source, window_counts=validator.scene_counts, cancelled=cancelled,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
+
+
+def train_from_inputs(out_model, *, manifest=None, fine=None, coarse=None, dates=None, progress=None, **options):
+    """:func:`train` on the series a user gives as manifest(s) *or* fine/coarse rasters and dates
+    (:func:`~.series.series_from_inputs`); ``options`` are :func:`train`'s keyword arguments.
+    The CLI and QGIS both call this (``model_core.options.TRAIN``)."""
+    series, data_source = series_from_inputs(manifest, fine, coarse, dates, progress=progress)
+    return train(series, out_model, data_source=data_source, progress=progress, **options)
