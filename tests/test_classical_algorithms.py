@@ -157,7 +157,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(same_grid, tmp_path):
         starfm_rasters(*args, tmp_path / "o.tif", window=8)
     with pytest.raises(CtstfmError, match="more than twice the overlap"):
         starfm_rasters(*args, tmp_path / "o.tif", window=31, tile=48)
-    with pytest.raises(CtstfmError, match="scale must be a positive"):
+    with pytest.raises(CtstfmError, match=r"scale \(scale\) must be a positive"):
         temporal_difference_rasters(*args, tmp_path / "o.tif", scale=0)
     assert sorted(os.listdir(tmp_path)) == ["far.tif", "two.tif"]
 
