@@ -85,12 +85,15 @@ def inputs(tmp_path_factory, sim_series):
     return p
 
 
-def checksums(*folders):
-    """``{path: sha256}`` of every file under ``folders`` (links by their target's content)."""
+def checksums(*folders, sidecars=True):
+    """``{path: sha256}`` of every file under ``folders`` (links by their target's content); without
+    ``sidecars``, GDAL's ``.aux.xml`` side files are left out."""
     sums = {}
     for folder in folders:
         for root, _, files in os.walk(folder):
             for name in files:
+                if not sidecars and name.endswith(".aux.xml"):
+                    continue
                 path = os.path.join(root, name)
                 with open(path, "rb") as handle:
                     sums[path] = hashlib.sha256(handle.read()).hexdigest()
@@ -288,3 +291,31 @@ def test_qgis_refuses_the_same_inputs_in_its_own_names(qgis_app, inputs, out):
         "FINE": inputs["strip"], "COARSE_T0": inputs["strip_coarse"], "COARSE_T1": inputs["strip_coarse"],
         "OVERLAP": 32, "OUTPUT": str(out / "strip.tif")})
     assert np.array_equal(read_all(result["OUTPUT"]), read_all(inputs["strip"]))
+
+
+def test_qgis_process_prints_our_error_no_more_often_than_qgis_prints_its_own(installed_plugin_env, inputs, out):
+    """qgis_process repeats every error (QGIS logs it, prints it as ERROR:, logs it again); the plugin adds
+    no copy of its own: ours appears exactly as often as the message of QGIS's C++ native:raiseexception."""
+    from conftest import run_qgis_process
+
+    # qgis_process loads each input as a map layer, and QGIS then stores the layer's statistics in a GDAL
+    # side file (fine.tif.aux.xml), as it does for its own native:rasterlayerproperties: only the side files
+    # may appear; every input and output file is unchanged.
+    before = checksums(inputs["folder"], out, sidecars=False)
+    ours = run_qgis_process(
+        installed_plugin_env, "run", "ctstfm:temporaldifference", "--", f"FINE={inputs['fine']}",
+        f"COARSE_T0={inputs['coarse']}", f"COARSE_T1={inputs['coarse']}", f"OUTPUT={inputs['coarse']}",
+    )
+    theirs = run_qgis_process(installed_plugin_env, "run", "native:raiseexception", "--", "MESSAGE=boom")
+    assert ours.returncode != 0 and theirs.returncode != 0
+
+    def copies(result):
+        """How many times the error (the ERROR: line's text) is printed, with or without the prefix."""
+        lines = (result.stderr + result.stdout).splitlines()
+        message = next(line for line in lines if line.startswith("ERROR:\t"))[len("ERROR:\t"):]
+        return message, sum(line in (message, "ERROR:\t" + message) for line in lines)
+
+    message, count = copies(ours)
+    assert "is the coarse image at T0, one of the inputs" in message
+    assert count == copies(theirs)[1], (ours.stderr, theirs.stderr)
+    assert checksums(inputs["folder"], out, sidecars=False) == before
