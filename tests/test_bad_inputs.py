@@ -72,6 +72,11 @@ def inputs(tmp_path_factory, sim_series):
                                           fusion_blocks=16, norm_groups=4)
     p["link_to_fine"] = str(folder / "link_to_fine.tif")
     os.symlink(p["fine"], p["link_to_fine"])
+    p["hardlink_to_coarse"] = str(folder / "hardlink_to_coarse.tif")
+    os.link(p["coarse"], p["hardlink_to_coarse"])
+    p["empty_model"] = str(folder / "empty.pt")
+    Path(p["empty_model"]).write_bytes(b"")
+    p["heads_model"] = write_model_payload(folder / "heads.pt", source=p["model"], heads="two")
     # A manifest named like the epoch report of "series.pt" (the data-loss case of the issue).
     rows = [f"{item.date.isoformat()},{item.fine},{item.coarse}" for item in sim_series.items]
     p["manifest"] = str(folder / "series_training.csv")
@@ -104,6 +109,7 @@ def checksums(*folders, sidecars=True):
 def out(tmp_path):
     """An output folder holding one pre-existing output (it must survive every failed run)."""
     (tmp_path / "existing.tif").write_bytes(b"an earlier result")
+    (tmp_path / "folder.tif").mkdir()
     return tmp_path
 
 
@@ -124,6 +130,11 @@ CASES = [
      CtstfmError, "is the fine image"),
     ("fuse-out-is-model", lambda p, o: fuse(p["fine"], p["coarse"], p["model"], p["model"]), CtstfmError,
      "must be a GeoTIFF"),
+    ("fuse-out-is-hardlink-to-coarse",
+     lambda p, o: fuse(p["fine"], p["coarse"], p["model"], p["hardlink_to_coarse"]), CtstfmError,
+     "is the coarse image"),
+    ("fuse-out-is-a-folder", lambda p, o: fuse(p["fine"], p["coarse"], p["model"], o / "folder.tif"), CtstfmError,
+     "is a folder"),
     ("td-out-is-coarse-t1-relative",
      lambda p, o: temporal_difference_rasters(p["fine"], p["coarse"], p["coarse_float"],
                                               os.path.relpath(p["coarse_float"])),
@@ -157,6 +168,10 @@ CASES = [
      ModelFileError, r"deep\.pt .* parameters, more than the 50,000,000 allowed"),
     ("model-is-text", lambda p, o: fuse(p["fine"], p["coarse"], p["text_model"], o / "f.tif"), ModelFileError,
      r"notes\.pt is not a CTSTFM model file \(it is a text file\)"),
+    ("model-is-empty", lambda p, o: fuse(p["fine"], p["coarse"], p["empty_model"], o / "f.tif"), ModelFileError,
+     r"empty\.pt is not a CTSTFM model file \(it is an empty file\)"),
+    ("model-heads-text", lambda p, o: fuse(p["fine"], p["coarse"], p["heads_model"], o / "f.tif"), ModelFileError,
+     r"heads\.pt .*heads='two' is out of range; it must be a whole number from 1 to 64"),
     ("model-is-raster", lambda p, o: fuse(p["fine"], p["coarse"], p["fine"], o / "f.tif"), ModelFileError,
      r"fine\.tif is not a CTSTFM model file \(it is a TIFF image\)"),
     ("init-model-is-raster", lambda p, o: train(p["manifest"], o / "m.pt", init_model=p["coarse"], **TRAIN),
@@ -178,6 +193,9 @@ CASES = [
     ("td-int16-at-tiny-scale",
      lambda p, o: temporal_difference_rasters(p["fine"], p["coarse"], p["coarse"], o / "f.tif", coarse_scale=1e-6),
      OptionError, r"is int16: at a reflectance scale of 1e-06 \(coarse_scale\) it can hold reflectance only up to"),
+    ("fuse-nan-coarse-scale",
+     lambda p, o: fuse(p["fine"], p["coarse"], p["model"], o / "f.tif", coarse_scale=float("nan")), OptionError,
+     r"reflectance scale \(coarse_scale\) must be a positive number \(got nan\)"),
     ("fuse-negative-scale", lambda p, o: fuse(p["fine"], p["coarse"], p["model"], o / "f.tif", scale=-1),
      OptionError, "must be a positive number"),
     # 6. Smaller things: georeferencing and CRS named as they are; option names neutral in the core.
