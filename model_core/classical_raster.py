@@ -248,7 +248,8 @@ def _run(
     """The plumbing shared by both methods: read, check, tile, write atomically."""
     started = time.perf_counter()
     out_path = check_output_path(
-        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
+        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path},
+        geotiff=True,
     )
     with gdal_cache_limit(), SeriesReader(
         fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,

@@ -310,7 +310,7 @@ def fuse(
     scale = check_scale_value(scale, "scale")
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
     out_path = check_output_path(
-        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
+        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}, geotiff=True
     )
     torch_device = resolve_device(device)
 

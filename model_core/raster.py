@@ -789,7 +789,7 @@ def output_spec(fine_info, output_type="input", scale=1e-4):
     return OutputSpec(dtype.name, float(nodata), float(scale))
 
 
-def check_output_path(path, inputs, what="output", geotiff=True):
+def check_output_path(path, inputs, what="output", geotiff=False):
     """The output must be creatable and must not be one of the inputs: the one rule of
     :func:`model_core.outputs.check_outputs` for a single output.
 
