@@ -28,6 +28,7 @@ from model_core.errors import Cancelled, CtstfmError
 from model_core.paths import RESOURCES_DIR
 from model_core.progress import Progress
 
+from ..help import render_help
 from .params import (
     add_advanced,
     add_tiling_parameters,
@@ -124,7 +125,7 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
         return self.group_key
 
     def shortHelpString(self):  # noqa: N802
-        return self.help_text
+        return render_help(self.help_text)
 
     def icon(self):
         return QIcon(str(RESOURCES_DIR / "icon.svg"))
@@ -151,20 +152,24 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
 
 
 INPUTS_HELP = """
-<h3>Inputs</h3>
-<ul>
-<li><b>Fine image at T0</b>: e.g. Landsat surface reflectance scaled by 10000, a clear date close to T1. The
-output has exactly its grid: CRS, extent, pixel size, data type and nodata.</li>
-<li><b>Coarse image at T0</b> and <b>coarse image at T1</b>: e.g. MODIS MOD09GA of the same two dates,
-in any CRS (the sinusoidal projection is fine) and resolution; both are resampled onto the fine grid on the fly
-(bilinear by default; see Advanced). They must cover the fine image.</li>
-</ul>
-<p>The three images must hold the same bands <i>in the same order</i> and the same reflectance scale (DN
-&times; 0.0001 by default; set the scale to 1 for float reflectance). If the coarse files hold the bands in
-another order, give the band numbers under Advanced, e.g. <tt>3,4,1,2,6,7</tt> for the seven MODIS land bands
-against Landsat's blue, green, red, NIR, SWIR1, SWIR2. Pixels that are nodata in any input are nodata in the
-output. The images are processed in tiles, so any size fits in memory; cancel stops after the current tile and
-leaves no file behind.</p>
+## Inputs
+- **Fine image at T0**: e.g. Landsat surface reflectance scaled by 10000, a clear date close to T1. The output
+  has exactly its grid: CRS, extent, pixel size, data type and nodata.
+- **Coarse image at T0** and **coarse image at T1**: e.g. MODIS MOD09GA of the same two dates, in any CRS (the
+  sinusoidal projection is fine) and resolution; both are resampled onto the fine grid on the fly (bilinear by
+  default; see Advanced). They must cover the fine image.
+- The three images hold the same bands *in the same order* and the same reflectance scale (DN × 0.0001 by
+  default; set the scale to 1 for float reflectance). If the coarse files hold the bands in another order, give
+  the band numbers under Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands against Landsat's blue,
+  green, red, NIR, SWIR1, SWIR2.
+
+## Outputs
+- **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a
+  natural-colour composite with its stretch). Pixels that are nodata in any input are nodata in the output.
+- **Seconds** and **device**: how long the method took and where it ran, for the graphical modeler.
+
+The images are processed in tiles, so any size fits in memory; cancel stops after the current tile and leaves no
+file behind.
 """
 
 
