@@ -16,7 +16,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-DEVICES = ["auto", "cpu", "cuda"]
+# Appended only: users' scripts and models give the DEVICE index (0 auto, 1 cpu, 2 cuda, 3 mps).
+DEVICES = ["auto", "cpu", "cuda", "mps"]
 RESAMPLINGS = ["bilinear", "cubic", "nearest", "average"]
 OUTPUT_TYPES = [("input", "Same as the fine input (DN, its data type and nodata)"), ("float32", "Float32 reflectance")]
 FORMATS = [("GTiff", "GeoTIFF (tiled, compressed)"), ("COG", "Cloud Optimized GeoTIFF")]
@@ -47,7 +48,7 @@ def add_tiling_parameters(alg, default_overlap, overlap_label="Tile overlap (pix
 
 
 def add_device_parameter(alg):
-    """``DEVICE``: auto, cpu or cuda."""
+    """``DEVICE``: auto, cpu, cuda or mps."""
     alg.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
 
 

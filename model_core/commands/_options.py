@@ -8,7 +8,7 @@ which the core checks again.
 
 import json
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 RESAMPLING = ("bilinear", "cubic", "nearest", "average")
 OUTPUT_TYPES = ("input", "float32")
 FORMATS = ("GTiff", "COG")
@@ -23,8 +23,10 @@ def add_tiling_options(parser, default_overlap, overlap_help=None):
 
 
 def add_device_option(parser):
-    """``--device auto|cpu|cuda``."""
-    parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default auto")
+    """``--device auto|cpu|cuda|mps``."""
+    parser.add_argument(
+        "--device", default="auto", choices=list(DEVICES), help="default auto: CUDA, then Apple MPS, then the CPU"
+    )
 
 
 def add_band_options(parser, fine_help, coarse_help):

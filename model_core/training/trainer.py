@@ -224,7 +224,7 @@ def _log_series(run, progress):
 
 def prepare_run(pairs, manifests, settings, *, network_options, device, progress):
     """Check the scenes, choose the network, split the series, plan patches and device."""
-    from ..fusion import mixed_precision_dtype, resolve_device
+    from ..fusion import device_note, mixed_precision_dtype, resolve_device
     from ..raster import DEFAULT_RESAMPLING
 
     progress.update(0.0, "checking the series")
@@ -244,6 +244,8 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     patch, per_epoch = _plan_patches(scenes, settings, progress)
     dates = [pair.date for pair in pairs]
     torch_device = str(resolve_device(device))
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
     run = TrainingRun(
         pairs=pairs, scenes=scenes, labels=labels, info=info, network=network, settings=settings, split=split,
         patch=patch, patches_per_epoch=per_epoch,
@@ -268,7 +270,7 @@ def start_model(run, *, ckpt_path, resume, progress):
         progress.info(f"Fine-tuning {run.network.init_model}.")
     model.to(run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
-    scaler = grad_scaler(run.amp_dtype)
+    scaler = grad_scaler(run.amp_dtype, run.device)
     if resume:
         state = TrainingState.resume(
             ckpt_path, run.identity, model=model, optimizer=optimizer, scaler=scaler, rng=rng, lr=run.settings.lr
