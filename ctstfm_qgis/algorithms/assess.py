@@ -47,8 +47,8 @@ prediction did not see.
 
 ## Outputs
 - **Error map**: per-pixel absolute error averaged over the bands, in reflectance (float32), on the
-  reference grid, loaded with a colour ramp (dark = small error) and its legend; nodata where a pixel was not
-  assessed. It shows *where* the prediction fails.
+  reference grid, loaded with a colour ramp (light yellow = small error, dark red = large) and its legend;
+  nodata where a pixel was not assessed. It shows *where* the prediction fails.
 - **Metrics table** (CSV): MAE, RMSE, PSNR, SSIM and CC per band, and a mean row that also holds SAM and
   ERGAS.
 - **HTML report**: the inputs, the table and the definitions, shown in the Results Viewer.
@@ -165,6 +165,9 @@ class AssessAlgorithm(CtstfmAlgorithm):
         if error_map:
             outputs["ERROR_MAP"] = error_map
             name_output_layer(context, error_map, f"Absolute error of {pred_layer.name()}")
+            from ..styling import ErrorMapStyle, style_output
+
+            style_output(context, error_map, ErrorMapStyle())
         if table:
             outputs["OUTPUT_TABLE"] = table
         if html:

@@ -18,6 +18,8 @@ import platform
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -108,6 +110,8 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
     group_key = "fusion"
     help_text = ""
     needs_torch = True
+    #: The raster parameter whose look fused outputs copy (see :mod:`..styling`); None: no fused output.
+    style_input = None
 
     def createInstance(self):  # noqa: N802
         return type(self)()
@@ -129,6 +133,29 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self):
         return QIcon(str(RESOURCES_DIR / "icon.svg"))
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Runs in the main thread: the place to copy the style of an input layer of the project."""
+        from ..styling import project_layer_renderer
+
+        self.fine_renderer = (
+            project_layer_renderer(self, parameters, self.style_input, context) if self.style_input else None
+        )
+        return True
+
+    def style_fused_output(self, context, output, fine_path, reflectance_scale):
+        """Load ``output`` drawn like the fine input ``fine_path`` (its layer's style, or a composite);
+        ``reflectance_scale``: reflectance per DN, for a float32 reflectance output of a DN input."""
+        from ..settings import composite_bands
+        from ..styling import FineImageStyle, style_output
+
+        renderer = getattr(self, "fine_renderer", None)
+        style_output(context, output, FineImageStyle(fine_path, renderer, composite_bands(), reflectance_scale))
+
+    def add_run_outputs(self):
+        """``SECONDS`` and ``DEVICE``: how long the run took and where, for models and scripts."""
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", "Run time (seconds)"))
+        self.addOutput(QgsProcessingOutputString("DEVICE", "Device the run used (cpu, cuda, mps)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if self.needs_torch:
@@ -181,6 +208,7 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
     overlap_label = "Tile overlap (pixels)"
     output_label = "Fused fine image at T1"
     layer_prefix = ""
+    style_input = "FINE"
 
     def tags(self):
         return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "classical", "baseline"]
@@ -211,10 +239,12 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
 
     def add_output(self):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.output_label))
+        self.add_run_outputs()
 
     def common_arguments(self, parameters, context, progress):
         """``(fine, coarse_t0, coarse_t1, output, kwargs, coarse_t1_layer)`` for the core functions."""
         fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image at T0")
+        self.fine_path = fine
         coarse_t0, _ = raster_layer_source(self, parameters, "COARSE_T0", context, "coarse image at T0")
         coarse_t1, layer = raster_layer_source(self, parameters, "COARSE_T1", context, "coarse image at T1")
         output = geotiff_output(self, parameters, "OUTPUT", context)
@@ -223,6 +253,7 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
             raise QgsProcessingException(
                 f"The reflectance scale must be positive (got {scale}); use 0.0001 for DN x 10000, 1 for reflectance."
             )
+        self.reflectance_scale = scale
         kwargs = dict(
             **tiling_arguments(self, parameters, context),
             **band_arguments(self, parameters, context),
@@ -238,4 +269,5 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
             f"({result.method}, {result.tiles} tile(s))."
         )
         name_output_layer(context, output, f"{self.layer_prefix} {coarse_t1_layer.name()}")
-        return {"OUTPUT": output}
+        self.style_fused_output(context, output, self.fine_path, self.reflectance_scale)
+        return {"OUTPUT": output, "SECONDS": result.seconds, "DEVICE": result.device}

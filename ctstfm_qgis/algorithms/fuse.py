@@ -10,6 +10,7 @@ import os
 
 from qgis.core import (
     QgsProcessingException,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -73,11 +74,15 @@ $ qgis_process run ctstfm:fuse -- FINE=landsat_2022-01-01.tif COARSE=modis_2022-
 """
 
 
+BUILT_IN_MODEL = "(the plugin's own model)"
+
+
 class FuseAlgorithm(CtstfmAlgorithm):
     algorithm_id = "fuse"
     display_name = "Spatiotemporal Fusion"
     group_key = "fusion"
     help_text = HELP
+    style_input = "FINE"
 
     def tags(self):
         return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "downscaling", "deep learning"]
@@ -94,6 +99,15 @@ class FuseAlgorithm(CtstfmAlgorithm):
                 optional=True,
             )
         )
+        from ..settings import folder_models
+
+        # The models folder of the provider's settings, offered by name (a chosen file wins).
+        model_name = QgsProcessingParameterEnum(
+            "MODEL_NAME", "Model from the models folder (Processing options; used when no file is chosen)",
+            options=[BUILT_IN_MODEL, *folder_models()], defaultValue=BUILT_IN_MODEL, optional=True,
+        )
+        model_name.setUsesStaticStrings(True)
+        self.addParameter(model_name)
         add_tiling_parameters(self, 32)
         add_device_parameter(self)
         advanced = [
@@ -112,14 +126,27 @@ class FuseAlgorithm(CtstfmAlgorithm):
         ]
         add_advanced(self, advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused fine image at T1"))
+        self.add_run_outputs()
 
     def model_path(self, parameters, context):
-        """The chosen model file, or the plugin's own model when none was chosen."""
+        """The chosen model file, else the model chosen by name from the models folder, else the
+        plugin's own model."""
         from model_core import paths
+
+        from ..settings import folder_models
 
         chosen = (self.parameterAsFile(parameters, "MODEL", context) or "").strip()
         if chosen:
             return chosen
+        name = (self.parameterAsEnumString(parameters, "MODEL_NAME", context) or "").strip()
+        if name and name != BUILT_IN_MODEL:
+            models = folder_models()
+            if name not in models:
+                raise QgsProcessingException(
+                    f"There is no model '{name}' in the models folder; pick one of "
+                    f"{', '.join(models) or '(none: the folder is empty or not set)'}, or a model file."
+                )
+            return models[name]
         if os.path.isfile(str(paths.DEFAULT_MODEL)):
             return str(paths.DEFAULT_MODEL)
         raise QgsProcessingException(
@@ -152,4 +179,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
             f"({result.megapixels_per_second:.2f} Mpx/s on {result.device})."
         )
         name_output_layer(context, output, f"CTSTFM fused {coarse_layer.name()}")
-        return {"OUTPUT": output}
+        from model_core.model_file import read_model_metadata
+
+        self.style_fused_output(context, output, fine, read_model_metadata(model).scale)
+        return {"OUTPUT": output, "SECONDS": result.seconds, "DEVICE": result.device}

@@ -48,8 +48,12 @@ def add_tiling_parameters(alg, default_overlap, overlap_label="Tile overlap (pix
 
 
 def add_device_parameter(alg):
-    """``DEVICE``: auto, cpu, cuda or mps."""
-    alg.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
+    """``DEVICE``: auto, cpu, cuda or mps; the default is the provider's default-device setting."""
+    from ..settings import default_device_index
+
+    alg.addParameter(
+        QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=default_device_index())
+    )
 
 
 def band_parameters(fine_label, coarse_label):
