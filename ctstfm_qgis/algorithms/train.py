@@ -165,6 +165,12 @@ class TrainAlgorithm(CtstfmAlgorithm):
         self.addParameter(
             QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Trained model", fileFilter="CTSTFM model (*.pt)")
         )
+        # An HTML file filter makes it a QgsProcessingOutputHtml: the dialog shows it in the Results Viewer.
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                "OUTPUT_HTML", "Training report", "HTML files (*.html)", optional=True, createByDefault=True
+            )
+        )
         self.addOutput(QgsProcessingOutputFile("REPORT_CSV", "Training report (CSV, one row per epoch)"))
         self.addOutput(QgsProcessingOutputFile("REPORT_PNG", "Training curves (PNG)"))
 
@@ -190,6 +196,9 @@ class TrainAlgorithm(CtstfmAlgorithm):
                 "each date."
             )
         output = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
+        report_html = (self.parameterAsFileOutput(parameters, "OUTPUT_HTML", context) or "").strip()
+        if report_html and not report_html.lower().endswith((".html", ".htm")):
+            raise CtstfmError(f"The training report '{report_html}' must be an HTML file (.html).")
         result = train(
             series,
             output,
@@ -212,11 +221,17 @@ class TrainAlgorithm(CtstfmAlgorithm):
         )
         if result.cancelled:
             feedback.pushWarning(result.message)
-        return {
+        outputs = {
             "OUTPUT_MODEL": result.model_path,
             "REPORT_CSV": result.report_csv,
             "REPORT_PNG": result.report_png or "",
         }
+        if report_html:
+            from model_core.training.report_html import verdict, write_report_html
+
+            outputs["OUTPUT_HTML"] = write_report_html(result, report_html)
+            feedback.pushInfo(verdict(result))
+        return outputs
 
 
 def _layer_path(layer):
