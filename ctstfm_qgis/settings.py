@@ -8,7 +8,7 @@ Processing plugin's Python is not there (e.g. a bare PyQGIS script that never lo
 
 import os
 
-from .algorithms.params import DEVICES
+from model_core.options import DEVICES
 
 ACTIVATE = "CTSTFM_ACTIVATE"
 DEFAULT_DEVICE = "CTSTFM_DEFAULT_DEVICE"

@@ -32,6 +32,16 @@ def scene(tmp_path_factory):
     }
 
 
+@pytest.fixture(autouse=True)
+def clean_project(qgis_app):
+    """Take the layers a test loaded out of the project again (other tests look layers up by name)."""
+    from qgis.core import QgsProject
+
+    before = set(QgsProject.instance().mapLayers())
+    yield
+    QgsProject.instance().removeMapLayers([key for key in QgsProject.instance().mapLayers() if key not in before])
+
+
 def run_and_load(alg_id, parameters):
     """Run as the dialog does and return ``(results, {output name: loaded layer})``."""
     import processing
@@ -170,6 +180,7 @@ def test_help_renders_as_whole_paragraphs_in_the_dialog(qgis_app):
             assert re.search(r"[.:)]$", body.strip()), f"{alg.id()}: paragraph ends mid-sentence: {body[-60:]!r}"
         headings = re.findall(r"<h3>(.*?)</h3>", text)
         assert {"Inputs", "Outputs", "Typical values", "Example"} <= set(headings), alg.id()
+        assert len(headings) == len(set(headings)), f"{alg.id()}: a section twice: {headings}"
         assert f"qgis_process run {alg.id()} -- " in text  # the worked example
 
 

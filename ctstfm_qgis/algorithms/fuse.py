@@ -1,37 +1,17 @@
 """``ctstfm:fuse`` — Spatiotemporal Fusion.
 
-A thin face on :func:`model_core.fusion.fuse`: it turns the parameters into the
-core's arguments, reports progress and honours cancel once per tile (through
+A thin face on :func:`model_core.fusion.fuse` (parameters: :data:`model_core.options.FUSE`):
+it turns the parameters into the core's arguments, reports progress and honours cancel once per tile (through
 ``FeedbackProgress``), and names the output layer that the dialog loads. It works
 the same in the Toolbox, the graphical modeler and ``qgis_process``.
 """
 
-import os
+from qgis.core import QgsProcessingException, QgsProcessingParameterEnum
 
-from qgis.core import (
-    QgsProcessingException,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
-)
+from model_core.options import FUSE
 
 from .base import CtstfmAlgorithm
-from .params import (
-    add_advanced,
-    add_device_parameter,
-    add_tiling_parameters,
-    band_arguments,
-    band_parameters,
-    device_argument,
-    geotiff_output,
-    name_output_layer,
-    output_arguments,
-    output_parameters,
-    raster_layer_source,
-    tiling_arguments,
-)
+from .params import add_operation_parameters, name_output_layer
 
 HELP = """
 Predicts the **fine image at date T1** (e.g. Landsat, 30 m) from the **coarse image at T1** (e.g. MODIS,
@@ -82,104 +62,67 @@ class FuseAlgorithm(CtstfmAlgorithm):
     display_name = "Spatiotemporal Fusion"
     group_key = "fusion"
     help_text = HELP
+    operation = FUSE
     style_input = "FINE"
+    MODEL_NAME = "MODEL_NAME"
+    #: Parameters of the QGIS face only (the provider's models folder); not in the option spec.
+    qgis_only_parameters = (MODEL_NAME,)
 
     def tags(self):
         return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "downscaling", "deep learning"]
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0 (e.g. Landsat)"))
-        self.addParameter(QgsProcessingParameterRasterLayer("COARSE", "Coarse image at T1 (e.g. MODIS)"))
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "MODEL",
-                "CTSTFM model file (.pt; empty: the plugin's own model)",
-                behavior=QgsProcessingParameterFile.File,
-                extension="pt",
-                optional=True,
-            )
-        )
+    def add_parameters(self):
+        import dataclasses
+
         from ..settings import folder_models
 
-        # The models folder of the provider's settings, offered by name (a chosen file wins).
+        after_model = [option.qgis for option in self.operation.options].index(self.MODEL) + 1
+        options = self.operation.options
+        add_operation_parameters(self, dataclasses.replace(self.operation, options=options[:after_model]))
+
+        # The .pt files of the models folder (Processing options), offered by name; a chosen file wins.
         model_name = QgsProcessingParameterEnum(
-            "MODEL_NAME", "Model from the models folder (Processing options; used when no file is chosen)",
+            self.MODEL_NAME, self.tr("Model from the models folder (used when no model file is chosen)"),
             options=[BUILT_IN_MODEL, *folder_models()], defaultValue=BUILT_IN_MODEL, optional=True,
         )
         model_name.setUsesStaticStrings(True)
         self.addParameter(model_name)
-        add_tiling_parameters(self, 32)
-        add_device_parameter(self)
-        advanced = [
-            *band_parameters(
-                "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-                "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
-            ),
-            *output_parameters("Resampling of the coarse image onto the fine grid"),
-            QgsProcessingParameterNumber(
-                "BATCH_SIZE",
-                "Tiles per batch (0: automatic; more only helps on a GPU)",
-                QgsProcessingParameterNumber.Integer,
-                defaultValue=0,
-                minValue=0,
-            ),
-        ]
-        add_advanced(self, advanced)
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused fine image at T1"))
+        add_operation_parameters(self, dataclasses.replace(self.operation, options=options[after_model:]))
+
+    def add_outputs(self):
         self.add_run_outputs()
 
-    def model_path(self, parameters, context):
-        """The chosen model file, else the model chosen by name from the models folder, else the
-        plugin's own model."""
-        from model_core import paths
-
+    def folder_model(self, parameters, context):
+        """The path of the model chosen by name from the models folder, or None for the built-in one."""
         from ..settings import folder_models
 
-        chosen = (self.parameterAsFile(parameters, "MODEL", context) or "").strip()
-        if chosen:
-            return chosen
-        name = (self.parameterAsEnumString(parameters, "MODEL_NAME", context) or "").strip()
-        if name and name != BUILT_IN_MODEL:
-            models = folder_models()
-            if name not in models:
-                raise QgsProcessingException(
-                    f"There is no model '{name}' in the models folder; pick one of "
-                    f"{', '.join(models) or '(none: the folder is empty or not set)'}, or a model file."
-                )
-            return models[name]
-        if os.path.isfile(str(paths.DEFAULT_MODEL)):
-            return str(paths.DEFAULT_MODEL)
-        raise QgsProcessingException(
-            "No model file was chosen and this installation of the plugin has no built-in model; "
-            "pick a CTSTFM model file (.pt), or train one with 'Train CTSTFM' in the Training group."
-        )
+        name = (self.parameterAsEnumString(parameters, self.MODEL_NAME, context) or "").strip()
+        if not name or name == BUILT_IN_MODEL:
+            return None
+        models = folder_models()
+        if name not in models:
+            raise QgsProcessingException(
+                f"There is no model '{name}' in the models folder; pick one of "
+                f"{', '.join(models) or '(none: the folder is empty or not set)'}, or a model file."
+            )
+        return models[name]
 
     def process(self, parameters, context, feedback, progress):
+        from model_core import paths
         from model_core.fusion import fuse
-
-        fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image")
-        coarse, coarse_layer = raster_layer_source(self, parameters, "COARSE", context, "coarse image")
-        model = self.model_path(parameters, context)
-        output = geotiff_output(self, parameters, "OUTPUT", context)
-        batch_size = self.parameterAsInt(parameters, "BATCH_SIZE", context)
-        result = fuse(
-            fine,
-            coarse,
-            model,
-            output,
-            device=device_argument(self, parameters, context),
-            batch_size=batch_size if batch_size > 0 else None,
-            progress=progress,
-            **tiling_arguments(self, parameters, context),
-            **band_arguments(self, parameters, context),
-            **output_arguments(self, parameters, context),
-        )
-        feedback.pushInfo(
-            f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "
-            f"({result.megapixels_per_second:.2f} Mpx/s on {result.device})."
-        )
-        name_output_layer(context, output, f"CTSTFM fused {coarse_layer.name()}")
         from model_core.model_file import read_model_metadata
 
-        self.style_fused_output(context, output, fine, read_model_metadata(model).scale)
-        return {"OUTPUT": output, "SECONDS": result.seconds, "DEVICE": result.device}
+        kwargs, layers = self.arguments(parameters, context)
+        kwargs["model_path"] = kwargs["model_path"] or self.folder_model(parameters, context)
+        result = fuse(**kwargs, progress=progress)
+        feedback.pushInfo(
+            self.tr("Wrote {} x {} px, {} bands in {:.1f} s ({:.2f} Mpx/s on {}).").format(
+                result.width, result.height, result.bands, result.seconds, result.megapixels_per_second,
+                result.device,
+            )
+        )
+        output = kwargs["out_path"]
+        name_output_layer(context, output, f"CTSTFM fused {layers['coarse_path'].name()}")
+        model = paths.model_or_default(kwargs["model_path"])
+        self.style_fused_output(context, output, kwargs["fine_path"], read_model_metadata(model).scale)
+        return {self.OUTPUT: output, "SECONDS": result.seconds, "DEVICE": result.device}

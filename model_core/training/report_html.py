@@ -127,8 +127,8 @@ def write_report_html(result, path):
     """Write :func:`training_report_html` to ``path`` (whole or not at all); returns ``path``."""
     import datetime as _dt
 
-    from ..assess import _write_atomic
+    from ..outputs import atomic_write_text
 
     date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    _write_atomic(str(path), training_report_html(result, date))
+    atomic_write_text(str(path), training_report_html(result, date))
     return str(path)
