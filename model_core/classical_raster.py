@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import CtstfmError
-from .fusion import check_output_options, output_metadata, resolve_device
+from .fusion import check_output_options, device_note, output_metadata, resolve_device
 from .progress import Progress
 from .scales import ScaledImage, check_scale_value, check_scales
 from .raster import (
@@ -424,6 +424,8 @@ def starfm_rasters(
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     torch_device = resolve_device(device)
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
 
     def make_process(series, std_progress):
         import torch

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 # --------------------------------------------------------------------------- choice lists
 
 #: Devices, in the QGIS enum's order: saved models and scripts store the index
-#: (0 = auto, 1 = cpu, 2 = cuda), so new devices are only ever appended.
-DEVICES = ("auto", "cpu", "cuda")
+#: (0 = auto, 1 = cpu, 2 = cuda, 3 = mps), so new devices are only ever appended.
+#: ``auto`` takes CUDA, then Apple's MPS, then the CPU (``model_core.fusion.choose_device``).
+DEVICES = ("auto", "cpu", "cuda", "mps")
 #: How coarse images are put on the fine grid (the names users see; raster.py maps them to GDAL's).
 RESAMPLINGS = ("bilinear", "cubic", "nearest", "average")
 #: Output data type of a fused raster.
@@ -392,6 +393,11 @@ TRAIN = Operation(
         Option(
             "out_model", "output_file", "Trained model (.pt)", cli="--out", qgis="OUTPUT_MODEL", required=True,
             extension="pt", file_filter="CTSTFM model (*.pt)",
+        ),
+        # An HTML file filter makes the QGIS output a QgsProcessingOutputHtml, listed in the Results Viewer.
+        Option(
+            "report_html", "output_file", "Training report (HTML: verdict, best epoch, curves)", cli="--report-html",
+            qgis="OUTPUT_HTML", file_filter="HTML files (*.html)", qgis_create=True,
         ),
     ),
     forwards_to="model_core.training:train",

@@ -53,6 +53,7 @@ class TrainResult:
     message: str = ""
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
+    report_html: str = ""  # the HTML report (report_html.py), when one was asked for
 
 
 def _check_positive(key, value, minimum, kind=int):
@@ -227,7 +228,7 @@ def _log_series(run, progress):
 
 def prepare_run(pairs, manifests, settings, *, network_options, device, progress):
     """Check the scenes, choose the network, split the series, plan patches and device."""
-    from ..fusion import mixed_precision_dtype, resolve_device
+    from ..fusion import device_note, mixed_precision_dtype, resolve_device
     from ..raster import DEFAULT_RESAMPLING
     from ..scales import check_series_scales
 
@@ -249,6 +250,8 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     patch, per_epoch = _plan_patches(scenes, settings, progress)
     dates = [pair.date for pair in pairs]
     torch_device = str(resolve_device(device))
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
     run = TrainingRun(
         pairs=pairs, scenes=scenes, labels=labels, info=info, network=network, settings=settings, split=split,
         patch=patch, patches_per_epoch=per_epoch,
@@ -273,7 +276,7 @@ def start_model(run, *, ckpt_path, resume, progress):
         progress.info(f"Fine-tuning {run.network.init_model}.")
     model.to(run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
-    scaler = grad_scaler(run.amp_dtype)
+    scaler = grad_scaler(run.amp_dtype, run.device)
     if resume:
         state = TrainingState.resume(
             ckpt_path, run.identity, model=model, optimizer=optimizer, scaler=scaler, rng=rng, lr=run.settings.lr
@@ -355,8 +358,8 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
     )
 
 
-def _output_paths(out_model, pairs, manifests, init_model):
-    """``(model, checkpoint, csv, png)`` paths, checked by the one output rule: none is an input (a
+def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
+    """``(model, checkpoint, csv, png, html or None)`` paths, checked by the one output rule: none is an input (a
     manifest, a raster it lists, the initial model) or another of these outputs. The checkpoint is the
     run's own file: a resumed run reads it, and every run rewrites it."""
     from ..outputs import check_outputs, check_writable
@@ -366,6 +369,8 @@ def _output_paths(out_model, pairs, manifests, init_model):
     out_model = Path(out_model).expanduser()
     outputs = dict(zip(("output model", "checkpoint", "training report", "training curves"),
                        (out_model, checkpoint_path(out_model), *report_paths(out_model))))
+    if report_html:
+        outputs["HTML training report"] = Path(report_html).expanduser()
     inputs = {"initial model": init_model}
     for name, manifest in manifests.items():
         inputs[f"manifest of scene '{name}'" if name else "manifest"] = manifest
@@ -383,7 +388,8 @@ def _output_paths(out_model, pairs, manifests, init_model):
         if created:
             folder.rmdir()
         raise
-    return tuple(Path(path) for path in checked.values())
+    paths = [Path(path) for path in checked.values()]
+    return (*paths[:4], paths[4] if report_html else None)
 
 
 def train(
@@ -409,6 +415,7 @@ def train(
     min_valid=0.5,
     max_validation_windows=64,
     data_source=None,
+    report_html=None,
     progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
@@ -421,7 +428,8 @@ def train(
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
-    records as the data (default: the manifest path(s) or the list of pairs).
+    records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
+    write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
     Returns a :class:`TrainResult`; raises :class:`~model_core.errors.Cancelled` when
     cancelled before the first epoch finished (nothing written).
     """
@@ -433,7 +441,9 @@ def train(
         min_valid=min_valid, max_validation_windows=max_validation_windows,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
-    out_model, ckpt_path, csv_path, png_path = _output_paths(out_model, pairs, manifests, init_model)
+    out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
+        out_model, pairs, manifests, init_model, report_html
+    )
     network_options = dict(init_model=init_model, width=width, predict_residual=predict_residual,
                            residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
@@ -461,11 +471,16 @@ def train(
         )
     if state.best_state is None:
         raise Cancelled("Cancelled before the first epoch finished; no model was written.")
-    return finish(
+    result = finish(
         run, model, state, out_model=out_model, ckpt_path=ckpt_path, png_path=png_path, csv_path=csv_path,
         data_source=data_source, window_counts=validator.scene_counts, cancelled=cancelled,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
+    if html_path:
+        from .report_html import write_report_html
+
+        result.report_html = write_report_html(result, html_path)
+    return result
 
 
 def train_from_inputs(out_model, *, manifest=None, fine=None, coarse=None, dates=None, progress=None, **options):

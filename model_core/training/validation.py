@@ -102,7 +102,7 @@ class Validator:
                     for index in batch
                 ]
                 coarse, fine0, fine1, valid = (np.stack(parts) for parts in zip(*items))
-                with autocast(self.amp_dtype):
+                with autocast(self.amp_dtype, self.device):
                     pred = model(torch.from_numpy(coarse).to(self.device), torch.from_numpy(fine0).to(self.device))
                 pred = pred.float().clamp(min=0.0).cpu().numpy()
                 for i in range(len(batch)):
