@@ -257,13 +257,13 @@ def test_valid_fraction_of_a_big_raster_samples_it_and_never_misses_a_small_vali
     path = write_raster(tmp_path / "a.tif", data, fine_geotransform(), nodata=-1)
     with RasterReader(path) as reader:
         assert reader.valid_fraction() == pytest.approx(0.2, abs=0.02)  # decimated read
-        sampled = reader._sampled_valid_fraction(256, samples=6, box=4, decimate_below=0)
+        sampled = reader._sample_own_grid(256, samples=6, box=4, decimate_below=0)[1].mean()
         assert 0.1 < sampled < 0.4  # boxes
     data[:] = -1
     data[0, 20:23, 20:23] = 5  # a tiny valid patch between the boxes
     path = write_raster(tmp_path / "b.tif", data, fine_geotransform(), nodata=-1)
     with RasterReader(path) as reader:
-        assert reader._sampled_valid_fraction(256, samples=3, box=4, decimate_below=0) == pytest.approx(9 / 12000)
+        assert reader._sample_own_grid(256, samples=3, box=4, decimate_below=0)[1].mean() == pytest.approx(9 / 12000)
 
 
 def test_pair_reader_fills_invalid_pixels_and_maps_bands(tmp_path):
