@@ -9,7 +9,7 @@
 # Debian's (setup's venv sees Debian's python3-torch, pytest and scikit-image; pip pulls nothing).
 # Needs root (chroot, mounts) and debootstrap (installed with apt-get when missing). `--check` only says whether this machine can run it; `--build` only builds;
 # `--run 'COMMAND'` runs a command in the chroot's copy of the tree instead of the suite.
-# Other arguments go to pytest (e.g. `scripts/test_lts.sh -x -k fuse`). Exit status 75: the chroot could
+# Other arguments go to pytest (e.g. `scripts/test_lts.sh -x -k fuse`, `scripts/test_lts.sh tests/test_raster.py`). Exit status 75: the chroot could
 # not be built (no mirror, no space); any other non-zero status: the suite failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,7 +108,10 @@ if [ -n "${RUN_COMMAND:-}" ]; then
     in_chroot "$RUN_COMMAND" && status=0 || status=$?
 else
     # What `make test` does: setup (here it finds Debian's python3-torch and pulls nothing), then the suite.
-    in_chroot 'bash scripts/setup.sh && .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"' "$@" \
+    paths=
+    for arg in "$@"; do case $arg in tests*) paths=1 ;; esac; done
+    [ -n "$paths" ] || set -- tests "$@"  # the whole suite unless test paths are given
+    in_chroot 'bash scripts/setup.sh && .venv/bin/python -m pytest -q -p no:cacheprovider "$@"' "$@" \
         && status=0 || status=$?
 fi
 echo "test-lts: ran in $((SECONDS - started)) s"
