@@ -24,13 +24,17 @@ torch_recent_enough() {  # torch_recent_enough VERSION
     "$SYSTEM_PYTHON" -c "import sys; v = tuple(int(p) for p in sys.argv[1].split('+')[0].split('.')[:2]); \
 m = tuple(int(p) for p in sys.argv[2].split('.')); sys.exit(0 if v >= m else 1)" "$1" "$TORCH_MINIMUM" 2>/dev/null
 }
-SYSTEM_TORCH=$("$SYSTEM_PYTHON" -c "import torch; print(torch.__version__)" 2>/dev/null || true)
+torch_version() {  # torch_version PYTHON: its torch's version, or nothing
+    # The last line only: Debian's torch may print a UCX notice on stdout when it loads.
+    "$1" -c "import torch; print(torch.__version__)" 2>/dev/null | tail -n 1 || true
+}
+SYSTEM_TORCH=$(torch_version "$SYSTEM_PYTHON")
 if [ -z "$SYSTEM_TORCH" ] && [ "$(id -u)" = 0 ] && command -v apt-cache >/dev/null 2>&1; then
     CANDIDATE=$(apt-cache policy python3-torch 2>/dev/null | awk '/Candidate:/ {print $2}' | sed 's/^[0-9]*://; s/[-+~].*//')
     if [ -n "$CANDIDATE" ] && [ "$CANDIDATE" != "(none)" ] && torch_recent_enough "$CANDIDATE"; then
         echo "setup: installing the distribution's python3-torch $CANDIDATE"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch >/dev/null
-        SYSTEM_TORCH=$("$SYSTEM_PYTHON" -c "import torch; print(torch.__version__)" 2>/dev/null || true)
+        SYSTEM_TORCH=$(torch_version "$SYSTEM_PYTHON")
     fi
 fi
 if [ -n "$SYSTEM_TORCH" ] && torch_recent_enough "$SYSTEM_TORCH"; then
@@ -47,7 +51,7 @@ fi
 NUMPY_VERSION=$(.venv/bin/python -c "import numpy; print(numpy.__version__)")
 printf 'numpy==%s\ntorch==%s\n' "$NUMPY_VERSION" "$TORCH_VERSION" > .venv/constraints.txt
 
-VENV_TORCH=$(.venv/bin/python -c "import torch; print(torch.__version__)" 2>/dev/null || true)
+VENV_TORCH=$(torch_version .venv/bin/python)
 if [ -z "$VENV_TORCH" ] || ! torch_recent_enough "$VENV_TORCH"; then
     echo "setup: installing torch==$TORCH_VERSION${VENV_TORCH:+ (system torch $VENV_TORCH is older than $TORCH_MINIMUM)}"
     # On this project's machines pip finds the CPU build of this exact version locally;
