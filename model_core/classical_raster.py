@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import CtstfmError
-from .fusion import check_output_options, output_metadata, resolve_device
+from .device import resolve_device
+from .fusion import check_output_options, output_metadata
 from .progress import Progress
 from .raster import (
     DEFAULT_RESAMPLING,

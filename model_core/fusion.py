@@ -11,8 +11,8 @@ size, data type and nodata (or float32 reflectance), with metadata saying how it
 was made. Pixels invalid in either input are nodata in the output; NaN is never
 written. Memory does not grow with the raster's size.
 
-Assessment and training reuse the pieces: :func:`resolve_device`,
-:class:`TileModel` (the per-tile network call with mixed precision and
+Device and precision come from :mod:`model_core.device`. Assessment and
+training reuse the pieces: :class:`TileModel` (the per-tile network call with mixed precision and
 out-of-memory retries) and :func:`predict_pair` (tiled prediction of a
 :class:`~model_core.raster.PairReader` into any ``write`` callback).
 """
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import __version__
+from .device import auto_batch_size, autocast, is_out_of_memory, mixed_precision_dtype, resolve_device
 from .errors import CtstfmError
 from .progress import Progress
 from .raster import (
@@ -39,7 +40,6 @@ from .raster import (
 )
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
 
-DEVICES = ("auto", "cpu", "cuda")
 OUTPUT_TYPES = ("input", "float32")
 
 
@@ -63,68 +63,6 @@ class FusionResult:
 
     def as_dict(self):
         return asdict(self)
-
-
-def resolve_device(device="auto"):
-    """A ``torch.device`` for ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
-    ``"cuda"`` or ``"cuda:N"``; asking for CUDA where there is none is a
-    :class:`CtstfmError`."""
-    import torch
-
-    name = str(device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CtstfmError(
-                "The CUDA device was asked for, but this PyTorch sees no CUDA GPU "
-                f"(torch {torch.__version__}); choose device 'auto' or 'cpu', or install a CUDA build of PyTorch."
-            )
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CtstfmError(f"There is no GPU {name}; this machine has {torch.cuda.device_count()} CUDA device(s).")
-        return dev
-    raise CtstfmError(f"Unknown device '{device}'; use one of {', '.join(DEVICES)}.")
-
-
-def mixed_precision_dtype(device):
-    """The autocast dtype for ``device``: bfloat16 on CUDA GPUs that support it, else
-    float16; ``None`` (full float32) on the CPU. Fusion and training share this choice."""
-    import torch
-
-    if not str(device).startswith("cuda"):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(amp_dtype):
-    """``torch.autocast`` on CUDA for ``amp_dtype``, or a no-op context when it is ``None``."""
-    import contextlib
-
-    import torch
-
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=amp_dtype)
-
-
-def auto_batch_size(device, tile_height, tile_width, width_channels=20):
-    """Tiles per batch when none was given: 1 on CPU (batching gains nothing
-    there and costs memory); on CUDA as many as about a quarter of the free GPU
-    memory holds (at roughly 60 feature maps of ``width_channels`` per pixel in
-    float32), between 1 and 32. Out-of-memory errors halve it anyway."""
-    if device.type != "cuda":
-        return 1
-    import torch
-
-    try:
-        free, _ = torch.cuda.mem_get_info(device)
-    except Exception:  # noqa: BLE001 (older drivers)
-        return 4
-    per_tile = tile_height * tile_width * width_channels * 60 * 4
-    return int(max(1, min(32, (free // 4) // max(per_tile, 1))))
 
 
 class TileModel:
@@ -169,7 +107,7 @@ class TileModel:
                 outputs.append(self._run(fine[start:stop], coarse[start:stop]))
                 start = stop
             except RuntimeError as exc:
-                if not _is_out_of_memory(exc):
+                if not is_out_of_memory(exc):
                     raise
                 self.torch.cuda.empty_cache()
                 if self.batch_size == 1:
@@ -180,13 +118,6 @@ class TileModel:
                 self.batch_size = max(1, self.batch_size // 2)
                 self.progress.info(f"GPU out of memory: batch size lowered to {self.batch_size}.")
         return np.concatenate(outputs, axis=0)
-
-
-def _is_out_of_memory(exc):
-    import torch
-
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
 
 
 def predict_pair(pair, predictor, write, *, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=1, progress=None,

@@ -449,7 +449,7 @@ def main(argv=None):
                      "--default-model PATH")
 
     from model_core.assess import json_safe
-    from model_core.fusion import resolve_device
+    from model_core.device import resolve_device
 
     info = machine_info()
     info["device"] = str(resolve_device(args.device))

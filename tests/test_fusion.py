@@ -28,7 +28,8 @@ from test_raster import (
 from test_tiling import border_gradient_ratio
 
 from model_core.errors import Cancelled, CtstfmError
-from model_core.fusion import FusionResult, TileModel, fuse, resolve_device
+from model_core.device import resolve_device
+from model_core.fusion import FusionResult, TileModel, fuse
 from model_core.model_file import ModelFileError
 from model_core.progress import Progress
 from model_core.raster import FLOAT_NODATA, RasterInfo, read_metadata

@@ -65,6 +65,7 @@ Where each part lives:
 | :mod:`.trainer` | :func:`train`, the orchestration of the above |
 """
 
+from ..device import grad_scaler
 from .checkpoint import CHECKPOINT_SUFFIX, TrainingState, checkpoint_path, load_checkpoint
 from .data import (
     AUTO_PATCHES_CAP,
@@ -92,7 +93,7 @@ from .series import (
     series_from_layers,
 )
 from .split import Split, choose_references, split_scenes, split_series
-from .step import grad_scaler, masked_l1, train_step
+from .step import masked_l1, train_step
 from .trainer import TrainResult, TrainSettings, train
 from .validation import METRIC_NAMES, Validator
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CtstfmError
-from ..fusion import autocast
+from ..device import autocast
 from ..progress import Progress
 from .data import fair_shares, grid_windows
 
