@@ -22,29 +22,23 @@ Pixels invalid in any of the three inputs are nodata in the output; predictions
 are reflectance, negatives clipped to 0 as everywhere in the project.
 """
 
-import time
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-from .errors import CtstfmError
 from .device import resolve_device
-from .fusion import check_output_options, output_metadata
+from .errors import CtstfmError
 from .progress import Progress
 from .raster import (
     DEFAULT_RESAMPLING,
     PairReader,
     RasterInfo,
     RasterReader,
-    RasterWriter,
     Window,
-    check_output_path,
     check_overlap,
-    gdal_cache_limit,
     output_spec,
     parse_band_list,
 )
-from .tiling import DEFAULT_TILE, run_tiled
+from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
+from .tiling import DEFAULT_TILE
 
 # The STARFM defaults of model_core.classical, repeated here so that this module
 # (and the temporal difference) can be imported without torch.
@@ -61,25 +55,6 @@ CPU_STRIP_VALUES = 1 << 15
 FINE_WHAT = "fine image at T0"
 COARSE_T0_WHAT = "coarse image at T0"
 COARSE_T1_WHAT = "coarse image at T1"
-
-
-@dataclass
-class ClassicalResult:
-    """What :func:`temporal_difference_rasters` or :func:`starfm_rasters` did."""
-
-    out_path: str
-    method: str
-    seconds: float
-    megapixels_per_second: float
-    tiles: int
-    width: int
-    height: int
-    bands: int
-    coarse_warped: bool
-    device: str = "cpu"
-
-    def as_dict(self):
-        return asdict(self)
 
 
 class SeriesReader:
@@ -223,51 +198,22 @@ def _check_common(tile, overlap, resampling, output_type, output_format, scale, 
             )
 
 
-def _run(
-    method,
-    product,
-    fine_path,
-    coarse_t0_path,
-    coarse_t1_path,
-    out_path,
-    make_process,
-    *,
-    tile,
-    overlap,
-    halo,
-    fine_bands,
-    coarse_bands,
-    scale,
-    coarse_scale,
-    resampling,
-    output_type,
-    output_format,
-    metadata,
-    device,
-    progress,
-    batch_size=1,
-):
-    """The plumbing shared by both methods: read, check, tile, write atomically."""
-    started = time.perf_counter()
-    out_path = check_output_path(
-        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
-    )
-    with gdal_cache_limit(), SeriesReader(
-        fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
+def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, make_process, *, tile, overlap, halo,
+         fine_bands, coarse_bands, scale, coarse_scale, resampling, output_type, output_format, metadata, device,
+         progress, batch_size=1):
+    """What is particular to the classical methods in a raster job: the three-image reader, the
+    per-tile function (``make_process(series, progress)``) and the output's metadata."""
+    inputs = {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
+    job = RasterJob(method, out_path, inputs, progress=progress)
+    with job.open(
+        SeriesReader, fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
         scale=scale, coarse_scale=coarse_scale, resampling=resampling,
     ) as series:
-        series.check_coverage()
         grid = series.grid
         if series.warped:
             progress.info(f"Coarse images resampled onto the fine grid ({resampling}), window by window.")
         spec = output_spec(grid, output_type, series.scale)
         process = make_process(series, progress.sub(0.0, 0.05))
-
-        def read(window):
-            f0, c0, c1, valid = series.read(window)
-            return (f0, c0, c1), valid
-
-        descriptions = [grid.descriptions[b - 1] for b in series.fine.bands]
         meta = output_metadata(
             product,
             {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T0": coarse_t0_path, "CTSTFM_COARSE_T1": coarse_t1_path},
@@ -275,32 +221,14 @@ def _run(
             warped=series.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
             extra={"CTSTFM_METHOD": method, **metadata},
         )
-        # Committed at the end of the block, removed on any error or cancel.
-        with RasterWriter(out_path, grid, series.count, spec, descriptions=descriptions, metadata=meta,
-                          fmt=output_format) as writer:
-            progress.info(
-                f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
-                f"{min(int(tile), grid.width)} x {min(int(tile), grid.height)} px, overlap {overlap}."
-            )
-            stats = run_tiled(
-                grid.width, grid.height, read, process, writer.write, tile=tile, overlap=overlap, halo=halo,
-                batch_size=batch_size, progress=progress.sub(0.05, 0.99),
-            )
-            progress.update(0.99, "writing")
-        seconds = time.perf_counter() - started
-        progress.update(1.0, "done")
-        return ClassicalResult(
-            out_path=out_path,
-            method=method,
-            seconds=seconds,
-            megapixels_per_second=grid.width * grid.height / 1e6 / max(seconds, 1e-9),
-            tiles=stats.n_tiles,
-            width=grid.width,
-            height=grid.height,
-            bands=series.count,
-            coarse_warped=series.warped,
-            device=str(device),
+        progress.info(
+            f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
+            f"{min(int(tile), grid.width)} x {min(int(tile), grid.height)} px, overlap {overlap}."
         )
+        descriptions = [grid.descriptions[b - 1] for b in series.fine.bands]
+        output = JobOutput(process, spec, series.count, descriptions, meta, batch_size=batch_size, halo=halo)
+        return job.run(series, output, tile=tile, overlap=overlap, output_format=output_format, device=device,
+                       progress_from=0.05)
 
 
 def temporal_difference_rasters(
@@ -330,7 +258,7 @@ def temporal_difference_rasters(
     (``coarse_scale`` for the coarse images when it differs; 1 for float
     reflectance). ``tile`` / ``overlap`` as for :func:`model_core.fusion.fuse` (the
     method is pointwise: the overlap only costs time). ``output_type``:
-    ``"input"`` or ``"float32"`` (reflectance). Returns :class:`ClassicalResult`.
+    ``"input"`` or ``"float32"`` (reflectance). Returns a :class:`~model_core.raster_job.RasterResult`.
     """
     progress = progress or Progress()
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
@@ -392,7 +320,7 @@ def starfm_rasters(
     tile side are only context, so tiles join without seams. ``band_std``: the
     per-band std of F0 for the tolerance (default: computed over the whole fine
     image at T0, valid pixels, in one pass). ``device``: ``auto``, ``cpu`` or
-    ``cuda``. Returns :class:`ClassicalResult`.
+    ``cuda``. Returns a :class:`~model_core.raster_job.RasterResult`.
     """
     progress = progress or Progress()
     try:
