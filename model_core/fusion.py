@@ -11,58 +11,24 @@ size, data type and nodata (or float32 reflectance), with metadata saying how it
 was made. Pixels invalid in either input are nodata in the output; NaN is never
 written. Memory does not grow with the raster's size.
 
-Device and precision come from :mod:`model_core.device`. Assessment and
-training reuse the pieces: :class:`TileModel` (the per-tile network call with mixed precision and
-out-of-memory retries) and :func:`predict_pair` (tiled prediction of a
-:class:`~model_core.raster.PairReader` into any ``write`` callback).
+What is particular to fusion is the model, :class:`TileModel` (the per-tile
+network call with mixed precision and out-of-memory retries) and the metadata; the
+output checks, reading, tiling, writing and timing are the
+:class:`~model_core.raster_job.RasterJob` every raster method runs, and device and
+precision come from :mod:`model_core.device`.
 """
 
 import json
 import os
-import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import __version__
 from .device import auto_batch_size, autocast, is_out_of_memory, mixed_precision_dtype, resolve_device
 from .errors import CtstfmError
 from .progress import Progress
-from .raster import (
-    DEFAULT_RESAMPLING,
-    OUTPUT_FORMATS,
-    RESAMPLING_METHODS,
-    PairReader,
-    RasterWriter,
-    check_output_path,
-    gdal_cache_limit,
-    output_spec,
-)
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
-
-OUTPUT_TYPES = ("input", "float32")
-
-
-@dataclass
-class FusionResult:
-    """What :func:`fuse` did."""
-
-    out_path: str
-    seconds: float
-    megapixels_per_second: float
-    device: str
-    batch_size: int
-    tiles: int
-    width: int
-    height: int
-    bands: int
-    coarse_warped: bool
-    read_seconds: float = 0.0
-    network_seconds: float = 0.0
-    write_seconds: float = 0.0
-
-    def as_dict(self):
-        return asdict(self)
+from .raster import DEFAULT_RESAMPLING, PairReader, output_spec
+from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 class TileModel:
@@ -120,26 +86,6 @@ class TileModel:
         return np.concatenate(outputs, axis=0)
 
 
-def predict_pair(pair, predictor, write, *, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=1, progress=None,
-                 max_strips=None):
-    """Tiled prediction over a :class:`~model_core.raster.PairReader`.
-
-    ``predictor((fine, coarse)) -> (B, C, h, w)`` (e.g. :class:`TileModel`);
-    ``write(window, reflectance, valid)`` receives blended full-width row bands
-    (see :func:`~model_core.tiling.run_tiled`). Pixels invalid in either input
-    are invalid in what ``write`` gets. Returns the tiling statistics.
-    """
-
-    def read(window):
-        fine, coarse, valid = pair.read(window)
-        return (fine, coarse), valid
-
-    return run_tiled(
-        pair.width, pair.height, read, predictor, write,
-        tile=tile, overlap=overlap, batch_size=batch_size, progress=progress, max_strips=max_strips,
-    )
-
-
 def _provenance_summary(provenance, limit=2000):
     """The scalar fields of a model's provenance as JSON, at most ``limit`` characters."""
     if not isinstance(provenance, dict):
@@ -147,41 +93,6 @@ def _provenance_summary(provenance, limit=2000):
     simple = {k: v for k, v in provenance.items() if isinstance(v, (str, int, float, bool)) or v is None}
     text = json.dumps(simple, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def check_choice(value, choices, what):
-    """Raise :class:`CtstfmError` unless ``value`` is one of ``choices`` (``what`` names the option)."""
-    if value not in choices:
-        raise CtstfmError(f"Unknown {what} '{value}'; use one of {', '.join(choices)}.")
-
-
-def check_output_options(tile, overlap, resampling, output_type, output_format):
-    """The checks of the tiling and output options every fusion method makes before any work."""
-    check_tile_overlap(tile, overlap)
-    check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
-    check_choice(output_type, OUTPUT_TYPES, "output type")
-    check_choice(output_format, OUTPUT_FORMATS, "output format")
-
-
-def output_metadata(product, inputs, *, fine_bands, coarse_bands, resampling, warped, tile, overlap, output_type,
-                    spec, extra=None):
-    """The metadata of a fused raster: software, ``product``, the inputs (``{metadata key: path}``), the band
-    lists, the resampling (``warped``: whether the coarse images were resampled), tiling, output type and
-    reflectance scale (from the :class:`~model_core.raster.OutputSpec` ``spec``), then ``extra``."""
-    meta = {
-        "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
-        "CTSTFM_PRODUCT": product,
-        **{key: os.path.abspath(str(path)) for key, path in inputs.items()},
-        "CTSTFM_FINE_BANDS": ",".join(map(str, fine_bands)),
-        "CTSTFM_COARSE_BANDS": ",".join(map(str, coarse_bands)),
-        "CTSTFM_RESAMPLING": resampling if warped else "none (coarse already on the fine grid)",
-        "CTSTFM_TILE": str(int(tile)),
-        "CTSTFM_OVERLAP": str(int(overlap)),
-        "CTSTFM_OUTPUT_TYPE": output_type,
-        "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
-    }
-    meta.update(extra or {})
-    return meta
 
 
 def fuse(
@@ -220,18 +131,18 @@ def fuse(
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
     stops after that many tile rows and writes nothing.
 
-    Returns a :class:`FusionResult`. Raises :class:`CtstfmError` (a
+    Returns a :class:`~model_core.raster_job.RasterResult`. Raises :class:`CtstfmError` (a
     :class:`~model_core.model_file.ModelFileError` for a bad model file) before
     any work for bad input, and :class:`~model_core.errors.Cancelled` when
     cancelled; in both cases nothing is left at ``out_path``.
     """
     progress = progress or Progress()
-    started = time.perf_counter()
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
-    out_path = check_output_path(
-        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
+    job = RasterJob(
+        "CTSTFM", out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path},
+        progress=progress,
     )
     torch_device = resolve_device(device)
 
@@ -241,7 +152,8 @@ def fuse(
     band_names = list(loaded.band_names)
     progress.info(f"Model {os.path.basename(str(model_path))}: {len(band_names)} bands ({', '.join(band_names)}).")
 
-    with gdal_cache_limit(), PairReader(
+    with job.open(
+        PairReader,
         fine_path,
         coarse_path,
         fine_bands=fine_bands,
@@ -251,7 +163,6 @@ def fuse(
         scale=loaded.scale,
         resampling=resampling,
     ) as pair:
-        pair.check_coverage()
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
@@ -280,35 +191,8 @@ def fuse(
                 "CTSTFM_DEVICE": str(torch_device),
             },
         )
-        # Committed at the end of the block, removed on any error or cancel.
-        with RasterWriter(
-            out_path, grid, pair.count, spec, descriptions=descriptions, metadata=metadata, fmt=output_format
-        ) as writer:
-            stats = predict_pair(
-                pair, predictor, writer.write, tile=tile, overlap=overlap, batch_size=batch_size,
-                progress=progress.sub(0.0, 0.99), max_strips=max_strips,
-            )
-            if max_strips is not None:
-                writer.abort()
-            else:
-                progress.update(0.99, "writing")
-    seconds = time.perf_counter() - started
-    progress.update(1.0, "done")
-    # A partial run (max_strips) counts the share of the raster's tiles it did.
-    total_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
-    megapixels = grid.width * grid.height / 1e6 * stats.n_tiles / total_tiles
-    return FusionResult(
-        out_path=out_path if max_strips is None else "",
-        seconds=seconds,
-        megapixels_per_second=megapixels / max(seconds, 1e-9),
-        device=str(torch_device),
-        batch_size=predictor.batch_size,
-        tiles=stats.n_tiles,
-        width=grid.width,
-        height=grid.height,
-        bands=pair.count,
-        coarse_warped=pair.coarse.warped,
-        read_seconds=stats.read_seconds,
-        network_seconds=stats.process_seconds,
-        write_seconds=stats.write_seconds,
-    )
+        output = JobOutput(predictor, spec, pair.count, descriptions, metadata, batch_size=batch_size)
+        result = job.run(pair, output, tile=tile, overlap=overlap, output_format=output_format, device=torch_device,
+                         max_strips=max_strips)
+    result.batch_size = predictor.batch_size  # lowered when the GPU ran out of memory
+    return result

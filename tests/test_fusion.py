@@ -29,10 +29,11 @@ from test_tiling import border_gradient_ratio
 
 from model_core.errors import Cancelled, CtstfmError
 from model_core.device import resolve_device
-from model_core.fusion import FusionResult, TileModel, fuse
+from model_core.fusion import TileModel, fuse
 from model_core.model_file import ModelFileError
 from model_core.progress import Progress
 from model_core.raster import FLOAT_NODATA, RasterInfo, read_metadata
+from model_core.raster_job import RasterResult
 from model_core.tiling import plan_tiles
 
 SIZE = 160  # fine pixels a side
@@ -85,7 +86,7 @@ def listing(folder):
 def test_identity_model_reproduces_the_fine_grid_bands_and_nodata(data, tmp_path):
     out = tmp_path / "fused.tif"
     result = fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32)
-    assert isinstance(result, FusionResult) and result.out_path == str(out) and result.device == "cpu"
+    assert isinstance(result, RasterResult) and result.out_path == str(out) and result.device == "cpu"
     assert result.coarse_warped and result.tiles == 4 and result.megapixels_per_second > 0
     assert listing(tmp_path) == ["fused.tif"]
     fine_info, out_info = RasterInfo.read(data["fine"]), RasterInfo.read(out)

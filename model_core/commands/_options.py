@@ -1,7 +1,7 @@
 """The command-line options several subcommands share, and what they turn into.
 
 Light on imports on purpose (no torch, no GDAL): ``--help`` answers at once. The
-choices repeat :data:`model_core.device.DEVICES`, :data:`model_core.fusion.OUTPUT_TYPES`,
+choices repeat :data:`model_core.device.DEVICES`, :data:`model_core.raster_job.OUTPUT_TYPES`,
 :data:`model_core.raster.RESAMPLING_METHODS` and :data:`model_core.raster.OUTPUT_FORMATS`,
 which the core checks again.
 """
