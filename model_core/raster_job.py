@@ -156,15 +156,19 @@ class RasterJob:
             return job.run(series, JobOutput(process, spec, series.count, descriptions, metadata), tile=256, overlap=0)
 
     ``method``: the method's name (in messages and the result). ``out_path``: the raster
-    to write, checked here, before any work, against ``inputs`` (``{what: path}``);
-    ``None`` writes nothing (``on_rows`` still sees every row band). The clock starts here.
+    to write (``what`` names it in messages); ``None`` writes nothing (``on_rows`` still
+    sees every row band). ``also``: ``{what: path}`` of the run's other outputs (tables,
+    reports; empty paths skipped). All are checked here, before any work, against the
+    ``inputs`` (``{what: path}``) and each other (:func:`check_outputs`); ``outputs`` holds
+    them as ``{what: absolute path}``. The clock starts here.
     """
 
-    def __init__(self, method, out_path, inputs, *, progress=None):
+    def __init__(self, method, out_path, inputs, *, what="output", also=None, progress=None):
         self.started = time.perf_counter()
         self.method = method
         self.progress = progress or Progress()
-        self.out_path = None if out_path is None else check_outputs({"output": out_path}, inputs)["output"]
+        self.outputs = check_outputs({what: out_path, **(also or {})}, inputs)
+        self.out_path = self.outputs.get(what)
 
     @contextlib.contextmanager
     def open(self, source_class, *args, **kwargs):
