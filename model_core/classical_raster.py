@@ -285,6 +285,60 @@ def starfm_overlap(window=DEFAULT_WINDOW):
     return 2 * (int(window) // 2)
 
 
+def _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, overlap):
+    """STARFM's own parameter checks; returns ``(window, overlap)`` as integers (the overlap
+    defaults to :func:`starfm_overlap`)."""
+    try:
+        window = int(window)
+    except (TypeError, ValueError):
+        raise CtstfmError(f"The STARFM window must be an odd number of pixels (got {window!r}).") from None
+    if window < 1 or window % 2 == 0:
+        raise CtstfmError(f"The STARFM window must be an odd number of pixels, such as 31 (got {window}).")
+    if not classes or float(classes) <= 0:
+        raise CtstfmError(f"The number of STARFM classes must be positive, such as 40 (got {classes}).")
+    for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
+        if value is None or not float(value) >= 0:
+            raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    needed = starfm_overlap(window)
+    overlap = needed if overlap is None else int(overlap)
+    if overlap < needed:
+        raise CtstfmError(
+            f"STARFM with a {window}-pixel window needs a tile overlap of at least {needed} pixels (twice the "
+            f"half-window) so that tiles join without seams; use an overlap of {needed} or more."
+        )
+    if int(tile) <= 2 * overlap:
+        raise CtstfmError(
+            f"The tile size ({tile}) must be more than twice the overlap ({overlap}); use tiles of at least "
+            f"{2 * overlap + 1} pixels, or a smaller window."
+        )
+    return window, overlap
+
+
+class StarfmTiles:
+    """The per-tile STARFM call the raster job runs: ``(f0, c0, c1)`` numpy batches in,
+    reflectance out (negatives clipped to 0; NaN where the centre is invalid, so nodata)."""
+
+    def __init__(self, device, band_std, *, window, classes, fine_uncertainty, coarse_uncertainty):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.band_std = torch.as_tensor(band_std, dtype=torch.float32, device=device)
+        self.options = dict(window=window, classes=classes, fine_uncertainty=fine_uncertainty,
+                            coarse_uncertainty=coarse_uncertainty)
+
+    def __call__(self, batch):
+        from .classical import starfm
+
+        f0, c0, c1 = (self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in batch)
+        rows_per_strip = None
+        if self.device.type == "cpu":
+            b, c, _, w = f0.shape
+            rows_per_strip = max(1, CPU_STRIP_VALUES // (b * c * (w + 2 * (self.options["window"] // 2))))
+        out = starfm(f0, c0, c1, band_std=self.band_std, rows_per_strip=rows_per_strip, **self.options)
+        return np.maximum(out.float().cpu().numpy(), 0.0)
+
+
 def starfm_rasters(
     fine_t0,
     coarse_t0,
@@ -323,40 +377,14 @@ def starfm_rasters(
     ``cuda``. Returns a :class:`~model_core.raster_job.RasterResult`.
     """
     progress = progress or Progress()
-    try:
-        window = int(window)
-    except (TypeError, ValueError):
-        raise CtstfmError(f"The STARFM window must be an odd number of pixels (got {window!r}).") from None
-    if window < 1 or window % 2 == 0:
-        raise CtstfmError(f"The STARFM window must be an odd number of pixels, such as 31 (got {window}).")
-    if not classes or float(classes) <= 0:
-        raise CtstfmError(f"The number of STARFM classes must be positive, such as 40 (got {classes}).")
-    for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
-        if value is None or not float(value) >= 0:
-            raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    window, overlap = _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, overlap)
     halo = window // 2
-    needed = starfm_overlap(window)
-    overlap = needed if overlap is None else int(overlap)
-    if overlap < needed:
-        raise CtstfmError(
-            f"STARFM with a {window}-pixel window needs a tile overlap of at least {needed} pixels (twice the "
-            f"half-window) so that tiles join without seams; use an overlap of {needed} or more."
-        )
-    if int(tile) <= 2 * overlap:
-        raise CtstfmError(
-            f"The tile size ({tile}) must be more than twice the overlap ({overlap}); use tiles of at least "
-            f"{2 * overlap + 1} pixels, or a smaller window."
-        )
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     torch_device = resolve_device(device)
 
     def make_process(series, std_progress):
-        import torch
-
-        from .classical import starfm
-
         std = band_std
         if std is None:
             progress.info("Per-band standard deviation of the fine image at T0 (one pass)...")
@@ -364,21 +392,8 @@ def starfm_rasters(
         std = np.asarray(std, dtype=np.float64).reshape(-1)
         if std.shape != (series.count,):
             raise CtstfmError(f"band_std must hold one value per band ({series.count}), got {std.size}.")
-        std_t = torch.as_tensor(std, dtype=torch.float32, device=torch_device)
-
-        def process(batch):
-            f0, c0, c1 = (torch.from_numpy(np.ascontiguousarray(a)).to(torch_device) for a in batch)
-            rows_per_strip = None
-            if torch_device.type == "cpu":
-                b, c, _, w = f0.shape
-                rows_per_strip = max(1, CPU_STRIP_VALUES // (b * c * (w + 2 * halo)))
-            out = starfm(
-                f0, c0, c1, window=window, classes=float(classes), fine_uncertainty=float(fine_uncertainty),
-                coarse_uncertainty=float(coarse_uncertainty), band_std=std_t, rows_per_strip=rows_per_strip,
-            )
-            return np.maximum(out.float().cpu().numpy(), 0.0)  # NaN (invalid centres) stays NaN -> nodata
-
-        return process
+        return StarfmTiles(torch_device, std, window=window, classes=float(classes),
+                           fine_uncertainty=float(fine_uncertainty), coarse_uncertainty=float(coarse_uncertainty))
 
     metadata = {
         "CTSTFM_STARFM_WINDOW": str(window),
