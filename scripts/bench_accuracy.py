@@ -155,7 +155,7 @@ def run_scene(kind, seed, description, args, work):
     from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
     from model_core.fusion import fuse
     from model_core.simulate import SCALE, simulate_series
-    from model_core.training import checkpoint_path, report_paths, train
+    from model_core.training import checkpoint_path, report_paths, train, write_manifest
 
     folder = work / f"{kind}_{seed}"
     outputs = folder / "outputs"
@@ -169,10 +169,7 @@ def run_scene(kind, seed, description, args, work):
     change = series.changes[-1]
 
     # --- the scene-trained model: fine-tune the default model on the first dates
-    manifest = folder / "train_manifest.csv"
-    manifest.write_text("date,fine,coarse\n" + "".join(
-        f"{item.date.isoformat()},{os.path.relpath(item.fine, folder)},{os.path.relpath(item.coarse, folder)}\n"
-        for item in train_items))
+    manifest = write_manifest(folder / "train_manifest.csv", [(i.date, i.fine, i.coarse) for i in train_items])
     scene_model = folder / "scene_model.pt"
     for stale in (scene_model, checkpoint_path(scene_model), *report_paths(scene_model)):
         stale.unlink(missing_ok=True)  # a failed fine-tuning must not leave an older model to be used
