@@ -47,13 +47,13 @@ import numpy as np
 from . import __version__
 from .errors import CtstfmError
 from .metrics import (
-    _DIGITS,
     DEFAULT_DATA_RANGE,
     DEFAULT_ERGAS_RATIO,
     METRIC_LABELS,
     METRIC_NAMES,
     SSIM_HALO,
     MetricsAccumulator,
+    format_metric,
     table_rows,
 )
 from .progress import Progress
@@ -67,7 +67,7 @@ from .raster import (
     read_metadata,
     same_crs,
 )
-from .raster_job import JobOutput, RasterJob, software_name
+from .raster_job import JobOutput, RasterJob, ReaderGroup, software_name
 from .tiling import DEFAULT_TILE
 
 DOCS_URL = "https://github.com/ctstfm-qgis/ctstfm_qgis/blob/main/docs/metrics.md"
@@ -244,16 +244,6 @@ class RowBandMetrics:
 # --------------------------------------------------------------------------- outputs
 
 
-def _fmt(value, metric=None):
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    if metric is None:
-        return str(value)
-    return f"{value:.{_DIGITS[metric]}f}"
-
-
 def _write_atomic(path, text):
     folder, name = os.path.split(path)
     temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
@@ -335,7 +325,7 @@ def report_html(metrics, band_names, info):
         css = ' class="mean"' if row is rows[-1] else ""
         cells = [f"<td>{esc(str(row[0]))}</td>"]
         for metric, value in zip(METRIC_NAMES, row[1:]):
-            cells.append(f'<td class="num">{esc(_fmt(value, metric)) if value is not None else "&ndash;"}</td>')
+            cells.append(f'<td class="num">{esc(format_metric(metric, value, missing="")) or "&ndash;"}</td>')
         out.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     out.append("</table>")
     out.append(
@@ -490,55 +480,32 @@ class Comparison:
                 "mask": self.mask.path if self.mask else None}
 
 
-class ComparisonReader:
+class ComparisonReader(ReaderGroup):
     """A :class:`Comparison`'s rasters as a raster-job source: ``read(window)`` gives the predicted
     and the reference reflectance ``(C, h, w)`` of the compared bands and the mask of pixels valid
     in both (and in the mask)."""
 
-    warped = False
-
     def __init__(self, comparison):
-        self.comparison = comparison
-        self.grid = comparison.reference
-        self.readers = []
-        try:
-            self.readers.append(RasterReader(comparison.predicted.path, [p for p, _ in comparison.pairs],
-                                             what="predicted image"))
-            self.readers.append(RasterReader(comparison.reference.path, [r for _, r in comparison.pairs],
-                                             what="reference image"))
-            if comparison.mask is not None:
-                self.readers.append(RasterReader(comparison.mask.path, [1], what="mask"))
-        except BaseException:
-            self.close()
-            raise
+        rasters = [
+            (comparison.predicted.path, [p for p, _ in comparison.pairs], "predicted image"),
+            (comparison.reference.path, [r for _, r in comparison.pairs], "reference image"),
+        ]
+        if comparison.mask is not None:
+            rasters.append((comparison.mask.path, [1], "mask"))
+        super().__init__(comparison.reference, rasters)
+        self.scales = comparison.scales
 
     def check_coverage(self):
-        for reader in self.readers[:2]:
-            if reader.valid_fraction() == 0.0:
-                raise CtstfmError(
-                    f"The {reader.what} '{reader.source_info.path}' is nodata everywhere (in the compared "
-                    "bands); give an image with valid pixels."
-                )
+        super().check_coverage(self.readers[:2])  # an empty mask is reported as no pixel to compare
 
     def read(self, window):
-        pred, pred_ok = self.readers[0].read_reflectance(window, self.comparison.scales[0])
-        ref, ref_ok = self.readers[1].read_reflectance(window, self.comparison.scales[1])
+        pred, pred_ok = self.readers[0].read_reflectance(window, self.scales[0])
+        ref, ref_ok = self.readers[1].read_reflectance(window, self.scales[1])
         valid = pred_ok & ref_ok
         if len(self.readers) > 2:
             mask, mask_ok = self.readers[2].read(window)
             valid &= mask_ok & (mask[0] != 0)
         return pred, ref, valid
-
-    def close(self):
-        for reader in self.readers:
-            reader.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 def _compare(job, comparison, tile, output_format, data_range, ratio):

@@ -34,7 +34,7 @@ from typing import Callable, Optional
 from . import __version__
 from .errors import CtstfmError
 from .progress import Progress
-from .raster import OUTPUT_FORMATS, RESAMPLING_METHODS, RasterWriter, check_output_path, gdal_cache_limit
+from .raster import OUTPUT_FORMATS, RESAMPLING_METHODS, RasterReader, RasterWriter, check_output_path, gdal_cache_limit
 from .tiling import check_tile_overlap, plan_tiles, run_tiled
 
 OUTPUT_TYPES = ("input", "float32")
@@ -86,6 +86,44 @@ class JobOutput:
     to_raster: Optional[Callable] = None
     on_rows: Optional[Callable] = None
     before_commit: Optional[Callable] = None
+
+
+class ReaderGroup:
+    """Several rasters on one grid read together, a raster-job source (subclasses define
+    ``read``): opens a :class:`~model_core.raster.RasterReader` per ``(path, bands, what)``
+    of ``rasters`` and closes them all, also when opening one fails."""
+
+    warped = False
+
+    def __init__(self, grid, rasters):
+        self.grid = grid
+        self.readers = []
+        try:
+            for path, bands, what in rasters:
+                self.readers.append(RasterReader(path, bands, what=what))
+        except BaseException:
+            self.close()
+            raise
+
+    def check_coverage(self, readers=None):
+        """Raise :class:`CtstfmError` when one of ``readers`` (default all) is nodata everywhere."""
+        for reader in self.readers if readers is None else readers:
+            if reader.valid_fraction() == 0.0:
+                raise CtstfmError(
+                    f"The {reader.what} '{reader.source_info.path}' is nodata everywhere (in the compared "
+                    "bands); give an image with valid pixels."
+                )
+
+    def close(self):
+        for reader in self.readers:
+            reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 def check_choice(value, choices, what):
