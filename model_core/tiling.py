@@ -47,13 +47,13 @@ Progress
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
 import numpy as np
 
 from .errors import CtstfmError
+from .prefetch import Prefetcher
 from .progress import Progress
 from .raster import Window
 
@@ -241,17 +241,15 @@ def run_tiled(
         stacked = tuple(np.stack([r[0][i] for r in reads]) for i in range(len(reads[0][0])))
         return [r[1] for r in reads], stacked, time.perf_counter() - t0
 
-    # One batch is read ahead in a thread while the current one is processed
-    # (GDAL and torch release the GIL); the read callback is only ever called
-    # from that one thread, one window at a time.
-    executor = ThreadPoolExecutor(max_workers=1) if prefetch and len(plan) > 1 else None
+    # Batches are read ahead in one thread while the current one is processed
+    # (the read callback is only ever called from that thread, one window at a time).
+    batch_plan = [batch_windows for _, batch_windows, _ in plan]
+    loaded = Prefetcher(load, batch_plan, depth=1) if prefetch and len(plan) > 1 else map(load, batch_plan)
     try:
-        pending = executor.submit(load, plan[0][1]) if executor else None
-        for index, (row_index, batch_windows, row_done) in enumerate(plan):
+        pending = iter(loaded)
+        for row_index, batch_windows, row_done in plan:
             progress.check()
-            valids, stacked, seconds = pending.result() if executor else load(batch_windows)
-            if executor and index + 1 < len(plan):
-                pending = executor.submit(load, plan[index + 1][1])
+            valids, stacked, seconds = next(pending)
             t1 = time.perf_counter()
             predictions = np.asarray(process(stacked), dtype=np.float32)
             t2 = time.perf_counter()
@@ -297,8 +295,8 @@ def run_tiled(
             wsum[keep:] = 0.0
             valid_buf[keep:] = False
     finally:
-        if executor:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if isinstance(loaded, Prefetcher):
+            loaded.close()
     buffer_bytes = (acc.nbytes if acc is not None else 0) + wsum.nbytes + valid_buf.nbytes
     return TilingStats(
         n_tiles=done,

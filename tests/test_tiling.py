@@ -220,3 +220,43 @@ def test_process_with_wrong_shape_is_a_bug_not_a_user_error():
     job = ArrayJob(texture(), lambda x: x[:, :, :10])
     with pytest.raises(ValueError, match="process returned shape"):
         job.run(tile=64, overlap=16)
+
+
+def test_prefetching_reads_ahead_in_one_thread_and_changes_nothing():
+    import threading
+
+    class ThreadRecorder(ArrayJob):
+        def read(self, window):
+            self.readers = getattr(self, "readers", set()) | {threading.get_ident()}
+            return super().read(window)
+
+    ahead, inline = ThreadRecorder(texture(), blur(2)), ThreadRecorder(texture(), blur(2))
+    ahead.run(tile=64, overlap=16, batch_size=2)
+    inline.run(tile=64, overlap=16, batch_size=2, prefetch=False)
+    np.testing.assert_array_equal(ahead.out, inline.out)
+    assert inline.readers == {threading.get_ident()}
+    assert len(ahead.readers) == 1 and ahead.readers != inline.readers
+
+
+def test_prefetcher_keeps_order_raises_errors_in_place_and_stops_on_close():
+    from model_core.prefetch import Prefetcher
+
+    with Prefetcher(lambda n: n * n, range(5)) as squares:
+        assert list(squares) == [0, 1, 4, 9, 16]
+
+    def produce(n):
+        if n == 2:
+            raise KeyError("bad item")
+        return n
+
+    got = []
+    with Prefetcher(produce, range(5)) as items, pytest.raises(KeyError, match="bad item"):
+        for item in items:
+            got.append(item)
+    assert got == [0, 1]
+
+    produced = []
+    items = Prefetcher(produced.append, range(1000), depth=1)
+    next(iter(items))
+    items.close()
+    assert len(produced) < 1000 and not items._thread.is_alive()
