@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CancelAfter
+from helpers import border_gradient_ratio
 from model_core.errors import Cancelled, CtstfmError
 from model_core.progress import Progress
 from model_core.raster import Window
@@ -140,19 +141,6 @@ def test_halo_makes_a_local_function_match_the_whole_image_exactly():
     job.run(tile=64, overlap=2 * radius, halo=radius)
     # Interior tile edges see real context: identical to one pass over the whole image.
     np.testing.assert_allclose(job.out, whole, atol=1e-5)
-
-
-def border_gradient_ratio(out, grid, margin=8):
-    """Mean |horizontal gradient| across the tile edges / across every other column.
-
-    Columns within ``margin`` of the image's own left and right borders are left
-    out of both (a function with edge effects distorts the image border anyway)."""
-    gx = np.abs(np.diff(out, axis=2)).mean(axis=(0, 1))  # gx[j]: between columns j and j+1
-    ends = {c + grid.tile_width for c in grid.cols if c + grid.tile_width < grid.width}
-    edges = {c for c in grid.cols if c > 0} | ends
-    at = [e - 1 for e in sorted(edges)]
-    elsewhere = [j for j in range(margin, gx.size - margin) if j not in at]
-    return gx[at].mean() / gx[elsewhere].mean()
 
 
 def test_blending_removes_seams_of_a_function_with_edge_effects():
