@@ -38,9 +38,6 @@ import io
 import math
 import os
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -56,6 +53,7 @@ from .metrics import (
     format_metric,
     table_rows,
 )
+from .outputs import atomic_write_text
 from .progress import Progress
 from .raster import (
     FLOAT_NODATA,
@@ -147,6 +145,13 @@ def check_same_grid(info, reference, what, reference_what="reference image"):
     """Raise :class:`CtstfmError` unless ``info`` is on ``reference``'s grid (pixels one to one)."""
     if info.same_grid(reference):
         return
+    if bool(info.crs_wkt) != bool(reference.crs_wkt):
+        missing = info if not info.crs_wkt else reference
+        raise CtstfmError(
+            f"'{missing.path}' has no CRS (coordinate reference system), so it cannot be matched to the other "
+            "image; assign the CRS it was made in (Raster > Projections > Assign Projection, or gdal_edit.py "
+            "-a_srs) and try again."
+        )
     if not same_crs(info.crs_wkt, reference.crs_wkt):
         reason = "another coordinate reference system"
     elif (info.width, info.height) != (reference.width, reference.height):
@@ -244,22 +249,6 @@ class RowBandMetrics:
 # --------------------------------------------------------------------------- outputs
 
 
-def _write_atomic(path, text):
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        with open(temp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-        raise CtstfmError(f"Writing '{path}' failed ({exc.strerror}); choose another path.") from None
-    return path
-
-
 def table_csv_text(metrics, band_names):
     """The metrics table as CSV: one row per band and a ``mean`` row; full precision."""
     header, rows = table_rows(metrics, band_names)
@@ -274,10 +263,13 @@ def table_csv_text(metrics, band_names):
 def _crs_name(wkt):
     if not wkt:
         return "none"
-    from osgeo import osr
+    from .raster import osr
 
     srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
+    try:
+        srs.ImportFromWkt(wkt)
+    except RuntimeError:  # GDAL exceptions are on (model_core.raster)
+        return "unrecognised"
     name = srs.GetName() or "unnamed"
     code = srs.GetAuthorityCode(None)
     authority = srs.GetAuthorityName(None)
@@ -403,11 +395,12 @@ def assess(
     progress = progress or Progress()
     started = time.perf_counter()
     _check_options(output_format, data_range, ratio)
-    comparison = Comparison.read(predicted_path, reference_path, mask_path, bands, scale, pred_scale, ref_scale)
+    comparison = Comparison.read(predicted_path, reference_path, mask_path)
     job = RasterJob(
         "error map", error_map_path, comparison.inputs, what=ERROR_MAP_WHAT,
         also={TABLE_WHAT: table_csv, HTML_WHAT: html}, progress=progress.sub(0.0, 0.95),
     )
+    comparison.choose(bands, scale, pred_scale, ref_scale)
     tile = auto_block(comparison.reference.width) if tile is None else int(tile)
     if tile < 16:
         raise CtstfmError(f"The block size must be at least 16 pixels (got {tile}).")
@@ -445,39 +438,41 @@ def _check_options(output_format, data_range, ratio):
         raise CtstfmError(f"The ERGAS resolution ratio must be a positive number such as 0.0625 (got {ratio}).")
 
 
-@dataclass
 class Comparison:
-    """What is compared: the rasters (checked to share one grid), the band pairs, their
-    names and the reflectance scales ``(predicted, reference)``."""
+    """What is compared: the rasters' headers (:meth:`read`) and, once :meth:`choose` has checked
+    that they share one grid, the band pairs, their names and the reflectance scales
+    ``(predicted, reference)``."""
 
-    predicted: RasterInfo
-    reference: RasterInfo
-    mask: Optional[RasterInfo]
-    pairs: list
-    band_names: list
-    scales: tuple
+    def __init__(self, predicted, reference, mask=None):
+        self.predicted, self.reference, self.mask = predicted, reference, mask
+        self.pairs, self.band_names, self.scales = [], [], (1.0, 1.0)
 
     @classmethod
-    def read(cls, predicted_path, reference_path, mask_path, bands, scale, pred_scale, ref_scale):
-        """Read and check the rasters' headers (see :func:`assess` for the arguments)."""
-        pred_info = RasterInfo.read(predicted_path, "predicted image")
-        ref_info = RasterInfo.read(reference_path, "reference image")
-        mask_info = RasterInfo.read(mask_path, "mask") if mask_path else None
-        check_same_grid(pred_info, ref_info, "predicted image")
-        if mask_info is not None:
-            check_same_grid(mask_info, ref_info, "mask")
-        pairs = parse_band_pairs(bands, pred_info.count, ref_info.count)
-        scales = (
-            reflectance_scale(pred_info, scale, pred_scale, "predicted image"),
-            reflectance_scale(ref_info, scale, ref_scale, "reference image"),
+    def read(cls, predicted_path, reference_path, mask_path=None):
+        """The headers of the rasters (an unreadable one is a :class:`CtstfmError`)."""
+        return cls(
+            RasterInfo.read(predicted_path, "predicted image"),
+            RasterInfo.read(reference_path, "reference image"),
+            RasterInfo.read(mask_path, "mask") if mask_path else None,
         )
-        return cls(pred_info, ref_info, mask_info, pairs, _band_names(pairs, pred_info, ref_info), scales)
 
     @property
     def inputs(self):
         """``{what: path}`` of the inputs, which no output may be."""
         return {"predicted image": self.predicted.path, "reference image": self.reference.path,
                 "mask": self.mask.path if self.mask else None}
+
+    def choose(self, bands, scale, pred_scale, ref_scale):
+        """Check the grids, then choose the band pairs and the scales (see :func:`assess`)."""
+        check_same_grid(self.predicted, self.reference, "predicted image")
+        if self.mask is not None:
+            check_same_grid(self.mask, self.reference, "mask")
+        self.pairs = parse_band_pairs(bands, self.predicted.count, self.reference.count)
+        self.band_names = _band_names(self.pairs, self.predicted, self.reference)
+        self.scales = (
+            reflectance_scale(self.predicted, scale, pred_scale, "predicted image"),
+            reflectance_scale(self.reference, scale, ref_scale, "reference image"),
+        )
 
 
 class ComparisonReader(ReaderGroup):
@@ -550,7 +545,7 @@ def _error_map_metadata(comparison):
 def _write_reports(files, metrics, comparison, data_range, ratio):
     """The CSV table and the HTML page, where asked for."""
     if "csv" in files:
-        _write_atomic(files["csv"], table_csv_text(metrics, comparison.band_names))
+        atomic_write_text(files["csv"], table_csv_text(metrics, comparison.band_names))
     if "html" not in files:
         return
     ref = comparison.reference
@@ -569,7 +564,7 @@ def _write_reports(files, metrics, comparison, data_range, ratio):
         "ratio": float(ratio),
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
-    _write_atomic(files["html"], report_html(metrics, comparison.band_names, info))
+    atomic_write_text(files["html"], report_html(metrics, comparison.band_names, info))
 
 
 def _check_result(acc, metrics, p_scale, r_scale):

@@ -13,8 +13,7 @@ Torch is imported inside the functions, so importing this module stays cheap.
 import contextlib
 
 from .errors import CtstfmError
-
-DEVICES = ("auto", "cpu", "cuda")
+from .options import DEVICES
 
 
 def resolve_device(device="auto"):

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from . import paths
 from .device import auto_batch_size, autocast, is_out_of_memory, mixed_precision_dtype, resolve_device
 from .errors import CtstfmError
 from .progress import Progress
@@ -120,7 +121,7 @@ def fuse(
     its grid is the output's. ``coarse_path``: coarse image at T1 (e.g. MODIS
     MOD09GA), any CRS and resolution; put on the fine grid with ``resampling``
     (``bilinear``, ``cubic``, ``nearest`` or ``average``) unless already on it.
-    ``model_path``: a CTSTFM model file. ``fine_bands`` / ``coarse_bands``:
+    ``model_path``: a CTSTFM model file (``None``: the bundled default model). ``fine_bands`` / ``coarse_bands``:
     1-based band lists in the model's band order (default the first N bands).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
     (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu`` or ``cuda``.
@@ -137,6 +138,7 @@ def fuse(
     cancelled; in both cases nothing is left at ``out_path``.
     """
     progress = progress or Progress()
+    model_path = paths.model_or_default(model_path)
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")

@@ -5,8 +5,8 @@ Fusion (:func:`model_core.fusion.fuse`), the classical methods
 and the benchmark scripts differ only in what they read, the per-tile function and the
 metadata they write. :class:`RasterJob` does the rest, the same way for all:
 
-1. the output checks (:func:`check_outputs`: writable, not an input, not another output
-   of the same run), before any work;
+1. the output checks (:func:`model_core.outputs.check_outputs`, the one output-path rule:
+   writable, a GeoTIFF name, not an input, not another output of the same run), before any work;
 2. the GDAL block-cache limit (:func:`~model_core.raster.gdal_cache_limit`) while the
    rasters are open;
 3. the coverage check of the source (no valid pixel over the output grid is an error);
@@ -34,10 +34,10 @@ from typing import Callable, Optional
 from . import __version__
 from .errors import CtstfmError
 from .progress import Progress
-from .raster import OUTPUT_FORMATS, RESAMPLING_METHODS, RasterReader, RasterWriter, check_output_path, gdal_cache_limit
+from .options import OUTPUT_TYPES
+from .outputs import check_outputs
+from .raster import OUTPUT_FORMATS, RESAMPLING_METHODS, RasterReader, RasterWriter, gdal_cache_limit
 from .tiling import check_tile_overlap, plan_tiles, run_tiled
-
-OUTPUT_TYPES = ("input", "float32")
 
 
 @dataclass
@@ -140,24 +140,6 @@ def check_output_options(tile, overlap, resampling, output_type, output_format):
     check_choice(output_format, OUTPUT_FORMATS, "output format")
 
 
-def check_outputs(outputs, inputs):
-    """The output-path rule for every output of one run, before any work.
-
-    ``outputs``: ``{what: path}`` (empty paths are skipped), ``inputs``: ``{what: path}``.
-    Each output must be writable and neither an input nor another output of the run.
-    Returns ``{what: absolute path}`` of the outputs given.
-    """
-    checked = {}
-    for what, path in outputs.items():
-        if path is None or str(path).strip() == "":
-            continue
-        path = check_output_path(path, inputs, what)
-        if path in checked.values():
-            raise CtstfmError(f"The {what} '{path}' is also chosen for another output; give each its own file.")
-        checked[what] = path
-    return checked
-
-
 def output_metadata(product, inputs, *, fine_bands, coarse_bands, resampling, warped, tile, overlap, output_type,
                     spec, extra=None):
     """The metadata of a fused raster: software, ``product``, the inputs (``{metadata key: path}``), the band
@@ -197,7 +179,7 @@ class RasterJob:
     to write (``what`` names it in messages); ``None`` writes nothing (``on_rows`` still
     sees every row band). ``also``: ``{what: path}`` of the run's other outputs (tables,
     reports; empty paths skipped). All are checked here, before any work, against the
-    ``inputs`` (``{what: path}``) and each other (:func:`check_outputs`); ``outputs`` holds
+    ``inputs`` (``{what: path}``) and each other (:func:`~model_core.outputs.check_outputs`); ``outputs`` holds
     them as ``{what: absolute path}``. The clock starts here.
     """
 
@@ -205,7 +187,7 @@ class RasterJob:
         self.started = time.perf_counter()
         self.method = method
         self.progress = progress or Progress()
-        self.outputs = check_outputs({what: out_path, **(also or {})}, inputs)
+        self.outputs = check_outputs({what: out_path, **(also or {})}, inputs, geotiffs=(what,))
         self.out_path = self.outputs.get(what)
 
     @contextlib.contextmanager
