@@ -275,7 +275,8 @@ def what_we_see(scene):
         if better:
             better.sort(key=lambda k: metrics[k]["mae"]["mean"])
             text += "; behind " + ", ".join(
-                f"{METHODS[k][0]} at {format_metric('mae', metrics[k]['mae']['mean'])} ({ADVANTAGE[k]})" for k in better)
+                f"{METHODS[k][0]} at {format_metric('mae', metrics[k]['mae']['mean'])} ({ADVANTAGE[k]})"
+                for k in better)
             best = metrics[better[0]]["mae"]["bands"]
             gaps = [m - b for m, b in zip(mae["bands"], best)]
             worst = max(range(len(gaps)), key=gaps.__getitem__)

@@ -56,7 +56,7 @@ Where each part lives:
 |---|---|
 | :mod:`.series` | pairs, manifests, dates, scenes, the checks of a series |
 | :mod:`.split` | samples (target <- reference) and the chronological or spatial split |
-| :mod:`.data` | windows read as fusion reads them, random patches (read ahead by :class:`~model_core.prefetch.Prefetcher`) |
+| :mod:`.data` | windows read as fusion reads them, random patches (read ahead by ``model_core.prefetch``) |
 | :mod:`.validation` | fixed validation windows and their metrics |
 | :mod:`.step` | the masked L1 loss and one optimisation step |
 | :mod:`.checkpoint` | :class:`TrainingState`, saved after every epoch, resumed |
