@@ -54,10 +54,3 @@ class Prefetcher:
     def close(self):
         self._stop.set()
         self._thread.join()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False

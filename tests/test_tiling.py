@@ -229,18 +229,20 @@ def test_prefetching_reads_ahead_in_one_thread_and_changes_nothing():
 def test_prefetcher_keeps_order_raises_errors_in_place_and_stops_on_close():
     from model_core.prefetch import Prefetcher
 
-    with Prefetcher(lambda n: n * n, range(5)) as squares:
-        assert list(squares) == [0, 1, 4, 9, 16]
+    squares = Prefetcher(lambda n: n * n, range(5))
+    assert list(squares) == [0, 1, 4, 9, 16]
+    squares.close()
 
     def produce(n):
         if n == 2:
             raise KeyError("bad item")
         return n
 
-    got = []
-    with Prefetcher(produce, range(5)) as items, pytest.raises(KeyError, match="bad item"):
+    got, items = [], Prefetcher(produce, range(5))
+    with pytest.raises(KeyError, match="bad item"):
         for item in items:
             got.append(item)
+    items.close()
     assert got == [0, 1]
 
     produced = []
