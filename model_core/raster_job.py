@@ -33,9 +33,9 @@ from typing import Callable, Optional
 
 from . import __version__
 from .errors import CtstfmError
-from .progress import Progress
 from .options import OUTPUT_TYPES
 from .outputs import check_outputs
+from .progress import Progress
 from .raster import OUTPUT_FORMATS, RESAMPLING_METHODS, RasterReader, RasterWriter, gdal_cache_limit
 from .tiling import check_tile_overlap, plan_tiles, run_tiled
 
@@ -110,8 +110,8 @@ class ReaderGroup:
         for reader in self.readers if readers is None else readers:
             if reader.valid_fraction() == 0.0:
                 raise CtstfmError(
-                    f"The {reader.what} '{reader.source_info.path}' is nodata everywhere (in the compared "
-                    "bands); give an image with valid pixels."
+                    f"The {reader.what} '{reader.source_info.path}' is nodata everywhere (in the bands "
+                    "used); give an image with valid pixels."
                 )
 
     def close(self):
