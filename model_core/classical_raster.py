@@ -24,7 +24,7 @@ are reflectance, negatives clipped to 0 as everywhere in the project.
 
 import numpy as np
 
-from .device import resolve_device
+from .device import device_note, resolve_device
 from .errors import CtstfmError
 from .progress import Progress
 from .raster import (
@@ -38,7 +38,8 @@ from .raster import (
     parse_band_list,
 )
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
-from .tiling import DEFAULT_TILE
+from .scales import ScaledImage, check_scale_value, check_scales
+from .tiling import DEFAULT_TILE, check_tile_size
 
 # The STARFM defaults of model_core.classical, repeated here so that this module
 # (and the temporal difference) can be imported without torch.
@@ -124,6 +125,14 @@ class SeriesReader:
     def warped(self):
         return self.coarse_t0.warped or self.coarse_t1.warped
 
+    def check_scales(self, coarse_option="coarse_scale"):
+        """The value-range check of :func:`model_core.scales.check_scales` on the three inputs."""
+        check_scales(
+            ScaledImage(FINE_WHAT, self.fine, self.scale, "scale"),
+            [ScaledImage(what, reader, self.coarse_scale, coarse_option)
+             for what, reader in ((COARSE_T0_WHAT, self.coarse_t0), (COARSE_T1_WHAT, self.coarse_t1))],
+        )
+
     def check_coverage(self, max_size=256):
         self.pair.check_coverage(max_size)
         if self.coarse_t1.valid_fraction(max_size) == 0.0:
@@ -184,18 +193,8 @@ def fine_band_std(reader, scale, progress=None, max_pixels=1 << 21):
 
 def _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale):
     check_output_options(tile, overlap, resampling, output_type, output_format)
-    for value, what in ((scale, "reflectance scale"), (coarse_scale, "coarse reflectance scale")):
-        if value is None:
-            continue
-        try:
-            ok = float(value) > 0 and np.isfinite(float(value))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise CtstfmError(
-                f"The {what} must be a positive number (got {value}); use 0.0001 for DN x 10000 and 1 for "
-                "reflectance."
-            )
+    check_scale_value(scale, "scale")
+    check_scale_value(coarse_scale, "coarse_scale")
 
 
 def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, make_process, *, tile, overlap, halo,
@@ -209,6 +208,7 @@ def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, m
         SeriesReader, fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
         scale=scale, coarse_scale=coarse_scale, resampling=resampling,
     ) as series:
+        series.check_scales()
         grid = series.grid
         if series.warped:
             progress.info(f"Coarse images resampled onto the fine grid ({resampling}), window by window.")
@@ -299,6 +299,7 @@ def _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, o
     for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
         if value is None or not float(value) >= 0:
             raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    check_tile_size(tile)
     needed = starfm_overlap(window)
     overlap = needed if overlap is None else int(overlap)
     if overlap < needed:
@@ -383,6 +384,8 @@ def starfm_rasters(
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     torch_device = resolve_device(device)
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
 
     def make_process(series, std_progress):
         std = band_std

@@ -24,11 +24,20 @@ import os
 import numpy as np
 
 from . import paths
-from .device import auto_batch_size, autocast, is_out_of_memory, mixed_precision_dtype, resolve_device
+from .device import (
+    auto_batch_size,
+    autocast,
+    device_note,
+    empty_device_cache,
+    is_out_of_memory,
+    mixed_precision_dtype,
+    resolve_device,
+)
 from .errors import CtstfmError
 from .progress import Progress
 from .raster import DEFAULT_RESAMPLING, PairReader, output_spec
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
+from .scales import ScaledImage, check_scale_value, check_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
@@ -36,8 +45,8 @@ class TileModel:
     """The per-tile network call the tiling engine runs: ``(fine, coarse) -> fine_t1``.
 
     Takes numpy batches ``(B, C, h, w)`` of reflectance, returns ``float32``
-    ``(B, C, h, w)`` on the CPU. On CUDA it runs under ``torch.autocast``
-    (bfloat16 where supported, else float16) unless ``mixed_precision`` is
+    ``(B, C, h, w)`` on the CPU. On a GPU it runs under ``torch.autocast``
+    (:func:`~model_core.device.mixed_precision_dtype`) unless ``mixed_precision`` is
     False; when the GPU runs out of memory the batch is halved and retried, and
     the smaller size kept for the following batches. Negative predictions are
     clipped to 0 reflectance (``clip_negative``), as the inputs are.
@@ -60,7 +69,7 @@ class TileModel:
         fine_t = torch.from_numpy(np.ascontiguousarray(fine)).to(self.device, non_blocking=True)
         coarse_t = coarse_t.contiguous(memory_format=torch.channels_last)
         fine_t = fine_t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.autocast_dtype):
+        with torch.inference_mode(), autocast(self.autocast_dtype, self.device):
             out = self.model(coarse_t, fine_t)
         out = out.float().cpu().numpy()
         return np.maximum(out, 0.0) if self.clip_negative else out
@@ -76,7 +85,7 @@ class TileModel:
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
-                self.torch.cuda.empty_cache()
+                empty_device_cache(self.device)
                 if self.batch_size == 1:
                     raise CtstfmError(
                         f"The GPU ran out of memory on a single {fine.shape[2]} x {fine.shape[3]} tile; "
@@ -114,6 +123,8 @@ def fuse(
     progress=None,
     mixed_precision=True,
     max_strips=None,
+    scale=None,
+    coarse_scale=None,
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1.
 
@@ -124,11 +135,15 @@ def fuse(
     ``model_path``: a CTSTFM model file (``None``: the bundled default model). ``fine_bands`` / ``coarse_bands``:
     1-based band lists in the model's band order (default the first N bands).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
-    (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu`` or ``cuda``.
+    (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu``, ``cuda`` or ``mps``.
     ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
     on CUDA). ``output_type``: ``"input"`` (the fine image's data type, nodata and
     DN scale) or ``"float32"`` (reflectance, nodata -9999). ``output_format``:
-    ``"GTiff"`` or ``"COG"``. ``progress``: a :class:`~model_core.progress.Progress`
+    ``"GTiff"`` or ``"COG"``. ``scale``: reflectance per DN of the fine image (and
+    the output; default the model's, 0.0001 for the usual x10000 products; 1 for
+    float reflectance); ``coarse_scale``: the coarse image's, when it differs. An
+    input whose values do not look like reflectance at its scale is refused
+    (:func:`model_core.scales.check_scales`). ``progress``: a :class:`~model_core.progress.Progress`
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
     stops after that many tile rows and writes nothing.
 
@@ -142,6 +157,8 @@ def fuse(
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    scale = check_scale_value(scale, "scale")
+    coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
     job = RasterJob(
         "CTSTFM", out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path},
         progress=progress,
@@ -162,13 +179,18 @@ def fuse(
         coarse_bands=coarse_bands,
         n_bands=len(band_names),
         band_names=band_names,
-        scale=loaded.scale,
+        scale=scale or loaded.scale,
+        coarse_scale=coarse_scale,
         resampling=resampling,
     ) as pair:
+        check_scales(
+            ScaledImage("fine image", pair.fine, pair.scale, "scale"),
+            [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")],
+        )
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
-        spec = output_spec(grid, output_type, loaded.scale)
+        spec = output_spec(grid, output_type, pair.scale)
         tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
         if batch_size is None:
             batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
@@ -177,6 +199,8 @@ def fuse(
             f"Fusing {grid.width} x {grid.height} px on {torch_device} "
             f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size})."
         )
+        if device_note(torch_device):
+            progress.info(device_note(torch_device))
         descriptions = [
             grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
             for i, b in enumerate(pair.fine.bands)

@@ -37,7 +37,7 @@ from .options import OUTPUT_TYPES
 from .outputs import check_outputs
 from .progress import Progress
 from .raster import OUTPUT_FORMATS, RESAMPLING_METHODS, RasterReader, RasterWriter, gdal_cache_limit
-from .tiling import check_tile_overlap, plan_tiles, run_tiled
+from .tiling import check_tile_overlap, check_tile_size, plan_tiles, run_tiled
 
 
 @dataclass
@@ -134,6 +134,7 @@ def check_choice(value, choices, what):
 
 def check_output_options(tile, overlap, resampling, output_type, output_format):
     """The checks of the tiling and output options every fusion method makes before any work."""
+    check_tile_size(tile)
     check_tile_overlap(tile, overlap)
     check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
     check_choice(output_type, OUTPUT_TYPES, "output type")
