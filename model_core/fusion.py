@@ -28,6 +28,7 @@ from . import MPS_FALLBACK, __version__, paths
 from .errors import CtstfmError
 from .options import DEVICES, OUTPUT_TYPES
 from .progress import Progress
+from .scales import ScaledImage, check_scale_value, check_scales
 from .raster import (
     DEFAULT_RESAMPLING,
     OUTPUT_FORMATS,
@@ -38,7 +39,7 @@ from .raster import (
     gdal_cache_limit,
     output_spec,
 )
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, check_tile_size, plan_tiles, run_tiled
 
 
 
@@ -297,6 +298,7 @@ def check_choice(value, choices, what):
 
 def check_output_options(tile, overlap, resampling, output_type, output_format):
     """The checks of the tiling and output options every fusion method makes before any work."""
+    check_tile_size(tile)
     check_tile_overlap(tile, overlap)
     check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
     check_choice(output_type, OUTPUT_TYPES, "output type")
@@ -339,6 +341,8 @@ def fuse(
     resampling=DEFAULT_RESAMPLING,
     output_type="input",
     output_format="GTiff",
+    scale=None,
+    coarse_scale=None,
     progress=None,
     mixed_precision=True,
     max_strips=None,
@@ -356,7 +360,11 @@ def fuse(
     ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
     on CUDA). ``output_type``: ``"input"`` (the fine image's data type, nodata and
     DN scale) or ``"float32"`` (reflectance, nodata -9999). ``output_format``:
-    ``"GTiff"`` or ``"COG"``. ``progress``: a :class:`~model_core.progress.Progress`
+    ``"GTiff"`` or ``"COG"``. ``scale``: reflectance per DN of the fine image (and
+    the output; default the model's, 0.0001 for the usual x10000 products; 1 for
+    float reflectance); ``coarse_scale``: the coarse image's, when it differs. An
+    input whose values do not look like reflectance at its scale is refused
+    (:func:`model_core.scales.check_scales`). ``progress``: a :class:`~model_core.progress.Progress`
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
     stops after that many tile rows and writes nothing.
 
@@ -371,8 +379,10 @@ def fuse(
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    scale = check_scale_value(scale, "scale")
+    coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
     out_path = check_output_path(
-        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
+        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}, geotiff=True
     )
     torch_device = resolve_device(device)
 
@@ -389,14 +399,19 @@ def fuse(
         coarse_bands=coarse_bands,
         n_bands=len(band_names),
         band_names=band_names,
-        scale=loaded.scale,
+        scale=scale or loaded.scale,
+        coarse_scale=coarse_scale,
         resampling=resampling,
     ) as pair:
         pair.check_coverage()
+        check_scales(
+            ScaledImage("fine image", pair.fine, pair.scale, "scale"),
+            [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")],
+        )
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
-        spec = output_spec(grid, output_type, loaded.scale)
+        spec = output_spec(grid, output_type, pair.scale)
         tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
         if batch_size is None:
             batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))

@@ -140,8 +140,15 @@ def _load(dotted):
 # --------------------------------------------------------------------------- shared options
 
 
+#: The smallest tile a user may ask for (the core's rule is model_core.tiling.check_tile_size).
+MIN_TILE = 32
+
+
 def tile_option():
-    return Option("tile", "int", "Tile size (fine pixels)", 256, cli="--tile", qgis="TILE_SIZE", minimum=16)
+    return Option(
+        "tile", "int", f"Tile size (fine pixels, at least {MIN_TILE})", 256, cli="--tile", qgis="TILE_SIZE",
+        minimum=MIN_TILE,
+    )
 
 
 def overlap_option(default, help="Tile overlap (fine pixels)", unset=None):
@@ -204,6 +211,15 @@ FUSE = Operation(
         Option(
             "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
             advanced=True,
+        ),
+        Option(
+            "scale", "float",
+            "Reflectance per DN of the fine image and the output (0: the model's, usually 0.0001; 1 for reflectance)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "coarse_scale", "float", "Reflectance per DN of the coarse image, if it differs (0: the same)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
         ),
         fused_output(),
     ),

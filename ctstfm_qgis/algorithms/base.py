@@ -23,7 +23,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from model_core.errors import Cancelled, CtstfmError
+from model_core.errors import Cancelled, CtstfmError, OptionError
 from model_core.paths import RESOURCES_DIR
 from model_core.progress import Progress
 
@@ -183,8 +183,18 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
             return self.process(parameters, context, feedback, progress)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
+        except OptionError as exc:
+            raise QgsProcessingException(exc.render(self.parameter_name)) from exc
         except CtstfmError as exc:
             raise QgsProcessingException(str(exc)) from exc
+
+    def parameter_name(self, key):
+        """This algorithm's parameter for a core option key (``lr`` -> ``LEARNING_RATE``), from the
+        spec; how a :class:`~model_core.errors.OptionError` names an option in QGIS."""
+        try:
+            return self.operation.option(key).qgis
+        except (AttributeError, KeyError):
+            return key.upper()
 
     def process(self, parameters, context, feedback, progress):
         """The algorithm's work; returns the results dict. Subclasses implement this.
