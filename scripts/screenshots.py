@@ -198,7 +198,7 @@ def show_side_by_side(state, out, work):
     while dock is not None and not isinstance(dock, QDockWidget):
         dock = dock.parent()
     if dock is not None:  # the second map as wide as the main one
-        window.resizeDocks([dock], [window.width() // 2 - 150], Qt.Horizontal)
+        window.resizeDocks([dock], [window.width() // 2 - 150], Qt.Orientation.Horizontal)
     extent = state["fine"].extent()
     for canvas in (main, view):
         canvas.setExtent(extent)
