@@ -9,7 +9,7 @@ DIST := dist
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test test-lts check-qt6 bench bench-accuracy package install demo train-default sample clean
+.PHONY: setup test test-lts check-qt6 bench bench-accuracy package install demo train-default sample screenshots clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ install:
 	else \
 		echo "Enable it in QGIS: Plugins > Manage and Install Plugins > Installed > CTSTFM."; \
 	fi
+
+# The README's pictures, taken in the real QGIS desktop under Xvfb (needs xvfb-run: apt-get install xvfb).
+screenshots: setup
+	QT_QPA_PLATFORM=xcb $(PY) scripts/screenshots.py --out docs/img
 
 demo: setup
 	$(PY) scripts/demo.py

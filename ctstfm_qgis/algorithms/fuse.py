@@ -24,10 +24,11 @@ CNN-Transformer spatiotemporal fusion model).
 - **Coarse image at T1**: e.g. MODIS MOD09GA surface reflectance, in any CRS (the sinusoidal projection is
   fine) and at any resolution. It is resampled onto the fine grid on the fly (bilinear by default; see
   Advanced) and must cover the fine image.
-- **Model file**: a CTSTFM model (.pt) trained for these sensors; the models folder set in the provider's
-  settings is offered first. Left empty, the model that comes with the plugin is used: trained for under an
-  hour on a CPU on simulated Landsat/MODIS-like scenes (6 bands, reflectance × 10000), it is for trying the
-  plugin; for real images fine-tune it or train your own with *Train CTSTFM*.
+- **Model file**: a CTSTFM model (.pt) trained for these sensors. Or pick one by name under *Model from the
+  models folder* (the folder set in the provider's settings); a chosen file wins. With neither, the model that
+  comes with the plugin is used: trained for under an hour on a CPU on simulated Landsat/MODIS-like scenes (6
+  bands, reflectance × 10000), it is for trying the plugin; for real images fine-tune it or train your own
+  with *Train CTSTFM*.
 - **Bands**: both images must hold the model's bands in the model's order (usually blue, green, red, NIR,
   SWIR1, SWIR2) and the same reflectance scale (DN × 0.0001). Other orders: give the band numbers under
   Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands.
