@@ -29,6 +29,12 @@ from .errors import CtstfmError
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
+#: What stands in for the coarse image at T0 in a two-image first guess (``CTSTFMConfig.reference``):
+#: ``box``: the fine image averaged over ``residual_blur`` pixels, computed by the network;
+#: ``footprint``: the fine image aggregated onto the coarse raster's own grid and resampled back
+#: like the coarse image (:func:`model_core.raster.footprint_reader`), handed in as ``coarse_t0``.
+REFERENCES = ("box", "footprint")
+
 
 class ConfigError(CtstfmError, ValueError):
     """A network configuration that cannot be built; the message says which field and why."""
@@ -50,7 +56,13 @@ class CTSTFMConfig:
     ``False`` is the network as drawn. ``residual_blur=k > 0`` (with ``predict_residual``) makes
     the first guess ``fine_t0 + coarse_t1 - box_k(fine_t0)``: the fine image moved by the coarse
     change, with the fine image blurred to the coarse scale standing in for the coarse image at
-    T0 that CTSTFM does not get (see :func:`coarse_change_first_guess`).
+    T0 that CTSTFM does not get (see :func:`coarse_change_first_guess`). ``reference="footprint"``
+    replaces that box by the fine image degraded through the coarse sensor's own footprint (its
+    pixels' area mean, then a Gaussian PSF of ``footprint_psf`` coarse pixels), which the raster
+    reader computes and hands in as ``coarse_t0`` (the box stays the fallback where the footprint
+    is unknown). ``images=3`` is the three-image mode: the coarse image at T0 is given
+    (``coarse_t0``), the first guess is ``fine_t0 + coarse_t1 - coarse_t0`` and the coarse stream
+    gets ``coarse_t0`` as C extra input channels (a documented deviation).
     """
 
     bands: int = 6
@@ -66,6 +78,9 @@ class CTSTFMConfig:
     use_cftb: bool = True
     predict_residual: bool = False
     residual_blur: int = 0
+    reference: str = "box"
+    footprint_psf: float = 0.5
+    images: int = 2
 
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
@@ -74,6 +89,22 @@ class CTSTFMConfig:
             raise ConfigError(f"Network setting residual_blur={self.residual_blur!r} is invalid; use 0 or a box size in pixels.")
         if self.residual_blur and not self.predict_residual:
             raise ConfigError("residual_blur only applies with predict_residual=true; set both or neither.")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"Network setting reference={self.reference!r} is invalid; use one of {', '.join(REFERENCES)}.")
+        if self.reference == "footprint" and not (self.predict_residual and self.residual_blur):
+            raise ConfigError(
+                "reference='footprint' needs predict_residual=true and a residual_blur (the box used where the "
+                "coarse image's footprint is unknown); set both."
+            )
+        if isinstance(self.footprint_psf, bool) or not isinstance(self.footprint_psf, (int, float)) or not (
+            0 <= self.footprint_psf <= 3
+        ):
+            raise ConfigError(
+                f"Network setting footprint_psf={self.footprint_psf!r} is invalid; use a PSF width between 0 and 3 "
+                "coarse pixels."
+            )
+        if self.images not in (2, 3) or isinstance(self.images, bool):
+            raise ConfigError(f"Network setting images={self.images!r} is invalid; use 2 (fine T0, coarse T1) or 3 (plus coarse T0).")
         for name in ("bands", "width", "encoder_blocks", "fusion_blocks", "heads", "norm_groups"):
             value = getattr(self, name)
             minimum = 0 if name in ("encoder_blocks", "fusion_blocks") else 1
@@ -269,11 +300,14 @@ class BEB(nn.Module):
 
 
 class MKCE(nn.Module):
-    """Multi kernel CNN encoder: eq. 1/2 (1x1 conv, C -> N "shallow features"), then E BEBs (eq. 3)."""
+    """Multi kernel CNN encoder: eq. 1/2 (1x1 conv, C -> N "shallow features"), then E BEBs (eq. 3).
 
-    def __init__(self, cfg: CTSTFMConfig):
+    ``coarse_inputs=2`` (the three-image mode's coarse stream) makes the stem 2C -> N.
+    """
+
+    def __init__(self, cfg: CTSTFMConfig, coarse_inputs: int = 1):
         super().__init__()
-        self.stem = nn.Conv2d(cfg.bands, cfg.width, 1)
+        self.stem = nn.Conv2d(cfg.bands * coarse_inputs, cfg.width, 1)
         self.blocks = nn.Sequential(*(BEB(cfg) for _ in range(cfg.encoder_blocks)))
 
     def forward(self, image):
@@ -409,6 +443,13 @@ class CCD(nn.Module):
         return self.layers(x)
 
 
+def box_mean(image: torch.Tensor, box: int) -> torch.Tensor:
+    """``image`` averaged over a ``box`` x ``box`` window around each pixel; edges replicate."""
+    before, after = box // 2, box - 1 - box // 2
+    padded = F.pad(image, (before, after, before, after), mode="replicate")
+    return F.avg_pool2d(padded, box, stride=1)
+
+
 def coarse_change_first_guess(coarse_t1: torch.Tensor, fine_t0: torch.Tensor, box: int) -> torch.Tensor:
     """``fine_t0 + coarse_t1 - box(fine_t0)``: a temporal-difference estimate without coarse T0.
 
@@ -418,23 +459,23 @@ def coarse_change_first_guess(coarse_t1: torch.Tensor, fine_t0: torch.Tensor, bo
     grid) stands in for it. Sensor gain and offset differences are left for the network to
     correct. Edges replicate, so any tile size works.
     """
-    before, after = box // 2, box - 1 - box // 2
-    padded = F.pad(fine_t0, (before, after, before, after), mode="replicate")
-    return fine_t0 + coarse_t1 - F.avg_pool2d(padded, box, stride=1)
+    return fine_t0 + coarse_t1 - box_mean(fine_t0, box)
 
 
 class CTSTFM(nn.Module):
-    """The whole network: ``forward(coarse_t1, fine_t0) -> fine_t1``, all ``(B, C, H, W)`` reflectance.
+    """The whole network: ``forward(coarse_t1, fine_t0, coarse_t0=None) -> fine_t1``, all ``(B, C, H, W)`` reflectance.
 
     Two encoders that share no weights (Section II-A), the CFM on the pair, the two streams
     concatenated (coarse first) into 2N channels and decoded by the CCD. With
-    ``config.predict_residual`` the output is ``fine_t0 + CCD(...)``.
+    ``config.predict_residual`` the output is a correction added to a first guess
+    (:meth:`first_guess`); with ``config.images == 3`` the coarse encoder's stem takes
+    ``(coarse_t1, coarse_t0)``, 2C channels.
     """
 
     def __init__(self, config: CTSTFMConfig | None = None):
         super().__init__()
         self.config = config if config is not None else CTSTFMConfig()
-        self.coarse_encoder = MKCE(self.config)
+        self.coarse_encoder = MKCE(self.config, coarse_inputs=self.config.images - 1)
         self.fine_encoder = MKCE(self.config)
         self.cfm = CFM(self.config)
         self.ccd = CCD(self.config)
@@ -445,21 +486,81 @@ class CTSTFM(nn.Module):
             last = self.ccd.layers[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if self.config.images == 3:
+            # The coarse T0 channels start silent, so a three-image model made from a two-image
+            # one (same weights otherwise) starts as that model on the better first guess.
+            nn.init.zeros_(self.coarse_encoder.stem.weight[:, self.config.bands:])
         # Channels-last (NHWC) weights make oneDNN's convolutions with few channels about 25 %
         # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor) -> torch.Tensor:
-        if coarse_t1.shape != fine_t0.shape or coarse_t1.dim() != 4 or coarse_t1.shape[1] != self.config.bands:
-            raise CtstfmError(
-                f"CTSTFM needs a coarse and a fine image of the same shape (B, {self.config.bands}, H, W); got "
-                f"{tuple(coarse_t1.shape)} and {tuple(fine_t0.shape)} — resample the coarse image onto the fine "
-                f"grid and give it the model's {self.config.bands} bands."
-            )
-        c, f = self.cfm(self.coarse_encoder(coarse_t1), self.fine_encoder(fine_t0))
-        out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
-        if not self.config.predict_residual:
-            return out
+    def reference(self, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None) -> torch.Tensor | None:
+        """What stands for the coarse image at T0: ``coarse_t0`` when given, else ``box_k(fine_t0)``
+        with ``k = residual_blur``, else ``None``."""
+        if coarse_t0 is not None:
+            return coarse_t0
         if self.config.residual_blur:
-            return out + coarse_change_first_guess(coarse_t1, fine_t0, self.config.residual_blur)
-        return out + fine_t0
+            return box_mean(fine_t0, self.config.residual_blur)
+        return None
+
+    def first_guess(self, coarse_t1, fine_t0, reference):
+        """``fine_t0 + coarse_t1 - reference`` (the coarse change moved onto the fine image), or
+        ``fine_t0`` when there is no reference."""
+        if reference is None:
+            return fine_t0
+        return fine_t0 + coarse_t1 - reference
+
+    def _check_inputs(self, coarse_t1, fine_t0, coarse_t0):
+        bands = self.config.bands
+        shapes = [coarse_t1.shape, fine_t0.shape] + ([coarse_t0.shape] if coarse_t0 is not None else [])
+        if coarse_t1.dim() != 4 or coarse_t1.shape[1] != bands or any(shape != coarse_t1.shape for shape in shapes):
+            raise CtstfmError(
+                f"CTSTFM needs coarse and fine images of the same shape (B, {bands}, H, W); got "
+                f"{', '.join(str(tuple(shape)) for shape in shapes)} — resample the coarse images onto the fine "
+                f"grid and give them the model's {bands} bands."
+            )
+        if self.config.images == 3 and coarse_t0 is None and not self.config.residual_blur:
+            raise CtstfmError("This three-image model needs the coarse image at T0 (coarse_t0); give it.")
+
+    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None = None):
+        """``coarse_t0``: the coarse image at T0 on the fine grid, or its stand-in (the fine image
+        degraded through the coarse footprint); ``None`` uses ``box_k(fine_t0)`` where one is needed."""
+        self._check_inputs(coarse_t1, fine_t0, coarse_t0)
+        residual = self.config.predict_residual
+        reference = self.reference(fine_t0, coarse_t0) if residual or self.config.images == 3 else None
+        coarse_in = coarse_t1 if self.config.images == 2 else torch.cat((coarse_t1, reference), dim=1)
+        c, f = self.cfm(self.coarse_encoder(coarse_in), self.fine_encoder(fine_t0))
+        out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
+        if not residual:
+            return out
+        return out + self.first_guess(coarse_t1, fine_t0, reference)
+
+    def select_bands(self, indices, fill=None) -> "CTSTFM":
+        """This network for the bands ``indices`` (0-based, in the order wanted), without retraining.
+
+        Bands enter and leave the network only through the two stems (1x1 convolutions) and the
+        CCD's last 1x1 convolution; the first guess works band by band. Slicing those weights
+        gives a network whose output on the chosen bands equals this network's output when the
+        other bands' inputs hold ``fill`` (per band of this model, default 0): their constant
+        contribution to the stems is folded into the stems' biases.
+        """
+        indices = [int(i) for i in indices]
+        bands = self.config.bands
+        if not indices or len(set(indices)) != len(indices) or not all(0 <= i < bands for i in indices):
+            raise CtstfmError(f"Band indices {indices} do not select distinct bands of a {bands}-band model.")
+        missing = [i for i in range(bands) if i not in indices]
+        fill = torch.zeros(bands) if fill is None else torch.as_tensor(fill, dtype=torch.float32).reshape(bands)
+        subset = CTSTFM(dataclasses.replace(self.config, bands=len(indices)))
+        state = {key: value.detach().clone() for key, value in self.state_dict().items()}
+        for stem in ("coarse_encoder.stem", "fine_encoder.stem"):
+            weight = state[f"{stem}.weight"]
+            copies = weight.shape[1] // bands  # 2 for a three-image coarse stem: (coarse_t1, coarse_t0)
+            parts = [weight[:, k * bands:(k + 1) * bands] for k in range(copies)]
+            for part in parts:
+                state[f"{stem}.bias"] = state[f"{stem}.bias"] + part[:, missing, 0, 0] @ fill[missing]
+            state[f"{stem}.weight"] = torch.cat([part[:, indices] for part in parts], dim=1)
+        last = f"ccd.layers.{len(self.ccd.layers) - 1}"
+        state[f"{last}.weight"] = state[f"{last}.weight"][indices]
+        state[f"{last}.bias"] = state[f"{last}.bias"][indices]
+        subset.load_state_dict(state, strict=True)
+        return subset.to(next(self.parameters()).device).train(self.training)
