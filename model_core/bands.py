@@ -80,6 +80,11 @@ _WAVELENGTH_RANGES = (
     (760, 900, "nir"), (1550, 1750, "swir1"), (2050, 2350, "swir2"),
 )
 
+#: Typical surface reflectance of vegetated land per band (rounded means of Landsat-like scenes).
+#: A model cut down to fewer bands sees these constants in place of the bands it no longer gets,
+#: unless its file records the mean of its own training data (``provenance["band_means"]``).
+TYPICAL_REFLECTANCE = {"blue": 0.05, "green": 0.08, "red": 0.09, "nir": 0.26, "swir1": 0.23, "swir2": 0.16}
+
 HOW_TO_NAME = (
     "use names such as blue, green, red, nir, swir1, swir2 (or B, G, R, NIR, SWIR1, SWIR2), or sensor band "
     "numbers with their sensor: tm:3, oli:B4, s2:B8A, modis:2"
@@ -343,19 +348,34 @@ def match_bands(model_names, fine_info, coarse_info, *, bands=None, fine_bands=N
 # --------------------------------------------------------------------------- a model cut down to some bands
 
 
+def band_fill(loaded):
+    """Per model band, the reflectance a cut-down model assumes for a band it no longer gets: the
+    mean of its training data when the file records it (``provenance["band_means"]``), else
+    :data:`TYPICAL_REFLECTANCE` (0 for a band without a known name)."""
+    means = (loaded.provenance or {}).get("band_means") if isinstance(loaded.provenance, dict) else None
+    if isinstance(means, list) and len(means) == len(loaded.band_names) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in means
+    ):
+        return [float(v) for v in means]
+    return [TYPICAL_REFLECTANCE.get(key, 0.0) for key in model_band_keys(loaded.band_names)]
+
+
 def select_model_bands(loaded, indices):
     """A :class:`~model_core.model_file.LoadedModel` cut down to the model bands ``indices`` (0-based,
     in the order wanted), without retraining; the loaded model itself is returned when nothing changes.
 
-    Every weight that touches bands is sliced (:meth:`~model_core.network.CTSTFM.select_bands`);
-    training uses this to fine-tune a model on an image with fewer bands (``INIT_MODEL``).
+    Every weight that touches bands is sliced (:meth:`~model_core.network.CTSTFM.select_bands`), and
+    the bands left out are assumed to hold :func:`band_fill` (the embedded model on the sample's
+    green, red and NIR: MAE 0.0149 with typical reflectance, 0.0160 with zeros; 0.0144 for the
+    full 6-band model on those bands, 0.0179 for no change). Training
+    uses this to fine-tune a model on an image with fewer bands (``INIT_MODEL``).
     """
     from dataclasses import replace
 
     indices = [int(i) for i in indices]
     if indices == list(range(loaded.config.bands)):
         return loaded
-    model = loaded.model.select_bands(indices)
+    model = loaded.model.select_bands(indices, fill=band_fill(loaded))
     return replace(loaded, model=model, config=model.config, band_names=[loaded.band_names[i] for i in indices])
 
 
