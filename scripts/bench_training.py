@@ -66,7 +66,7 @@ def bench_data(patch, count=24):
     import numpy as np
 
     from model_core.simulate import simulate_series
-    from model_core.training import SeriesData, Sample, _PatchSampler, read_manifest
+    from model_core.training import PatchSampler, Sample, SeriesData, read_manifest
 
     with tempfile.TemporaryDirectory() as folder:
         simulate_series(folder, kind="fields", dates=["2021-04-01", "2021-05-03", "2021-06-04"], size=512, seed=0)
@@ -74,7 +74,7 @@ def bench_data(patch, count=24):
         data = SeriesData(pairs, scale=1e-4, bands=6)
         try:
             samples = [Sample(1, 0), Sample(2, 1)]
-            sampler = _PatchSampler(data, samples, 512, 512, patch, 0.5, np.random.default_rng(0))
+            sampler = PatchSampler(data, samples, 512, 512, patch, 0.5, np.random.default_rng(0))
             sampler.batch(2)  # warm-up: opens the readers, builds the warped VRTs
             start = time.perf_counter()
             sampler.batch(count)

@@ -441,7 +441,7 @@ def test_two_scene_checkpoint_refuses_other_data(two_scene_run, two_scenes, tmp_
 
 
 def test_patches_are_drawn_in_proportion_to_the_training_area():
-    from model_core.training import Sample, _fair_shares, _PatchSampler
+    from model_core.training import PatchSampler, Sample, fair_shares
 
     class Data:
         def __init__(self):
@@ -453,14 +453,14 @@ def test_patches_are_drawn_in_proportion_to_the_training_area():
 
     data = Data()
     small, large = Sample(1, 0), Sample(3, 2)
-    sampler = _PatchSampler(data, [small, large], [16, 48], [16, 32], 4, 0.5, np.random.default_rng(0))
+    sampler = PatchSampler(data, [small, large], [16, 48], [16, 32], 4, 0.5, np.random.default_rng(0))
     sampler.batch(800)
     share = sum(sample == large for sample, _ in data.reads) / len(data.reads)
     assert share == pytest.approx(6 / 7, abs=0.04)  # areas 16 x 16 and 48 x 32
     assert all(w[1] + w[3] <= 16 and w[0] + w[2] <= 16 for sample, w in data.reads if sample == small)
-    assert _fair_shares([100], 64) == [64]
-    assert _fair_shares([3, 100, 100], 64) == [3, 30, 31]
-    assert _fair_shares([2, 2], 64) == [2, 2]
+    assert fair_shares([100], 64) == [64]
+    assert fair_shares([3, 100, 100], 64) == [3, 30, 31]
+    assert fair_shares([2, 2], 64) == [2, 2]
 
 
 def test_scenes_need_the_same_bands(two_scenes, tmp_path):

@@ -1,0 +1,262 @@
+"""Training data: windows of a series read as the network sees them, random patches, batches.
+
+:class:`SeriesData` reads (coarse T1, fine T0, fine T1, valid) for any window through
+the same :class:`~model_core.raster.PairReader` as fusion. :class:`PatchSampler`
+draws random crops of ``patch_size`` from a sample chosen in proportion to its
+training area, redraws crops with less than ``min_valid`` valid pixels, and flips
+and rotates them (:func:`augment`). :class:`Prefetcher` reads the next batches in
+a background thread while the network trains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CtstfmError
+from .series import scene_suffix
+
+AUTO_PATCHES_CAP = 1000
+
+
+class SeriesData:
+    """Opened rasters of a series, read window by window through :mod:`model_core.raster`.
+
+    Inputs come from the same :class:`~model_core.raster.PairReader` that fusion
+    uses (fine at T0, coarse at T1 warped onto the fine grid, reflectance,
+    negatives clipped, invalid pixels filled), so training sees exactly what
+    fusion will feed the network; the label (fine at T1) is read with the same
+    scale. Only the windows asked for are ever in memory.
+    """
+
+    def __init__(self, pairs, *, scale, bands, resampling=None):
+        from .. import raster
+
+        self.raster = raster
+        self.pairs = list(pairs)
+        self.scale = float(scale)
+        self.bands = int(bands)
+        self.resampling = resampling or raster.DEFAULT_RESAMPLING
+        self._pair_readers = {}
+        self._label_readers = {}
+
+    def _pair_reader(self, sample):
+        key = (sample.reference, sample.target)
+        if key not in self._pair_readers:
+            reference, target = self.pairs[sample.reference], self.pairs[sample.target]
+            self._pair_readers[key] = self.raster.PairReader(
+                reference.fine,
+                target.coarse,
+                n_bands=self.bands,
+                scale=self.scale,
+                resampling=self.resampling,
+                fine_what=f"fine image of {reference.date.isoformat()}{scene_suffix(reference)}",
+                coarse_what=f"coarse image of {target.date.isoformat()}{scene_suffix(target)}",
+            )
+        return self._pair_readers[key]
+
+    def _label_reader(self, index):
+        if index not in self._label_readers:
+            pair = self.pairs[index]
+            self._label_readers[index] = self.raster.RasterReader(
+                pair.fine,
+                list(range(1, self.bands + 1)),
+                what=f"fine image of {pair.date.isoformat()}{scene_suffix(pair)}",
+            )
+        return self._label_readers[index]
+
+    def read(self, sample, window):
+        """``(coarse_t1, fine_t0, fine_t1, valid)`` for a window ``(col, row, width, height)``.
+
+        Arrays are float32 reflectance ``(C, h, w)``; ``valid`` is bool ``(h, w)``,
+        True where all three images hold data. The label is 0 where it is invalid.
+        """
+        window = self.raster.Window(*(int(v) for v in window))
+        fine0, coarse1, valid = self._pair_reader(sample).read(window)
+        label, label_ok = self._label_reader(sample.target).read_reflectance(window, self.scale)
+        label[:, ~label_ok] = 0.0
+        return coarse1, fine0, label, valid & label_ok
+
+    def close(self):
+        for reader in list(self._pair_readers.values()) + list(self._label_readers.values()):
+            reader.close()
+        self._pair_readers.clear()
+        self._label_readers.clear()
+
+
+def default_patches_per_epoch(split, height, width, patch_size):
+    """As many patches as non-overlapping tiles cover the training data (the paper's
+    epoch), at least 8 and at most :data:`AUTO_PATCHES_CAP`."""
+    return clamp_patches(training_tiles(split, height, width, patch_size))
+
+
+def training_tiles(split, height, width, patch_size):
+    rows = height - split.validation_rows
+    return max(1, rows // patch_size) * max(1, width // patch_size) * len(split.train_samples)
+
+
+def clamp_patches(tiles):
+    return int(min(max(tiles, 8), AUTO_PATCHES_CAP))
+
+
+def augment(arrays, rng):
+    """The same random flip / 90° rotation for every (…, H, W) array of one patch."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for array in arrays:
+        if flip:
+            array = array[..., :, ::-1]
+        if k:
+            array = np.rot90(array, k, axes=(-2, -1))
+        out.append(np.ascontiguousarray(array))
+    return out
+
+
+def grid_windows(row0, row1, width, tile):
+    """Non-overlapping (col, row, w, h) tiles of a row band; a band or raster smaller
+    than one tile gives one tile that size."""
+    th = min(tile, row1 - row0)
+    tw = min(tile, width)
+    return [
+        (col, row, tw, th)
+        for row in range(row0, row0 + ((row1 - row0) // th) * th, th)
+        for col in range(0, (width // tw) * tw, tw)
+    ]
+
+
+class Prefetcher:
+    """Reads the batches of one epoch in a background thread while the network trains.
+
+    One producer draws the batches in order, so the patch sequence (and the random
+    state at the end of the epoch) is the same as without it. GDAL releases the GIL
+    while it reads, so reading overlaps the optimisation step.
+    """
+
+    def __init__(self, make_batch, counts, depth=2):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._counts = list(counts)
+        self._thread = threading.Thread(target=self._work, args=(make_batch,), name="ctstfm-patches", daemon=True)
+        self._thread.start()
+
+    def _put(self, item):
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, make_batch):
+        try:
+            for count in self._counts:
+                if self._stop.is_set() or not self._put(make_batch(count)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(exc)
+
+    def __iter__(self):
+        for _ in self._counts:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+
+
+class PatchSampler:
+    """Random training patches: a sample, a window, a redraw when too much is nodata.
+
+    ``rows`` and ``width`` (the training area: rows from the top, full width) are
+    one value for all samples, or one per sample when the samples come from
+    scenes of different sizes; a sample is then drawn in proportion to its
+    training area, so every training pixel of every scene is equally likely.
+    """
+
+    TRIES = 30
+    PROBE_TRIES = 200
+
+    def __init__(self, data, samples, rows, width, patch, min_valid, rng):
+        self.data, self.samples, self.patch = data, list(samples), patch
+        count = len(self.samples)
+        self.rows = [int(rows)] * count if np.isscalar(rows) else [int(value) for value in rows]
+        self.widths = [int(width)] * count if np.isscalar(width) else [int(value) for value in width]
+        self.min_valid, self.rng = min_valid, rng
+        areas = np.array(self.rows, dtype=float) * np.array(self.widths, dtype=float)
+        # Equal areas (one scene): a plain uniform draw, the patch sequence of a one-scene series.
+        self.cumulative = None if np.all(areas == areas[0]) else np.cumsum(areas)
+
+    def _draw(self):
+        if self.cumulative is None:
+            index = int(self.rng.integers(len(self.samples)))
+        else:
+            position = self.rng.random() * self.cumulative[-1]
+            index = min(int(np.searchsorted(self.cumulative, position, side="right")), len(self.samples) - 1)
+        row = int(self.rng.integers(self.rows[index] - self.patch + 1))
+        col = int(self.rng.integers(self.widths[index] - self.patch + 1))
+        arrays = self.data.read(self.samples[index], (col, row, self.patch, self.patch))
+        return arrays, float(arrays[3].mean())
+
+    def probe(self):
+        """Fail early, with a clear message, when no patch has enough valid pixels.
+
+        Uses its own generator so the patch order stays that of the seed.
+        """
+        saved, self.rng = self.rng, np.random.default_rng(12345)
+        try:
+            best = 0.0
+            for _ in range(self.PROBE_TRIES):
+                best = max(best, self._draw()[1])
+                if best >= self.min_valid:
+                    return
+            # Random draws can miss a small valid area; look at every tile before giving up.
+            for sample, rows, width in zip(self.samples, self.rows, self.widths):
+                for window in grid_windows(0, rows, width, self.patch):
+                    valid = self.data.read(sample, window)[3]
+                    best = max(best, float(valid.mean()))
+                    if best >= self.min_valid:
+                        return
+        finally:
+            self.rng = saved
+        raise CtstfmError(
+            f"No {self.patch} x {self.patch} patch of the training dates has at least {100 * self.min_valid:.0f}% "
+            f"valid pixels (the best has {100 * best:.0f}%): the rasters are mostly nodata where fine and coarse "
+            "overlap. Check their nodata values and extents, or use a smaller PATCH_SIZE."
+        )
+
+    def patch_arrays(self):
+        best = None
+        for _ in range(self.TRIES):
+            arrays, fraction = self._draw()
+            if fraction >= self.min_valid:
+                return arrays
+            if best is None or fraction > best[1]:
+                best = (arrays, fraction)
+        return best[0]
+
+    def batch(self, count):
+        parts = [augment(self.patch_arrays(), self.rng) for _ in range(count)]
+        coarse, fine0, fine1, valid = (np.stack(items) for items in zip(*parts))
+        return coarse, fine0, fine1, valid
+
+
+def fair_shares(counts, cap):
+    """Split ``cap`` items between groups holding ``counts``: equal shares, what a small
+    group cannot use going to the others."""
+    shares = [0] * len(counts)
+    left = cap
+    order = sorted(range(len(counts)), key=counts.__getitem__)
+    for done, index in enumerate(order):
+        shares[index] = min(counts[index], left // (len(counts) - done))
+        left -= shares[index]
+    return shares
+

@@ -1,0 +1,173 @@
+"""What a training run leaves beside its model: the epoch report (CSV, PNG curves),
+the provenance stored in the model file, and the closing message."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+
+from .validation import metrics_text
+
+REPORT_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_mae",
+    "val_rmse",
+    "val_psnr",
+    "val_ssim",
+    "val_sam",
+    "seconds",
+    "patches_per_second",
+]
+
+
+def report_paths(out_model):
+    """``(csv, png)``: the epoch report and curves beside ``out_model`` (``cia.pt`` -> ``cia_training.csv``)."""
+    out_model = Path(out_model)
+    stem = out_model.with_suffix("") if out_model.suffix else out_model
+    return Path(str(stem) + "_training.csv"), Path(str(stem) + "_training.png")
+
+
+def write_report_csv(history, path):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({key: format_number(row.get(key)) for key in REPORT_COLUMNS})
+    os.replace(tmp, path)
+
+
+def format_number(value):
+    """A report cell: floats with 6 significant digits, anything else as it is."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def write_curve_png(history, path, initial_metrics=None, best_epoch=None):
+    """Training loss and validation metrics per epoch as a PNG (matplotlib Agg, no pyplot).
+
+    Returns the path, or None when matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return None
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    val_epochs = list(epochs)
+    val_mae = [row["val_mae"] for row in history]
+    if initial_metrics and math.isfinite(initial_metrics.get("mae", math.nan)):
+        val_epochs = [epochs[0] - 1 if epochs else 0] + val_epochs
+        val_mae = [initial_metrics["mae"]] + val_mae
+    left.plot(epochs, [row["train_loss"] for row in history], "o-", label="training L1 loss")
+    left.plot(val_epochs, val_mae, "s-", label="validation MAE")
+    if best_epoch:
+        left.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+    left.set_xlabel("epoch")
+    left.set_ylabel("reflectance")
+    left.set_title("Loss and validation MAE")
+    left.legend()
+    right.plot(epochs, [row["val_ssim"] for row in history], "o-", color="tab:green", label="SSIM")
+    right.set_xlabel("epoch")
+    right.set_ylabel("SSIM", color="tab:green")
+    twin = right.twinx()
+    twin.plot(epochs, [row["val_psnr"] for row in history], "s-", color="tab:red", label="PSNR (dB)")
+    twin.set_ylabel("PSNR (dB)", color="tab:red")
+    right.set_title("Validation SSIM and PSNR")
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part.png")
+    figure.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return str(path)
+
+
+
+
+def scene_records(scenes, window_counts):
+    """Per scene: name, manifest, dates, split and validation windows (for provenance and results)."""
+    return [
+        {
+            "name": scene.name,
+            "manifest": scene.manifest,
+            "dates": [d.isoformat() for d in scene.dates],
+            "train_dates": [d.isoformat() for d in scene.split.train_dates],
+            "validation_dates": [d.isoformat() for d in scene.split.validation_dates],
+            "validation_mode": scene.split.mode,
+            "validation_rows": scene.split.validation_rows,
+            "validation_windows": count,
+            "size": [scene.info.width, scene.info.height],
+        }
+        for scene, count in zip(scenes, window_counts)
+    ]
+
+
+def build_provenance(run, state, *, data_source, scenes, cancelled, seconds):
+    """The provenance a trained model file carries: data, split, settings and results.
+
+    ``run`` is the :class:`~model_core.training.trainer.TrainingRun` (settings, split,
+    device), ``state`` the final :class:`~model_core.training.checkpoint.TrainingState`.
+    """
+    split, settings = run.split, run.settings
+    return {
+        "kind": "ctstfm-training",
+        "data": data_source,
+        "scenes": scenes,
+        "dates": sorted({pair.date.isoformat() for pair in run.pairs}),
+        "train_dates": [d.isoformat() for d in split.train_dates],
+        "validation_dates": [d.isoformat() for d in split.validation_dates],
+        "validation": split.note,
+        "validation_mode": split.mode,
+        "validation_rows": split.validation_rows,
+        "validation_windows": sum(scene["validation_windows"] for scene in scenes),
+        "samples": run.sample_text,
+        "epochs": state.epoch,
+        "epochs_requested": settings.epochs,
+        "best_epoch": state.best_epoch,
+        "best_validation": state.best_metrics,
+        "initial_validation": state.initial_metrics,
+        "cancelled": cancelled,
+        "seed": settings.seed,
+        "device": run.device,
+        "mixed_precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None,
+        "batch_size": settings.batch_size,
+        "patch_size": run.patch,
+        "patches_per_epoch": run.patches_per_epoch,
+        "learning_rate": settings.lr,
+        "optimizer": "Adam(betas=(0.9, 0.999))",
+        "loss": "L1 over valid pixels",
+        "resampling": run.resampling,
+        "scale": run.network.scale,
+        "references": settings.references,
+        "max_gap_days": settings.max_gap_days,
+        "init_model": str(run.network.init_model) if run.network.init_model else None,
+        "seconds": round(seconds, 1),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def closing_message(state, *, epochs, out_model, ckpt_path, cancelled, seconds):
+    """The sentence that ends a training log."""
+    if cancelled:
+        return (
+            f"Cancelled after {state.epoch} of {epochs} epochs: {out_model} holds the best model so far "
+            f"(epoch {state.best_epoch}, validation MAE {state.best_metrics['mae']:.5f}); resume to continue from "
+            f"{Path(ckpt_path).name}."
+        )
+    return (
+        f"Trained {state.epoch} epochs in {seconds:.0f} s; best epoch {state.best_epoch}: validation "
+        f"{metrics_text(state.best_metrics)} (initial model: MAE {state.initial_metrics['mae']:.5f}). "
+        f"Wrote {out_model}."
+    )

@@ -1,0 +1,416 @@
+"""The series a model trains on: dated fine/coarse pairs, grouped in scenes, checked.
+
+:func:`read_manifest` (CSV ``date,fine,coarse``, optionally ``scene``),
+:func:`read_manifests` (several manifests, each its own scene(s)) and
+:func:`series_from_layers` give a list of :class:`Pair`; :func:`resolve_series`
+accepts any of these forms. :func:`check_scenes` opens every raster once: within
+each scene at least two dates, no duplicate date, every fine raster on the same
+grid with the same band count, every coarse raster covering its fine raster
+(:func:`check_series`); the same band count in every scene.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CtstfmError
+from ..progress import Progress
+
+@dataclass(frozen=True)
+class Pair:
+    """One date of the series: the fine and the coarse raster acquired that day."""
+
+    date: _dt.date
+    fine: str
+    coarse: str
+    scene: str = ""  # pairs of one scene share a grid; "" when the series is one scene
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training/validation sample: predict fine at ``target`` from coarse at
+    ``target`` and fine at ``reference`` (indices into the series)."""
+
+    target: int
+    reference: int
+
+
+_ISO = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})\s*$")
+_COMPACT = re.compile(r"^\s*(\d{4})(\d{2})(\d{2})\s*$")
+_NAME_ISO = re.compile(r"(?<!\d)(\d{4})[-_.]?(\d{2})[-_.]?(\d{2})(?!\d)")
+_NAME_DOY = re.compile(r"(?:^|[._])A(\d{4})(\d{3})(?=[._]|$)")
+
+def parse_date(text):
+    """An ISO date ``YYYY-MM-DD`` (or ``YYYYMMDD``) as a :class:`datetime.date`."""
+    if isinstance(text, _dt.datetime):
+        return text.date()
+    if isinstance(text, _dt.date):
+        return text
+    match = _ISO.match(str(text)) or _COMPACT.match(str(text))
+    if match:
+        try:
+            return _dt.date(*(int(part) for part in match.groups()))
+        except ValueError:
+            pass
+    raise CtstfmError(f"'{text}' is not a date; write dates as YYYY-MM-DD, e.g. 2021-04-01.")
+
+
+def date_from_name(path):
+    """The acquisition date written in a file name, or None.
+
+    Recognises ``YYYY-MM-DD``, ``YYYY_MM_DD``, ``YYYYMMDD`` (the first one in the
+    name, as in Landsat product names) and MODIS's ``.AYYYYDDD.`` (year and day of
+    year).
+    """
+    name = Path(str(path)).name
+    for match in _NAME_ISO.finditer(name):
+        year, month, day = (int(part) for part in match.groups())
+        if 1950 <= year <= 2100:
+            try:
+                return _dt.date(year, month, day)
+            except ValueError:
+                continue
+    match = _NAME_DOY.search(name)
+    if match:
+        year, doy = int(match.group(1)), int(match.group(2))
+        if 1950 <= year <= 2100 and 1 <= doy <= 366:
+            return _dt.date(year, 1, 1) + _dt.timedelta(days=doy - 1)
+    return None
+
+
+def read_manifest(path, scene_prefix=None):
+    """Read a series from a CSV with the columns ``date,fine,coarse`` (and optionally ``scene``).
+
+    Dates are ISO (``2021-04-01``); paths may be relative to the CSV's folder.
+    Other columns are ignored, as are blank lines and lines starting with ``#``.
+    The optional ``scene`` column (any text) groups the rows into scenes, each on
+    its own grid; without it the manifest is one scene. ``scene_prefix`` (used when
+    several manifests train together) is put before every scene name:
+    ``prefix`` or ``prefix:scene``. Returns the pairs grouped by scene (in order of
+    first appearance), sorted by date within a scene.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CtstfmError(f"The manifest {path} does not exist; give the path of a CSV with columns date,fine,coarse.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CtstfmError(f"The manifest {path} cannot be read as a text CSV ({exc}).") from exc
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise CtstfmError(f"The manifest {path} is empty; it needs a header 'date,fine,coarse' and one line per date.")
+    try:
+        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(lines, dialect)
+    header = [name.strip().lower() for name in next(reader)]
+    missing = [name for name in ("date", "fine", "coarse") if name not in header]
+    if missing:
+        raise CtstfmError(
+            f"The manifest {path} has no column {', '.join(missing)} (found: {', '.join(header) or 'none'}); "
+            "its first line must be the header 'date,fine,coarse'."
+        )
+    column = {name: header.index(name) for name in ("date", "fine", "coarse")}
+    scene_column = header.index("scene") if "scene" in header else None
+    pairs = []
+    for line_number, row in enumerate(reader, start=2):
+        values = {}
+        for name, index in column.items():
+            value = row[index].strip() if index < len(row) else ""
+            if not value:
+                raise CtstfmError(f"Line {line_number} of the manifest {path} has no {name}; fill it in or remove the line.")
+            values[name] = value
+        try:
+            date = parse_date(values["date"])
+        except CtstfmError as exc:
+            raise CtstfmError(f"Line {line_number} of the manifest {path}: {exc}") from None
+        files = {}
+        for name in ("fine", "coarse"):
+            file_path = Path(values[name]).expanduser()
+            if not file_path.is_absolute():
+                file_path = path.parent / file_path
+            if not file_path.exists():
+                raise CtstfmError(
+                    f"Line {line_number} of the manifest {path}: the {name} raster {file_path} does not exist; "
+                    "fix the path (relative paths are read from the manifest's folder)."
+                )
+            files[name] = str(file_path)
+        scene = row[scene_column].strip() if scene_column is not None and scene_column < len(row) else ""
+        if scene_prefix:
+            scene = f"{scene_prefix}:{scene}" if scene else str(scene_prefix)
+        pairs.append(Pair(date, files["fine"], files["coarse"], scene))
+    return group_scenes(pairs)
+
+
+def read_manifests(paths):
+    """Pairs of several manifests, each its own scene(s).
+
+    With more than one manifest every scene name starts with the manifest's file
+    stem (``fields``, ``fields:north``); manifests with the same stem are told
+    apart by their folder (``site_a/manifest``). Returns ``(pairs, manifests)``:
+    the pairs grouped by scene, and each scene's manifest path (resolved).
+    """
+    paths = [Path(path) for path in paths]
+    resolved = [path.expanduser().resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise CtstfmError(f"The manifest {paths[index]} is given twice; give each manifest once.")
+    names = [path.stem for path in resolved]
+    if len(paths) > 1:
+        names = [f"{path.parent.name}/{path.stem}" if names.count(path.stem) > 1 else path.stem for path in resolved]
+        names = [name if names.count(name) == 1 else f"{name}#{index + 1}" for index, name in enumerate(names)]
+    pairs, manifests = [], {}
+    for path, real, name in zip(paths, resolved, names):
+        found = read_manifest(path, scene_prefix=name if len(paths) > 1 else None)
+        for pair in found:
+            manifests.setdefault(pair.scene, str(real))
+        pairs.extend(found)
+    return group_scenes(pairs), manifests
+
+
+def group_scenes(pairs):
+    """Pairs grouped by scene (scenes in order of first appearance), sorted by date within each."""
+    order = {}
+    for pair in pairs:
+        order.setdefault(pair.scene, len(order))
+    return sorted(pairs, key=lambda pair: (order[pair.scene], pair.date))
+
+
+def series_from_layers(fines, coarses, dates=None, progress=None):
+    """Pairs from two equally long lists of raster paths and their dates.
+
+    ``dates`` is a list of dates or one string ``"2021-04-01,2021-05-03,..."`` in
+    the same order as the rasters. When it is empty each date is read from the
+    fine raster's file name (else the coarse one's), and the log says so.
+    """
+    fines = [str(item) for item in (fines or [])]
+    coarses = [str(item) for item in (coarses or [])]
+    if not fines or not coarses:
+        raise CtstfmError(
+            "No series given: pick the fine rasters and the coarse rasters (one of each per date), "
+            "or give a manifest CSV with columns date,fine,coarse."
+        )
+    if len(fines) != len(coarses):
+        raise CtstfmError(
+            f"{len(fines)} fine rasters but {len(coarses)} coarse rasters; give one coarse raster per fine raster, "
+            "in the same date order."
+        )
+    if isinstance(dates, str):
+        dates = [part for part in re.split(r"[,;\s]+", dates) if part]
+    dates = list(dates or [])
+    progress = progress or Progress()
+    if dates:
+        if len(dates) != len(fines):
+            raise CtstfmError(
+                f"{len(dates)} dates for {len(fines)} fine rasters; give one date per raster pair, in the same order "
+                "(e.g. 2021-04-01,2021-05-03), or leave the dates empty to read them from the file names."
+            )
+        parsed = [parse_date(item) for item in dates]
+    else:
+        parsed = []
+        for fine, coarse in zip(fines, coarses):
+            date = date_from_name(fine) or date_from_name(coarse)
+            if date is None:
+                raise CtstfmError(
+                    f"No date given and none found in the file name of {fine}; type the dates "
+                    "(YYYY-MM-DD, comma-separated, in the order of the rasters) or put YYYY-MM-DD or YYYYMMDD "
+                    "in the file names."
+                )
+            parsed.append(date)
+        progress.info(
+            "Dates read from the file names: "
+            + ", ".join(f"{Path(fine).name} -> {date.isoformat()}" for fine, date in zip(fines, parsed))
+        )
+    return sorted((Pair(date, fine, coarse) for date, fine, coarse in zip(parsed, fines, coarses)), key=lambda p: p.date)
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """The common grid of a series' fine rasters."""
+
+    width: int
+    height: int
+    bands: int
+    band_names: tuple  # from the band descriptions when all are set and distinct, else ()
+    crs_wkt: str
+    geotransform: tuple
+
+
+def _covered_fraction(fine_info, coarse_info):
+    """Fraction of the fine extent inside the coarse raster's extent (in the fine CRS),
+    or None when the extents cannot be compared."""
+    a = fine_info.bounds
+    b = coarse_info.bounds_in(fine_info.crs_wkt)
+    if b is None:
+        return None
+    # Half a fine pixel of slack for rounding in the coarse grid or the transform.
+    slack = 0.5 * max(abs(fine_info.geotransform[1]), abs(fine_info.geotransform[5]))
+    b = (b[0] - slack, b[1] - slack, b[2] + slack, b[3] + slack)
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return width * height / area if area > 0 else 0.0
+
+
+def check_series(pairs, progress=None, scene=""):
+    """Check one scene's series before any training; returns its :class:`SeriesInfo`.
+
+    At least two dates, no date twice; every fine raster readable, on the grid of
+    the first (size, extent, CRS) with its band count; every coarse raster
+    readable, with at least that many bands, covering its fine raster's extent
+    and holding valid data over it. Raises :class:`CtstfmError` naming the file
+    (and ``scene``, when given). :func:`check_scenes` checks a several-scene series.
+    """
+    from .. import raster
+
+    pairs = list(pairs)
+    in_scene = f" in scene '{scene}'" if scene else ""
+    if len(pairs) < 2:
+        raise CtstfmError(
+            (f"The scene '{scene}'" if scene else "The series")
+            + f" has {len(pairs)} date(s); training needs at least two dates"
+            + (" per scene" if scene else "")
+            + " with a fine and a coarse image each (one to predict, one as reference)."
+        )
+    seen = {}
+    for pair in pairs:
+        if pair.date in seen:
+            raise CtstfmError(
+                f"The date {pair.date.isoformat()} appears twice{in_scene} ({Path(seen[pair.date]).name} and "
+                f"{Path(pair.fine).name}); give one fine/coarse pair per date."
+            )
+        seen[pair.date] = pair.fine
+    first = None
+    for index, pair in enumerate(pairs):
+        if progress is not None:
+            progress.check()
+        what = f"fine image of {pair.date.isoformat()}{in_scene}"
+        fine = raster.RasterInfo.read(pair.fine, what)
+        if not fine.is_north_up:
+            raise CtstfmError(f"The {what} '{pair.fine}' is rotated or not north-up; warp it to a north-up grid first.")
+        if first is None:
+            first = fine
+        else:
+            reference = f"the fine image of {pairs[0].date.isoformat()}{in_scene} ('{Path(first.path).name}')"
+            if not raster.same_crs(fine.crs_wkt, first.crs_wkt):
+                raise CtstfmError(
+                    f"The {what} '{pair.fine}' is in another CRS than {reference}; every fine image must be on the "
+                    "same grid (reproject it with Raster > Projections > Warp, onto that image's grid)."
+                )
+            if fine.count != first.count:
+                raise CtstfmError(
+                    f"The {what} '{pair.fine}' has {fine.count} bands but {reference} has {first.count}; every "
+                    "fine image needs the same bands."
+                )
+            if not fine.same_grid(first):
+                raise CtstfmError(
+                    f"The {what} '{pair.fine}' covers another extent or pixel grid ({fine.width} x {fine.height} px, "
+                    f"bounds {_bounds_text(fine.bounds)}) than {reference} ({first.width} x {first.height} px, "
+                    f"bounds {_bounds_text(first.bounds)}); clip or warp every fine image onto the same grid."
+                )
+        coarse_what = f"coarse image of {pair.date.isoformat()}{in_scene}"
+        coarse = raster.RasterInfo.read(pair.coarse, coarse_what)
+        covered = _covered_fraction(fine, coarse)
+        if covered is not None and covered < 0.999:
+            raise CtstfmError(
+                f"The {coarse_what} '{pair.coarse}' covers only {100 * covered:.0f}% of its fine image's extent; "
+                "give a coarse image (or a mosaic) that covers the whole fine image."
+            )
+        reader = raster.PairReader(
+            pair.fine, pair.coarse, n_bands=first.count, fine_what=what, coarse_what=coarse_what
+        )
+        try:
+            reader.check_coverage()
+        finally:
+            reader.close()
+    names = tuple(first.descriptions)
+    if not all(names) or len(set(names)) != len(names):
+        names = ()
+    return SeriesInfo(first.width, first.height, first.count, names, first.crs_wkt, first.geotransform)
+
+
+@dataclass
+class Scene:
+    """One scene of a series: its pairs (sorted by date) on one grid, and their split."""
+
+    name: str
+    pairs: list
+    first: int  # index of its first pair in the whole series (samples index the whole series)
+    info: SeriesInfo
+    label: str = ""  # how messages name it: "" when the series is one scene
+    split: Split | None = None  # set by split_scenes; sample indices into the whole series
+    manifest: str | None = None
+
+    @property
+    def dates(self):
+        return [pair.date for pair in self.pairs]
+
+    @property
+    def train_rows(self):
+        return self.info.height - self.split.validation_rows
+
+
+def check_scenes(pairs, progress=None):
+    """Check a series of one or several scenes (:attr:`Pair.scene`); returns the list of :class:`Scene`.
+
+    Each scene is checked with :func:`check_series` (its own grid, dates, bands);
+    all scenes must have the same band count. Pairs are grouped as
+    :func:`group_scenes` groups them, the order the samples index.
+    """
+    pairs = group_scenes(pairs)
+    names = list(dict.fromkeys(pair.scene for pair in pairs)) or [""]
+    several = len(names) > 1
+    scenes = []
+    for name in names:
+        members = [pair for pair in pairs if pair.scene == name]
+        label = (name or "(unnamed)") if several else ""
+        info = check_series(members, progress, scene=label)
+        if scenes and info.bands != scenes[0].info.bands:
+            raise CtstfmError(
+                f"The fine images of scene '{label}' have {info.bands} bands but those of scene "
+                f"'{scenes[0].label}' have {scenes[0].info.bands}; every scene needs the same bands, in the same "
+                "order (train separate models, or drop the extra bands)."
+            )
+        start = scenes[-1].first + len(scenes[-1].pairs) if scenes else 0
+        scenes.append(Scene(name, members, start, info, label))
+    return scenes
+
+
+def _bounds_text(bounds):
+    return "(" + ", ".join(f"{value:.1f}" for value in bounds) + ")"
+
+
+def scene_suffix(pair):
+    """`` in scene NAME`` for messages about a pair of a named scene, else ``""``."""
+    return f" in scene '{pair.scene}'" if pair.scene else ""
+
+
+def resolve_series(series, data_source=None):
+    """``(pairs, manifests, data_source)`` for any form :func:`~model_core.training.train` accepts.
+
+    ``series``: a manifest path, a list of manifest paths, or a list of :class:`Pair`.
+    ``manifests`` maps scene names to their manifest; ``data_source`` is what
+    provenance records as the data (the given one, else the manifest path(s) or the pairs).
+    """
+    manifests = {}
+    series = [series] if isinstance(series, (str, os.PathLike)) else list(series)
+    if series and all(isinstance(item, (str, os.PathLike)) for item in series):
+        pairs, manifests = read_manifests(series)
+        if data_source is None:
+            paths = [str(Path(item).expanduser().resolve()) for item in series]
+            data_source = {"manifest": paths[0]} if len(paths) == 1 else {"manifests": paths}
+    else:
+        pairs = group_scenes(series)
+    if data_source is None:
+        data_source = {
+            "pairs": [
+                dict(date=p.date.isoformat(), fine=p.fine, coarse=p.coarse, **({"scene": p.scene} if p.scene else {}))
+                for p in pairs
+            ]
+        }
+    return pairs, manifests, data_source

@@ -1,0 +1,440 @@
+""":func:`train`: from a series of fine/coarse pairs to a model file, in a few readable steps.
+
+1. :class:`TrainSettings` checks the numbers; :func:`~.series.resolve_series` reads the series.
+2. :func:`prepare_run` checks the scenes, chooses the network (new, or the model to
+   fine-tune), splits the series and plans the patches and the device: a :class:`TrainingRun`.
+3. :func:`start_model` builds the network, optimizer and gradient scaler, fresh or
+   resumed from the checkpoint (:class:`~.checkpoint.TrainingState`).
+4. :func:`~.loop.run_epochs` trains, validates every epoch and checkpoints.
+5. :func:`finish` writes the best model with its provenance, the curves, and the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import Cancelled, CtstfmError
+from ..progress import Progress
+from .checkpoint import TrainingState, checkpoint_path
+from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
+from .loop import run_epochs
+from .reports import build_provenance, closing_message, report_paths, scene_records, write_curve_png
+from .series import SeriesInfo, check_scenes, resolve_series
+from .split import pooled_split, split_scenes
+from .step import grad_scaler
+from .validation import Validator, metrics_text
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` wrote and how the training went."""
+
+    model_path: str
+    report_csv: str
+    report_png: str | None
+    checkpoint: str
+    epochs: int  # epochs completed in total (resumed runs count the earlier ones)
+    best_epoch: int
+    best_metrics: dict
+    initial_metrics: dict
+    history: list
+    train_dates: list
+    validation_dates: list
+    validation_mode: str
+    device: str
+    seconds: float
+    cancelled: bool = False
+    message: str = ""
+    provenance: dict = field(default_factory=dict)
+    scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
+
+
+def _check_positive(name, value, minimum, kind=int):
+    if value is None or kind(value) < minimum:
+        raise CtstfmError(f"{name} is {value}; give a value of at least {minimum}.")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The numbers that steer a training run, checked once."""
+
+    epochs: int = 150
+    batch_size: int = 4
+    patch_size: int = 256
+    patches_per_epoch: int | None = None  # None: as many as tile the training data (see clamp_patches)
+    lr: float = 1e-4
+    references: int = 1
+    max_gap_days: int | None = None
+    validation_fraction: float = 0.2
+    seed: int = 0
+    min_valid: float = 0.5
+    max_validation_windows: int = 64
+
+    @classmethod
+    def checked(cls, **values):
+        """Settings from keyword arguments, each checked (a clear error names the bad one)."""
+        s = cls(**values)
+        lr = float(s.lr)
+        if not lr > 0:
+            raise CtstfmError(f"LEARNING_RATE is {lr}; give a positive value, e.g. 0.0001.")
+        if not 0.0 < float(s.min_valid) <= 1.0:
+            raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
+        return cls(
+            epochs=_check_positive("EPOCHS", s.epochs, 1),
+            batch_size=_check_positive("BATCH_SIZE", s.batch_size, 1),
+            patch_size=_check_positive("PATCH_SIZE", s.patch_size, 8),
+            patches_per_epoch=int(s.patches_per_epoch) if s.patches_per_epoch else None,
+            lr=lr,
+            references=_check_positive("REFERENCES", s.references, 1),
+            max_gap_days=int(s.max_gap_days) if s.max_gap_days else None,
+            validation_fraction=s.validation_fraction,
+            seed=int(s.seed),
+            min_valid=float(s.min_valid),
+            max_validation_windows=int(s.max_validation_windows),
+        )
+
+
+@dataclass
+class NetworkChoice:
+    """The network a run trains: its configuration, bands and scale, and the model it starts from."""
+
+    config: object
+    band_names: list
+    scale: float
+    init_model: str | None = None
+    init_state: dict | None = None  # weights of init_model
+
+
+def choose_network(info, *, init_model=None, width=None, predict_residual=False, residual_blur=0, scale=None,
+                   progress):
+    """A new network for the series' bands, or the configuration of ``init_model`` to fine-tune."""
+    from ..network import DEFAULT_BANDS, CTSTFMConfig
+
+    if init_model:
+        from ..model_file import load_model
+
+        loaded = load_model(str(init_model), map_location="cpu")
+        model_bands = list(loaded.band_names)
+        if loaded.config.bands != info.bands:
+            raise CtstfmError(
+                f"The initial model {init_model} has {loaded.config.bands} bands ({', '.join(model_bands)}) "
+                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave INIT_MODEL "
+                "empty to train from scratch."
+            )
+        if width and int(width) != loaded.config.width:
+            progress.info(f"WIDTH {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
+        return NetworkChoice(
+            loaded.config, model_bands, float(scale) if scale else float(loaded.scale), str(init_model),
+            loaded.model.state_dict(),
+        )
+    band_names = list(info.band_names or (DEFAULT_BANDS if info.bands == len(DEFAULT_BANDS) else []))
+    if len(band_names) != info.bands:
+        band_names = [f"band{i + 1}" for i in range(info.bands)]
+    kwargs = {"bands": info.bands, "predict_residual": bool(predict_residual) or bool(residual_blur),
+              "residual_blur": int(residual_blur)}
+    if width:
+        kwargs["width"] = int(width)
+    return NetworkChoice(CTSTFMConfig(**kwargs), band_names, float(scale) if scale else 1e-4)
+
+
+@dataclass
+class TrainingRun:
+    """Everything decided before the first step: data, network, split, patches, device."""
+
+    pairs: list
+    scenes: list
+    labels: list  # how logs and the checkpoint name each date ("scene date" with several scenes)
+    info: SeriesInfo
+    network: NetworkChoice
+    settings: TrainSettings
+    split: object
+    patch: int
+    patches_per_epoch: int
+    sample_text: list
+    device: str
+    amp_dtype: object
+    resampling: str
+
+    @property
+    def steps(self):
+        return int(math.ceil(self.patches_per_epoch / self.settings.batch_size))
+
+    @property
+    def identity(self):
+        """What a resumed run must share with the checkpoint it resumes."""
+        return {
+            "dates": self.labels,
+            "bands": self.info.bands,
+            "config": self.network.config.to_dict(),
+            "validation_mode": self.split.mode,
+        }
+
+
+def _series_info(scenes, progress):
+    """The first scene's grid info; band names dropped when the scenes' descriptions disagree."""
+    info = scenes[0].info
+    if any(scene.info.band_names != info.band_names for scene in scenes):
+        if all(scene.info.band_names for scene in scenes):
+            progress.info(
+                "The scenes' band descriptions differ ("
+                + "; ".join(f"{scene.label}: {', '.join(scene.info.band_names)}" for scene in scenes)
+                + "); check that every scene has its bands in the same order."
+            )
+        info = SeriesInfo(info.width, info.height, info.bands, (), info.crs_wkt, info.geotransform)
+    return info
+
+
+def _plan_patches(scenes, settings, progress):
+    """``(patch, patches_per_epoch)``: the patch side (shrunk to the smallest training area) and epoch size."""
+    patch = min([settings.patch_size] + [min(scene.train_rows, scene.info.width) for scene in scenes])
+    if patch < settings.patch_size:
+        progress.info(
+            f"PATCH_SIZE {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
+        )
+    per_epoch = settings.patches_per_epoch or clamp_patches(
+        sum(training_tiles(scene.split, scene.info.height, scene.info.width, patch) for scene in scenes)
+    )
+    return patch, _check_positive("PATCHES_PER_EPOCH", per_epoch, 1)
+
+
+def _log_series(run, progress):
+    pairs, scenes, info, network = run.pairs, run.scenes, run.info, run.network
+    bands = f"{info.bands} bands ({', '.join(network.band_names)}), scale {network.scale:g}."
+    if len(scenes) > 1:
+        progress.info(f"{len(scenes)} scenes, {len(pairs)} dates in all, {bands}")
+        for scene in scenes:
+            progress.info(
+                f"Scene '{scene.label}': {len(scene.pairs)} dates, {scene.info.width} x {scene.info.height} px. "
+                f"{scene.split.note}"
+            )
+    else:
+        progress.info(f"{len(pairs)} dates, {info.width} x {info.height} px, {bands}")
+        progress.info(run.split.note)
+    progress.info(
+        f"{len(run.split.train_samples)} training samples (target <- reference): " + ", ".join(run.sample_text)
+    )
+
+
+def prepare_run(pairs, manifests, settings, *, network_options, device, progress):
+    """Check the scenes, choose the network, split the series, plan patches and device."""
+    from ..fusion import mixed_precision_dtype, resolve_device
+    from ..raster import DEFAULT_RESAMPLING
+
+    progress.update(0.0, "checking the series")
+    scenes = check_scenes(pairs, progress)
+    pairs = [pair for scene in scenes for pair in scene.pairs]
+    for scene in scenes:
+        scene.manifest = manifests.get(scene.name)
+    several = len(scenes) > 1
+    labels = [f"{pair.scene or '(unnamed)'} {pair.date}" if several else pair.date.isoformat() for pair in pairs]
+    info = _series_info(scenes, progress)
+    network = choose_network(info, progress=progress, **network_options)
+    split_scenes(
+        scenes, validation_fraction=settings.validation_fraction, references=settings.references,
+        max_gap_days=settings.max_gap_days, patch_size=settings.patch_size,
+    )
+    split = pooled_split(scenes) if several else scenes[0].split
+    patch, per_epoch = _plan_patches(scenes, settings, progress)
+    dates = [pair.date for pair in pairs]
+    torch_device = str(resolve_device(device))
+    run = TrainingRun(
+        pairs=pairs, scenes=scenes, labels=labels, info=info, network=network, settings=settings, split=split,
+        patch=patch, patches_per_epoch=per_epoch,
+        sample_text=[f"{labels[s.target]}<-{dates[s.reference]}" for s in split.train_samples],
+        device=torch_device, amp_dtype=mixed_precision_dtype(torch_device), resampling=DEFAULT_RESAMPLING,
+    )
+    _log_series(run, progress)
+    return run
+
+
+def start_model(run, *, ckpt_path, resume, progress):
+    """``(model, optimizer, scaler, rng, state)``: seeded, fresh or restored from the checkpoint."""
+    import torch
+
+    from ..network import CTSTFM
+
+    torch.manual_seed(run.settings.seed)
+    rng = np.random.default_rng(run.settings.seed)
+    model = CTSTFM(run.network.config)
+    if run.network.init_state is not None:
+        model.load_state_dict(run.network.init_state)
+        progress.info(f"Fine-tuning {run.network.init_model}.")
+    model.to(run.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
+    scaler = grad_scaler(run.amp_dtype)
+    if resume:
+        state = TrainingState.resume(
+            ckpt_path, run.identity, model=model, optimizer=optimizer, scaler=scaler, rng=rng, lr=run.settings.lr
+        )
+        progress.info(
+            f"Resuming from {ckpt_path}: {state.epoch} epochs done, best epoch {state.best_epoch} (val MAE "
+            f"{state.best_metrics.get('mae', math.nan):.5f}); training up to epoch {run.settings.epochs}."
+        )
+    else:
+        state = TrainingState(identity=run.identity)
+        if Path(ckpt_path).exists():
+            progress.info(f"An old checkpoint {ckpt_path} exists; this new training replaces it after its first epoch.")
+    if state.epoch >= run.settings.epochs:
+        progress.info(
+            f"The checkpoint already holds {state.epoch} epochs (EPOCHS is {run.settings.epochs}): writing its best "
+            "model; raise EPOCHS to train further."
+        )
+    return model, optimizer, scaler, rng, state
+
+
+def open_data(run, data, rng, progress):
+    """``(validator, sampler)``: the fixed validation windows and the patch sampler, probed."""
+    progress.update(0.005, "choosing validation windows")
+    validator = Validator(
+        data, run.scenes, run.patch, max_windows=run.settings.max_validation_windows,
+        min_valid=run.settings.min_valid, batch_size=run.settings.batch_size, device=run.device,
+        amp_dtype=run.amp_dtype, progress=progress,
+    )
+    several = len(run.scenes) > 1
+    progress.info(
+        f"Validation on {len(validator.windows)} fixed windows of up to {run.patch} x {run.patch} px"
+        + (f" from {len(run.split.validation_samples)} validation samples" if run.split.mode == "dates" else "")
+        + (" (" + ", ".join(f"{s.label}: {n}" for s, n in zip(run.scenes, validator.scene_counts)) + ")."
+           if several else ".")
+    )
+    for scene, count in zip(run.scenes, validator.scene_counts):
+        if several and not count:
+            progress.info(f"Scene '{scene.label}' has no validation window with valid pixels: it is not validated.")
+    train_scenes = [scene for scene in run.scenes for _ in scene.split.train_samples]
+    sampler = PatchSampler(
+        data, run.split.train_samples, [scene.train_rows for scene in train_scenes],
+        [scene.info.width for scene in train_scenes], run.patch, run.settings.min_valid, rng,
+    )
+    sampler.probe()
+    return validator, sampler
+
+
+def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_source, window_counts, cancelled,
+           seconds, progress):
+    """Write the best model with its provenance and the curves; the :class:`TrainResult`."""
+    from ..model_file import save_model
+
+    model.load_state_dict(state.best_state)
+    model.to("cpu")
+    scenes = scene_records(run.scenes, window_counts)
+    provenance = build_provenance(
+        run, state, data_source=data_source, scenes=scenes, cancelled=cancelled, seconds=seconds
+    )
+    network = run.network
+    save_model(
+        str(out_model), model, config=network.config, band_names=network.band_names, scale=network.scale,
+        provenance=provenance,
+    )
+    png = write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch) if state.history else None
+    if png is None:
+        progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
+    message = closing_message(
+        state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, cancelled=cancelled,
+        seconds=seconds,
+    )
+    progress.info(message)
+    progress.update(1.0, "done")
+    return TrainResult(
+        model_path=str(out_model), report_csv=str(csv_path) if state.history else "", report_png=png,
+        checkpoint=str(ckpt_path), epochs=state.epoch, best_epoch=state.best_epoch, best_metrics=state.best_metrics,
+        initial_metrics=state.initial_metrics, history=state.history, train_dates=list(run.split.train_dates),
+        validation_dates=list(run.split.validation_dates), validation_mode=run.split.mode, device=run.device,
+        seconds=seconds, cancelled=cancelled, message=message, provenance=provenance, scenes=scenes,
+    )
+
+
+def _output_paths(out_model):
+    out_model = Path(out_model).expanduser()
+    if out_model.is_dir():
+        raise CtstfmError(f"The output model {out_model} is a folder; give a file name ending in .pt.")
+    out_model.parent.mkdir(parents=True, exist_ok=True)
+    return out_model, checkpoint_path(out_model), *report_paths(out_model)
+
+
+def train(
+    series,
+    out_model,
+    *,
+    epochs=150,
+    batch_size=4,
+    patch_size=256,
+    patches_per_epoch=None,
+    lr=1e-4,
+    references=1,
+    max_gap_days=None,
+    validation_fraction=0.2,
+    init_model=None,
+    resume=False,
+    device="auto",
+    seed=0,
+    width=None,
+    predict_residual=False,
+    residual_blur=0,
+    scale=None,
+    min_valid=0.5,
+    max_validation_windows=64,
+    data_source=None,
+    progress=None,
+):
+    """Train CTSTFM on a series and write the best model to ``out_model``.
+
+    ``series``: a manifest path (CSV ``date,fine,coarse``, optionally ``scene``), a list
+    of manifest paths (:func:`~.series.read_manifests`: each its own scene(s)) or a list of
+    :class:`~.series.Pair` (from one or several scenes).
+    ``epochs`` is the total epoch count (a resumed run continues up to it).
+    ``patches_per_epoch`` None or 0: as many as tile the training data (at most 1000).
+    ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
+    whose configuration, band names and scale are kept). ``scale``: reflectance = DN
+    x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
+    records as the data (default: the manifest path(s) or the list of pairs).
+    Returns a :class:`TrainResult`; raises :class:`~model_core.errors.Cancelled` when
+    cancelled before the first epoch finished (nothing written).
+    """
+    started = time.monotonic()
+    progress = progress or Progress()
+    settings = TrainSettings.checked(
+        epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
+        references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
+        min_valid=min_valid, max_validation_windows=max_validation_windows,
+    )
+    pairs, manifests, data_source = resolve_series(series, data_source)
+    out_model, ckpt_path, csv_path, png_path = _output_paths(out_model)
+    network_options = dict(init_model=init_model, width=width, predict_residual=predict_residual,
+                           residual_blur=residual_blur, scale=scale)
+    run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
+    model, optimizer, scaler, rng, state = start_model(run, ckpt_path=ckpt_path, resume=resume, progress=progress)
+
+    from ..raster import gdal_cache_limit
+
+    data = SeriesData(run.pairs, scale=run.network.scale, bands=run.info.bands, resampling=run.resampling)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(gdal_cache_limit())
+        stack.callback(data.close)
+        validator, sampler = open_data(run, data, rng, progress)
+        if state.initial_metrics is None:
+            progress.update(0.01, "validating the initial model")
+            state.initial_metrics = validator.run(model)
+            progress.info(f"Initial model: validation {metrics_text(state.initial_metrics)}.")
+        precision = f" with {str(run.amp_dtype).replace('torch.', '')} mixed precision" if run.amp_dtype else ""
+        progress.info(
+            f"Training on {run.device}{precision}: {run.patches_per_epoch} patches of {run.patch} x {run.patch} px "
+            f"per epoch, batch {settings.batch_size}, lr {settings.lr:g}, epochs {state.epoch + 1} to {settings.epochs}."
+        )
+        cancelled = run_epochs(
+            run, model, optimizer, scaler, rng, state, sampler, validator, ckpt_path=ckpt_path, csv_path=csv_path,
+            started=started, progress=progress,
+        )
+    if state.best_state is None:
+        raise Cancelled("Cancelled before the first epoch finished; no model was written.")
+    return finish(
+        run, model, state, out_model=out_model, ckpt_path=ckpt_path, png_path=png_path, csv_path=csv_path,
+        data_source=data_source, window_counts=validator.scene_counts, cancelled=cancelled,
+        seconds=state.seconds_before + time.monotonic() - started, progress=progress,
+    )

@@ -1,0 +1,112 @@
+"""Validation: fixed windows of the validation samples and a model's metrics on them.
+
+The windows are chosen once (non-overlapping, at most ``max_windows``, shared fairly
+between scenes, skipping nodata) and cached in memory when small, so every epoch
+is scored on exactly the same pixels with :mod:`model_core.metrics`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CtstfmError
+from ..fusion import autocast
+from ..progress import Progress
+from .data import fair_shares, grid_windows
+
+METRIC_NAMES = ("mae", "rmse", "psnr", "ssim", "sam")
+
+
+def summarise(metrics):
+    """The five validation numbers of a metrics result as a flat dict."""
+    return {name: float(metrics[name]["mean"]) for name in METRIC_NAMES}
+
+
+def metrics_text(values):
+    return (
+        f"MAE {values['mae']:.5f}, RMSE {values['rmse']:.5f}, PSNR {values['psnr']:.2f} dB, "
+        f"SSIM {values['ssim']:.4f}, SAM {values['sam']:.3f}°"
+    )
+
+
+class Validator:
+    """Fixed validation windows and the metrics of a model on them."""
+
+    CACHE_BYTES = 256 * 2**20
+
+    def __init__(self, data, scenes, tile, *, max_windows, min_valid, batch_size, device, amp_dtype, progress):
+        self.data, self.device, self.amp_dtype = data, device, amp_dtype
+        per_scene = []
+        for scene in scenes:
+            info, split = scene.info, scene.split
+            row0 = info.height - split.validation_rows if split.mode == "spatial" else 0
+            per_scene.append(
+                [
+                    (sample, window)
+                    for sample in split.validation_samples
+                    for window in grid_windows(row0, info.height, info.width, tile)
+                ]
+            )
+        # At most max_windows in all, shared fairly between the scenes, evenly chosen within each.
+        chosen = []
+        for candidates, share in zip(per_scene, fair_shares([len(c) for c in per_scene], int(max_windows))):
+            if len(candidates) > share:
+                picks = np.unique(np.linspace(0, len(candidates) - 1, share).round().astype(int)) if share else []
+                candidates = [candidates[i] for i in picks]
+            chosen.append(candidates)
+        self.windows = []
+        self.scene_counts = [0] * len(scenes)
+        cache = []
+        size = 0
+        for scene_index, candidates in enumerate(chosen):
+            for sample, window in candidates:
+                progress.check()
+                arrays = data.read(sample, window)
+                if arrays[3].mean() <= 0.01:
+                    continue
+                self.windows.append((sample, window))
+                self.scene_counts[scene_index] += 1
+                size += sum(array.nbytes for array in arrays)
+                cache.append(arrays)
+        if not self.windows:
+            raise CtstfmError(
+                "No validation window has valid pixels: the validation dates (or the held-out bottom rows) are "
+                "nodata. Check the rasters' nodata values, or change VALIDATION_FRACTION."
+            )
+        self.cache = cache if size <= self.CACHE_BYTES else None
+        # Windows of one shape go through the network together, batch_size at a time.
+        groups = {}
+        for index, (_, window) in enumerate(self.windows):
+            groups.setdefault((window[2], window[3]), []).append(index)
+        self.batches = [
+            members[start : start + batch_size] for members in groups.values() for start in range(0, len(members), batch_size)
+        ]
+
+    def run(self, model, progress=None):
+        """Validation metrics (MAE, RMSE, PSNR, SSIM, SAM over all windows' valid pixels)
+        of ``model``; predictions are clipped at 0 as fusion clips them."""
+        import torch
+
+        from ..metrics import MetricsAccumulator
+
+        progress = progress or Progress()
+        accumulator = MetricsAccumulator()
+        model.eval()
+        done = 0
+        with torch.no_grad():
+            for batch in self.batches:
+                progress.check()
+                items = [
+                    self.cache[index] if self.cache is not None else self.data.read(*self.windows[index])
+                    for index in batch
+                ]
+                coarse, fine0, fine1, valid = (np.stack(parts) for parts in zip(*items))
+                with autocast(self.amp_dtype):
+                    pred = model(torch.from_numpy(coarse).to(self.device), torch.from_numpy(fine0).to(self.device))
+                pred = pred.float().clamp(min=0.0).cpu().numpy()
+                for i in range(len(batch)):
+                    accumulator.update(pred[i], fine1[i], valid[i])
+                done += len(batch)
+                progress.update(done / len(self.windows), "validating")
+        model.train()
+        return summarise(accumulator.result())
