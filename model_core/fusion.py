@@ -156,9 +156,9 @@ class TileModel:
 
     def _run(self, fine, coarse, coarse_t0=None):
         torch = self.torch
-        reference = self._tensor(coarse_t0) if coarse_t0 is not None else None
+        inputs = (self._tensor(coarse), self._tensor(fine)) + ((self._tensor(coarse_t0),) if coarse_t0 is not None else ())
         with torch.inference_mode(), autocast(self.autocast_dtype):
-            out = self.model(self._tensor(coarse), self._tensor(fine), reference)
+            out = self.model(*inputs)
         out = out.float().cpu().numpy()
         return np.maximum(out, 0.0) if self.clip_negative else out
 

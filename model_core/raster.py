@@ -631,6 +631,60 @@ def gaussian_blur_nan(data, sigma):
     return out.astype(np.float32)
 
 
+PSF_SUBPIXELS = 4  # a PSF is applied on a grid this many times finer than the coarse one
+
+
+def _aggregate(source, coarse_info, geotransform, width, height, subpixels):
+    """``source`` (a :class:`RasterReader`) warped by area mean onto ``geotransform`` (``width`` x
+    ``height`` pixels, each split into ``subpixels`` x ``subpixels``): float32 ``(C, h, w)``, NaN where
+    no valid fine pixel falls."""
+    options = gdal.WarpOptions(
+        format="MEM",
+        outputBounds=(geotransform[0], geotransform[3] + height * geotransform[5],
+                      geotransform[0] + width * geotransform[1], geotransform[3]),
+        width=width * subpixels, height=height * subpixels, dstSRS=coarse_info.crs_wkt or None,
+        resampleAlg="average", srcNodata=source._source_nodata(), dstNodata="nan", outputType=gdal.GDT_Float32,
+        workingType=gdal.GDT_Float32, warpOptions=["UNIFIED_SRC_NODATA=NO", "INIT_DEST=NO_DATA"],
+    )
+    with _quiet_gdal():
+        try:
+            dataset = gdal.Warp("", source._band_subset_path(), options=options)
+        except RuntimeError:
+            dataset = None
+        if dataset is None:
+            raise CtstfmError(f"The fine image could not be aggregated onto the coarse grid: {_last_gdal_error()}.")
+    return np.asarray(dataset.ReadAsArray(), dtype=np.float32).reshape(
+        len(source.bands), height * subpixels, width * subpixels
+    )
+
+
+def _write_float_raster(path, data, geotransform, crs_wkt):
+    """``data`` ``(C, h, w)`` as a float32 GeoTIFF with NaN nodata (e.g. in ``/vsimem``)."""
+    with _quiet_gdal():
+        dataset = gdal.GetDriverByName("GTiff").Create(path, data.shape[2], data.shape[1], data.shape[0],
+                                                       gdal.GDT_Float32)
+        if dataset is None:
+            raise CtstfmError(f"Could not create '{path}': {_last_gdal_error()}")
+        dataset.SetGeoTransform(geotransform)
+        if crs_wkt:
+            dataset.SetProjection(crs_wkt)
+        for index, band in enumerate(data):
+            dataset.GetRasterBand(index + 1).WriteArray(band)
+            dataset.GetRasterBand(index + 1).SetNoDataValue(float("nan"))
+        dataset = None
+
+
+def _block_nanmean(data, block):
+    """Mean of each ``block`` x ``block`` block of ``data`` ``(C, h*block, w*block)``, ignoring NaN."""
+    c, h, w = data.shape
+    blocks = data.reshape(c, h // block, block, w // block, block)
+    valid = np.isfinite(blocks)
+    total = np.where(valid, blocks, 0.0).sum(axis=(2, 4))
+    count = valid.sum(axis=(2, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
 def footprint_reader(fine_path, fine_bands, coarse_info, resampling=DEFAULT_RESAMPLING, psf_sigma=0.0,
                      what="fine image at T0 seen by the coarse sensor"):
     """The fine image as the coarse sensor sees it, on the fine grid: a :class:`RasterReader`, or
@@ -639,41 +693,29 @@ def footprint_reader(fine_path, fine_bands, coarse_info, resampling=DEFAULT_RESA
 
     The fine bands are aggregated onto the coarse raster's own pixel grid (its CRS, origin and pixel
     size) by area mean (GDAL ``average``: each coarse pixel is the mean of the fine pixels it covers,
-    weighted by the covered fraction; nodata ignored), optionally blurred by a Gaussian PSF of
-    ``psf_sigma`` coarse pixels, and resampled back onto the fine grid with ``resampling``, exactly as
-    the coarse image is. ``coarse_t1 - this`` then holds the change and the sensor difference, not
-    the artefacts of the warp. Values stay in the fine image's DN. Only the small coarse-grid copy is
-    held (in ``/vsimem``, removed when the reader closes).
+    weighted by the covered fraction; nodata ignored). With ``psf_sigma`` (coarse pixels) the
+    aggregation goes through a grid :data:`PSF_SUBPIXELS` times finer, blurred there by the Gaussian
+    PSF, so each coarse pixel is its box convolved with the PSF (as the simulator's sensor). The
+    result is resampled back onto the fine grid with ``resampling``, exactly as the coarse image is,
+    so ``coarse_t1 - this`` holds the change and the sensor difference, not the artefacts of the
+    warp. Values stay in the fine image's DN. Only the small coarse-grid copy is held (in
+    ``/vsimem``, removed when the reader closes).
     """
     fine_info = RasterInfo.read(fine_path, "fine image")
-    ratio = coarse_to_fine_ratio(fine_info, coarse_info) if fine_info.crs_wkt or not coarse_info.crs_wkt else None
+    ratio = coarse_to_fine_ratio(fine_info, coarse_info) if bool(fine_info.crs_wkt) == bool(coarse_info.crs_wkt) \
+        else None
     if ratio is None or ratio < 2.0:
         return None
-    geotransform, width, height = _coarse_subgrid(fine_info, coarse_info)
+    margin = 2 + int(math.ceil(3 * psf_sigma))
+    geotransform, width, height = _coarse_subgrid(fine_info, coarse_info, margin)
     source = RasterReader(fine_path, fine_bands, what="fine image")
     path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_footprint.tif"
     try:
-        options = gdal.WarpOptions(
-            format="GTiff", outputBounds=(geotransform[0], geotransform[3] + height * geotransform[5],
-                                          geotransform[0] + width * geotransform[1], geotransform[3]),
-            width=width, height=height, dstSRS=coarse_info.crs_wkt or None, resampleAlg="average",
-            srcNodata=source._source_nodata(), dstNodata="nan", outputType=gdal.GDT_Float32,
-            workingType=gdal.GDT_Float32, warpOptions=["UNIFIED_SRC_NODATA=NO", "INIT_DEST=NO_DATA"],
-        )
-        with _quiet_gdal():
-            try:
-                aggregated = gdal.Warp(path, source._band_subset_path(), options=options)
-            except RuntimeError:
-                aggregated = None
-            if aggregated is None:
-                raise CtstfmError(f"The fine image could not be aggregated onto the coarse grid: {_last_gdal_error()}.")
-            data = aggregated.ReadAsArray().reshape(len(source.bands), height, width)
-            if psf_sigma > 0:
-                data = gaussian_blur_nan(data, psf_sigma)
-            for index, band in enumerate(data):
-                aggregated.GetRasterBand(index + 1).WriteArray(band)
-                aggregated.GetRasterBand(index + 1).SetNoDataValue(float("nan"))
-            aggregated = None
+        subpixels = PSF_SUBPIXELS if psf_sigma > 0 else 1
+        data = _aggregate(source, coarse_info, geotransform, width, height, subpixels)
+        if psf_sigma > 0:
+            data = _block_nanmean(gaussian_blur_nan(data, psf_sigma * subpixels), subpixels)
+        _write_float_raster(path, data, geotransform, coarse_info.crs_wkt)
         reader = RasterReader(path, grid=fine_info, resampling=resampling, what=what)
     except BaseException:
         gdal.Unlink(path)

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 
 from .base import CtstfmAlgorithm
@@ -48,11 +49,23 @@ comes with the plugin is used: it was trained for under an hour on a CPU, on sim
 Landsat/MODIS-like scenes (irrigated fields and urban change, 6 bands, reflectance &times; 10000),
 and predicts a correction to the coarse change added to the fine image. It is for trying the
 plugin; for real images, fine-tune it or train your own on a series of your area with
-<i>Train CTSTFM</i> (see docs/default_model.md). Both images must hold the model's bands
-<i>in the model's order</i> (usually blue, green, red, NIR, SWIR1, SWIR2) and the same reflectance
-scale (DN &times; 0.0001 for the usual products). If the files hold other bands or another order,
-give the band numbers under Advanced, e.g. <tt>3,4,1,2,6,7</tt> for the seven MODIS land bands.</li>
+<i>Train CTSTFM</i> (see docs/default_model.md). Both images must have the same reflectance
+scale (DN &times; 0.0001 for the usual products).</li>
+<li><b>Coarse image at T0</b> (optional): the coarse image of the fine image's date. Three-image models
+(trained with it) use it: their first guess is fine T0 + coarse T1 &minus; coarse T0, in which the two
+sensors' difference cancels. Without it they fall back to their two-image first guess, with a warning.
+Two-image models (like the plugin's own) do not use it.</li>
 </ul>
+<h3>Bands</h3>
+<p>The fine image's bands are matched to the model's <b>by name</b>: from its band descriptions
+(blue, green, red, NIR, SWIR1, SWIR2, B/G/R, or sensor band numbers such as <tt>oli:B4</tt>,
+<tt>tm:3</tt>, Sentinel-2's <tt>B08</tt>), or from <b>Band names</b> under Advanced, e.g.
+<tt>green,red,nir</tt> for a 3-band image. A model with more bands is cut down to the ones matched
+(no retraining), so the plugin's 6-band model runs on a green/red/NIR image; the log says which bands
+were matched. Without names, the first bands are taken in the model's order. The coarse image's bands
+are matched by its descriptions, else taken at the same band numbers (or the first ones); give
+numbers under Advanced when they differ, e.g. <tt>4,1,2</tt> for green, red and NIR of the seven MODIS
+land bands.</p>
 <h3>Tiles</h3>
 <p>The images are processed in square <b>tiles</b> (default 256 pixels, the size the network was
 trained on) so any size of image fits in memory. Neighbouring tiles share an <b>overlap</b>
@@ -76,6 +89,11 @@ class FuseAlgorithm(CtstfmAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0 (e.g. Landsat)"))
         self.addParameter(QgsProcessingParameterRasterLayer("COARSE", "Coarse image at T1 (e.g. MODIS)"))
         self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                "COARSE_T0", "Coarse image at T0 (optional; used by three-image models)", optional=True
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterFile(
                 "MODEL",
                 "CTSTFM model file (.pt; empty: the plugin's own model)",
@@ -87,6 +105,12 @@ class FuseAlgorithm(CtstfmAlgorithm):
         add_tiling_parameters(self, 32)
         add_device_parameter(self)
         advanced = [
+            QgsProcessingParameterString(
+                "BANDS",
+                "Names of the fine image's bands (e.g. green,red,nir; empty: from its band descriptions)",
+                defaultValue="",
+                optional=True,
+            ),
             *band_parameters(
                 "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
                 "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
@@ -122,6 +146,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
 
         fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image")
         coarse, coarse_layer = raster_layer_source(self, parameters, "COARSE", context, "coarse image")
+        coarse_t0, _ = raster_layer_source(self, parameters, "COARSE_T0", context, "coarse image at T0", optional=True)
         model = self.model_path(parameters, context)
         output = geotiff_output(self, parameters, "OUTPUT", context)
         batch_size = self.parameterAsInt(parameters, "BATCH_SIZE", context)
@@ -133,6 +158,8 @@ class FuseAlgorithm(CtstfmAlgorithm):
             device=device_argument(self, parameters, context),
             batch_size=batch_size if batch_size > 0 else None,
             progress=progress,
+            coarse_t0_path=coarse_t0,
+            bands=(self.parameterAsString(parameters, "BANDS", context) or "").strip() or None,
             **tiling_arguments(self, parameters, context),
             **band_arguments(self, parameters, context),
             **output_arguments(self, parameters, context),

@@ -1,8 +1,8 @@
 """``python -m model_core fuse``: predict the fine image at T1 with a CTSTFM model.
 
     python -m model_core fuse --fine landsat_t0.tif --coarse modis_t1.tif --model model.pt --out fused.tif \\
-        [--tile 256 --overlap 32 --device auto --batch-size N --fine-bands 1,2,3,4,5,6 \\
-         --coarse-bands 3,4,1,2,6,7 --resampling bilinear --output-type input --format GTiff]
+        [--coarse-t0 modis_t0.tif --bands green,red,nir --tile 256 --overlap 32 --device auto --batch-size N \\
+         --fine-bands 1,2,3,4,5,6 --coarse-bands 3,4,1,2,6,7 --resampling bilinear --output-type input --format GTiff]
 """
 
 import json
@@ -23,6 +23,14 @@ def configure(parser):
     parser.add_argument("--fine", required=True, help="fine image at T0 (e.g. Landsat surface reflectance x10000)")
     parser.add_argument("--coarse", required=True, help="coarse image at T1 (e.g. MODIS MOD09GA), any CRS")
     parser.add_argument("--model", required=True, help="CTSTFM model file (.pt)")
+    parser.add_argument(
+        "--coarse-t0", default=None,
+        help="coarse image at T0 (the fine image's date), any CRS: used by three-image models",
+    )
+    parser.add_argument(
+        "--bands", default=None,
+        help="names of the fine image's bands in use, e.g. green,red,nir (default: its band descriptions)",
+    )
     parser.add_argument("--out", required=True, help="output raster (GeoTIFF) on the fine image's grid")
     add_tiling_options(parser, 32, "overlap between tiles in pixels (default 32)")
     add_device_option(parser)
@@ -48,6 +56,8 @@ def run(args):
         device=args.device,
         batch_size=args.batch_size,
         progress=console_progress(args, "fuse"),
+        coarse_t0_path=args.coarse_t0,
+        bands=args.bands,
         **fusion_kwargs(args),
     )
     if args.json:
