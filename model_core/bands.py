@@ -387,3 +387,13 @@ def select_bands_by_name(loaded, names, sensor=None):
     if missing:
         raise _model_error(loaded.band_names, f"The model has no {', '.join(missing)} band")
     return select_model_bands(loaded, [keys.index(name) for name in wanted])
+
+
+def model_for_rasters(loaded, fine_info, coarse_info, *, bands=None, fine_bands=None, coarse_bands=None,
+                      sensor=None):
+    """``(model, match)``: the loaded model cut down to the bands :func:`match_bands` finds in a fine
+    and a coarse raster (:class:`~model_core.raster.RasterInfo`), and that :class:`BandMatch`. The one
+    rule fusion and fine-tuning (``INIT_MODEL`` on a series) share."""
+    match = match_bands(loaded.band_names, fine_info, coarse_info, bands=bands, fine_bands=fine_bands,
+                        coarse_bands=coarse_bands, sensor=sensor)
+    return select_model_bands(loaded, match.model_indices), match

@@ -366,7 +366,7 @@ def fuse(
     out_path = check_output_path(out_path, inputs)
     torch_device = resolve_device(device)
 
-    from .bands import match_bands, select_model_bands
+    from .bands import model_for_rasters
     from .model_file import load_model
 
     loaded = load_model(model_path, map_location="cpu")
@@ -375,12 +375,11 @@ def fuse(
         f"Model {os.path.basename(str(model_path))}: {len(loaded.band_names)} bands "
         f"({', '.join(loaded.band_names)}), {mode}."
     )
-    match = match_bands(
-        loaded.band_names, RasterInfo.read(fine_path, "fine image"), RasterInfo.read(coarse_path, "coarse image"),
+    loaded, match = model_for_rasters(
+        loaded, RasterInfo.read(fine_path, "fine image"), RasterInfo.read(coarse_path, "coarse image"),
         bands=bands, fine_bands=fine_bands, coarse_bands=coarse_bands,
     )
     progress.info(match.describe())
-    loaded = select_model_bands(loaded, match.model_indices)
     band_names = list(loaded.band_names)
 
     with gdal_cache_limit(), PairReader(

@@ -9,7 +9,7 @@ estimates of the fine image at T1, all from the same :class:`~model_core.raster.
 * no change: ``F0``
 * box_k: ``F0 + C1 - box_k(F0)`` (k = 17, 33, 49), the network's ``reference="box"``
 * footprint: ``F0 + C1 - degrade(F0)``, degrade = area mean on the coarse grid, resampled back like C1
-  (``reference="footprint"``), and with a Gaussian PSF of 0.5 coarse pixels
+  (``reference="footprint"``), and with a Gaussian PSF of 0.5 and 1 coarse pixel
 * temporal difference (three images): ``F0 + C1 - C0``
 
 Prints MAE / RMSE (reflectance, mean of the bands) averaged over the pairs, per sensor setting.
@@ -45,8 +45,10 @@ def measure_pair(fine0, coarse1, coarse0, fine1, torch, box_mean):
     with PairReader(fine0, coarse1, footprint=True) as pair:
         window = Window(0, 0, pair.width, pair.height)
         f0, c1, degraded, valid = pair.read_inputs(window)
-    with PairReader(fine0, coarse1, footprint=True, psf_sigma=0.5) as pair:
-        degraded_psf = pair.read_inputs(window).coarse_t0
+    degraded_psf = {}
+    for psf in (0.5, 1.0):
+        with PairReader(fine0, coarse1, footprint=True, psf_sigma=psf) as pair:
+            degraded_psf[psf] = pair.read_inputs(window).coarse_t0
     with PairReader(fine0, coarse1, coarse_t0_path=coarse0) as pair:
         c0 = pair.read_inputs(window).coarse_t0
     with RasterReader(fine1) as reader:
@@ -56,10 +58,9 @@ def measure_pair(fine0, coarse1, coarse0, fine1, torch, box_mean):
     for k in (17, 33, 49):
         estimates[f"box_{k}"] = f0 + c1 - box_mean(torch.from_numpy(f0)[None], k)[0].numpy()
     estimates["footprint"] = f0 + c1 - degraded
-    estimates["footprint + psf 0.5"] = f0 + c1 - degraded_psf
+    for psf, image in degraded_psf.items():
+        estimates[f"footprint + psf {psf}"] = f0 + c1 - image
     estimates["temporal difference (3 images)"] = f0 + c1 - c0
-    # Sensor-difference-free view: how much of C1 - degrade(F0) is geometry, not change? On the
-    # same date (T0), C0 - degrade(F0) is pure sensor difference + geometry error.
     return {name: errors(np.maximum(est, 0), f1, valid) for name, est in estimates.items()}
 
 
