@@ -207,3 +207,38 @@ def test_command_line_coarse_t0_and_band_names(three, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "the model's bands are blue, green, red, nir, swir1, swir2" in bad.stderr
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_training_feeds_the_reference_the_model_was_made_for(sim_series, tmp_path):
+    """Training reads, for each pair, what the model takes as coarse T0: the reference date's coarse image
+    (three-image), the fine image through the footprint (footprint), nothing (box). A three-image model
+    trains and keeps its mode, and starts from a better validation than the same start with the box."""
+    from model_core.model_file import read_model_metadata
+    from model_core.training import train
+    from model_core.training.data import SeriesData
+    from model_core.training.series import read_manifest
+    from model_core.training.series import Sample
+
+    pairs = read_manifest(sim_series.manifest)
+    sample, window = Sample(target=1, reference=0), (0, 0, 32, 32)
+    for images, reference, expected in ((2, "box", None), (2, "footprint", dict(footprint=True, psf_sigma=0.5)),
+                                        (3, "footprint", dict(coarse_t0_path=pairs[0].coarse))):
+        config = CTSTFMConfig(predict_residual=True, residual_blur=9, reference=reference, images=images)
+        data = SeriesData(pairs, scale=1e-4, bands=6, config=config)
+        arrays = data.read(sample, window)
+        data.close()
+        assert len(arrays) == (4 if expected is None else 5)
+        if expected is not None:
+            with PairReader(pairs[0].fine, pairs[1].coarse, **expected) as pair:
+                np.testing.assert_array_equal(arrays[4], pair.read_inputs(Window(*window)).coarse_t0)
+
+    torch.set_num_threads(1)
+    settings = dict(epochs=1, batch_size=4, patch_size=32, patches_per_epoch=4, lr=1e-3, seed=0,
+                    max_validation_windows=8)
+    initial = {}
+    for name, images in (("box", 2), ("three", 3)):
+        start = zero_correction_model(tmp_path / f"{name}_start.pt", images, "box")
+        result = train(sim_series.manifest, tmp_path / f"{name}.pt", init_model=start, **settings)
+        initial[name] = result.initial_metrics["mae"]
+        assert read_model_metadata(tmp_path / f"{name}.pt").config.images == images
+    assert initial["three"] < initial["box"], initial
