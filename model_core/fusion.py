@@ -272,6 +272,11 @@ def reference_options(config, coarse_t0_path=None, progress=None):
     if config.images == 3:
         if coarse_t0_path:
             return {"coarse_t0_path": coarse_t0_path}
+        if config.reference != "footprint" and not config.residual_blur:
+            raise CtstfmError(
+                "This three-image model needs the coarse image at T0 (COARSE_T0, --coarse-t0) and has no two-image "
+                "first guess to fall back on; give the coarse image of the fine image's date."
+            )
         progress.warning(
             "This model was trained with the coarse image at T0 (three-image mode), but none was given: the fine "
             "image at T0 seen through the coarse sensor's footprint stands in for it. That is usually less "

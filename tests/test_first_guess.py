@@ -12,6 +12,7 @@ from osgeo import gdal
 from conftest import ROOT
 from test_raster import SINUSOIDAL, UTM33, fine_geotransform, read_all, smooth_field, write_coarse, write_raster
 
+from model_core.errors import CtstfmError
 from model_core.fusion import fuse
 from model_core.model_file import save_model
 from model_core.network import CTSTFM, CTSTFMConfig, box_mean
@@ -182,6 +183,14 @@ def test_three_image_model_without_coarse_t0_falls_back_with_a_warning(three, tm
     assert any(m.startswith("Warning:") and "COARSE_T0" in m for m in log.messages), log.messages
     np.testing.assert_allclose(read_all(out), first_guess(three, footprint=True, psf_sigma=0.5), atol=1e-5)
     assert "CTSTFM_COARSE_T0" not in read_metadata(out)
+
+    # Without any two-image stand-in (no footprint, no box) it cannot run: a clear error, before any work.
+    config = CTSTFMConfig(bands=6, width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True, images=3)
+    strict = save_model(tmp_path / "strict.pt", CTSTFM(config), config=config,
+                        band_names=["blue", "green", "red", "nir", "swir1", "swir2"], scale=1e-4)
+    with pytest.raises(CtstfmError, match="needs the coarse image at T0"):
+        fuse(three["fine"], three["coarse_t1"], strict, tmp_path / "none.tif", tile=96, overlap=16)
+    assert not (tmp_path / "none.tif").exists()
 
 
 def test_two_image_model_says_it_does_not_use_coarse_t0(three, tmp_path):
