@@ -277,11 +277,12 @@ def reference_options(config, coarse_t0_path=None, progress=None):
                 "This three-image model needs the coarse image at T0 (COARSE_T0, --coarse-t0) and has no two-image "
                 "first guess to fall back on; give the coarse image of the fine image's date."
             )
+        stand_in = "seen through the coarse sensor's footprint" if config.reference == "footprint" else \
+            f"averaged over {config.residual_blur} x {config.residual_blur} pixels"
         progress.warning(
             "This model was trained with the coarse image at T0 (three-image mode), but none was given: the fine "
-            "image at T0 seen through the coarse sensor's footprint stands in for it. That is usually less "
-            "accurate (the two sensors' difference no longer cancels); give the coarse image at T0 (COARSE_T0, "
-            "--coarse-t0) for the model's full accuracy."
+            f"image at T0 {stand_in} stands in for it. That is usually less accurate (the two sensors' difference "
+            "no longer cancels); give the coarse image at T0 (COARSE_T0, --coarse-t0) for the model's full accuracy."
         )
         return footprint if config.reference == "footprint" else {}
     if coarse_t0_path:
