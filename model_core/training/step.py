@@ -1,4 +1,4 @@
-"""One optimisation step: the masked L1 loss of the paper (eq. 20), mixed precision on CUDA."""
+"""One optimisation step: the masked L1 loss of the paper (eq. 20), mixed precision on a GPU."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ def masked_l1(pred, target, valid):
 
 
 def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype, coarse_t0=None):
-    """One optimisation step on a batch: forward (autocast to ``amp_dtype`` on CUDA), the
+    """One optimisation step on a batch: forward (autocast to ``amp_dtype`` on a GPU), the
     masked L1 loss, backward (through ``scaler`` when there is one) and the optimizer's
     update. ``coarse_t0``: the network's third input, when it takes one. Returns the loss
     tensor (float32, still on ``device``)."""
     optimizer.zero_grad(set_to_none=True)
-    with autocast(amp_dtype):
+    with autocast(amp_dtype, device):
         pred = model(coarse, fine0) if coarse_t0 is None else model(coarse, fine0, coarse_t0)
     loss = masked_l1(pred.float(), fine1, valid)
     if scaler is not None:
@@ -31,11 +31,14 @@ def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, am
     return loss
 
 
-def grad_scaler(amp_dtype):
+def grad_scaler(amp_dtype, device="cuda"):
+    """Loss scaling for float16 autocast on ``device`` (CUDA or MPS); none for bfloat16 or float32."""
     import torch
+
+    from ..fusion import torch_device_type
 
     if amp_dtype is None or amp_dtype == torch.bfloat16:
         return None
-    return torch.amp.GradScaler("cuda")
+    return torch.amp.GradScaler(torch_device_type(device))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CtstfmError
+from ..errors import OptionError
 from ..fusion import autocast
 from ..progress import Progress
 from .data import fair_shares, grid_windows
@@ -69,9 +69,10 @@ class Validator:
                 size += sum(array.nbytes for array in arrays)
                 cache.append(arrays)
         if not self.windows:
-            raise CtstfmError(
+            raise OptionError(
                 "No validation window has valid pixels: the validation dates (or the held-out bottom rows) are "
-                "nodata. Check the rasters' nodata values, or change VALIDATION_FRACTION."
+                "nodata. Check the rasters' nodata values, or change the validation fraction ({validation_fraction}).",
+                "validation_fraction",
             )
         self.cache = cache if size <= self.CACHE_BYTES else None
         # Windows of one shape go through the network together, batch_size at a time.
@@ -102,7 +103,7 @@ class Validator:
                 ]
                 coarse, fine0, fine1, valid, *coarse0 = (np.stack(parts) for parts in zip(*items))
                 inputs = [torch.from_numpy(array).to(self.device) for array in (coarse, fine0, *coarse0)]
-                with autocast(self.amp_dtype):
+                with autocast(self.amp_dtype, self.device):
                     pred = model(*inputs)
                 pred = pred.float().clamp(min=0.0).cpu().numpy()
                 for i in range(len(batch)):
