@@ -169,5 +169,5 @@ def test_unmatched_band_is_a_clear_error_and_writes_nothing(sample_three_bands, 
     coarse = write_coarse(tmp_path / "coarse.tif", 600.0, 600.0, 2, UTM33)
     out = tmp_path / "out.tif"
     with pytest.raises(BandNameError, match="model has no rededge1 band; the model's bands are blue, green, red, nir"):
-        fuse(fine, coarse, DEFAULT_MODEL, out, bands="red,re1", tile=20, overlap=0)
+        fuse(fine, coarse, DEFAULT_MODEL, out, bands="red,re1", tile=32, overlap=0)
     assert not out.exists()
