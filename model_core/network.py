@@ -81,7 +81,8 @@ class CTSTFMConfig:
     reader computes and hands in as ``coarse_t0`` (the box stays the fallback where the footprint
     is unknown). ``images=3`` is the three-image mode: the coarse image at T0 is given
     (``coarse_t0``), the first guess is ``fine_t0 + coarse_t1 - coarse_t0`` and the coarse stream
-    gets ``coarse_t0`` as C extra input channels (a documented deviation).
+    gets the coarse change ``coarse_t1 - coarse_t0`` instead of ``coarse_t1`` (a documented deviation,
+    chosen by measurement over ``coarse_t0`` as extra channels; ``docs/architecture.md``).
     """
 
     bands: int = 6
@@ -341,14 +342,11 @@ class BEB(nn.Module):
 
 
 class MKCE(nn.Module):
-    """Multi kernel CNN encoder: eq. 1/2 (1x1 conv, C -> N "shallow features"), then E BEBs (eq. 3).
+    """Multi kernel CNN encoder: eq. 1/2 (1x1 conv, C -> N "shallow features"), then E BEBs (eq. 3)."""
 
-    ``coarse_inputs=2`` (the three-image mode's coarse stream) makes the stem 2C -> N.
-    """
-
-    def __init__(self, cfg: CTSTFMConfig, coarse_inputs: int = 1):
+    def __init__(self, cfg: CTSTFMConfig):
         super().__init__()
-        self.stem = nn.Conv2d(cfg.bands * coarse_inputs, cfg.width, 1)
+        self.stem = nn.Conv2d(cfg.bands, cfg.width, 1)
         self.blocks = nn.Sequential(*(BEB(cfg) for _ in range(cfg.encoder_blocks)))
 
     def forward(self, image):
@@ -509,14 +507,14 @@ class CTSTFM(nn.Module):
     Two encoders that share no weights (Section II-A), the CFM on the pair, the two streams
     concatenated (coarse first) into 2N channels and decoded by the CCD. With
     ``config.predict_residual`` the output is a correction added to a first guess
-    (:meth:`first_guess`); with ``config.images == 3`` the coarse encoder's stem takes
-    ``(coarse_t1, coarse_t0)``, 2C channels.
+    (:meth:`first_guess`); with ``config.images == 3`` the coarse encoder reads the coarse change
+    ``coarse_t1 - coarse_t0``.
     """
 
     def __init__(self, config: CTSTFMConfig | None = None):
         super().__init__()
         self.config = config if config is not None else CTSTFMConfig()
-        self.coarse_encoder = MKCE(self.config, coarse_inputs=self.config.images - 1)
+        self.coarse_encoder = MKCE(self.config)
         self.fine_encoder = MKCE(self.config)
         self.cfm = CFM(self.config)
         self.ccd = CCD(self.config)
@@ -527,10 +525,6 @@ class CTSTFM(nn.Module):
             last = self.ccd.layers[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        if self.config.images == 3:
-            # The coarse T0 channels start silent, so a three-image model made from a two-image
-            # one (same weights otherwise) starts as that model on the better first guess.
-            nn.init.zeros_(self.coarse_encoder.stem.weight[:, self.config.bands:])
         # Channels-last (NHWC) weights make oneDNN's convolutions with few channels about 25 %
         # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
         self.to(memory_format=torch.channels_last)
@@ -569,7 +563,7 @@ class CTSTFM(nn.Module):
         self._check_inputs(coarse_t1, fine_t0, coarse_t0)
         residual = self.config.predict_residual
         reference = self.reference(fine_t0, coarse_t0) if residual or self.config.images == 3 else None
-        coarse_in = coarse_t1 if self.config.images == 2 else torch.cat((coarse_t1, reference), dim=1)
+        coarse_in = coarse_t1 if self.config.images == 2 else coarse_t1 - reference
         c, f = self.cfm(self.coarse_encoder(coarse_in), self.fine_encoder(fine_t0))
         out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
         if not residual:
@@ -583,7 +577,8 @@ class CTSTFM(nn.Module):
         CCD's last 1x1 convolution; the first guess works band by band. Slicing those weights
         gives a network whose output on the chosen bands equals this network's output when the
         other bands' inputs hold ``fill`` (per band of this model, default 0): their constant
-        contribution to the stems is folded into the stems' biases.
+        contribution to the stems is folded into the stems' biases (none to a three-image coarse
+        stem, which reads ``coarse_t1 - coarse_t0``: 0 where both hold the same fill).
         """
         indices = [int(i) for i in indices]
         bands = self.config.bands
@@ -595,11 +590,9 @@ class CTSTFM(nn.Module):
         state = {key: value.detach().clone() for key, value in self.state_dict().items()}
         for stem in ("coarse_encoder.stem", "fine_encoder.stem"):
             weight = state[f"{stem}.weight"]
-            copies = weight.shape[1] // bands  # 2 for a three-image coarse stem: (coarse_t1, coarse_t0)
-            parts = [weight[:, k * bands:(k + 1) * bands] for k in range(copies)]
-            for part in parts:
-                state[f"{stem}.bias"] = state[f"{stem}.bias"] + part[:, missing, 0, 0] @ fill[missing]
-            state[f"{stem}.weight"] = torch.cat([part[:, indices] for part in parts], dim=1)
+            if stem == "fine_encoder.stem" or self.config.images == 2:
+                state[f"{stem}.bias"] = state[f"{stem}.bias"] + weight[:, missing, 0, 0] @ fill[missing]
+            state[f"{stem}.weight"] = weight[:, indices]
         last = f"ccd.layers.{len(self.ccd.layers) - 1}"
         state[f"{last}.weight"] = state[f"{last}.weight"][indices]
         state[f"{last}.bias"] = state[f"{last}.bias"][indices]

@@ -8,8 +8,9 @@ pairs 4 -> 5 and 5 -> 4 are held out. All inputs come from :class:`~model_core.r
 (footprint / coarse T0 references). Variants, trained identically (same seed, steps, patches):
 
 * ``two-image footprint``: ``reference="footprint"``, first guess F0 + C1 - degrade(F0)
-* ``three-image, C0 channels``: ``images=3``, first guess F0 + C1 - C0, coarse stream (C1, C0)
-* ``three-image, C1 - C0 input``: a two-image network fed (C1 - C0) as its coarse input, same first guess
+* ``three-image, C0 channels``: first guess F0 + C1 - C0, coarse stream (C1, C0) through a 2C -> N stem
+  whose C0 half starts at zero (built here: the alternative that was not kept)
+* ``three-image, C1 - C0 input``: ``images=3`` as built, first guess F0 + C1 - C0, coarse stream C1 - C0
 
 plus the untrained estimates (no change, the two first guesses). MAE / RMSE on the held-out pairs,
 evaluated on the training patch size (64 x 64 tiles).
@@ -48,17 +49,38 @@ def inputs(variant, pair, torch, sl=(slice(None), slice(None))):
          for k, v in pair.items()}
     if variant == "two-image footprint":
         return t["c1"], t["f0"], t["degraded"]
-    if variant == "three-image, C0 channels":
-        return t["c1"], t["f0"], t["c0"]
-    return t["c1"] - t["c0"], t["f0"], torch.zeros_like(t["c0"])  # first guess F0 + (C1 - C0) - 0
+    return t["c1"], t["f0"], t["c0"]
 
 
 def make_model(variant, torch):
     from model_core.network import CTSTFM, CTSTFMConfig
 
     torch.manual_seed(0)
-    images = 3 if variant == "three-image, C0 channels" else 2
-    return CTSTFM(CTSTFMConfig(bands=6, predict_residual=True, residual_blur=33, images=images))
+    images = 3 if variant == "three-image, C1 - C0 input" else 2
+    model = CTSTFM(CTSTFMConfig(bands=6, predict_residual=True, residual_blur=33, images=images))
+    return channels_variant(model, torch) if variant == "three-image, C0 channels" else model
+
+
+def channels_variant(net, torch):
+    """The alternative not kept: C0 as C extra channels of the coarse stream (stem 2C -> N, C0 half at zero)."""
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            stem = net.coarse_encoder.stem
+            wide = torch.nn.Conv2d(2 * stem.in_channels, stem.out_channels, 1)
+            with torch.no_grad():
+                wide.weight.zero_()
+                wide.weight[:, : stem.in_channels] = stem.weight
+                wide.bias.copy_(stem.bias)
+            net.coarse_encoder.stem = wide
+
+        def forward(self, coarse_t1, fine_t0, coarse_t0):
+            n = self.net
+            c, f = n.cfm(n.coarse_encoder(torch.cat((coarse_t1, coarse_t0), 1)), n.fine_encoder(fine_t0))
+            return n.ccd(torch.cat((c, f), 1)) + fine_t0 + coarse_t1 - coarse_t0
+
+    return Module()
 
 
 def train(variant, pairs, steps, torch, rng):
