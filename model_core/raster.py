@@ -884,6 +884,11 @@ class PairReader:
     def count(self):
         return self.fine.count
 
+    @property
+    def warped(self):
+        """Whether the coarse image is resampled onto the fine grid."""
+        return self.coarse.warped
+
     def check_coverage(self, max_size=256):
         """Raise :class:`CtstfmError` when an image has no valid pixel over the fine extent."""
         if self.fine.valid_fraction(max_size) == 0.0:
@@ -900,9 +905,10 @@ class PairReader:
                 )
 
     def read(self, window):
-        """``(fine_t0, coarse_t1, valid)`` for a window of the fine grid."""
-        fine, coarse, _, valid = self.read_inputs(window)
-        return fine, coarse, valid
+        """``(fine_t0, coarse_t1, valid)`` for a window of the fine grid, or ``(fine_t0, coarse_t1,
+        coarse_t0, valid)`` when the reader has a reference (``*arrays, valid``: a raster-job source)."""
+        fine, coarse, reference, valid = self.read_inputs(window)
+        return (fine, coarse, valid) if reference is None else (fine, coarse, reference, valid)
 
     def read_inputs(self, window):
         """:class:`PairInputs` for a window of the fine grid (``coarse_t0`` only with a reference)."""
