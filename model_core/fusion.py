@@ -35,7 +35,7 @@ from .device import (
 )
 from .errors import CtstfmError
 from .progress import Progress
-from .raster import DEFAULT_RESAMPLING, PairReader, output_spec
+from .raster import DEFAULT_RESAMPLING, PairReader, RasterInfo, output_spec
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
 from .scales import ScaledImage, check_scale_value, check_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
@@ -63,24 +63,28 @@ class TileModel:
         self.clip_negative = clip_negative
         self.autocast_dtype = mixed_precision_dtype(device) if mixed_precision else None
 
-    def _run(self, fine, coarse):
+    def _tensor(self, array):
+        tensor = self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        return tensor.contiguous(memory_format=self.torch.channels_last)
+
+    def _run(self, fine, coarse, coarse_t0=None):
         torch = self.torch
-        coarse_t = torch.from_numpy(np.ascontiguousarray(coarse)).to(self.device, non_blocking=True)
-        fine_t = torch.from_numpy(np.ascontiguousarray(fine)).to(self.device, non_blocking=True)
-        coarse_t = coarse_t.contiguous(memory_format=torch.channels_last)
-        fine_t = fine_t.contiguous(memory_format=torch.channels_last)
+        inputs = (self._tensor(coarse), self._tensor(fine)) + ((self._tensor(coarse_t0),) if coarse_t0 is not None else ())
         with torch.inference_mode(), autocast(self.autocast_dtype, self.device):
-            out = self.model(coarse_t, fine_t)
+            out = self.model(*inputs)
         out = out.float().cpu().numpy()
         return np.maximum(out, 0.0) if self.clip_negative else out
 
     def __call__(self, batch):
-        fine, coarse = batch
+        """``batch``: ``(fine, coarse)`` or ``(fine, coarse, coarse_t0)`` numpy batches."""
+        fine, coarse = batch[0], batch[1]
+        coarse_t0 = batch[2] if len(batch) > 2 else None
         outputs, start = [], 0
         while start < len(fine):
             stop = min(start + self.batch_size, len(fine))
             try:
-                outputs.append(self._run(fine[start:stop], coarse[start:stop]))
+                part = None if coarse_t0 is None else coarse_t0[start:stop]
+                outputs.append(self._run(fine[start:stop], coarse[start:stop], part))
                 start = stop
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
@@ -105,6 +109,59 @@ def _provenance_summary(provenance, limit=2000):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def reference_options(config, coarse_t0_path=None, progress=None):
+    """The :class:`~model_core.raster.PairReader` options that give a model the reference it was
+    trained with: ``{"coarse_t0_path": ..., "footprint": ..., "psf_sigma": ...}``.
+
+    A three-image model (``config.images == 3``) gets the coarse image at T0; without one it falls
+    back, with a warning, to its two-image stand-in (the fine image seen through the coarse
+    footprint, or the box). A ``reference="footprint"`` model gets that footprint image; a
+    two-image model ignores a coarse image at T0 (it was not trained with one), saying so.
+    """
+    progress = progress or Progress()
+    footprint = {"footprint": True, "psf_sigma": float(config.footprint_psf)}
+    if config.images == 3:
+        if coarse_t0_path:
+            return {"coarse_t0_path": coarse_t0_path}
+        if config.reference != "footprint" and not config.residual_blur:
+            raise CtstfmError(
+                "This three-image model needs the coarse image at T0 (COARSE_T0, --coarse-t0) and has no two-image "
+                "first guess to fall back on; give the coarse image of the fine image's date."
+            )
+        stand_in = "seen through the coarse sensor's footprint" if config.reference == "footprint" else \
+            f"averaged over {config.residual_blur} x {config.residual_blur} pixels"
+        progress.warning(
+            "This model was trained with the coarse image at T0 (three-image mode), but none was given: the fine "
+            f"image at T0 {stand_in} stands in for it. That is usually less accurate (the two sensors' difference "
+            "no longer cancels); give the coarse image at T0 (COARSE_T0, --coarse-t0) for the model's full accuracy."
+        )
+        return footprint if config.reference == "footprint" else {}
+    if coarse_t0_path:
+        progress.info(
+            "This is a two-image model (fine T0, coarse T1): the coarse image at T0 is not used. Train with the "
+            "coarse images of the reference dates (three-image mode) to use it."
+        )
+    return footprint if config.reference == "footprint" else {}
+
+
+def describe_reference(config, pair):
+    """One sentence: the first guess the network corrects, as read by ``pair``."""
+    if not config.predict_residual:
+        return "The network predicts the fine image directly (no first guess)."
+    if pair.reference == "coarse_t0":
+        return "First guess: fine T0 + coarse T1 - coarse T0 (both coarse images resampled onto the fine grid alike)."
+    if pair.reference == "footprint":
+        return (
+            "First guess: fine T0 + coarse T1 - (fine T0 aggregated onto the coarse image's own pixels, PSF "
+            f"{config.footprint_psf:g} coarse px, resampled back like coarse T1)."
+        )
+    if config.residual_blur:
+        why = " (the coarse image is on a grid as fine as the fine image, so its footprint is unknown)" \
+            if config.reference == "footprint" else ""
+        return f"First guess: fine T0 + coarse T1 - box{config.residual_blur}(fine T0){why}."
+    return "First guess: fine T0 (the network predicts the change)."
+
+
 def fuse(
     fine_path,
     coarse_path,
@@ -125,15 +182,24 @@ def fuse(
     max_strips=None,
     scale=None,
     coarse_scale=None,
+    bands=None,
+    coarse_t0_path=None,
 ):
-    """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1.
+    """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1
+    (and the coarse image at T0, for a three-image model).
 
     ``fine_path``: fine image at T0 (e.g. Landsat surface reflectance x 10000);
     its grid is the output's. ``coarse_path``: coarse image at T1 (e.g. MODIS
     MOD09GA), any CRS and resolution; put on the fine grid with ``resampling``
     (``bilinear``, ``cubic``, ``nearest`` or ``average``) unless already on it.
-    ``model_path``: a CTSTFM model file (``None``: the bundled default model). ``fine_bands`` / ``coarse_bands``:
-    1-based band lists in the model's band order (default the first N bands).
+    ``model_path``: a CTSTFM model file (``None``: the bundled default model). Bands
+    are matched to the model's by name (:func:`~model_core.bands.match_bands`):
+    ``bands`` (e.g. ``"green,red,nir"``) names the fine image's bands in use, else
+    its band descriptions name them, else ``fine_bands`` / ``coarse_bands`` (1-based
+    band lists) are in the model's order (default the first N bands); a model is
+    cut down to the bands matched. ``coarse_t0_path``: the coarse image at T0,
+    used by three-image models (:func:`reference_options` says what happens
+    without it).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
     (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu``, ``cuda`` or ``mps``.
     ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
@@ -159,37 +225,51 @@ def fuse(
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     scale = check_scale_value(scale, "scale")
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
-    job = RasterJob(
-        "CTSTFM", out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path},
-        progress=progress,
-    )
+    inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
+    if coarse_t0_path:
+        inputs["coarse image at T0"] = coarse_t0_path
+    job = RasterJob("CTSTFM", out_path, inputs, progress=progress)
     torch_device = resolve_device(device)
 
+    from .bands import model_for_rasters
     from .model_file import load_model
 
     loaded = load_model(model_path, map_location="cpu")
+    mode = "three-image" if loaded.config.images == 3 else "two-image"
+    progress.info(
+        f"Model {os.path.basename(str(model_path))}: {len(loaded.band_names)} bands "
+        f"({', '.join(loaded.band_names)}), {mode}."
+    )
+    loaded, match = model_for_rasters(
+        loaded, RasterInfo.read(fine_path, "fine image"), RasterInfo.read(coarse_path, "coarse image"),
+        bands=bands, fine_bands=fine_bands, coarse_bands=coarse_bands,
+    )
+    progress.info(match.describe())
     band_names = list(loaded.band_names)
-    progress.info(f"Model {os.path.basename(str(model_path))}: {len(band_names)} bands ({', '.join(band_names)}).")
 
     with job.open(
         PairReader,
         fine_path,
         coarse_path,
-        fine_bands=fine_bands,
-        coarse_bands=coarse_bands,
+        fine_bands=list(match.fine_bands),
+        coarse_bands=list(match.coarse_bands),
         n_bands=len(band_names),
         band_names=band_names,
         scale=scale or loaded.scale,
         coarse_scale=coarse_scale,
         resampling=resampling,
+        **reference_options(loaded.config, coarse_t0_path, progress),
     ) as pair:
         check_scales(
             ScaledImage("fine image", pair.fine, pair.scale, "scale"),
-            [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")],
+            [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")]
+            + ([ScaledImage("coarse image at T0", pair.coarse_t0, pair.coarse_scale, "coarse_scale")]
+               if pair.reference == "coarse_t0" else []),
         )
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
+        progress.info(describe_reference(loaded.config, pair))
         spec = output_spec(grid, output_type, pair.scale)
         tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
         if batch_size is None:
@@ -207,13 +287,15 @@ def fuse(
         ]
         metadata = output_metadata(
             "CTSTFM fused fine image at T1",
-            {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T1": coarse_path},
+            {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T1": coarse_path,
+             **({"CTSTFM_COARSE_T0": coarse_t0_path} if pair.reference == "coarse_t0" else {})},
             fine_bands=pair.fine.bands, coarse_bands=pair.coarse.bands, resampling=resampling,
             warped=pair.coarse.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
             extra={
                 "CTSTFM_MODEL": os.path.abspath(str(model_path)),
                 "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
                 "CTSTFM_BANDS": ",".join(band_names),
+                "CTSTFM_FIRST_GUESS": describe_reference(loaded.config, pair),
                 "CTSTFM_DEVICE": str(torch_device),
             },
         )

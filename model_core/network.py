@@ -29,6 +29,12 @@ from .errors import CtstfmError
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
+#: What stands in for the coarse image at T0 in a two-image first guess (``CTSTFMConfig.reference``):
+#: ``box``: the fine image averaged over ``residual_blur`` pixels, computed by the network;
+#: ``footprint``: the fine image aggregated onto the coarse raster's own grid and resampled back
+#: like the coarse image (:func:`model_core.raster.footprint_reader`), handed in as ``coarse_t0``.
+REFERENCES = ("box", "footprint")
+
 
 #: The allowed range of each integer network setting. A model file is user input: its
 #: configuration is checked against these before anything is built, so a damaged or hostile
@@ -69,7 +75,14 @@ class CTSTFMConfig:
     ``False`` is the network as drawn. ``residual_blur=k > 0`` (with ``predict_residual``) makes
     the first guess ``fine_t0 + coarse_t1 - box_k(fine_t0)``: the fine image moved by the coarse
     change, with the fine image blurred to the coarse scale standing in for the coarse image at
-    T0 that CTSTFM does not get (see :func:`coarse_change_first_guess`).
+    T0 that CTSTFM does not get (see :func:`coarse_change_first_guess`). ``reference="footprint"``
+    replaces that box by the fine image degraded through the coarse sensor's own footprint (its
+    pixels' area mean, then a Gaussian PSF of ``footprint_psf`` coarse pixels), which the raster
+    reader computes and hands in as ``coarse_t0`` (the box stays the fallback where the footprint
+    is unknown). ``images=3`` is the three-image mode: the coarse image at T0 is given
+    (``coarse_t0``), the first guess is ``fine_t0 + coarse_t1 - coarse_t0`` and the coarse stream
+    gets the coarse change ``coarse_t1 - coarse_t0`` instead of ``coarse_t1`` (a documented deviation,
+    chosen by measurement over ``coarse_t0`` as extra channels; ``docs/architecture.md``).
     """
 
     bands: int = 6
@@ -85,6 +98,9 @@ class CTSTFMConfig:
     use_cftb: bool = True
     predict_residual: bool = False
     residual_blur: int = 0
+    reference: str = "box"
+    footprint_psf: float = 0.5
+    images: int = 2
 
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
@@ -101,6 +117,22 @@ class CTSTFMConfig:
                 raise ConfigError(f"Network setting {name}={getattr(self, name)!r} is invalid; use true or false.")
         if self.residual_blur and not self.predict_residual:
             raise ConfigError("residual_blur only applies with predict_residual=true; set both or neither.")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"Network setting reference={self.reference!r} is invalid; use one of {', '.join(REFERENCES)}.")
+        if self.reference == "footprint" and not (self.predict_residual and self.residual_blur):
+            raise ConfigError(
+                "reference='footprint' needs predict_residual=true and a residual_blur (the box used where the "
+                "coarse image's footprint is unknown); set both."
+            )
+        if isinstance(self.footprint_psf, bool) or not isinstance(self.footprint_psf, (int, float)) or not (
+            0 <= self.footprint_psf <= 3
+        ):
+            raise ConfigError(
+                f"Network setting footprint_psf={self.footprint_psf!r} is invalid; use a PSF width between 0 and 3 "
+                "coarse pixels."
+            )
+        if self.images not in (2, 3) or isinstance(self.images, bool):
+            raise ConfigError(f"Network setting images={self.images!r} is invalid; use 2 (fine T0, coarse T1) or 3 (plus coarse T0).")
         ks = self.kernel_sizes
         if (
             not isinstance(ks, tuple)
@@ -450,6 +482,13 @@ class CCD(nn.Module):
         return self.layers(x)
 
 
+def box_mean(image: torch.Tensor, box: int) -> torch.Tensor:
+    """``image`` averaged over a ``box`` x ``box`` window around each pixel; edges replicate."""
+    before, after = box // 2, box - 1 - box // 2
+    padded = F.pad(image, (before, after, before, after), mode="replicate")
+    return F.avg_pool2d(padded, box, stride=1)
+
+
 def coarse_change_first_guess(coarse_t1: torch.Tensor, fine_t0: torch.Tensor, box: int) -> torch.Tensor:
     """``fine_t0 + coarse_t1 - box(fine_t0)``: a temporal-difference estimate without coarse T0.
 
@@ -459,17 +498,17 @@ def coarse_change_first_guess(coarse_t1: torch.Tensor, fine_t0: torch.Tensor, bo
     grid) stands in for it. Sensor gain and offset differences are left for the network to
     correct. Edges replicate, so any tile size works.
     """
-    before, after = box // 2, box - 1 - box // 2
-    padded = F.pad(fine_t0, (before, after, before, after), mode="replicate")
-    return fine_t0 + coarse_t1 - F.avg_pool2d(padded, box, stride=1)
+    return fine_t0 + coarse_t1 - box_mean(fine_t0, box)
 
 
 class CTSTFM(nn.Module):
-    """The whole network: ``forward(coarse_t1, fine_t0) -> fine_t1``, all ``(B, C, H, W)`` reflectance.
+    """The whole network: ``forward(coarse_t1, fine_t0, coarse_t0=None) -> fine_t1``, all ``(B, C, H, W)`` reflectance.
 
     Two encoders that share no weights (Section II-A), the CFM on the pair, the two streams
     concatenated (coarse first) into 2N channels and decoded by the CCD. With
-    ``config.predict_residual`` the output is ``fine_t0 + CCD(...)``.
+    ``config.predict_residual`` the output is a correction added to a first guess
+    (:meth:`first_guess`); with ``config.images == 3`` the coarse encoder reads the coarse change
+    ``coarse_t1 - coarse_t0``.
     """
 
     def __init__(self, config: CTSTFMConfig | None = None):
@@ -490,17 +529,72 @@ class CTSTFM(nn.Module):
         # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor) -> torch.Tensor:
-        if coarse_t1.shape != fine_t0.shape or coarse_t1.dim() != 4 or coarse_t1.shape[1] != self.config.bands:
-            raise CtstfmError(
-                f"CTSTFM needs a coarse and a fine image of the same shape (B, {self.config.bands}, H, W); got "
-                f"{tuple(coarse_t1.shape)} and {tuple(fine_t0.shape)} — resample the coarse image onto the fine "
-                f"grid and give it the model's {self.config.bands} bands."
-            )
-        c, f = self.cfm(self.coarse_encoder(coarse_t1), self.fine_encoder(fine_t0))
-        out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
-        if not self.config.predict_residual:
-            return out
+    def reference(self, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None) -> torch.Tensor | None:
+        """What stands for the coarse image at T0: ``coarse_t0`` when given, else ``box_k(fine_t0)``
+        with ``k = residual_blur``, else ``None``."""
+        if coarse_t0 is not None:
+            return coarse_t0
         if self.config.residual_blur:
-            return out + coarse_change_first_guess(coarse_t1, fine_t0, self.config.residual_blur)
-        return out + fine_t0
+            return box_mean(fine_t0, self.config.residual_blur)
+        return None
+
+    def first_guess(self, coarse_t1, fine_t0, reference):
+        """``fine_t0 + coarse_t1 - reference`` (the coarse change moved onto the fine image), or
+        ``fine_t0`` when there is no reference."""
+        if reference is None:
+            return fine_t0
+        return fine_t0 + coarse_t1 - reference
+
+    def _check_inputs(self, coarse_t1, fine_t0, coarse_t0):
+        bands = self.config.bands
+        shapes = [coarse_t1.shape, fine_t0.shape] + ([coarse_t0.shape] if coarse_t0 is not None else [])
+        if coarse_t1.dim() != 4 or coarse_t1.shape[1] != bands or any(shape != coarse_t1.shape for shape in shapes):
+            raise CtstfmError(
+                f"CTSTFM needs coarse and fine images of the same shape (B, {bands}, H, W); got "
+                f"{', '.join(str(tuple(shape)) for shape in shapes)} — resample the coarse images onto the fine "
+                f"grid and give them the model's {bands} bands."
+            )
+        if self.config.images == 3 and coarse_t0 is None and not self.config.residual_blur:
+            raise CtstfmError("This three-image model needs the coarse image at T0 (coarse_t0); give it.")
+
+    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None = None):
+        """``coarse_t0``: the coarse image at T0 on the fine grid, or its stand-in (the fine image
+        degraded through the coarse footprint); ``None`` uses ``box_k(fine_t0)`` where one is needed."""
+        self._check_inputs(coarse_t1, fine_t0, coarse_t0)
+        residual = self.config.predict_residual
+        reference = self.reference(fine_t0, coarse_t0) if residual or self.config.images == 3 else None
+        coarse_in = coarse_t1 if self.config.images == 2 else coarse_t1 - reference
+        c, f = self.cfm(self.coarse_encoder(coarse_in), self.fine_encoder(fine_t0))
+        out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
+        if not residual:
+            return out
+        return out + self.first_guess(coarse_t1, fine_t0, reference)
+
+    def select_bands(self, indices, fill=None) -> "CTSTFM":
+        """This network for the bands ``indices`` (0-based, in the order wanted), without retraining.
+
+        Bands enter and leave the network only through the two stems (1x1 convolutions) and the
+        CCD's last 1x1 convolution; the first guess works band by band. Slicing those weights
+        gives a network whose output on the chosen bands equals this network's output when the
+        other bands' inputs hold ``fill`` (per band of this model, default 0): their constant
+        contribution to the stems is folded into the stems' biases (none to a three-image coarse
+        stem, which reads ``coarse_t1 - coarse_t0``: 0 where both hold the same fill).
+        """
+        indices = [int(i) for i in indices]
+        bands = self.config.bands
+        if not indices or len(set(indices)) != len(indices) or not all(0 <= i < bands for i in indices):
+            raise CtstfmError(f"Band indices {indices} do not select distinct bands of a {bands}-band model.")
+        missing = [i for i in range(bands) if i not in indices]
+        fill = torch.zeros(bands) if fill is None else torch.as_tensor(fill, dtype=torch.float32).reshape(bands)
+        subset = CTSTFM(dataclasses.replace(self.config, bands=len(indices)))
+        state = {key: value.detach().clone() for key, value in self.state_dict().items()}
+        for stem in ("coarse_encoder.stem", "fine_encoder.stem"):
+            weight = state[f"{stem}.weight"]
+            if stem == "fine_encoder.stem" or self.config.images == 2:
+                state[f"{stem}.bias"] = state[f"{stem}.bias"] + weight[:, missing, 0, 0] @ fill[missing]
+            state[f"{stem}.weight"] = weight[:, indices]
+        last = f"ccd.layers.{len(self.ccd.layers) - 1}"
+        state[f"{last}.weight"] = state[f"{last}.weight"][indices]
+        state[f"{last}.bias"] = state[f"{last}.bias"][indices]
+        subset.load_state_dict(state, strict=True)
+        return subset.to(next(self.parameters()).device).train(self.training)

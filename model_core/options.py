@@ -197,15 +197,24 @@ FUSE = Operation(
             required=True,
         ),
         Option(
+            "coarse_t0_path", "raster", "Coarse image at T0 (optional; used by three-image models), any CRS",
+            cli="--coarse-t0", qgis="COARSE_T0",
+        ),
+        Option(
             "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model",
             qgis="MODEL", extension="pt",
         ),
         tile_option(),
         overlap_option(32),
         device_option(),
+        Option(
+            "bands", "str", "Names of the fine image's bands (e.g. green,red,nir; empty: from its band descriptions)",
+            advanced=True,
+        ),
         *band_options(
-            "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-            "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+            "Fine image bands, in the model's order unless named (e.g. 1,2,3,4,5,6; empty: the first bands)",
+            "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: by name, else the "
+            "first bands)",
         ),
         *output_options("Resampling of the coarse image onto the fine grid"),
         Option(

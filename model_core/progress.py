@@ -21,6 +21,10 @@ class Progress:
     def info(self, message):
         pass
 
+    def warning(self, message):
+        """Something the user should act on; by default an info line starting with "Warning:"."""
+        self.info(f"Warning: {message}")
+
     def canceled(self):
         return False
 
@@ -42,6 +46,9 @@ class SubProgress(Progress):
 
     def info(self, message):
         self.parent.info(message)
+
+    def warning(self, message):
+        self.parent.warning(message)
 
     def canceled(self):
         return self.parent.canceled()

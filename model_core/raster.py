@@ -615,20 +615,193 @@ def _fill_invalid(data, ok, substitute=None, substitute_ok=None):
     return data
 
 
+# --------------------------------------------------------------------------- the coarse sensor's view of the fine image
+
+
+def coarse_to_fine_ratio(fine_info, coarse_info):
+    """How many fine pixels one coarse pixel spans (geometric mean of x and y), or None when unknown."""
+    bounds = fine_info.bounds_in(coarse_info.crs_wkt)
+    if bounds is None or not coarse_info.is_north_up:
+        return None
+    fine_dx = (bounds[2] - bounds[0]) / fine_info.width
+    fine_dy = (bounds[3] - bounds[1]) / fine_info.height
+    dx, dy = coarse_info.pixel_size
+    if fine_dx <= 0 or fine_dy <= 0:
+        return None
+    return math.sqrt(abs(dx) / fine_dx * abs(dy) / fine_dy)
+
+
+def _coarse_subgrid(fine_info, coarse_info, margin=2):
+    """``(geotransform, width, height)`` of the coarse raster's pixel grid over the fine extent plus
+    ``margin`` coarse pixels (so that resampling back onto the fine grid has neighbours at the edge)."""
+    xmin, ymin, xmax, ymax = fine_info.bounds_in(coarse_info.crs_wkt)
+    x0, dx, _, y0, _, dy = coarse_info.geotransform
+    col0 = math.floor((xmin - x0) / dx) - margin
+    col1 = math.ceil((xmax - x0) / dx) + margin
+    row0 = math.floor((ymax - y0) / dy) - margin
+    row1 = math.ceil((ymin - y0) / dy) + margin
+    return (x0 + col0 * dx, dx, 0.0, y0 + row0 * dy, 0.0, dy), col1 - col0, row1 - row0
+
+
+def gaussian_blur_nan(data, sigma):
+    """``data`` ``(C, h, w)`` blurred by a Gaussian of ``sigma`` pixels, ignoring NaN (a normalised
+    convolution: each output is the weighted mean of the valid neighbours); NaN where none is valid."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    valid = np.isfinite(data).astype(np.float64)
+    values = np.where(valid > 0, data, 0.0).astype(np.float64)
+
+    def blur(array):
+        for axis in (-1, -2):
+            padded = np.moveaxis(array, axis, -1)
+            padded = np.pad(padded, [(0, 0)] * (padded.ndim - 1) + [(radius, radius)])
+            out = sum(taps[k] * padded[..., k:k + padded.shape[-1] - 2 * radius] for k in range(len(taps)))
+            array = np.moveaxis(out, -1, axis)
+        return array
+
+    weight = blur(valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = blur(values) / weight
+    out[weight < 1e-6] = np.nan
+    return out.astype(np.float32)
+
+
+PSF_SUBPIXELS = 4  # a PSF is applied on a grid this many times finer than the coarse one
+
+
+def _aggregate(source, coarse_info, geotransform, width, height, subpixels):
+    """``source`` (a :class:`RasterReader`) warped by area mean onto ``geotransform`` (``width`` x
+    ``height`` pixels, each split into ``subpixels`` x ``subpixels``): float32 ``(C, h, w)``, NaN where
+    no valid fine pixel falls."""
+    options = gdal.WarpOptions(
+        format="MEM",
+        outputBounds=(geotransform[0], geotransform[3] + height * geotransform[5],
+                      geotransform[0] + width * geotransform[1], geotransform[3]),
+        width=width * subpixels, height=height * subpixels, dstSRS=coarse_info.crs_wkt or None,
+        resampleAlg="average", srcNodata=source._source_nodata(), dstNodata="nan", outputType=gdal.GDT_Float32,
+        workingType=gdal.GDT_Float32, warpOptions=["UNIFIED_SRC_NODATA=NO", "INIT_DEST=NO_DATA"],
+    )
+    with _quiet_gdal():
+        try:
+            dataset = gdal.Warp("", source._band_subset_path(), options=options)
+        except RuntimeError:
+            dataset = None
+        if dataset is None:
+            raise CtstfmError(f"The fine image could not be aggregated onto the coarse grid: {_last_gdal_error()}.")
+    return np.asarray(dataset.ReadAsArray(), dtype=np.float32).reshape(
+        len(source.bands), height * subpixels, width * subpixels
+    )
+
+
+def _write_float_raster(path, data, geotransform, crs_wkt):
+    """``data`` ``(C, h, w)`` as a float32 GeoTIFF with NaN nodata (e.g. in ``/vsimem``)."""
+    with _quiet_gdal():
+        dataset = gdal.GetDriverByName("GTiff").Create(path, data.shape[2], data.shape[1], data.shape[0],
+                                                       gdal.GDT_Float32)
+        if dataset is None:
+            raise CtstfmError(f"Could not create '{path}': {_last_gdal_error()}")
+        dataset.SetGeoTransform(geotransform)
+        if crs_wkt:
+            dataset.SetProjection(crs_wkt)
+        for index, band in enumerate(data):
+            dataset.GetRasterBand(index + 1).WriteArray(band)
+            dataset.GetRasterBand(index + 1).SetNoDataValue(float("nan"))
+        dataset = None
+
+
+def _block_nanmean(data, block):
+    """Mean of each ``block`` x ``block`` block of ``data`` ``(C, h*block, w*block)``, ignoring NaN."""
+    c, h, w = data.shape
+    blocks = data.reshape(c, h // block, block, w // block, block)
+    valid = np.isfinite(blocks)
+    total = np.where(valid, blocks, 0.0).sum(axis=(2, 4))
+    count = valid.sum(axis=(2, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+def footprint_reader(fine_path, fine_bands, coarse_info, resampling=DEFAULT_RESAMPLING, psf_sigma=0.0,
+                     what="fine image at T0 seen by the coarse sensor"):
+    """The fine image as the coarse sensor sees it, on the fine grid: a :class:`RasterReader`, or
+    ``None`` when the coarse image's own pixels are unknown (it is already on a grid finer than
+    two fine pixels, e.g. resampled onto the fine grid, or its grid is rotated).
+
+    The fine bands are aggregated onto the coarse raster's own pixel grid (its CRS, origin and pixel
+    size) by area mean (GDAL ``average``: each coarse pixel is the mean of the fine pixels it covers,
+    weighted by the covered fraction; nodata ignored). With ``psf_sigma`` (coarse pixels) the
+    aggregation goes through a grid :data:`PSF_SUBPIXELS` times finer, blurred there by the Gaussian
+    PSF, so each coarse pixel is its box convolved with the PSF (as the simulator's sensor). The
+    result is resampled back onto the fine grid with ``resampling``, exactly as the coarse image is,
+    so ``coarse_t1 - this`` holds the change and the sensor difference, not the artefacts of the
+    warp. Values stay in the fine image's DN. Only the small coarse-grid copy is held (in
+    ``/vsimem``, removed when the reader closes).
+    """
+    fine_info = RasterInfo.read(fine_path, "fine image")
+    ratio = coarse_to_fine_ratio(fine_info, coarse_info) if bool(fine_info.crs_wkt) == bool(coarse_info.crs_wkt) \
+        else None
+    if ratio is None or ratio < 2.0:
+        return None
+    margin = 2 + int(math.ceil(3 * psf_sigma))
+    geotransform, width, height = _coarse_subgrid(fine_info, coarse_info, margin)
+    source = RasterReader(fine_path, fine_bands, what="fine image")
+    path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_footprint.tif"
+    try:
+        subpixels = PSF_SUBPIXELS if psf_sigma > 0 else 1
+        data = _aggregate(source, coarse_info, geotransform, width, height, subpixels)
+        if psf_sigma > 0:
+            data = _block_nanmean(gaussian_blur_nan(data, psf_sigma * subpixels), subpixels)
+        _write_float_raster(path, data, geotransform, coarse_info.crs_wkt)
+        reader = RasterReader(path, grid=fine_info, resampling=resampling, what=what)
+    except BaseException:
+        gdal.Unlink(path)
+        raise
+    finally:
+        source.close()
+    reader._vsimem.append(path)  # removed with the reader
+    return reader
+
+
+class PairInputs(NamedTuple):
+    """One window of a pair: ``fine_t0``, ``coarse_t1`` and ``coarse_t0`` (``None`` when the reader has
+    no reference) as ``float32`` reflectance ``(C, h, w)``, and ``valid`` ``(h, w)``."""
+
+    fine_t0: np.ndarray
+    coarse_t1: np.ndarray
+    coarse_t0: Optional[np.ndarray]
+    valid: np.ndarray
+
+
+#: What a :class:`PairReader` can give as the coarse image at T0 (its ``reference``).
+PAIR_REFERENCES = (None, "footprint", "coarse_t0")
+
+
 class PairReader:
-    """Fine image at T0 and coarse image at T1 on the fine grid, window by window.
+    """Fine image at T0 and coarse image at T1 on the fine grid, window by window, and optionally
+    a coarse image at T0 or its stand-in.
 
     ``read(window)`` returns ``(fine_t0, coarse_t1, valid)``: two ``float32``
     reflectance arrays ``(C, h, w)`` (``DN * scale``, negatives clipped to 0) and
     a ``(h, w)`` mask that is True where both images are valid. Invalid pixels
     are filled (from the other image where that one is valid, else with the
     window's band mean) so no nodata value reaches the network; write them out
-    as nodata using the mask.
+    as nodata using the mask. :meth:`read_inputs` adds ``coarse_t0``
+    (:class:`PairInputs`).
 
     ``fine_bands`` / ``coarse_bands``: 1-based band lists (string ``"1,2,3"`` or
     ints; default the first ``n_bands``). ``scale``: reflectance per DN of both
-    images (``coarse_scale`` overrides it for the coarse one). ``resampling``: how
-    the coarse image is put on the fine grid (:data:`RESAMPLING_METHODS`).
+    images (``coarse_scale`` overrides it for the coarse ones). ``resampling``: how
+    the coarse images are put on the fine grid (:data:`RESAMPLING_METHODS`).
+
+    ``coarse_t0_path`` (with ``coarse_t0_bands``, default those of the coarse
+    image at T1): the coarse image at T0, warped onto the fine grid exactly like
+    the coarse image at T1. ``footprint=True`` (without ``coarse_t0_path``): the
+    fine image at T0 as the coarse sensor sees it (:func:`footprint_reader`,
+    ``psf_sigma`` in coarse pixels) stands in for it. ``self.reference`` says
+    which one :meth:`read_inputs` gives (``None``: neither, e.g. the coarse image
+    is already on the fine grid, so its footprint is unknown). Invalid reference
+    pixels are filled from the coarse image at T1 (no change there); they do not
+    make the output invalid.
     """
 
     def __init__(
@@ -645,6 +818,11 @@ class PairReader:
         resampling=DEFAULT_RESAMPLING,
         fine_what="fine image",
         coarse_what="coarse image",
+        coarse_t0_path=None,
+        coarse_t0_bands=None,
+        footprint=False,
+        psf_sigma=0.0,
+        coarse_t0_what="coarse image at T0",
     ):
         self.scale = float(scale)
         self.coarse_scale = float(coarse_scale if coarse_scale is not None else scale)
@@ -661,13 +839,32 @@ class PairReader:
                 "choose the same bands, in the same order, in both."
             )
         check_overlap(fine_info, coarse_info, fine_what, coarse_what)
+        if coarse_t0_path:
+            check_overlap(fine_info, RasterInfo.read(coarse_t0_path, coarse_t0_what), fine_what, coarse_t0_what)
         self.fine = RasterReader(fine_path, fine_bands, what=fine_what)
+        self.coarse = self.coarse_t0 = None
         try:
             self.coarse = RasterReader(
                 coarse_path, coarse_bands, grid=self.fine.source_info, resampling=resampling, what=coarse_what
             )
+            if coarse_t0_path:
+                self.coarse_t0 = RasterReader(
+                    coarse_t0_path, coarse_t0_bands if coarse_t0_bands else coarse_bands,
+                    grid=self.fine.source_info, resampling=resampling, what=coarse_t0_what,
+                )
+                if self.coarse_t0.count != self.coarse.count:
+                    raise CtstfmError(
+                        f"The {coarse_t0_what} uses {self.coarse_t0.count} band(s) and the {coarse_what} "
+                        f"{self.coarse.count}; choose the same bands in both."
+                    )
+                self.reference = "coarse_t0"
+            elif footprint:
+                self.coarse_t0 = footprint_reader(fine_path, fine_bands, coarse_info, resampling, psf_sigma)
+                self.reference = "footprint" if self.coarse_t0 is not None else None
+            else:
+                self.reference = None
         except Exception:
-            self.fine.close()
+            self.close()
             raise
 
     @property
@@ -693,30 +890,45 @@ class PairReader:
         return self.coarse.warped
 
     def check_coverage(self, max_size=256):
-        """Raise :class:`CtstfmError` when either image has no valid pixel over the fine extent."""
+        """Raise :class:`CtstfmError` when an image has no valid pixel over the fine extent."""
         if self.fine.valid_fraction(max_size) == 0.0:
             raise CtstfmError(
                 f"The {self.fine.what} '{self.grid.path}' is nodata everywhere (in the chosen bands); "
                 "give an image with valid pixels."
             )
-        if self.coarse.valid_fraction(max_size) == 0.0:
-            raise CtstfmError(
-                f"The {self.coarse.what} '{self.coarse.source_info.path}' has no valid pixels over the extent of "
-                f"the {self.fine.what}; give a coarse image that covers it with data."
-            )
+        others = [self.coarse] + ([self.coarse_t0] if self.reference == "coarse_t0" else [])
+        for reader in others:
+            if reader.valid_fraction(max_size) == 0.0:
+                raise CtstfmError(
+                    f"The {reader.what} '{reader.source_info.path}' has no valid pixels over the extent of "
+                    f"the {self.fine.what}; give a coarse image that covers it with data."
+                )
 
     def read(self, window):
+        """``(fine_t0, coarse_t1, valid)`` for a window of the fine grid, or ``(fine_t0, coarse_t1,
+        coarse_t0, valid)`` when the reader has a reference (``*arrays, valid``: a raster-job source)."""
+        fine, coarse, reference, valid = self.read_inputs(window)
+        return (fine, coarse, valid) if reference is None else (fine, coarse, reference, valid)
+
+    def read_inputs(self, window):
+        """:class:`PairInputs` for a window of the fine grid (``coarse_t0`` only with a reference)."""
         fine, fine_ok = self.fine.read_reflectance(window, self.scale)
         coarse, coarse_ok = self.coarse.read_reflectance(window, self.coarse_scale)
         valid = fine_ok & coarse_ok
         if not valid.all():
             _fill_invalid(coarse, coarse_ok, fine, fine_ok)
             _fill_invalid(fine, fine_ok, coarse, coarse_ok)
-        return fine, coarse, valid
+        reference = None
+        if self.coarse_t0 is not None:
+            scale = self.coarse_scale if self.reference == "coarse_t0" else self.scale
+            reference, reference_ok = self.coarse_t0.read_reflectance(window, scale)
+            _fill_invalid(reference, reference_ok, coarse, np.ones_like(reference_ok))
+        return PairInputs(fine, coarse, reference, valid)
 
     def close(self):
-        self.fine.close()
-        self.coarse.close()
+        for reader in (self.fine, self.coarse, self.coarse_t0):
+            if reader is not None:
+                reader.close()
 
     def __enter__(self):
         return self

@@ -147,15 +147,17 @@ def test_parameters_are_documented_and_advanced_ones_flagged(qgis_app):
 
     alg = QgsApplication.processingRegistry().createAlgorithmById("ctstfm:fuse")
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names[:7] == ["FINE", "COARSE", "MODEL", "MODEL_NAME", "TILE_SIZE", "OVERLAP", "DEVICE"]
+    assert names[:8] == ["FINE", "COARSE", "COARSE_T0", "MODEL", "MODEL_NAME", "TILE_SIZE", "OVERLAP", "DEVICE"]
     assert names[-1] == "OUTPUT"
     flag = FLAG_ADVANCED
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & flag}
-    assert advanced == {"FINE_BANDS", "COARSE_BANDS", "RESAMPLING", "OUTPUT_TYPE", "OUTPUT_FORMAT", "BATCH_SIZE",
-                        "SCALE", "COARSE_SCALE"}
-    assert alg.parameterDefinition("MODEL").flags() & FLAG_OPTIONAL
+    assert advanced == {"BANDS", "FINE_BANDS", "COARSE_BANDS", "RESAMPLING", "OUTPUT_TYPE", "OUTPUT_FORMAT",
+                        "BATCH_SIZE", "SCALE", "COARSE_SCALE"}
+    for optional in ("MODEL", "COARSE_T0", "BANDS"):
+        assert alg.parameterDefinition(optional).flags() & FLAG_OPTIONAL
     help_text = alg.shortHelpString()
-    for words in ("Landsat", "MODIS", "T0", "T1", "overlap", "tile", "model's order", "any CRS"):
+    for words in ("Landsat", "MODIS", "T0", "T1", "overlap", "tile", "model's order", "any CRS", "green,red,nir",
+                  "Three-image"):
         assert words in help_text, words
 
 
@@ -212,3 +214,23 @@ def test_qgis_process_runs_the_installed_plugin(installed_plugin_env, inputs, tm
     )
     assert failed.returncode != 0 and "missing.pt" in failed.stdout + failed.stderr
     assert sorted(os.listdir(tmp_path)) == ["fused.tif"]
+
+
+def test_embedded_model_on_a_three_band_image_named_by_bands_with_coarse_t0(qgis_app, inputs, tmp_path):
+    """No model file, a 3-band image without band names: BANDS names them; COARSE_T0 (another CRS) is
+    accepted and, the embedded model being a two-image one, reported as unused."""
+    import processing
+    from osgeo import gdal
+
+    fine3 = str(tmp_path / "fine3.tif")
+    gdal.Translate(fine3, inputs["fine"], bandList=[2, 3, 4])
+    coarse_t0 = write_coarse(tmp_path / "modis_t0.tif", SIZE * 30.0, SIZE * 30.0, 7, 4326, seed=8)
+    out = str(tmp_path / "fused.tif")
+    result = processing.run("ctstfm:fuse", {
+        "FINE": fine3, "COARSE": inputs["coarse"], "COARSE_T0": coarse_t0, "BANDS": "green,red,nir",
+        "COARSE_BANDS": "4,1,2", "TILE_SIZE": 96, "OVERLAP": 16, "OUTPUT": out,
+    })
+    assert result["OUTPUT"] == out and RasterInfo.read(out).count == 3
+    meta = read_metadata(out)
+    assert meta["CTSTFM_BANDS"] == "green,red,nir" and meta["CTSTFM_COARSE_BANDS"] == "4,1,2"
+    assert "CTSTFM_COARSE_T0" not in meta  # a two-image model does not use it

@@ -85,6 +85,10 @@ class FeedbackProgress(Progress):
         if self.feedback is not None:
             self.feedback.pushInfo(message)
 
+    def warning(self, message):
+        if self.feedback is not None:
+            self.feedback.pushWarning(message)
+
     def canceled(self):
         return self.feedback is not None and self.feedback.isCanceled()
 

@@ -25,13 +25,21 @@ CNN-Transformer spatiotemporal fusion model).
   fine) and at any resolution. It is resampled onto the fine grid on the fly (bilinear by default; see
   Advanced) and must cover the fine image.
 - **Model file**: a CTSTFM model (.pt) trained for these sensors. Or pick one by name under *Model from the
-  models folder* (the folder set in the provider's settings); a chosen file wins. With neither, the model that
-  comes with the plugin is used: trained for under an hour on a CPU on simulated Landsat/MODIS-like scenes (6
-  bands, reflectance × 10000), it is for trying the plugin; for real images fine-tune it or train your own
-  with *Train CTSTFM*.
-- **Bands**: both images must hold the model's bands in the model's order (usually blue, green, red, NIR,
-  SWIR1, SWIR2) and the same reflectance scale (DN × 0.0001). Other orders: give the band numbers under
-  Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands.
+  models folder* (the folder set in the provider's settings); a chosen file wins. With neither, the model that comes with the plugin is used: trained for under an
+  hour on a CPU on simulated Landsat/MODIS-like scenes (6 bands, reflectance × 10000), it is for trying the
+  plugin; for real images fine-tune it or train your own with *Train CTSTFM*.
+- **Coarse image at T0** (optional): the coarse image of the fine image's date. Three-image models (trained
+  with it) use it: their first guess is fine T0 + coarse T1 − coarse T0, in which the two sensors'
+  difference cancels. Without it they fall back to their two-image first guess, with a warning. Two-image
+  models (like the plugin's own) do not use it, and say so.
+- **Bands, by name**: the fine image's bands are matched to the model's by their band descriptions (blue,
+  green, red, NIR, SWIR1, SWIR2, B/G/R, or sensor band numbers such as `oli:B4`, `tm:3`, Sentinel-2's `B08`)
+  or by **Band names** under Advanced, e.g. `green,red,nir` for a 3-band image. A model with more bands is
+  cut down to the ones matched (no retraining), so the plugin's 6-band model runs on a green/red/NIR image;
+  the log says which bands were matched. Without names, the first bands are taken in the model's order.
+  The coarse image's bands are matched by its own descriptions, else taken at the same band numbers (or the
+  first ones); give numbers under Advanced when they differ, e.g. `3,4,1,2,6,7` for the seven MODIS land
+  bands. Both images need the same reflectance scale (DN × 0.0001, or set the scales under Advanced).
 
 ## Outputs
 - **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a

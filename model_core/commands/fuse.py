@@ -1,7 +1,8 @@
 """``python -m model_core fuse``: predict the fine image at T1 with a CTSTFM model.
 
     python -m model_core fuse --fine landsat_t0.tif --coarse modis_t1.tif [--model model.pt] --out fused.tif \\
-        [--tile 256 --overlap 32 --device auto --batch-size N --fine-bands 1,2,3,4,5,6 \\
+        [--coarse-t0 modis_t0.tif --bands green,red,nir \\
+         --tile 256 --overlap 32 --device auto --batch-size N --fine-bands 1,2,3,4,5,6 \\
          --coarse-bands 3,4,1,2,6,7 --resampling bilinear --output-type input --format GTiff]
 
 The options are :data:`model_core.options.FUSE`.

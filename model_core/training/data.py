@@ -28,7 +28,7 @@ class SeriesData:
     scale. Only the windows asked for are ever in memory.
     """
 
-    def __init__(self, pairs, *, scale, bands, resampling=None):
+    def __init__(self, pairs, *, scale, bands, resampling=None, config=None):
         from .. import raster
 
         self.raster = raster
@@ -36,13 +36,21 @@ class SeriesData:
         self.scale = float(scale)
         self.bands = int(bands)
         self.resampling = resampling or raster.DEFAULT_RESAMPLING
+        # What stands for the coarse image at T0 (the network's ``coarse_t0``): the reference date's own
+        # coarse image for a three-image model, the fine image seen through the coarse footprint for a
+        # ``reference="footprint"`` model; None for the others (the network makes its own box).
+        self.config = config
+        self.needs_reference = config is not None and (config.images == 3 or config.reference == "footprint")
         self._pair_readers = {}
         self._label_readers = {}
 
     def _pair_reader(self, sample):
         key = (sample.reference, sample.target)
         if key not in self._pair_readers:
+            from ..fusion import reference_options
+
             reference, target = self.pairs[sample.reference], self.pairs[sample.target]
+            options = reference_options(self.config, reference.coarse) if self.needs_reference else {}
             self._pair_readers[key] = self.raster.PairReader(
                 reference.fine,
                 target.coarse,
@@ -51,6 +59,8 @@ class SeriesData:
                 resampling=self.resampling,
                 fine_what=f"fine image of {reference.date.isoformat()}{scene_suffix(reference)}",
                 coarse_what=f"coarse image of {target.date.isoformat()}{scene_suffix(target)}",
+                coarse_t0_what=f"coarse image of {reference.date.isoformat()}{scene_suffix(reference)}",
+                **options,
             )
         return self._pair_readers[key]
 
@@ -65,16 +75,26 @@ class SeriesData:
         return self._label_readers[index]
 
     def read(self, sample, window):
-        """``(coarse_t1, fine_t0, fine_t1, valid)`` for a window ``(col, row, width, height)``.
+        """``(coarse_t1, fine_t0, fine_t1, valid)`` for a window ``(col, row, width, height)``, plus
+        ``coarse_t0`` when the network takes one (:attr:`needs_reference`).
 
         Arrays are float32 reflectance ``(C, h, w)``; ``valid`` is bool ``(h, w)``,
         True where all three images hold data. The label is 0 where it is invalid.
         """
         window = self.raster.Window(*(int(v) for v in window))
-        fine0, coarse1, valid = self._pair_reader(sample).read(window)
+        fine0, coarse1, coarse0, valid = self._pair_reader(sample).read_inputs(window)
         label, label_ok = self._label_reader(sample.target).read_reflectance(window, self.scale)
         label[:, ~label_ok] = 0.0
-        return coarse1, fine0, label, valid & label_ok
+        arrays = (coarse1, fine0, label, valid & label_ok)
+        if not self.needs_reference:
+            return arrays
+        if coarse0 is None:  # the coarse image's own pixels are unknown: the network's box, made here
+            import torch
+
+            from ..network import box_mean
+
+            coarse0 = box_mean(torch.from_numpy(fine0)[None], self.config.residual_blur)[0].numpy()
+        return arrays + (coarse0,)
 
     def close(self):
         for reader in list(self._pair_readers.values()) + list(self._label_readers.values()):
@@ -196,9 +216,9 @@ class PatchSampler:
         return best[0]
 
     def batch(self, count):
+        """``(coarse, fine0, fine1, valid[, coarse_t0])`` batches of ``count`` augmented patches."""
         parts = [augment(self.patch_arrays(), self.rng) for _ in range(count)]
-        coarse, fine0, fine1, valid = (np.stack(items) for items in zip(*parts))
-        return coarse, fine0, fine1, valid
+        return tuple(np.stack(items) for items in zip(*parts))
 
 
 def fair_shares(counts, cap):

@@ -37,8 +37,9 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
             seen = 0
             for step, arrays in enumerate(prefetch):
                 epoch_progress.check()
-                coarse, fine0, fine1, valid = (torch.from_numpy(array).to(run.device) for array in arrays)
-                loss = train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, run.device, run.amp_dtype)
+                coarse, fine0, fine1, valid, *coarse0 = (torch.from_numpy(array).to(run.device) for array in arrays)
+                loss = train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, run.device, run.amp_dtype,
+                                  coarse0[0] if coarse0 else None)
                 loss_sum += float(loss.detach()) * counts[step]
                 seen += counts[step]
                 epoch_progress.update(0.9 * (step + 1) / run.steps, f"epoch {epoch}/{epochs}")

@@ -12,13 +12,14 @@ def masked_l1(pred, target, valid):
     return ((pred - target).abs() * mask).sum() / count.clamp(min=1.0)
 
 
-def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype):
+def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype, coarse_t0=None):
     """One optimisation step on a batch: forward (autocast to ``amp_dtype`` on a GPU), the
     masked L1 loss, backward (through ``scaler`` when there is one) and the optimizer's
-    update. Returns the loss tensor (float32, still on ``device``)."""
+    update. ``coarse_t0``: the network's third input, when it takes one. Returns the loss
+    tensor (float32, still on ``device``)."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(amp_dtype, device):
-        pred = model(coarse, fine0)
+        pred = model(coarse, fine0) if coarse_t0 is None else model(coarse, fine0, coarse_t0)
     loss = masked_l1(pred.float(), fine1, valid)
     if scaler is not None:
         scaler.scale(loss).backward()

@@ -451,7 +451,8 @@ def train(
 
     from ..raster import gdal_cache_limit
 
-    data = SeriesData(run.pairs, scale=run.network.scale, bands=run.info.bands, resampling=run.resampling)
+    data = SeriesData(run.pairs, scale=run.network.scale, bands=run.info.bands, resampling=run.resampling,
+                      config=run.network.config)
     with contextlib.ExitStack() as stack:
         stack.enter_context(gdal_cache_limit())
         stack.callback(data.close)

@@ -101,9 +101,10 @@ class Validator:
                     self.cache[index] if self.cache is not None else self.data.read(*self.windows[index])
                     for index in batch
                 ]
-                coarse, fine0, fine1, valid = (np.stack(parts) for parts in zip(*items))
+                coarse, fine0, fine1, valid, *coarse0 = (np.stack(parts) for parts in zip(*items))
+                inputs = [torch.from_numpy(array).to(self.device) for array in (coarse, fine0, *coarse0)]
                 with autocast(self.amp_dtype, self.device):
-                    pred = model(torch.from_numpy(coarse).to(self.device), torch.from_numpy(fine0).to(self.device))
+                    pred = model(*inputs)
                 pred = pred.float().clamp(min=0.0).cpu().numpy()
                 for i in range(len(batch)):
                     accumulator.update(pred[i], fine1[i], valid[i])

@@ -1,0 +1,253 @@
+"""The first guess's reference: the fine image seen through the coarse sensor's footprint, and the
+coarse image at T0 (three-image mode) — in the reader, in fusion, on the command line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from conftest import ROOT
+from test_raster import SINUSOIDAL, UTM33, fine_geotransform, read_all, smooth_field, write_coarse, write_raster
+
+from model_core.errors import CtstfmError
+from model_core.fusion import fuse
+from model_core.model_file import save_model
+from model_core.network import CTSTFM, CTSTFMConfig, box_mean
+from model_core.progress import Progress
+from model_core.raster import PairReader, RasterInfo, Window, read_metadata
+from model_core.simulate import coarse_from_fine
+
+FACTOR = 16  # 480 m coarse pixels over 30 m fine pixels
+OFFSET = (40, 45)  # the fine image's corner in the world, in fine pixels: not on a coarse pixel edge
+SIZE = 160
+
+
+class Log(Progress):
+    def __init__(self):
+        self.messages = []
+
+    def info(self, message):
+        self.messages.append(message)
+
+
+def parcels(height, width, seed):
+    """Sharp-edged parcels of different reflectance (the hard case for a blurred stand-in), 6 bands."""
+    rng = np.random.default_rng(seed)
+    rows = np.cumsum(rng.integers(6, 30, 40))
+    cols = np.cumsum(rng.integers(6, 30, 40))
+    label = np.searchsorted(rows, np.arange(height))[:, None] * 41 + np.searchsorted(cols, np.arange(width))[None]
+    values = rng.uniform(0.02, 0.45, (6, label.max() + 1))
+    return values[:, label].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A fine image cut from a larger world, and coarse images of that world on a 480 m grid."""
+    folder = tmp_path_factory.mktemp("first_guess")
+    scene = parcels(256, 256, seed=3)
+    row, col = OFFSET
+    fine = scene[:, row:row + SIZE, col:col + SIZE]
+    x0, y0 = fine_geotransform()[0] - col * 30.0, fine_geotransform()[3] + row * 30.0
+    coarse_gt = (x0, 480.0, 0.0, y0, 0.0, -480.0)
+
+    def coarse(name, psf, seed):
+        image = coarse_from_fine(scene, factor=FACTOR, psf_sigma=psf, noise_sigma=0.003,
+                                 rng=np.random.default_rng(seed))
+        return write_raster(folder / name, np.round(image / 1e-4).astype(np.int16), coarse_gt, nodata=-9999)
+
+    return {
+        "folder": folder,
+        "fine_array": fine,
+        "fine": write_raster(folder / "fine.tif", np.round(fine / 1e-4).astype(np.int16), fine_geotransform(),
+                             nodata=-9999),
+        "coarse_box": coarse("coarse_box.tif", 0.0, 1),
+        "coarse_psf": coarse("coarse_psf.tif", 0.5, 2),
+    }
+
+
+def interior_errors(data, coarse, psf):
+    """Mean |C1 - reference| over the interior, for the footprint (with ``psf``) and box33 references."""
+    with PairReader(data["fine"], coarse, footprint=True, psf_sigma=psf) as pair:
+        fine, c1, reference, _ = pair.read_inputs(Window(0, 0, SIZE, SIZE))
+        assert pair.reference == "footprint" and pair.coarse.warped
+    box = box_mean(torch.from_numpy(fine)[None], 33)[0].numpy()
+    inner = (slice(None), slice(40, -40), slice(40, -40))
+    return float(np.abs(c1 - reference)[inner].mean()), float(np.abs(c1 - box)[inner].mean())
+
+
+def test_footprint_reproduces_the_coarse_sensors_aggregation(world):
+    footprint, box = interior_errors(world, world["coarse_box"], 0.0)
+    # The same date: C1 - degrade(F0) is only the coarse noise (0.003, smoothed by the resampling)...
+    assert footprint < 0.003, footprint
+    # ... while a 33-pixel box leaves most of the parcels' edges in it.
+    assert box > 4 * footprint, (footprint, box)
+    # A sensor with a PSF (the simulator's coarse_from_fine, sigma 0.5 coarse px) is matched by the same PSF.
+    with_psf, box = interior_errors(world, world["coarse_psf"], 0.5)
+    without_psf, _ = interior_errors(world, world["coarse_psf"], 0.0)
+    assert with_psf < 0.003 and with_psf < 0.6 * without_psf and box > 4 * with_psf, (with_psf, without_psf, box)
+
+
+@pytest.mark.parametrize("crs", [UTM33, SINUSOIDAL])
+def test_footprint_of_a_constant_image_is_constant(tmp_path, crs):
+    fine = np.full((2, 70, 90), 1234, np.int16)
+    fine[:, :5, :5] = -9999  # nodata is left out of the means, not averaged in
+    fine_path = write_raster(tmp_path / "fine.tif", fine, fine_geotransform(), nodata=-9999)
+    coarse = write_coarse(tmp_path / "coarse.tif", 90 * 30.0, 70 * 30.0, 2, crs)
+    with PairReader(fine_path, coarse, footprint=True, psf_sigma=0.5) as pair:
+        reference = pair.read_inputs(Window(0, 0, 90, 70)).coarse_t0
+    np.testing.assert_allclose(reference, 0.1234, atol=1e-6)
+
+
+def test_no_footprint_when_the_coarse_image_is_already_on_the_fine_grid(tmp_path):
+    fine = write_raster(tmp_path / "fine.tif", smooth_field(2, 40, 40).astype(np.int16), fine_geotransform())
+    resampled = write_raster(tmp_path / "coarse.tif", smooth_field(2, 40, 40, seed=1).astype(np.int16),
+                             fine_geotransform())
+    with PairReader(fine, resampled, footprint=True) as pair:
+        assert pair.reference is None and pair.read_inputs(Window(0, 0, 40, 40)).coarse_t0 is None
+
+
+# --------------------------------------------------------------------------- three-image mode in fusion
+
+
+def zero_correction_model(path, images, reference="box", bands=6):
+    """A model whose correction is zero: its output is exactly its first guess."""
+    torch.manual_seed(0)
+    config = CTSTFMConfig(bands=bands, width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True,
+                          residual_blur=9, reference=reference, images=images)
+    names = ["blue", "green", "red", "nir", "swir1", "swir2"][:bands]
+    return str(save_model(path, CTSTFM(config), config=config, band_names=names, scale=1e-4))
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("three_image")
+    fine = smooth_field(6, 96, 96, seed=4).astype(np.int16)
+    return {
+        "folder": folder,
+        "fine_array": fine,
+        "fine": write_raster(folder / "fine.tif", fine, fine_geotransform(), nodata=-9999),
+        "coarse_t1": write_coarse(folder / "c1.tif", 96 * 30.0, 96 * 30.0, 6, SINUSOIDAL, seed=5),
+        "coarse_t0": write_coarse(folder / "c0.tif", 96 * 30.0, 96 * 30.0, 6, SINUSOIDAL, seed=6),
+        "coarse_t0_4326": write_coarse(folder / "c0_4326.tif", 96 * 30.0, 96 * 30.0, 6, 4326, seed=6),
+        "three": zero_correction_model(folder / "three.pt", 3, "footprint"),
+        "two": zero_correction_model(folder / "two.pt", 2, "footprint"),
+    }
+
+
+def first_guess(data, **reader):
+    with PairReader(data["fine"], data["coarse_t1"], **reader) as pair:
+        fine, c1, reference, _ = pair.read_inputs(Window(0, 0, 96, 96))
+    return np.maximum(fine + c1 - reference, 0)
+
+
+def test_three_image_model_uses_coarse_t0_warped_like_coarse_t1(three, tmp_path):
+    out = tmp_path / "fused.tif"
+    log = Log()
+    fuse(three["fine"], three["coarse_t1"], three["three"], out, coarse_t0_path=three["coarse_t0"], tile=96,
+         overlap=16, output_type="float32", progress=log)
+    np.testing.assert_allclose(read_all(out), first_guess(three, coarse_t0_path=three["coarse_t0"]), atol=1e-5)
+    meta = read_metadata(out)
+    assert meta["CTSTFM_COARSE_T0"] == three["coarse_t0"] and "coarse T1 - coarse T0" in meta["CTSTFM_FIRST_GUESS"]
+    assert any("three-image" in m for m in log.messages)
+
+    # The same coarse image as T0 and T1 (two files): both warped alike, so the first guess is the fine image.
+    same = tmp_path / "same.tif"
+    copy = gdal.Translate(str(tmp_path / "c1_copy.tif"), three["coarse_t1"])
+    copy = None
+    fuse(three["fine"], three["coarse_t1"], three["three"], same, coarse_t0_path=str(tmp_path / "c1_copy.tif"),
+         tile=96, overlap=16)
+    np.testing.assert_array_equal(read_all(same), np.maximum(three["fine_array"], 0))
+
+    # Coarse T0 in another CRS gives what the same image warped beforehand onto the fine grid gives.
+    grid = RasterInfo.read(three["fine"])
+    prewarped = str(tmp_path / "c0_prewarped.tif")
+    gdal.Warp(prewarped, three["coarse_t0_4326"], outputBounds=grid.bounds, width=grid.width, height=grid.height,
+              dstSRS=grid.crs_wkt, resampleAlg="bilinear", srcNodata=-9999, dstNodata=-9999,
+              outputType=gdal.GDT_Float32)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    fuse(three["fine"], three["coarse_t1"], three["three"], a, coarse_t0_path=three["coarse_t0_4326"], tile=96,
+         overlap=16, output_type="float32")
+    fuse(three["fine"], three["coarse_t1"], three["three"], b, coarse_t0_path=prewarped, tile=96, overlap=16,
+         output_type="float32")
+    assert np.abs(read_all(a) - read_all(b)).max() < 1e-3
+
+
+def test_three_image_model_without_coarse_t0_falls_back_with_a_warning(three, tmp_path):
+    out = tmp_path / "fused.tif"
+    log = Log()
+    fuse(three["fine"], three["coarse_t1"], three["three"], out, tile=96, overlap=16, output_type="float32",
+         progress=log)
+    assert any(m.startswith("Warning:") and "COARSE_T0" in m for m in log.messages), log.messages
+    np.testing.assert_allclose(read_all(out), first_guess(three, footprint=True, psf_sigma=0.5), atol=1e-5)
+    assert "CTSTFM_COARSE_T0" not in read_metadata(out)
+
+    # Without any two-image stand-in (no footprint, no box) it cannot run: a clear error, before any work.
+    config = CTSTFMConfig(bands=6, width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True, images=3)
+    strict = save_model(tmp_path / "strict.pt", CTSTFM(config), config=config,
+                        band_names=["blue", "green", "red", "nir", "swir1", "swir2"], scale=1e-4)
+    with pytest.raises(CtstfmError, match="needs the coarse image at T0"):
+        fuse(three["fine"], three["coarse_t1"], strict, tmp_path / "none.tif", tile=96, overlap=16)
+    assert not (tmp_path / "none.tif").exists()
+
+
+def test_two_image_model_says_it_does_not_use_coarse_t0(three, tmp_path):
+    a, b, log = tmp_path / "a.tif", tmp_path / "b.tif", Log()
+    fuse(three["fine"], three["coarse_t1"], three["two"], a, coarse_t0_path=three["coarse_t0"], tile=96,
+         overlap=16, progress=log)
+    fuse(three["fine"], three["coarse_t1"], three["two"], b, tile=96, overlap=16)
+    assert any("coarse image at T0 is not used" in m for m in log.messages)
+    np.testing.assert_array_equal(read_all(a), read_all(b))
+
+
+def test_command_line_coarse_t0_and_band_names(three, tmp_path):
+    fine3 = str(tmp_path / "fine3.tif")
+    gdal.Translate(fine3, three["fine"], bandList=[4, 3, 2])  # nir, red, green, without descriptions
+    out = tmp_path / "fused.tif"
+    command = [sys.executable, "-m", "model_core", "fuse", "--fine", fine3, "--coarse", three["coarse_t1"],
+               "--coarse-t0", three["coarse_t0"], "--model", three["three"], "--bands", "NIR,red,G",
+               "--coarse-bands", "4,3,2", "--out", str(out), "--tile", "96", "--overlap", "16"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "nir = fine band 1 / coarse band 4" in done.stderr and read_all(out).shape == (3, 96, 96)
+    bad = subprocess.run(command[:-6] + ["--bands", "nir,red,rededge1", "--out", str(tmp_path / "x.tif")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "the model's bands are blue, green, red, nir, swir1, swir2" in bad.stderr
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_training_feeds_the_reference_the_model_was_made_for(sim_series, tmp_path):
+    """Training reads, for each pair, what the model takes as coarse T0: the reference date's coarse image
+    (three-image), the fine image through the footprint (footprint), nothing (box). A three-image model
+    trains and keeps its mode, and starts from a better validation than the same start with the box."""
+    from model_core.model_file import read_model_metadata
+    from model_core.training import train
+    from model_core.training.data import SeriesData
+    from model_core.training.series import read_manifest
+    from model_core.training.series import Sample
+
+    pairs = read_manifest(sim_series.manifest)
+    sample, window = Sample(target=1, reference=0), (0, 0, 32, 32)
+    for images, reference, expected in ((2, "box", None), (2, "footprint", dict(footprint=True, psf_sigma=0.5)),
+                                        (3, "footprint", dict(coarse_t0_path=pairs[0].coarse))):
+        config = CTSTFMConfig(predict_residual=True, residual_blur=9, reference=reference, images=images)
+        data = SeriesData(pairs, scale=1e-4, bands=6, config=config)
+        arrays = data.read(sample, window)
+        data.close()
+        assert len(arrays) == (4 if expected is None else 5)
+        if expected is not None:
+            with PairReader(pairs[0].fine, pairs[1].coarse, **expected) as pair:
+                np.testing.assert_array_equal(arrays[4], pair.read_inputs(Window(*window)).coarse_t0)
+
+    torch.set_num_threads(1)
+    settings = dict(epochs=1, batch_size=4, patch_size=32, patches_per_epoch=4, lr=1e-3, seed=0,
+                    max_validation_windows=8)
+    initial = {}
+    for name, images in (("box", 2), ("three", 3)):
+        start = zero_correction_model(tmp_path / f"{name}_start.pt", images, "box")
+        result = train(sim_series.manifest, tmp_path / f"{name}.pt", init_model=start, **settings)
+        initial[name] = result.initial_metrics["mae"]
+        assert read_model_metadata(tmp_path / f"{name}.pt").config.images == images
+    assert initial["three"] < initial["box"], initial
