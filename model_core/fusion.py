@@ -60,6 +60,8 @@ class FusionResult:
     read_seconds: float = 0.0
     network_seconds: float = 0.0
     write_seconds: float = 0.0
+    inference: str = "eager"
+    threads: int = 1
 
     def as_dict(self):
         return asdict(self)
@@ -136,9 +138,15 @@ class TileModel:
     False; when the GPU runs out of memory the batch is halved and retried, and
     the smaller size kept for the following batches. Negative predictions are
     clipped to 0 reflectance (``clip_negative``), as the inputs are.
+
+    On the CPU, ``inference`` (one of :data:`model_core.inference.PATHS`, for a
+    CTSTFM network) runs the network through that fast path, prepared for a job
+    of ``n_tiles`` tiles of ``tile_shape``; ``None`` runs it as it is.
+    ``inference_path`` says which path runs.
     """
 
-    def __init__(self, model, device, batch_size=1, mixed_precision=True, progress=None, clip_negative=True):
+    def __init__(self, model, device, batch_size=1, mixed_precision=True, progress=None, clip_negative=True,
+                 inference=None, n_tiles=1, tile_shape=(256, 256)):
         import torch
 
         self.torch = torch
@@ -148,13 +156,23 @@ class TileModel:
         self.progress = progress or Progress()
         self.clip_negative = clip_negative
         self.autocast_dtype = mixed_precision_dtype(device) if mixed_precision else None
+        self.prepared, self.inference_path = None, "eager"
+        if inference is not None and device.type == "cpu":
+            from .inference import prepare_for_job
+
+            self.prepared = prepare_for_job(self.model, inference, n_tiles, tuple(tile_shape), self.progress)
+            self.inference_path = self.prepared.path
 
     def _run(self, fine, coarse):
         torch = self.torch
-        coarse_t = torch.from_numpy(np.ascontiguousarray(coarse)).to(self.device, non_blocking=True)
-        fine_t = torch.from_numpy(np.ascontiguousarray(fine)).to(self.device, non_blocking=True)
-        coarse_t = coarse_t.contiguous(memory_format=torch.channels_last)
-        fine_t = fine_t.contiguous(memory_format=torch.channels_last)
+        coarse_t, fine_t = torch.from_numpy(np.ascontiguousarray(coarse)), torch.from_numpy(np.ascontiguousarray(fine))
+        if self.prepared is not None:
+            out = self.prepared(coarse_t, fine_t).numpy()
+            return np.maximum(out, 0.0) if self.clip_negative else out
+        if self.device.type == "cuda":  # page-locked host memory: the copies overlap with queued GPU work
+            coarse_t, fine_t = coarse_t.pin_memory(), fine_t.pin_memory()
+        coarse_t = coarse_t.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        fine_t = fine_t.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.autocast_dtype):
             out = self.model(coarse_t, fine_t)
         out = out.float().cpu().numpy()
@@ -271,6 +289,8 @@ def fuse(
     progress=None,
     mixed_precision=True,
     max_strips=None,
+    inference="auto",
+    threads=None,
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1.
 
@@ -287,7 +307,10 @@ def fuse(
     DN scale) or ``"float32"`` (reflectance, nodata -9999). ``output_format``:
     ``"GTiff"`` or ``"COG"``. ``progress``: a :class:`~model_core.progress.Progress`
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
-    stops after that many tile rows and writes nothing.
+    stops after that many tile rows and writes nothing. ``inference``: the CPU
+    inference path (:data:`model_core.inference.PATHS`; ``auto`` picks the
+    fastest that passed the accuracy check on this CPU). ``threads``: torch
+    threads (``None``/0: one per physical core; GDAL gets the rest).
 
     Returns a :class:`FusionResult`. Raises :class:`CtstfmError` (a
     :class:`~model_core.model_file.ModelFileError` for a bad model file) before
@@ -303,6 +326,10 @@ def fuse(
         out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
     )
     torch_device = resolve_device(device)
+    from .inference import check_path, check_threads, job_threads
+
+    check_path(inference)
+    check_threads(threads)
 
     from .model_file import load_model
 
@@ -310,7 +337,7 @@ def fuse(
     band_names = list(loaded.band_names)
     progress.info(f"Model {os.path.basename(str(model_path))}: {len(band_names)} bands ({', '.join(band_names)}).")
 
-    with gdal_cache_limit(), PairReader(
+    with gdal_cache_limit(), job_threads(threads) as n_threads, PairReader(
         fine_path,
         coarse_path,
         fine_bands=fine_bands,
@@ -328,10 +355,13 @@ def fuse(
         tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
         if batch_size is None:
             batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
-        predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress)
+        n_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
+        predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress,
+                              inference=inference, n_tiles=n_tiles, tile_shape=(tile_h, tile_w))
         progress.info(
             f"Fusing {grid.width} x {grid.height} px on {torch_device} "
-            f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size})."
+            f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size}, "
+            f"inference path {predictor.inference_path}, {n_threads} thread(s))."
         )
         descriptions = [
             grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
@@ -347,6 +377,7 @@ def fuse(
                 "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
                 "CTSTFM_BANDS": ",".join(band_names),
                 "CTSTFM_DEVICE": str(torch_device),
+                "CTSTFM_INFERENCE": predictor.inference_path,
             },
         )
         # Committed at the end of the block, removed on any error or cancel.
@@ -380,4 +411,6 @@ def fuse(
         read_seconds=stats.read_seconds,
         network_seconds=stats.process_seconds,
         write_seconds=stats.write_seconds,
+        inference=predictor.inference_path,
+        threads=n_threads,
     )

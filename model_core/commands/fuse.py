@@ -2,10 +2,14 @@
 
     python -m model_core fuse --fine landsat_t0.tif --coarse modis_t1.tif --model model.pt --out fused.tif \\
         [--tile 256 --overlap 32 --device auto --batch-size N --fine-bands 1,2,3,4,5,6 \\
-         --coarse-bands 3,4,1,2,6,7 --resampling bilinear --output-type input --format GTiff]
+         --coarse-bands 3,4,1,2,6,7 --resampling bilinear --output-type input --format GTiff \\
+         --inference auto --threads 0]
 """
 
 import json
+
+# model_core.inference.PATHS, repeated so that --help answers without importing torch
+INFERENCE_PATHS = ("auto", "eager", "exact", "bf16", "compile", "compile-bf16", "int8")
 
 from model_core.commands._options import (
     add_band_options,
@@ -27,6 +31,14 @@ def configure(parser):
     add_tiling_options(parser, 32, "overlap between tiles in pixels (default 32)")
     add_device_option(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: auto)")
+    parser.add_argument(
+        "--inference", default="auto", choices=list(INFERENCE_PATHS),
+        help="CPU inference path (default auto: the fastest that passed the accuracy check on this CPU; "
+             "eager: the network as trained, fp32)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default 0: one per physical core)"
+    )
     add_band_options(
         parser,
         "fine bands in the model's order, e.g. 1,2,3,4,5,6",
@@ -47,6 +59,8 @@ def run(args):
         args.out,
         device=args.device,
         batch_size=args.batch_size,
+        inference=args.inference,
+        threads=args.threads,
         progress=console_progress(args, "fuse"),
         **fusion_kwargs(args),
     )
