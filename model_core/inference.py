@@ -577,6 +577,7 @@ def measure_path(prepared, tiles, reference=None):
     output = torch.cat(outputs)
     result = {
         "ms": 1e3 * statistics.median(times[1:] or times),
+        "tile": int(coarse.shape[-1]),
         "setup_s": prepared.setup_seconds,
         "mae": sample_mae(output, truth),
         "layout": prepared.layout,
@@ -589,7 +590,7 @@ def measure_path(prepared, tiles, reference=None):
 def measure_paths(model, paths, layout="channels_last", tiles=None, progress=None):
     """``{path: measurement}`` for ``paths`` (``eager`` always included, as the reference) on the sample.
 
-    Each entry has ``ms`` (per 256 x 256 tile), ``setup_s``, ``mae``, ``max_abs``, ``mae_change``
+    Each entry has ``ms`` (per tile of ``tile`` x ``tile`` px), ``setup_s``, ``mae``, ``max_abs``, ``mae_change``
     (relative to eager) and ``passed`` (``mae_change`` under :data:`MAE_GATE`); a path the machine
     cannot run has ``error`` instead.
     """
@@ -618,10 +619,10 @@ SAMPLE_BANDS = 6
 
 
 def _job_seconds(entry, n_tiles, tile_pixels):
-    return entry.get("setup_s", 0.0) + n_tiles * entry["ms"] / 1e3 * tile_pixels / 256**2
+    return entry.get("setup_s", 0.0) + n_tiles * entry["ms"] / 1e3 * tile_pixels / entry.get("tile", 256) ** 2
 
 
-def choose_path(model, n_tiles, tile_pixels=256 * 256, progress=None, measure=True):
+def choose_path(model, n_tiles, tile_pixels=256 * 256, progress=None, measure=True, sample_size=256):
     """``(path, layout)`` that ``auto`` runs for a job of ``n_tiles`` tiles of ``tile_pixels`` pixels.
 
     From the cached measurements of this CPU, torch version and model (measured now, once, when
@@ -629,6 +630,7 @@ def choose_path(model, n_tiles, tile_pixels=256 * 256, progress=None, measure=Tr
     model takes the sample's 6 bands): the passing path with the least ``setup + tiles x time``;
     compiled paths only for jobs of :data:`MIN_TILES_TO_COMPILE` tiles or more. Without
     measurements it is ``exact``, which needs no accuracy check (it changes only float rounding).
+    ``sample_size``: the size of the four sample tiles measured (its 512 x 512 pixels hold four of 256).
     """
     file = cache_file(model)
     data = read_cache(file)
@@ -639,9 +641,10 @@ def choose_path(model, n_tiles, tile_pixels=256 * 256, progress=None, measure=Tr
     can_measure = measure and n_tiles >= MIN_TILES_TO_MEASURE and model.config.bands == SAMPLE_BANDS
     if can_measure and (missing or layout is None):
         if layout is None:
-            data["layout_ms"] = measure_layouts(model)
+            data["layout_ms"] = measure_layouts(model, min(sample_size, 128))
             layout = min(data["layout_ms"], key=data["layout_ms"].get)
-        paths.update(measure_paths(model, missing, layout, progress=progress))
+        tiles = sample_tiles(sample_size, count=4)
+        paths.update(measure_paths(model, missing, layout, tiles=tiles, progress=progress))
         write_cache(file, dict(data, layout=layout, paths=paths, cpu=cpu_model(), torch=torch.__version__))
     layout = layout or "channels_last"
     passing = [p for p in wanted if paths.get(p, {}).get("passed") and "ms" in paths[p]]
