@@ -1,5 +1,6 @@
 """model_core.inference: every fast path against fp32 eager on small tiles, the per-CPU cache, fallbacks, threads."""
 
+import dataclasses
 import json
 import os
 
@@ -19,7 +20,12 @@ SMALL = CTSTFMConfig(bands=6, width=8, encoder_blocks=1, fusion_blocks=1, heads=
 # turns a 1e-6 rounding difference of its convolution into ~4e-5 on this small random network.
 EXACT_ATOL = 1e-4
 needs_bf16 = pytest.mark.skipif(not inference.has_native_bf16(), reason="this CPU has no native bf16")
-needs_compiler = pytest.mark.skipif(not inference.has_cxx_compiler(), reason="no C++ compiler for torch.compile")
+# Inductor compiles for 45 CPU-seconds and more even on a tiny network (cold cache), beyond this
+# suite's budget: set CTSTFM_TEST_COMPILE=1 to run it; make bench checks the compiled paths' accuracy.
+needs_compiler = pytest.mark.skipif(
+    not (inference.has_cxx_compiler() and os.environ.get("CTSTFM_TEST_COMPILE")),
+    reason="torch.compile test: set CTSTFM_TEST_COMPILE=1 (needs a C++ compiler; ~1 min)",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -100,11 +106,14 @@ def test_bf16_is_refused_without_native_support(model, monkeypatch):
 
 
 @needs_compiler
-def test_compile_path_equals_fp32_eager(model, tiles):
-    example = (tiles[0], tiles[1])
-    prepared = inference.prepare(model, "compile", "channels_last", example)
+def test_compile_path_equals_fp32_eager(tiles):
+    # the fusion blocks (the folded attention) without the encoders, on a 32 x 32 tile
+    torch.manual_seed(1)
+    small = CTSTFM(dataclasses.replace(SMALL, encoder_blocks=0)).eval()
+    example = (tiles[0][..., :32, :32], tiles[1][..., :32, :32])
+    prepared = inference.prepare(small, "compile", "channels_last", example)
     assert prepared.path == "compile" and prepared.setup_seconds > 0
-    torch.testing.assert_close(prepared(*example), reference(model, tiles), rtol=0, atol=EXACT_ATOL)
+    torch.testing.assert_close(prepared(*example), reference(small, example), rtol=0, atol=EXACT_ATOL)
 
 
 def test_without_a_compiler_auto_and_compile_fall_back_to_eager_paths(model, tiles, monkeypatch):
