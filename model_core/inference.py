@@ -50,9 +50,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CtstfmError
+from .options import INFERENCE_PATHS
 from .paths import SAMPLE_DIR
 
-PATHS = ("auto", "eager", "exact", "bf16", "compile", "compile-bf16", "int8")
+PATHS = INFERENCE_PATHS
 DEFAULT_PATH = "auto"
 MAE_GATE = 0.01  # a fast path may change the sample's MAE by less than 1 %
 LAYOUTS = ("channels_last", "contiguous")
@@ -526,13 +527,13 @@ def read_cache(path):
 
 def write_cache(path, data):
     """Write the measurements atomically; a cache that cannot be written is only not cached."""
+    from .outputs import atomic_write_text
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(data, version=CACHE_VERSION), indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
+        atomic_write_text(path, json.dumps(dict(data, version=CACHE_VERSION), indent=1, sort_keys=True))
+    except (OSError, CtstfmError):
         pass
 
 

@@ -209,10 +209,11 @@ def test_threads_default_and_restore():
         inference.check_path("fastest")
 
 
-def test_command_line_lists_every_path():
-    from model_core.commands import fuse
+def test_both_faces_offer_every_path_and_threads():
+    from model_core.options import FUSE
 
-    assert fuse.INFERENCE_PATHS == inference.PATHS
+    assert FUSE.option("inference").choices == inference.PATHS
+    assert FUSE.option("threads").unset == 0
 
 
 def test_sample_tiles_are_reflectance_of_the_bundled_sample():
