@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -537,25 +536,27 @@ def write_cache(path, data):
         pass
 
 
-def time_call(fn, repeats=3):
-    """Median seconds of ``repeats`` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def interleaved_times(calls, rounds):
+    """``{name: [seconds per round]}`` of ``calls`` (``{name: fn(round)}``) run in turns, round by round.
+
+    Turns share the machine's ups and downs (other jobs, turbo), so a busy moment does not decide
+    between two candidates; use the minimum or median of each list."""
+    times = {name: [] for name in calls}
+    for index in range(rounds):
+        for name, fn in calls.items():
+            started = time.perf_counter()
+            fn(index)
+            times[name].append(time.perf_counter() - started)
+    return times
 
 
-def measure_layouts(model, size=128, repeats=3):
-    """``{layout: ms}`` of the ``exact`` path on one ``size`` tile in each memory layout."""
+def measure_layouts(model, size=128, rounds=4):
+    """``{layout: ms}`` of the ``exact`` path on one ``size`` tile in each memory layout (best of the
+    rounds after a warm-up, taken in turns)."""
     coarse, fine, _ = sample_tiles(size, count=1)
-    result = {}
-    for layout in LAYOUTS:
-        prepared = prepare(model, "exact", layout)
-        result[layout] = 1e3 * time_call(lambda: prepared(coarse, fine), repeats)
-    return result
+    prepared = {layout: prepare(model, "exact", layout) for layout in LAYOUTS}
+    times = interleaved_times({k: (lambda _i, p=p: p(coarse, fine)) for k, p in prepared.items()}, rounds + 1)
+    return {layout: 1e3 * min(t[1:]) for layout, t in times.items()}
 
 
 def sample_mae(output, truth):
@@ -563,55 +564,41 @@ def sample_mae(output, truth):
     return float((output.clamp(min=0) - truth).abs().mean())
 
 
-def measure_path(prepared, tiles, reference=None):
-    """Speed and accuracy of a :class:`PreparedModel` on the sample ``tiles`` ``(coarse, fine, truth)``.
-
-    Every tile is predicted once (the first also warms up); ``ms`` is the median of the others.
-    With ``reference`` (the eager output) the max abs difference to it is recorded too.
-    """
-    coarse, fine, truth = tiles
-    outputs, times = [], []
-    for i in range(len(coarse)):
-        started = time.perf_counter()
-        outputs.append(prepared(coarse[i:i + 1], fine[i:i + 1]))
-        times.append(time.perf_counter() - started)
-    output = torch.cat(outputs)
-    result = {
-        "ms": 1e3 * statistics.median(times[1:] or times),
-        "tile": int(coarse.shape[-1]),
-        "setup_s": prepared.setup_seconds,
-        "mae": sample_mae(output, truth),
-        "layout": prepared.layout,
-    }
-    if reference is not None:
-        result["max_abs"] = float((output.clamp(min=0) - reference.clamp(min=0)).abs().max())
-    return result, output
-
-
 def measure_paths(model, paths, layout="channels_last", tiles=None, progress=None):
     """``{path: measurement}`` for ``paths`` (``eager`` always included, as the reference) on the sample.
 
-    Each entry has ``ms`` (per tile of ``tile`` x ``tile`` px), ``setup_s``, ``mae``, ``max_abs``, ``mae_change``
-    (relative to eager) and ``passed`` (``mae_change`` under :data:`MAE_GATE`); a path the machine
-    cannot run has ``error`` instead.
+    All paths are prepared first, then predict the sample's tiles in turns (tile 1 by every path,
+    then tile 2, ...; the first round warms up). Each entry has ``ms`` (the best of the later
+    rounds, per tile of ``tile`` x ``tile`` px), ``setup_s``, ``mae`` (against the true image),
+    ``max_abs`` (against eager's output), ``mae_change`` (relative to eager) and ``passed``
+    (``mae_change`` under :data:`MAE_GATE`); a path the machine cannot run has ``error`` instead.
     """
-    tiles = tiles if tiles is not None else sample_tiles(256)
-    eager, reference = measure_path(prepare(model, "eager"), tiles)
-    results = {"eager": dict(eager, max_abs=0.0, mae_change=0.0, passed=True)}
-    example = (tiles[0][:1], tiles[1][:1])
+    coarse, fine, truth = tiles if tiles is not None else sample_tiles(256)
+    prepared, results = {"eager": prepare(model, "eager")}, {}
     for path in paths:
-        if path in results or path == "auto":
+        if path in prepared or path == "auto":
             continue
         if progress is not None:
             progress.info(f"Measuring the '{path}' inference path on this CPU (once; cached).")
         try:
-            entry, _ = measure_path(prepare(model, path, layout, example), tiles, reference)
+            prepared[path] = prepare(model, path, layout, (coarse[:1], fine[:1]))
         except PathUnavailable as exc:
             results[path] = {"error": str(exc), "passed": False}
-            continue
-        entry["mae_change"] = (entry["mae"] - eager["mae"]) / max(eager["mae"], 1e-12)
-        entry["passed"] = abs(entry["mae_change"]) < MAE_GATE
-        results[path] = entry
+    outputs = {path: [] for path in prepared}
+    calls = {path: (lambda i, p=path: outputs[p].append(prepared[p](coarse[i:i + 1], fine[i:i + 1])))
+             for path in prepared}
+    times = interleaved_times(calls, len(coarse))
+    reference = torch.cat(outputs["eager"]).clamp(min=0)
+    eager_mae = sample_mae(reference, truth)
+    for path, p in prepared.items():
+        output = torch.cat(outputs[path]).clamp(min=0)
+        mae = sample_mae(output, truth)
+        change = (mae - eager_mae) / max(eager_mae, 1e-12)
+        results[path] = {
+            "ms": 1e3 * min(times[path][1:] or times[path]), "tile": int(coarse.shape[-1]),
+            "setup_s": p.setup_seconds, "layout": p.layout, "mae": mae, "mae_change": change,
+            "max_abs": float((output - reference).abs().max()), "passed": abs(change) < MAE_GATE,
+        }
     return results
 
 
