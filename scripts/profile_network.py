@@ -6,7 +6,7 @@ a ``record_function`` named after it (inclusive times: a BRB inside an MKSB is c
 "MKSB" and "BRB (all)"), so the table says which blocks to speed up; the operator table says what
 they are made of. ``--threads`` sets torch's intra-op threads.
 
-    .venv/bin/python scripts/profile_network.py [--threads 1] [--size 256] [--top 12]
+    .venv/bin/python scripts/profile_network.py [--threads 1 2] [--path eager exact] [--size 256] [--top 12]
 """
 
 import argparse
@@ -23,16 +23,13 @@ BLOCKS = ("MKCE stem", "BRB (all)", "MKCB", "MKSB", "CETB", "CFTB", "CCD")
 
 
 def _label(name, module):
-    from model_core import network
-
-    kind = type(module).__name__
+    kind = type(module).__name__.removeprefix("Folded")  # the exact path's blocks count as theirs
     if kind == "BRB":
         return "BRB (all)"
     if kind in ("MKCB", "MKSB", "CETB", "CFTB", "CCD"):
         return kind
     if name.endswith("encoder.stem"):
         return "MKCE stem"
-    del network
     return None
 
 
@@ -67,25 +64,27 @@ def sample_tile(size):
     return coarse, fine
 
 
-def profile(threads=1, size=256, top=12):
-    """``(block_rows, op_rows, total_ms)``: per-block and top-operator CPU times of one forward."""
+def profile(threads=1, size=256, top=12, path="eager"):
+    """``(block_rows, op_rows, total_ms)``: per-block and top-operator CPU times of one forward
+    through the inference ``path`` (eager or exact: the paths whose blocks are modules)."""
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    from model_core.inference import prepare
     from model_core.model_file import load_model
     from model_core.paths import DEFAULT_MODEL
 
     torch.set_num_threads(threads)
-    model = load_model(DEFAULT_MODEL, map_location="cpu").model.eval()
+    prepared = prepare(load_model(DEFAULT_MODEL, map_location="cpu").model.eval(), path)
     coarse, fine = sample_tile(size)
-    handles = _wrap_blocks(model)
+    handles = _wrap_blocks(prepared.forward)
     try:
         with torch.inference_mode():
-            model(coarse, fine)  # warm-up (oneDNN primitive creation)
+            prepared(coarse, fine)  # warm-up (oneDNN primitive creation)
             with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
                 with torch.profiler.record_function("forward"):
-                    model(coarse, fine)
+                    prepared(coarse, fine)
     finally:
         for handle in handles:
             handle.remove()
@@ -102,8 +101,8 @@ def profile(threads=1, size=256, top=12):
     return blocks, op_rows, total_ms
 
 
-def print_profile(threads, blocks, op_rows, total_ms):
-    print(f"\nforward, {threads} thread(s): {total_ms:.0f} ms")
+def print_profile(threads, path, blocks, op_rows, total_ms):
+    print(f"\n{path} forward, {threads} thread(s): {total_ms:.0f} ms")
     print(f"{'block (inclusive)':<22} {'ms':>8} {'share':>6} {'calls':>6}")
     for name, ms, count in blocks:
         print(f"{name:<22} {ms:8.0f} {ms / total_ms:6.1%} {count:6d}")
@@ -117,12 +116,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--path", nargs="+", default=["eager"], choices=["eager", "exact"])
     args = parser.parse_args([] if argv is None else argv)
     from benchutil import load_average
 
     print(f"machine: {machine()}; load average {load_average()}")
-    for threads in args.threads:
-        print_profile(threads, *profile(threads, args.size, args.top))
+    for path in args.path:
+        for threads in args.threads:
+            print_profile(threads, path, *profile(threads, args.size, args.top, path))
 
 
 if __name__ == "__main__":
