@@ -62,7 +62,7 @@ CACHE_VERSION = 1
 # Paths whose setup (compiling) costs tens of seconds: auto measures them only for jobs of at
 # least this many tiles, and picks one only where setup + tiles x ms beats the eager paths.
 COMPILED_PATHS = ("compile", "compile-bf16", "int8")
-MIN_TILES_TO_COMPILE = 32
+MIN_TILES_TO_COMPILE = 200  # a 3000 x 3000 px raster: minutes of network time
 
 # The bundled sample's test pair: predict the fine image at T1 from the fine image at T0 and the coarse at T1.
 SAMPLE_T0, SAMPLE_T1 = "2021-12-01", "2022-01-02"
