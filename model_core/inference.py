@@ -28,7 +28,7 @@ through (:func:`prepare`); :data:`PATHS` lists them:
 ``auto`` (the default) picks, per CPU, the path with the least time for the job among those
 whose accuracy passed the gate: the MAE against the true fine image of the bundled sample changed
 by less than :data:`MAE_GATE` relative to ``eager``. The measurements (ms per tile, setup seconds,
-accuracy) are made once per CPU model, torch version and network shape, and cached as JSON in the
+accuracy) are made once per CPU model, torch version and model (configuration and weights), and cached as JSON in the
 user's cache folder (:func:`cache_file`); a corrupt cache is ignored and measured again.
 """
 
@@ -269,7 +269,8 @@ class FoldedMKCB(nn.Module):
 
     def __init__(self, mkcb):
         super().__init__()
-        self.convs, self.conv3x3_centre, self.act, self.conv1x1 = mkcb.convs, mkcb.conv3x3_centre, mkcb.act, mkcb.conv1x1
+        self.convs, self.act = mkcb.convs, mkcb.act
+        self.conv3x3_centre, self.conv1x1 = mkcb.conv3x3_centre, mkcb.conv1x1
 
     def forward(self, f):
         pooled = []
@@ -297,7 +298,8 @@ class FoldedCETB(nn.Module):
         self.brb_c, self.brb_f = cetb.brb_c, cetb.brb_f
         self.temperature_c, self.temperature_f = cetb.temperature_c.detach(), cetb.temperature_f.detach()
         self.qk_c, self.qk_f = _linear_parts(cetb.qkv_c, slice(0, 2 * n)), _linear_parts(cetb.qkv_f, slice(0, 2 * n))
-        self.v_c, self.v_f = _linear_parts(cetb.qkv_c, slice(2 * n, 3 * n)), _linear_parts(cetb.qkv_f, slice(2 * n, 3 * n))
+        value_rows = slice(2 * n, 3 * n)
+        self.v_c, self.v_f = _linear_parts(cetb.qkv_c, value_rows), _linear_parts(cetb.qkv_f, value_rows)
         self.proj_c, self.proj_f = _linear_parts(cetb.proj_c), _linear_parts(cetb.proj_f)
 
     def forward(self, c, f):
@@ -730,7 +732,9 @@ def default_threads(desktop=False):
 def check_threads(threads):
     """Raise :class:`CtstfmError` unless ``threads`` is ``None``/0 (automatic) or a positive integer."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise CtstfmError(f"The number of threads must be a positive whole number, or 0 for automatic (got {threads!r}).")
+        raise CtstfmError(
+            f"The number of threads must be a positive whole number, or 0 for automatic (got {threads!r})."
+        )
 
 
 @contextlib.contextmanager
