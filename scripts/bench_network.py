@@ -137,7 +137,7 @@ def measure_cuda(device="cuda", batches=(1, 8)):
     """GPU: ms per tile of eager fp32 and of the mixed-precision forward fusion uses, by batch size."""
     import torch
 
-    from model_core.fusion import autocast, mixed_precision_dtype
+    from model_core.device import autocast, mixed_precision_dtype
     from model_core.inference import sample_tiles
     from model_core.model_file import load_model
     from model_core.paths import DEFAULT_MODEL

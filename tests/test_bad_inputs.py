@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from test_fusion import save_test_model
-from test_raster import UTM33, fine_geotransform, read_all, smooth_field, write_coarse, write_raster
+from helpers import UTM33, fine_geotransform, read_all, save_test_model, smooth_field, write_coarse, write_raster
 
 from model_core.assess import assess
 from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
