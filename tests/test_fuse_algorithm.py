@@ -152,10 +152,11 @@ def test_parameters_are_documented_and_advanced_ones_flagged(qgis_app):
     flag = FLAG_ADVANCED
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & flag}
     assert advanced == {"FINE_BANDS", "COARSE_BANDS", "RESAMPLING", "OUTPUT_TYPE", "OUTPUT_FORMAT", "BATCH_SIZE",
-                        "SCALE", "COARSE_SCALE"}
+                        "SCALE", "COARSE_SCALE", "INFERENCE", "THREADS"}
     assert alg.parameterDefinition("MODEL").flags() & FLAG_OPTIONAL
     help_text = alg.shortHelpString()
-    for words in ("Landsat", "MODIS", "T0", "T1", "overlap", "tile", "model's order", "any CRS"):
+    for words in ("Landsat", "MODIS", "T0", "T1", "overlap", "tile", "model's order", "any CRS", "inference path",
+                  "Threads"):
         assert words in help_text, words
 
 
