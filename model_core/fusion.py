@@ -38,7 +38,7 @@ from .progress import Progress
 from .raster import DEFAULT_RESAMPLING, PairReader, RasterInfo, output_spec
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
 from .scales import ScaledImage, check_scale_value, check_scales
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
 
 
 class TileModel:
@@ -50,9 +50,15 @@ class TileModel:
     False; when the GPU runs out of memory the batch is halved and retried, and
     the smaller size kept for the following batches. Negative predictions are
     clipped to 0 reflectance (``clip_negative``), as the inputs are.
+
+    On the CPU, ``inference`` (one of :data:`model_core.inference.PATHS`, for a
+    CTSTFM network) runs the network through that fast path, prepared for a job
+    of ``n_tiles`` tiles of ``tile_shape``; ``None`` runs it as it is.
+    ``inference_path`` says which path runs.
     """
 
-    def __init__(self, model, device, batch_size=1, mixed_precision=True, progress=None, clip_negative=True):
+    def __init__(self, model, device, batch_size=1, mixed_precision=True, progress=None, clip_negative=True,
+                 inference=None, n_tiles=1, tile_shape=(256, 256)):
         import torch
 
         self.torch = torch
@@ -62,13 +68,28 @@ class TileModel:
         self.progress = progress or Progress()
         self.clip_negative = clip_negative
         self.autocast_dtype = mixed_precision_dtype(device) if mixed_precision else None
+        self.prepared, self.inference_path = None, "eager"
+        config = getattr(model, "config", None)
+        # The fast paths take (coarse_t1, fine_t0): two-image box models only; others run as they are.
+        takes_two = getattr(config, "images", 2) == 2 and getattr(config, "reference", "box") == "box"
+        if inference is not None and device.type == "cpu" and takes_two:
+            from .inference import prepare_for_job
+
+            self.prepared = prepare_for_job(self.model, inference, n_tiles, tuple(tile_shape), self.progress)
+            self.inference_path = self.prepared.path
 
     def _tensor(self, array):
-        tensor = self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
-        return tensor.contiguous(memory_format=self.torch.channels_last)
+        tensor = self.torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":  # page-locked host memory: the copies overlap with queued GPU work
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.torch.channels_last)
 
     def _run(self, fine, coarse, coarse_t0=None):
         torch = self.torch
+        if self.prepared is not None and coarse_t0 is None:
+            coarse_t, fine_t = torch.from_numpy(np.ascontiguousarray(coarse)), torch.from_numpy(np.ascontiguousarray(fine))
+            out = self.prepared(coarse_t, fine_t).numpy()
+            return np.maximum(out, 0.0) if self.clip_negative else out
         inputs = (self._tensor(coarse), self._tensor(fine)) + ((self._tensor(coarse_t0),) if coarse_t0 is not None else ())
         with torch.inference_mode(), autocast(self.autocast_dtype, self.device):
             out = self.model(*inputs)
@@ -184,6 +205,8 @@ def fuse(
     coarse_scale=None,
     bands=None,
     coarse_t0_path=None,
+    inference="auto",
+    threads=None,
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1
     (and the coarse image at T0, for a three-image model).
@@ -211,7 +234,10 @@ def fuse(
     input whose values do not look like reflectance at its scale is refused
     (:func:`model_core.scales.check_scales`). ``progress``: a :class:`~model_core.progress.Progress`
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
-    stops after that many tile rows and writes nothing.
+    stops after that many tile rows and writes nothing. ``inference``: the CPU
+    inference path (:data:`model_core.inference.PATHS`; ``auto`` picks the
+    fastest that passed the accuracy check on this CPU). ``threads``: torch
+    threads (``None``/0: one per physical core; GDAL gets the rest).
 
     Returns a :class:`~model_core.raster_job.RasterResult`. Raises :class:`CtstfmError` (a
     :class:`~model_core.model_file.ModelFileError` for a bad model file) before
@@ -225,6 +251,10 @@ def fuse(
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     scale = check_scale_value(scale, "scale")
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
+    from .inference import check_path, check_threads, job_threads
+
+    check_path(inference)
+    check_threads(threads)
     inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
     if coarse_t0_path:
         inputs["coarse image at T0"] = coarse_t0_path
@@ -247,7 +277,7 @@ def fuse(
     progress.info(match.describe())
     band_names = list(loaded.band_names)
 
-    with job.open(
+    with job_threads(threads) as n_threads, job.open(
         PairReader,
         fine_path,
         coarse_path,
@@ -274,10 +304,13 @@ def fuse(
         tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
         if batch_size is None:
             batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
-        predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress)
+        n_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
+        predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress,
+                              inference=inference, n_tiles=n_tiles, tile_shape=(tile_h, tile_w))
         progress.info(
             f"Fusing {grid.width} x {grid.height} px on {torch_device} "
-            f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size})."
+            f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size}, "
+            f"inference path {predictor.inference_path}, {n_threads} thread(s))."
         )
         if device_note(torch_device):
             progress.info(device_note(torch_device))
@@ -297,10 +330,12 @@ def fuse(
                 "CTSTFM_BANDS": ",".join(band_names),
                 "CTSTFM_FIRST_GUESS": describe_reference(loaded.config, pair),
                 "CTSTFM_DEVICE": str(torch_device),
+                "CTSTFM_INFERENCE": predictor.inference_path,
             },
         )
         output = JobOutput(predictor, spec, pair.count, descriptions, metadata, batch_size=batch_size)
         result = job.run(pair, output, tile=tile, overlap=overlap, output_format=output_format, device=torch_device,
                          max_strips=max_strips)
     result.batch_size = predictor.batch_size  # lowered when the GPU ran out of memory
+    result.inference, result.threads = predictor.inference_path, n_threads
     return result

@@ -29,6 +29,17 @@ RESAMPLINGS = ("bilinear", "cubic", "nearest", "average")
 #: Output data type of a fused raster.
 OUTPUT_TYPES = ("input", "float32")
 OUTPUT_TYPE_LABELS = ("Same as the fine input (DN, its data type and nodata)", "Float32 reflectance")
+#: CPU inference paths of the network (model_core/inference.py), in the QGIS enum's order (append only).
+INFERENCE_PATHS = ("auto", "eager", "exact", "bf16", "compile", "compile-bf16", "int8")
+INFERENCE_LABELS = (
+    "Automatic: the fastest path that passed the accuracy check on this CPU",
+    "Eager fp32: the network as trained",
+    "Exact: inference-only algebra, same numbers up to rounding",
+    "bfloat16 (CPUs with AVX-512 BF16 or AMX)",
+    "Compiled fp32 (torch.compile; needs a C++ compiler)",
+    "Compiled bfloat16",
+    "int8 quantized convolutions (needs torchao and a C++ compiler)",
+)
 #: Output file layout of a raster.
 OUTPUT_FORMATS = ("GTiff", "COG")
 OUTPUT_FORMAT_LABELS = ("GeoTIFF (tiled, compressed)", "Cloud Optimized GeoTIFF")
@@ -229,6 +240,15 @@ FUSE = Operation(
         Option(
             "coarse_scale", "float", "Reflectance per DN of the coarse image, if it differs (0: the same)",
             unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "inference", "choice", "CPU inference path (auto: the fastest that passed the accuracy check here)",
+            "auto", choices=INFERENCE_PATHS, labels=INFERENCE_LABELS, advanced=True,
+        ),
+        Option(
+            "threads", "int",
+            "CPU threads for the network (0: one per physical core, one left free in the QGIS window)",
+            unset=0, minimum=0, advanced=True,
         ),
         fused_output(),
     ),

@@ -58,6 +58,8 @@ class RasterResult:
     read_seconds: float = 0.0
     process_seconds: float = 0.0
     write_seconds: float = 0.0
+    inference: str = ""  # fusion on the CPU: the inference path that ran (model_core.inference)
+    threads: int = 0  # torch threads of the job, where the method set them
 
     def as_dict(self):
         return asdict(self)

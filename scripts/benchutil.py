@@ -12,15 +12,10 @@ from pathlib import Path
 
 
 def cpu_model():
-    """The CPU's model name (``/proc/cpuinfo``; the platform's processor name elsewhere)."""
-    model = platform.processor() or platform.machine() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return model
+    """The CPU's model name (:func:`model_core.inference.cpu_model`)."""
+    from model_core.inference import cpu_model as model_name
+
+    return model_name()
 
 
 def machine_info():

@@ -138,6 +138,27 @@ def test_tiles_are_seamless_and_agree_with_the_whole_image(data, tmp_path):
     assert np.abs(tiled - whole).max() < np.abs(outputs["no_overlap"] - whole).max()
 
 
+def test_fast_inference_path_and_threads_give_the_eager_result(data, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    outputs = {}
+    for path in ("eager", "exact"):
+        out = tmp_path / f"{path}.tif"
+        result = fuse(data["fine"], data["coarse"], data["residual"], out, tile=96, overlap=32, output_type="float32",
+                      inference=path, threads=1)
+        assert result.inference == path and result.threads == 1
+        assert read_metadata(out)["CTSTFM_INFERENCE"] == path
+        outputs[path] = read_all(out)
+    assert torch.get_num_threads() == threads  # the job's thread count is restored
+    np.testing.assert_allclose(outputs["exact"], outputs["eager"], rtol=0, atol=1e-4)
+    with pytest.raises(CtstfmError, match="inference path"):
+        fuse(data["fine"], data["coarse"], data["residual"], tmp_path / "x.tif", inference="turbo")
+    with pytest.raises(CtstfmError, match="threads"):
+        fuse(data["fine"], data["coarse"], data["residual"], tmp_path / "x.tif", threads=-2)
+    assert not (tmp_path / "x.tif").exists()
+
+
 def test_cancel_half_way_leaves_no_output_and_no_temp(data, tmp_path):
     out = tmp_path / "fused.tif"
     progress = CancelAfter(2)  # 4 tiles: cancelled after the first row of tiles was written

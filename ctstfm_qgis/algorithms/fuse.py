@@ -54,6 +54,14 @@ CNN-Transformer spatiotemporal fusion model).
 - Device *auto* takes a CUDA GPU, then an Apple GPU (MPS), then the CPU. On one CPU core a 1024 × 1024
   pixel, 6-band image took 43 s (25 tiles; docs/benchmarks.md).
 
+## Speed on a CPU
+- **CPU inference path** (Advanced): *Automatic* runs the fastest way this CPU passed an accuracy check on
+  the bundled sample (the sample's error may change by less than 1 %): exact inference-only algebra,
+  bfloat16 on CPUs that compute it natively (AVX-512 BF16, AMX), or compiled code for large images when a
+  C++ compiler is installed. The first large job on a new CPU measures the paths once (under a minute, more
+  with a compiler) and remembers the choice. *Eager fp32* runs the network exactly as trained.
+- **Threads**: 0 uses one thread per physical core, leaving one for the QGIS window.
+
 Cancel stops after the current tile and leaves no file behind.
 
 ## Example
@@ -122,6 +130,8 @@ class FuseAlgorithm(CtstfmAlgorithm):
         from model_core.model_file import read_model_metadata
 
         kwargs, layers = self.arguments(parameters, context)
+        if kwargs.get("threads") is None:
+            kwargs["threads"] = desktop_threads()
         kwargs["model_path"] = kwargs["model_path"] or self.folder_model(parameters, context)
         result = fuse(**kwargs, progress=progress)
         feedback.pushInfo(
@@ -135,3 +145,13 @@ class FuseAlgorithm(CtstfmAlgorithm):
         model = paths.model_or_default(kwargs["model_path"])
         self.style_fused_output(context, output, kwargs["fine_path"], read_model_metadata(model).scale)
         return {self.OUTPUT: output, "SECONDS": result.seconds, "DEVICE": result.device}
+
+
+def desktop_threads():
+    """Automatic threads: one per physical core, less one in the QGIS window so its UI stays responsive
+    (qgis_process and scripts use every core)."""
+    from qgis.core import QgsApplication
+
+    from model_core.inference import default_threads
+
+    return default_threads(desktop=QgsApplication.platform() == "desktop")
