@@ -449,14 +449,29 @@ class CTSTFM(nn.Module):
         # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor) -> torch.Tensor:
+    def encode_fine(self, fine_t0: torch.Tensor) -> torch.Tensor:
+        """The fine stream's encoding (MKCE of F0), ``(B, N, H, W)``: computed once per tile of a
+        reference and handed to :meth:`forward` as ``fine_features`` for every target that uses it."""
+        return self.fine_encoder(fine_t0)
+
+    def encode_coarse(self, coarse_t1: torch.Tensor) -> torch.Tensor:
+        """The coarse stream's encoding (MKCE of C1), ``(B, N, H, W)``: shared by every reference a
+        target is predicted from (``coarse_features`` of :meth:`forward`)."""
+        return self.coarse_encoder(coarse_t1)
+
+    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor, *, fine_features: torch.Tensor | None = None,
+                coarse_features: torch.Tensor | None = None) -> torch.Tensor:
+        """``fine_features`` / ``coarse_features``: :meth:`encode_fine` of ``fine_t0`` / :meth:`encode_coarse`
+        of ``coarse_t1`` when already computed (the result is the same, the encoder is skipped)."""
         if coarse_t1.shape != fine_t0.shape or coarse_t1.dim() != 4 or coarse_t1.shape[1] != self.config.bands:
             raise CtstfmError(
                 f"CTSTFM needs a coarse and a fine image of the same shape (B, {self.config.bands}, H, W); got "
                 f"{tuple(coarse_t1.shape)} and {tuple(fine_t0.shape)} — resample the coarse image onto the fine "
                 f"grid and give it the model's {self.config.bands} bands."
             )
-        c, f = self.cfm(self.coarse_encoder(coarse_t1), self.fine_encoder(fine_t0))
+        c = coarse_features if coarse_features is not None else self.encode_coarse(coarse_t1)
+        f = fine_features if fine_features is not None else self.encode_fine(fine_t0)
+        c, f = self.cfm(c, f)
         out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
         if not self.config.predict_residual:
             return out
