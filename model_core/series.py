@@ -10,11 +10,15 @@ pixel (:func:`blend_predictions`):
     w_r = valid_r / (gap_r * (fit_r + FIT_FLOOR))
 
 ``gap_r`` is the time between the reference and T in days; ``fit_r`` is how
-badly the reference's prediction explains the coarse image locally: the
-prediction degraded to the coarse scale (a box of one coarse pixel) against the
-coarse image at T, the absolute difference averaged over bands and over a
-coarse pixel around each pixel. A pixel invalid in one reference (nodata, or
-masked as cloud) is taken from the other; invalid in both, or in the coarse
+badly the reference explains the coarse image at T locally: the reference image
+degraded to the coarse scale (a box of one coarse pixel) against the coarse image
+at T, the absolute difference averaged over bands and over a coarse pixel around
+each pixel (reflectance; ``FIT_FLOOR`` keeps a perfect fit finite). A reference
+that changed less since T, at the coarse scale, gets more weight. (The
+prediction itself, degraded the same way, hardly differs between references:
+CTSTFM's first guess already carries the coarse image at T, so it is not used;
+docs/fusion.md has the measurements.) A pixel invalid in one reference (nodata,
+or masked as cloud) is taken from the other; invalid in both, or in the coarse
 image at T, it is nodata.
 
 Speed: the tiles of a group of targets (the targets between the same two fine
@@ -303,32 +307,34 @@ def _box_mean(image, size):
     return F.avg_pool2d(F.avg_pool2d(padded, (size, 1), stride=1), (1, size), stride=1)
 
 
-def local_misfit(prediction, coarse, valid, footprint):
-    """How badly a prediction explains the coarse image around each pixel: the prediction averaged
-    over a coarse pixel (``footprint`` fine pixels) against the coarse image, absolute difference
-    averaged over bands, then over the valid pixels of a coarse pixel around. ``(B, h, w)``."""
-    difference = (_box_mean(prediction, footprint) - coarse).abs().mean(dim=1, keepdim=True)
+def local_misfit(image, coarse, valid, footprint):
+    """How badly ``image`` (a reference, ``(B, C, h, w)``) explains the coarse image around each pixel:
+    the image averaged over a coarse pixel (``footprint`` fine pixels) against the coarse image, the
+    absolute difference averaged over bands, then over the valid pixels of a coarse pixel around.
+    ``(B, h, w)``, reflectance."""
+    difference = (_box_mean(image, footprint) - coarse).abs().mean(dim=1, keepdim=True)
     mask = valid[:, None]
     spread = _box_mean(difference * mask, footprint) / _box_mean(mask, footprint).clamp_min(1e-6)
     return spread[:, 0]
 
 
-def blend_predictions(predictions, valids, gaps, coarse, coarse_valid, footprint, weighting="fit"):
+def blend_predictions(predictions, references, valids, gaps, coarse, coarse_valid, footprint, weighting="fit"):
     """Blend the predictions of a target from its references, per pixel (see the module docstring).
 
-    ``predictions``: ``(B, C, h, w)`` per reference (in date order); ``valids``: ``(B, h, w)`` 0/1 per
-    reference; ``gaps``: days from each reference; ``coarse`` ``(B, C, h, w)`` and ``coarse_valid``
-    ``(B, h, w)``: the target's coarse image. ``weighting``: ``fit`` (time gap and local fit) or
-    ``time`` (time gap only). Returns ``(B, C + 2, h, w)``: the blend, its validity (0/1) and the
-    earlier reference's share of the weight.
+    ``predictions`` and ``references`` (the fine reference images): ``(B, C, h, w)`` per reference, in
+    date order; ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
+    ``coarse`` ``(B, C, h, w)`` and ``coarse_valid`` ``(B, h, w)``: the target's coarse image.
+    ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
+    (time gap only). Returns ``(B, C + 2, h, w)``: the blend, its validity (0/1) and the earlier
+    reference's share of the weight.
     """
     import torch
 
     weights = []
-    for prediction, valid, gap in zip(predictions, valids, gaps):
+    for reference, valid, gap in zip(references, valids, gaps):
         weight = valid / float(max(abs(gap), 1))
         if weighting == "fit":
-            weight = weight / (local_misfit(prediction, coarse, valid, footprint) + FIT_FLOOR)
+            weight = weight / (local_misfit(reference, coarse, valid, footprint) + FIT_FLOOR)
         weights.append(weight)
     total = sum(weights)
     ok = ((total > 0) & (coarse_valid > 0)).to(coarse.dtype)
@@ -447,8 +453,8 @@ class SeriesPredictor:
                                    for r in uses]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
                 outputs.append(blend_predictions(
-                    predictions, [fine_ok[:, r] for r in uses], self.gaps[k], image.float(), coarse_ok[:, k],
-                    self.footprint, self.weighting,
+                    predictions, [fines[r].float() for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
+                    image.float(), coarse_ok[:, k], self.footprint, self.weighting,
                 ))
         return torch.cat(outputs, dim=1).cpu().numpy()
 
