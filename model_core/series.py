@@ -482,7 +482,7 @@ class SeriesResult:
     bands: int
     device: str
     groups: int = 0
-    fields: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # date (ISO) -> fused file, every finished date in date order
 
     def as_dict(self):
         return asdict(self)
@@ -680,6 +680,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
         seconds=time.perf_counter() - started, tiles=tiles,
         predictions=sum(len(t.references) for t in todo), width=job.grid.width, height=job.grid.height,
         bands=len(job.fine_bands), device=str(job.device), groups=len(groups),
+        files={t.date.isoformat(): t.path for t in plan if t.path in set(written) | set(kept)},
     )
 
 
