@@ -7,19 +7,20 @@ from its coarse image and the nearest usable fine date before T and the nearest
 after it (one when only one exists), and the two predictions are blended per
 pixel (:func:`blend_predictions`):
 
-    w_r = valid_r / (gap_r * (fit_r + FIT_FLOOR))
+    w_r = valid_r / (gap_r * (fit_r + FIT_FLOOR) ** 2)
 
 ``gap_r`` is the time between the reference and T in days; ``fit_r`` is how
-badly the reference explains the coarse image at T locally: the reference image
-degraded to the coarse scale (a box of one coarse pixel) against the coarse image
-at T, the absolute difference averaged over bands and over a coarse pixel around
-each pixel (reflectance; ``FIT_FLOOR`` keeps a perfect fit finite). A reference
-that changed less since T, at the coarse scale, gets more weight. (The
-prediction itself, degraded the same way, hardly differs between references:
-CTSTFM's first guess already carries the coarse image at T, so it is not used;
-docs/fusion.md has the measurements.) A pixel invalid in one reference (nodata,
-or masked as cloud) is taken from the other; invalid in both, or in the coarse
-image at T, it is nodata.
+badly the reference date explains the coarse image at T locally: the reference
+date as the coarse sensor saw it (its own coarse image on the fine grid, or its
+fine image when that date has no coarse one), averaged over a coarse pixel,
+against the coarse image at T; the absolute difference averaged over bands and
+over a coarse pixel around each pixel (reflectance; ``FIT_FLOOR`` keeps a perfect
+fit finite). A reference that changed less since T, where the pixel is, weighs
+more, like an inverse variance. (CTSTFM's prediction, degraded the same way,
+hardly differs between references: its first guess already carries the coarse
+image at T; docs/fusion.md has the measurements.) A pixel invalid in one
+reference (nodata, or masked as cloud) is taken from the other; invalid in
+both, or in the coarse image at T, it is nodata.
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -77,6 +78,9 @@ WEIGHTINGS = ("fit", "time")
 FIT_FLOOR = 0.005
 #: Memory for the blending buffers of one group of targets (targets per group are capped by it).
 GROUP_BUFFER_BYTES = 1 << 30
+#: The misfit's power in the weight: 2 weighs the references like inverse variances (measured in
+#: docs/fusion.md against 1 and 3).
+FIT_POWER = 2
 INDEX_NAME = "index.csv"
 STACK_NAME = "stack.vrt"
 QUICKLOOK_NAME = "quicklook.png"
@@ -308,10 +312,10 @@ def _box_mean(image, size):
 
 
 def local_misfit(image, coarse, valid, footprint):
-    """How badly ``image`` (a reference, ``(B, C, h, w)``) explains the coarse image around each pixel:
-    the image averaged over a coarse pixel (``footprint`` fine pixels) against the coarse image, the
-    absolute difference averaged over bands, then over the valid pixels of a coarse pixel around.
-    ``(B, h, w)``, reflectance."""
+    """How badly ``image`` (a reference date as the coarse sensor saw it, ``(B, C, h, w)``) explains the
+    coarse image around each pixel: the image averaged over a coarse pixel (``footprint`` fine pixels)
+    against the coarse image, the absolute difference averaged over bands, then over the valid pixels
+    of a coarse pixel around. ``(B, h, w)``, reflectance."""
     difference = (_box_mean(image, footprint) - coarse).abs().mean(dim=1, keepdim=True)
     mask = valid[:, None]
     spread = _box_mean(difference * mask, footprint) / _box_mean(mask, footprint).clamp_min(1e-6)
@@ -321,8 +325,8 @@ def local_misfit(image, coarse, valid, footprint):
 def blend_predictions(predictions, references, valids, gaps, coarse, coarse_valid, footprint, weighting="fit"):
     """Blend the predictions of a target from its references, per pixel (see the module docstring).
 
-    ``predictions`` and ``references`` (the fine reference images): ``(B, C, h, w)`` per reference, in
-    date order; ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
+    ``predictions`` and ``references`` (each reference date seen at the coarse scale: its coarse image,
+    or its fine image when the date has none): ``(B, C, h, w)`` per reference, in date order; ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
     ``coarse`` ``(B, C, h, w)`` and ``coarse_valid`` ``(B, h, w)``: the target's coarse image.
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
     (time gap only). Returns ``(B, C + 2, h, w)``: the blend, its validity (0/1) and the earlier
@@ -334,7 +338,7 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     for reference, valid, gap in zip(references, valids, gaps):
         weight = valid / float(max(abs(gap), 1))
         if weighting == "fit":
-            weight = weight / (local_misfit(reference, coarse, valid, footprint) + FIT_FLOOR)
+            weight = weight / (local_misfit(reference, coarse, valid, footprint) + FIT_FLOOR) ** FIT_POWER
         weights.append(weight)
     total = sum(weights)
     ok = ((total > 0) & (coarse_valid > 0)).to(coarse.dtype)
@@ -347,8 +351,10 @@ class GroupReader:
     """Reads one window of every reference (reflectance, cloud-masked, filled) and of every target's
     coarse image (on the fine grid, filled) of a group: the ``read`` of :func:`~model_core.tiling.run_tiled`.
 
-    Invalid fine pixels are filled from the coarse image of the reference's own date (else the window's
-    band mean), invalid coarse pixels from the target's nearest reference, so no nodata reaches the network.
+    Inputs: ``(fine (R*C), fine valid (R), coarse (K*C), coarse valid (K), references seen at the coarse
+    scale (R*C))``. Invalid fine pixels are filled from the coarse image of the reference's own date
+    (else the window's band mean), invalid coarse pixels from the target's nearest reference, so no
+    nodata reaches the network.
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, resampling, mask_band=None):
@@ -382,18 +388,21 @@ class GroupReader:
         return cloud
 
     def read(self, window):
-        fines, fine_ok = [], []
+        fines, fine_ok, seen = [], [], []
         for index, reader in enumerate(self.fine):
             data, ok = reader.read_reflectance(window, self.scale)
             cloud = self._cloud(index, window)
             if cloud is not None:
                 ok &= ~cloud
+            other = self.ref_coarse[index]
+            coarse, coarse_ok = other.read_reflectance(window, self.scale) if other else (None, None)
             if not ok.all():
-                other = self.ref_coarse[index]
-                substitute, substitute_ok = other.read_reflectance(window, self.scale) if other else (None, None)
-                _fill_invalid(data, ok, substitute, substitute_ok)
+                _fill_invalid(data, ok, coarse, coarse_ok)
+            if coarse is not None and not coarse_ok.all():
+                _fill_invalid(coarse, coarse_ok, data, ok)
             fines.append(data)
             fine_ok.append(ok)
+            seen.append(coarse if coarse is not None else data)
         coarses, coarse_ok = [], []
         for reader, nearest in zip(self.coarse, self.nearest):
             data, ok = reader.read_reflectance(window, self.scale)
@@ -402,7 +411,7 @@ class GroupReader:
             coarses.append(data)
             coarse_ok.append(ok)
         inputs = (np.concatenate(fines), np.stack(fine_ok).astype(np.float32),
-                  np.concatenate(coarses), np.stack(coarse_ok).astype(np.float32))
+                  np.concatenate(coarses), np.stack(coarse_ok).astype(np.float32), np.concatenate(seen))
         # Validity is per target, in the predictions' channels; the tiling engine's mask stays open.
         return inputs, np.ones((window.height, window.width), dtype=bool)
 
@@ -435,9 +444,10 @@ class SeriesPredictor:
         from .fusion import autocast
 
         torch = self.torch
-        fine, fine_ok, coarse, coarse_ok = (self._tensor(array) for array in batch)
+        fine, fine_ok, coarse, coarse_ok, seen = (self._tensor(array) for array in batch)
         b, _, h, w = fine.shape
         fine = fine.reshape(b, fine_ok.shape[1], -1, h, w)
+        seen = seen.reshape(b, fine_ok.shape[1], -1, h, w)
         coarse = coarse.reshape(b, coarse_ok.shape[1], -1, h, w)
         channels_last = torch.channels_last
         outputs = []
@@ -453,7 +463,7 @@ class SeriesPredictor:
                                    for r in uses]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
                 outputs.append(blend_predictions(
-                    predictions, [fines[r].float() for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
+                    predictions, [seen[:, r] for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
                     image.float(), coarse_ok[:, k], self.footprint, self.weighting,
                 ))
         return torch.cat(outputs, dim=1).cpu().numpy()

@@ -9,4 +9,7 @@ def all_algorithms():
     from .temporal_difference import TemporalDifferenceAlgorithm
     from .train import TrainAlgorithm
 
-    return [FuseAlgorithm(), FuseSeriesAlgorithm(), TrainAlgorithm(), AssessAlgorithm(), TemporalDifferenceAlgorithm(), StarfmAlgorithm()]
+    return [
+        FuseAlgorithm(), FuseSeriesAlgorithm(), TrainAlgorithm(), AssessAlgorithm(), TemporalDifferenceAlgorithm(),
+        StarfmAlgorithm(),
+    ]

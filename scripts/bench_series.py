@@ -1,0 +1,103 @@
+"""Speed of the time-series job (``model_core.series.fuse_series``) against separate ``fuse`` runs.
+
+A series of 2 fine dates (references) and ``--targets`` coarse dates between them, ``--size`` x
+``--size`` fine pixels (6-band int16, UTM) with 480 m coarse rasters in the MODIS sinusoidal
+projection (warped on the fly), tile 256, overlap 32, the default (full-width) network with random
+weights, on the CPU. Timed, in one process and in this order:
+
+1. ``fuse_series`` with two references per date (both blended);
+2. ``fuse`` once per (target, reference): the same predictions as separate runs;
+3. ``fuse_series`` with one reference (the nearest) per date;
+
+and the ratios: (2) / (1) is the gain of encoding each reference and each coarse image once
+(reading each reference tile once per group), the sum of the nearest-reference runs of (2) / (3)
+the same for one reference, and (1) against the nearest-reference runs what a second reference costs.
+
+    .venv/bin/python scripts/bench_series.py [--size 1024] [--targets 10] [--threads N]
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+
+from bench_fusion import write_coarse, write_fine, write_model  # noqa: E402
+from benchutil import load_average, machine  # noqa: E402
+
+
+def make_series(folder, size, targets):
+    """Two fine dates 10 * (targets + 1) days apart and ``targets`` coarse dates between them."""
+    import datetime as dt
+
+    from model_core.training import Pair
+
+    first = dt.date(2021, 6, 1)
+    fine = write_fine(folder / "fine.tif", size)
+    coarse = write_coarse(folder / "coarse.tif", size)
+    pairs = []
+    for index in range(targets + 2):
+        date = first + dt.timedelta(days=10 * index)
+        coarse_copy = folder / f"coarse_{date}.tif"
+        shutil.copy(coarse, coarse_copy)
+        fine_copy = ""
+        if index in (0, targets + 1):
+            fine_copy = folder / f"fine_{date}.tif"
+            shutil.copy(fine, fine_copy)
+        pairs.append(Pair(date, str(fine_copy), str(coarse_copy)))
+    return pairs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="side of the fine rasters (1024)")
+    parser.add_argument("--targets", type=int, default=10, help="coarse dates between the two fine dates (10)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args(argv if argv is not None else [])
+    import torch
+
+    from model_core.fusion import fuse
+    from model_core.series import fuse_series
+
+    torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}; load average before: {load_average()}")
+    options = dict(tile=256, overlap=32, device="cpu")
+    with tempfile.TemporaryDirectory(prefix="bench_series_") as tmp:
+        folder = Path(tmp)
+        model = write_model(folder / "model.pt")
+        pairs = make_series(folder, args.size, args.targets)
+        fine = [p for p in pairs if p.fine]
+        fuse(fine[0].fine, pairs[1].coarse, model, folder / "warm.tif", max_strips=1, **options)
+        started = time.perf_counter()
+        two = fuse_series(pairs, model, folder / "two", **options)
+        series_two = time.perf_counter() - started
+        separate = {0: 0.0, 1: 0.0}
+        for pair in pairs[1:-1]:
+            for side, ref in enumerate(fine):
+                started = time.perf_counter()
+                fuse(ref.fine, pair.coarse, model, folder / "one.tif", **options)
+                separate[side] += time.perf_counter() - started
+        started = time.perf_counter()
+        fuse_series(pairs, model, folder / "one", references=1, **options)
+        series_one = time.perf_counter() - started
+    runs = 2 * args.targets
+    both = separate[0] + separate[1]
+    nearest = sum(separate.values()) / 2  # every fuse run costs the same; half of them are the nearest ones
+    print(f"{args.targets} targets, 2 references, {args.size} x {args.size} x 6, tile 256, overlap 32, cpu, "
+          f"{args.threads} thread(s), {two.tiles} tile visits:")
+    print(f"  fuse-series, 2 references:      {series_two:7.1f} s")
+    print(f"  {runs} separate fuse runs:         {both:7.1f} s  -> fuse-series is {both / series_two:.2f} x faster "
+          "for the same predictions")
+    print(f"  fuse-series, 1 reference:       {series_one:7.1f} s  vs {args.targets} fuse runs {nearest:7.1f} s "
+          f"-> {nearest / series_one:.2f} x")
+    print(f"  2 references in fuse-series cost {series_two / nearest:.2f} x the {args.targets} single-reference "
+          f"fuse runs users make today; load average after: {load_average()}")
+    return {"series_two": series_two, "separate": both, "series_one": series_one, "nearest_runs": nearest}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
