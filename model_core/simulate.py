@@ -1291,7 +1291,7 @@ def change_report(scene, date_a, date_b, image_a=None, image_b=None):
 
 
 def _srs_wkt(epsg):
-    from osgeo import osr
+    from .raster import osr  # with GDAL's exceptions on, as everywhere in model_core
 
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(int(epsg))
@@ -1310,9 +1310,8 @@ def to_dn(reflectance, mask=None):
 
 def write_geotiff(path, dn, geotransform, epsg, descriptions=BANDS, nodata=NODATA, metadata=None):
     """Write a (B, H, W) array as a GeoTIFF (DEFLATE) with CRS, nodata and band descriptions."""
-    from osgeo import gdal
+    from .raster import gdal  # with GDAL's exceptions on, as everywhere in model_core
 
-    gdal.UseExceptions()
     dn = np.asarray(dn)
     if dn.ndim == 2:
         dn = dn[None]

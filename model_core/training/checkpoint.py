@@ -10,11 +10,11 @@ from other data or another network (its ``identity``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CtstfmError
+from ..outputs import atomic_torch_save
 
 CHECKPOINT_SUFFIX = ".checkpoint.pt"
 CHECKPOINT_FORMAT = "ctstfm-training-checkpoint"
@@ -71,7 +71,7 @@ class TrainingState:
             "initial_metrics": self.initial_metrics,
             "seconds": seconds,
         }
-        _atomic_torch_save(payload, path)
+        atomic_torch_save(payload, path)
 
     @classmethod
     def resume(cls, path, identity, *, model, optimizer, scaler, rng, lr):
@@ -110,19 +110,6 @@ class TrainingState:
             initial_metrics=dict(saved["initial_metrics"]),
             seconds_before=float(saved.get("seconds", 0.0)),
         )
-
-
-def _atomic_torch_save(obj, path):
-    import torch
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
-import os
 from pathlib import Path
 
+from ..outputs import atomic_open
 from .validation import metrics_text
 
 REPORT_COLUMNS = [
@@ -32,14 +32,11 @@ def report_paths(out_model):
 
 
 def write_report_csv(history, path):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow({key: format_number(row.get(key)) for key in REPORT_COLUMNS})
-    os.replace(tmp, path)
 
 
 def format_number(value):
@@ -87,10 +84,8 @@ def write_curve_png(history, path, initial_metrics=None, best_epoch=None):
     for axes in (left, right):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part.png")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png")
     return str(path)
 
 
