@@ -53,8 +53,10 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from . import __version__
+from . import __version__, paths
 from .errors import Cancelled, CtstfmError
+from .options import SERIES_TARGETS
+from .outputs import atomic_write_text, check_outputs, check_writable
 from .progress import Progress
 from .raster import (
     DEFAULT_RESAMPLING,
@@ -63,7 +65,6 @@ from .raster import (
     RasterWriter,
     _fill_invalid,
     check_overlap,
-    check_writable,
     gdal_cache_limit,
     output_spec,
     parse_band_list,
@@ -71,7 +72,7 @@ from .raster import (
 )
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
 
-TARGET_MODES = ("missing", "all", "step")
+TARGET_MODES = SERIES_TARGETS
 WEIGHTINGS = ("fit", "time")
 #: Reflectance added to the local misfit so that a near-perfect fit does not take all the weight
 #: (about the coarse sensor's noise plus its residual misregistration, real-pair-facts.md).
@@ -603,11 +604,11 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     from .fusion import resolve_device
     from .model_file import load_model
 
-    inputs = {os.path.abspath(path) for pair in pairs for path in (pair.fine, pair.coarse, pair.mask) if path}
-    inputs.add(os.path.abspath(str(model_path)))
-    for path in [t.path for t in plan] + [os.path.join(out_folder, n) for n in (INDEX_NAME, STACK_NAME)]:
-        if os.path.abspath(path) in inputs:
-            raise CtstfmError(f"The output '{path}' is one of the inputs; choose another output folder.")
+    inputs = {f"{kind} image of {pair.date}": path for pair in pairs
+              for kind, path in (("fine", pair.fine), ("coarse", pair.coarse), ("cloud mask", pair.mask))}
+    outputs = {f"fused image of {t.date}": t.path for t in plan}
+    outputs.update({name: os.path.join(out_folder, name) for name in (INDEX_NAME, STACK_NAME, QUICKLOOK_NAME)})
+    check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=[f"fused image of {t.date}" for t in plan])
     torch_device = resolve_device(device)
     loaded = load_model(model_path, map_location="cpu")
     band_names = list(loaded.band_names)
@@ -626,6 +627,15 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     return job, per_group
 
 
+def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None, dates=None, model_path=None,
+                            progress=None, **options):
+    """:func:`fuse_series` on the series a user gives as a manifest *or* fine and coarse rasters with
+    dates (:func:`load_series`); ``options`` are :func:`fuse_series`'s. The CLI and QGIS both call this
+    (``model_core.options.FUSE_SERIES``)."""
+    series = load_series(manifest, fine, coarse, dates, progress)
+    return fuse_series(series, model_path, out_folder, progress=progress, **options)
+
+
 def fuse_series(series, model_path, out_folder, *, targets="missing", start=None, end=None, every_days=None,
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                 device="auto", batch_size=None, fine_bands=None, coarse_bands=None, mask_band=None,
@@ -634,7 +644,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     """Fuse a time series into a fine image per target date (see the module docstring).
 
     ``series``: a manifest path (CSV ``date,fine,coarse[,mask]``, empty paths allowed) or a list of
-    :class:`~model_core.training.Pair` (:func:`load_series`). ``targets``: ``missing`` (coarse dates
+    :class:`~model_core.training.Pair` (:func:`load_series`). ``model_path``: a CTSTFM model file
+    (``None``: the bundled default model). ``targets``: ``missing`` (coarse dates
     without a fine image), ``all`` or ``step`` (``start``, ``end``, ``every_days``). ``references``: 2
     (before and after, blended) or 1 (the nearest). ``max_gap_days``: farthest usable reference.
     ``weighting``: ``fit`` or ``time`` (:func:`blend_predictions`). ``mask_band``: a band of the fine
@@ -651,6 +662,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     out_folder = _output_folder(out_folder)
+    model_path = paths.model_or_default(model_path)
     pairs = load_series(manifest=series) if isinstance(series, (str, os.PathLike)) else sorted(series, key=lambda p: p.date)
     plan = plan_targets(pairs, out_folder, targets=targets, start=start, end=end, every_days=every_days,
                         references=references, max_gap_days=max_gap_days)
@@ -712,14 +724,6 @@ def _output_folder(path):
 # --------------------------------------------------------------------------- index, stack, quicklook
 
 
-def _write_text(path, text):
-    """Write a small text file atomically (a temporary name in the same folder, then a rename)."""
-    temp = f"{path}.{os.getpid()}.part"
-    with open(temp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(temp, path)
-
-
 def write_series_outputs(plan, out_folder, kept, written):
     """Write ``index.csv`` and ``stack.vrt`` for the finished targets (``kept`` and ``written`` paths);
     returns their paths (``""`` for the stack when no date is finished)."""
@@ -736,11 +740,11 @@ def write_series_outputs(plan, out_folder, kept, written):
             meta.get("CTSTFM_VALID_FRACTION", ""), "written" if target.path in written else "kept",
         ])
     index = os.path.join(out_folder, INDEX_NAME)
-    _write_text(index, buffer.getvalue())
+    atomic_write_text(index, buffer.getvalue())
     stack = os.path.join(out_folder, STACK_NAME)
     if not finished:
         return index, ""
-    _write_text(stack, stack_vrt([t.path for t in finished], [t.date for t in finished]))
+    atomic_write_text(stack, stack_vrt([t.path for t in finished], [t.date for t in finished]))
     return index, stack
 
 
