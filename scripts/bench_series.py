@@ -13,7 +13,13 @@ and the ratios: (2) / (1) is the gain of encoding each reference and each coarse
 (reading each reference tile once per group), the sum of the nearest-reference runs of (2) / (3)
 the same for one reference, and (1) against the nearest-reference runs what a second reference costs.
 
+``--accuracy`` instead measures the blending rule: leave-one-date-out on simulated series (every
+date with a fine image predicted from the other dates through ``fuse_series(targets="all")``, with
+the embedded model), MAE against the left-out fine image over the dates that have a fine date on
+both sides, for the nearest reference only, two references weighted by time only, and the rule.
+
     .venv/bin/python scripts/bench_series.py [--size 1024] [--targets 10] [--threads N]
+    .venv/bin/python scripts/bench_series.py --accuracy
 """
 
 import argparse
@@ -52,11 +58,45 @@ def make_series(folder, size, targets):
     return pairs
 
 
+#: (kind, size, dates, days apart, seed) of the leave-one-date-out scenes.
+ACCURACY_SCENES = (("fields", 128, 6, 16, 3), ("urban", 128, 6, 24, 5), ("fields", 64, 5, 16, 3))
+
+
+def bench_accuracy(folder):
+    """Leave-one-date-out MAE of the nearest reference, two by time only, and the rule, per scene."""
+    import numpy as np
+    from osgeo import gdal
+
+    from model_core.series import fuse_series
+    from model_core.simulate import simulate_series
+
+    variants = {"nearest only": dict(references=1), "two, time only": dict(weighting="time"), "two, rule": {}}
+    print("leave-one-date-out MAE (reflectance) over the dates with a fine date on both sides, embedded model:")
+    for kind, size, count, days, seed in ACCURACY_SCENES:
+        series = simulate_series(folder / f"{kind}{size}", kind=kind, size=size, count=count, interval_days=days,
+                                 seed=seed)
+        errors = {}
+        for name, options in variants.items():
+            result = fuse_series(str(series.manifest), None, folder / f"{kind}{size}_{len(errors)}", targets="all",
+                                 tile=128, overlap=16, device="cpu", **options)
+            maes = []
+            for item in series.items[1:-1]:
+                fused = gdal.Open(result.files[item.date.isoformat()]).ReadAsArray().astype(float)
+                truth = gdal.Open(str(item.fine)).ReadAsArray().astype(float)
+                ok = (fused != -9999).all(0) & (truth != -9999).all(0)
+                maes.append(np.abs(fused - truth)[:, ok].mean() * 1e-4)
+            errors[name] = float(np.mean(maes))
+        print(f"  {kind} {size} x {size}, {count} dates {days} days apart, seed {seed}: "
+              + ", ".join(f"{name} {value:.5f}" for name, value in errors.items())
+              + f" (rule / nearest {errors['two, rule'] / errors['nearest only']:.2f})", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="side of the fine rasters (1024)")
     parser.add_argument("--targets", type=int, default=10, help="coarse dates between the two fine dates (10)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--accuracy", action="store_true", help="measure the blending rule instead of the speed")
     args = parser.parse_args(argv if argv is not None else [])
     import torch
 
@@ -65,6 +105,10 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; load average before: {load_average()}")
+    if args.accuracy:
+        with tempfile.TemporaryDirectory(prefix="bench_series_") as tmp:
+            bench_accuracy(Path(tmp))
+        return {}
     options = dict(tile=256, overlap=32, device="cpu")
     with tempfile.TemporaryDirectory(prefix="bench_series_") as tmp:
         folder = Path(tmp)
