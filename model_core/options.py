@@ -174,6 +174,28 @@ def output_options(resampling_help):
     )
 
 
+def model_option():
+    return Option(
+        "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model", qgis="MODEL",
+        extension="pt",
+    )
+
+
+def model_band_options():
+    """The band lists of the CTSTFM operations (in the model's band order)."""
+    return band_options(
+        "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
+        "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+    )
+
+
+def batch_size_option():
+    return Option(
+        "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
+        advanced=True,
+    )
+
+
 def fused_output(help="Fused fine image at T1"):
     return Option("out_path", "output_raster", help, cli="--out", qgis="OUTPUT", required=True)
 
@@ -189,22 +211,13 @@ FUSE = Operation(
             "coarse_path", "raster", "Coarse image at T1 (e.g. MODIS), any CRS", cli="--coarse", qgis="COARSE",
             required=True,
         ),
-        Option(
-            "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model",
-            qgis="MODEL", extension="pt",
-        ),
+        model_option(),
         tile_option(),
         overlap_option(32),
         device_option(),
-        *band_options(
-            "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-            "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
-        ),
+        *model_band_options(),
         *output_options("Resampling of the coarse image onto the fine grid"),
-        Option(
-            "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
-            advanced=True,
-        ),
+        batch_size_option(),
         fused_output(),
     ),
 )
@@ -406,10 +419,7 @@ FUSE_SERIES = Operation(
             "Dates of the fine images, then of the coarse images, comma-separated YYYY-MM-DD (empty: read from the "
             "file names)",
         ),
-        Option(
-            "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model",
-            qgis="MODEL", extension="pt",
-        ),
+        model_option(),
         Option(
             "targets", "choice", "Target dates", "missing", choices=SERIES_TARGETS, labels=SERIES_TARGET_LABELS,
         ),
@@ -424,19 +434,13 @@ FUSE_SERIES = Operation(
         tile_option(),
         overlap_option(32),
         device_option(),
-        *band_options(
-            "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-            "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
-        ),
+        *model_band_options(),
         Option(
             "mask_band", "int", "Cloud band of the fine images (non-zero = cloud; 0: none)", unset=0, minimum=0,
             advanced=True,
         ),
         *output_options("Resampling of the coarse images onto the fine grid"),
-        Option(
-            "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
-            advanced=True,
-        ),
+        batch_size_option(),
         Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,
                advanced=True),
         Option("out_folder", "output_folder", "Output folder", cli="--out", qgis="OUTPUT_FOLDER", required=True),

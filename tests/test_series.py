@@ -186,9 +186,9 @@ def test_qgis_process_fuses_twelve_dates_with_four_fine_ones(installed_plugin_en
     manifest = write_manifest(tmp_path / "series.csv", rows)
     env = dict(installed_plugin_env, OMP_NUM_THREADS="1")
     done = run_qgis_process(env, "run", "ctstfm:fuseseries", "--", f"MANIFEST={manifest}", f"MODEL={MODEL}",
-                            "TILE_SIZE=32", "OVERLAP=4", "DEVICE=1", f"OUTPUT_FOLDER={tmp_path / 'out'}")
+                            "TILE_SIZE=32", "OVERLAP=4", "DEVICE=1", "QUICKLOOK=true", f"OUTPUT_FOLDER={tmp_path / 'out'}")
     assert done.returncode == 0, done.stdout + done.stderr
     names = sorted(os.listdir(tmp_path / "out"))
     fused = [f"fused_{it.date.isoformat()}.tif" for i, it in enumerate(series.items) if i not in fine_dates]
-    assert names == sorted(fused + ["index.csv", "stack.vrt"])
+    assert names == sorted(fused + ["index.csv", "quicklook.png", "stack.vrt"])
     assert RasterInfo.read(tmp_path / "out" / "stack.vrt").count == 8 * 6
