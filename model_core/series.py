@@ -226,7 +226,8 @@ def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, 
 def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_bands=None, mask_band=None):
     """Open every raster once before any work; returns the fine grid (:class:`RasterInfo`) and the
     1-based fine and coarse band lists. Every fine image must be on the grid of the first, with the
-    same bands; every coarse image must overlap it; masks must be readable."""
+    same bands; every coarse image (of the targets and of the references' dates) must overlap it and hold
+    the bands; masks must be readable."""
     fines = {ref.fine: ref for target in targets for ref in target.references}
     first = grid = None
     for path, ref in sorted(fines.items(), key=lambda item: item[1].date):
@@ -238,7 +239,9 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
             first, grid = ref, info
             bands = parse_band_list(fine_bands, info.count, n_bands, what, band_names)
             if mask_band is not None and not 1 <= int(mask_band) <= info.count:
-                raise CtstfmError(f"The mask band {mask_band} does not exist in the {what}, which has {info.count} bands.")
+                raise CtstfmError(
+                    f"The mask band {mask_band} does not exist in the {what}, which has {info.count} bands."
+                )
         elif not info.same_grid(grid) or info.count != grid.count:
             raise CtstfmError(
                 f"The {what} '{path}' ({info.width} x {info.height} px, {info.count} bands) is not on the grid of the "
@@ -249,7 +252,9 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
         if ref.mask:
             RasterInfo.read(ref.mask, f"cloud mask of {ref.date.isoformat()}")
     coarse_list = None
-    for path, date in sorted({(t.coarse, t.coarse_date) for t in targets}, key=lambda item: item[1]):
+    coarse_images = {(t.coarse, t.coarse_date) for t in targets}
+    coarse_images |= {(ref.coarse, ref.date) for t in targets for ref in t.references if ref.coarse}
+    for path, date in sorted(coarse_images, key=lambda item: item[1]):
         what = f"coarse image of {date.isoformat()}"
         info = RasterInfo.read(path, what)
         check_overlap(grid, info, "fine images", what)
@@ -327,7 +332,8 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     """Blend the predictions of a target from its references, per pixel (see the module docstring).
 
     ``predictions`` and ``references`` (each reference date seen at the coarse scale: its coarse image,
-    or its fine image when the date has none): ``(B, C, h, w)`` per reference, in date order; ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
+    or its fine image when the date has none): ``(B, C, h, w)`` per reference, in date order;
+    ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
     ``coarse`` ``(B, C, h, w)`` and ``coarse_valid`` ``(B, h, w)``: the target's coarse image.
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
     (time gap only). Returns ``(B, C + 2, h, w)``: the blend, its validity (0/1) and the earlier
@@ -608,7 +614,8 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
               for kind, path in (("fine", pair.fine), ("coarse", pair.coarse), ("cloud mask", pair.mask))}
     outputs = {f"fused image of {t.date}": t.path for t in plan}
     outputs.update({name: os.path.join(out_folder, name) for name in (INDEX_NAME, STACK_NAME, QUICKLOOK_NAME)})
-    check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=[f"fused image of {t.date}" for t in plan])
+    geotiffs = [f"fused image of {t.date}" for t in plan]
+    check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=geotiffs)
     torch_device = resolve_device(device)
     loaded = load_model(model_path, map_location="cpu")
     band_names = list(loaded.band_names)
@@ -621,7 +628,8 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     job = _Job(
         grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], loaded.scale),
         scale=loaded.scale, band_names=band_names, fine_bands=fine_bands, coarse_bands=coarse_bands, options=options,
-        keys={t.date: series_key(t, model_path, options) for t in plan}, footprint=footprint_pixels(grid, plan[0].coarse),
+        keys={t.date: series_key(t, model_path, options) for t in plan},
+        footprint=footprint_pixels(grid, plan[0].coarse),
         batch_size=max(1, int(batch_size or 1)), model_path=str(model_path), mixed_precision=mixed_precision,
     )
     return job, per_group
@@ -663,7 +671,10 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     out_folder = _output_folder(out_folder)
     model_path = paths.model_or_default(model_path)
-    pairs = load_series(manifest=series) if isinstance(series, (str, os.PathLike)) else sorted(series, key=lambda p: p.date)
+    if isinstance(series, (str, os.PathLike)):
+        pairs = load_series(manifest=series)
+    else:
+        pairs = sorted(series, key=lambda pair: pair.date)
     plan = plan_targets(pairs, out_folder, targets=targets, start=start, end=end, every_days=every_days,
                         references=references, max_gap_days=max_gap_days)
     options = dict(tile=int(tile), overlap=int(overlap), fine_bands=fine_bands, coarse_bands=coarse_bands,
@@ -769,7 +780,8 @@ def stack_vrt(paths, dates):
             lines += [
                 f'  <VRTRasterBand dataType="{gdal_type}" band="{number}">',
                 f"    <Description>{escape(date.isoformat())} {escape(name)}</Description>",
-                f'    <Metadata><MDI key="DATE">{date.isoformat()}</MDI><MDI key="BAND">{escape(name)}</MDI></Metadata>',
+                f'    <Metadata><MDI key="DATE">{date.isoformat()}</MDI>'
+                f'<MDI key="BAND">{escape(name)}</MDI></Metadata>',
                 f"    <NoDataValue>{nodata!r}</NoDataValue>" if nodata is not None else "",
                 "    <SimpleSource>",
                 f'      <SourceFilename relativeToVRT="1">{escape(os.path.basename(path))}</SourceFilename>',

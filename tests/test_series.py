@@ -139,11 +139,13 @@ def test_bad_series_get_one_clear_error(five_dates, tmp_path, make_series):
     no_fine = write_manifest(tmp_path / "a.csv", [(it.date, "", it.coarse) for it in items])
     with pytest.raises(CtstfmError, match="no fine image"):
         fuse_series(no_fine, MODEL, tmp_path / "out", **FAST)
-    far = write_manifest(tmp_path / "b.csv", [(items[0].date, items[0].fine, ""), (items[4].date, "", items[4].coarse)])
+    far = write_manifest(tmp_path / "b.csv",
+                         [(items[0].date, items[0].fine, ""), (items[4].date, "", items[4].coarse)])
     with pytest.raises(CtstfmError, match="within the maximum gap of 30 days of 2022-02-03"):
         fuse_series(far, MODEL, tmp_path / "out", max_gap_days=30, **FAST)
     other = make_series(kind="fields", count=2, size=48, seed=3)
-    mixed = write_manifest(tmp_path / "c.csv", [(items[0].date, items[0].fine, ""), (items[1].date, "", items[1].coarse),
+    mixed = write_manifest(tmp_path / "c.csv", [(items[0].date, items[0].fine, ""),
+                                                (items[1].date, "", items[1].coarse),
                                                 (items[2].date, other.items[0].fine, "")])
     with pytest.raises(CtstfmError, match="not on the grid of the fine image of 2021-12-01"):
         fuse_series(mixed, MODEL, tmp_path / "out", **FAST)
@@ -186,7 +188,8 @@ def test_qgis_process_fuses_twelve_dates_with_four_fine_ones(installed_plugin_en
     manifest = write_manifest(tmp_path / "series.csv", rows)
     env = dict(installed_plugin_env, OMP_NUM_THREADS="1")
     done = run_qgis_process(env, "run", "ctstfm:fuseseries", "--", f"MANIFEST={manifest}", f"MODEL={MODEL}",
-                            "TILE_SIZE=32", "OVERLAP=4", "DEVICE=1", "QUICKLOOK=true", f"OUTPUT_FOLDER={tmp_path / 'out'}")
+                            "TILE_SIZE=32", "OVERLAP=4", "DEVICE=1", "QUICKLOOK=true",
+                            f"OUTPUT_FOLDER={tmp_path / 'out'}")
     assert done.returncode == 0, done.stdout + done.stderr
     names = sorted(os.listdir(tmp_path / "out"))
     fused = [f"fused_{it.date.isoformat()}.tif" for i, it in enumerate(series.items) if i not in fine_dates]

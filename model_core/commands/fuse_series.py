@@ -23,13 +23,14 @@ def configure(parser):
 def run(args):
     from model_core.series import fuse_series_from_inputs
 
-    result = fuse_series_from_inputs(**operation_kwargs(args, FUSE_SERIES), progress=console_progress(args, "fuse-series"))
+    progress = console_progress(args, "fuse-series")
+    result = fuse_series_from_inputs(**operation_kwargs(args, FUSE_SERIES), progress=progress)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
         print(
-            f"{len(result.written)} date(s) fused, {len(result.kept)} kept from an earlier run, into {result.out_folder} "
-            f"({result.width} x {result.height} px, {result.bands} bands) in {result.seconds:.1f} s on {result.device}; "
-            f"index {result.index}, stack {result.stack}"
+            f"{len(result.written)} date(s) fused, {len(result.kept)} kept from an earlier run, into "
+            f"{result.out_folder} ({result.width} x {result.height} px, {result.bands} bands) in "
+            f"{result.seconds:.1f} s on {result.device}; index {result.index}, stack {result.stack}"
         )
     return 0
