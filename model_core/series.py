@@ -443,6 +443,9 @@ class SeriesPredictor:
         self.footprint = footprint
         self.weighting = weighting
         self.amp_dtype = amp_dtype
+        # The coarse stream's encoding is shared by a target's references only when it sees the coarse
+        # image alone (a network whose coarse stream also takes a reference input encodes per pair).
+        self.coarse_alone = getattr(model.config, "images", 2) == 2
 
     def _tensor(self, array):
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -465,7 +468,7 @@ class SeriesPredictor:
             for k, uses in enumerate(self.uses):
                 image = coarse[:, k].contiguous(memory_format=channels_last)
                 with autocast(self.amp_dtype):
-                    encoded = self.model.encode_coarse(image)
+                    encoded = self.model.encode_coarse(image) if self.coarse_alone else None
                     predictions = [self.model(image, fines[r], fine_features=features[r], coarse_features=encoded)
                                    for r in uses]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
