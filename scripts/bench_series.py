@@ -13,12 +13,17 @@ and the ratios: (2) / (1) is the gain of encoding each reference and each coarse
 (reading each reference tile once per group), the sum of the nearest-reference runs of (2) / (3)
 the same for one reference, and (1) against the nearest-reference runs what a second reference costs.
 
+``--per-tile`` measures the network work of one 256 x 256 tile alone (no reading, warping or writing),
+alternating the series predictor and the separate per-pair calls ``--repeats`` times and keeping the
+fastest of each: the fairest ratio on a machine other processes load.
+
 ``--accuracy`` instead measures the blending rule: leave-one-date-out on simulated series (every
 date with a fine image predicted from the other dates through ``fuse_series(targets="all")``, with
 the embedded model), MAE against the left-out fine image over the dates that have a fine date on
 both sides, for the nearest reference only, two references weighted by time only, and the rule.
 
     .venv/bin/python scripts/bench_series.py [--size 1024] [--targets 10] [--threads N]
+    .venv/bin/python scripts/bench_series.py --per-tile [--targets 10] [--repeats 2]
     .venv/bin/python scripts/bench_series.py --accuracy
 """
 
@@ -91,12 +96,58 @@ def bench_accuracy(folder):
               + f" (rule / nearest {errors['two, rule'] / errors['nearest only']:.2f})", flush=True)
 
 
+def bench_tile(targets, repeats, size=256):
+    """Seconds of network work for one tile: the series predictor (2 references, ``targets`` dates)
+    against one ``TileModel`` call per (target, reference), alternating, fastest of ``repeats``."""
+    import datetime as dt
+
+    import numpy as np
+    import torch
+
+    from model_core.fusion import TileModel
+    from model_core.network import CTSTFM, CTSTFMConfig
+    from model_core.series import SeriesPredictor, Target
+    from model_core.training import Pair
+
+    model, device, bands = CTSTFM(CTSTFMConfig()).eval(), torch.device("cpu"), 6
+    first = dt.date(2021, 6, 1)
+    refs = [Pair(first, "fine_a", "coarse_a"), Pair(first + dt.timedelta(days=10 * (targets + 1)), "fine_b", "")]
+    plan = [Target(first + dt.timedelta(days=10 * (k + 1)), f"coarse_{k}", first, tuple(refs), "")
+            for k in range(targets)]
+    series = SeriesPredictor(model, device, plan, refs, footprint=17)
+    single = TileModel(model, device)
+    rng = np.random.default_rng(0)
+    fine, coarse = rng.random((1, 2 * bands, size, size), np.float32), rng.random((1, targets * bands, size, size),
+                                                                                  np.float32)
+    batch = (fine, np.ones((1, 2, size, size), np.float32), coarse, np.ones((1, targets, size, size), np.float32),
+             fine.copy())
+
+    def separate():
+        for k in range(targets):
+            for r in range(2):
+                single((fine[:, r * bands:(r + 1) * bands], coarse[:, k * bands:(k + 1) * bands]))
+
+    best = {}
+    single((fine[:, :bands], coarse[:, :bands]))  # warm-up
+    for _ in range(repeats):
+        for name, work in (("series", lambda: series(batch)), ("separate", separate)):
+            started = time.perf_counter()
+            work()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
+    print(f"one {size} x {size} tile, {targets} targets x 2 references, network only, fastest of {repeats}: "
+          f"series predictor {best['series']:.1f} s, {2 * targets} separate calls {best['separate']:.1f} s "
+          f"-> {best['separate'] / best['series']:.2f} x")
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="side of the fine rasters (1024)")
     parser.add_argument("--targets", type=int, default=10, help="coarse dates between the two fine dates (10)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--accuracy", action="store_true", help="measure the blending rule instead of the speed")
+    parser.add_argument("--per-tile", action="store_true", help="measure one tile's network work only")
+    parser.add_argument("--repeats", type=int, default=2, help="alternations of --per-tile (2)")
     args = parser.parse_args(argv if argv is not None else [])
     import torch
 
@@ -105,6 +156,8 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; load average before: {load_average()}")
+    if args.per_tile:
+        return bench_tile(args.targets, args.repeats)
     if args.accuracy:
         with tempfile.TemporaryDirectory(prefix="bench_series_") as tmp:
             bench_accuracy(Path(tmp))
