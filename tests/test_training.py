@@ -343,9 +343,9 @@ def test_no_patch_with_enough_valid_pixels(sim_series, tmp_path):
 
 
 def test_bad_parameters(sim_series, tmp_path):
-    with pytest.raises(CtstfmError, match="VALIDATION_FRACTION"):
+    with pytest.raises(CtstfmError, match="validation_fraction"):
         train(sim_series.manifest, tmp_path / "m.pt", validation_fraction=1.5, **TINY)
-    with pytest.raises(CtstfmError, match="EPOCHS"):
+    with pytest.raises(CtstfmError, match="epochs"):
         train(sim_series.manifest, tmp_path / "m.pt", **dict(TINY, epochs=0))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Cancelled, CtstfmError
+from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
@@ -53,11 +53,13 @@ class TrainResult:
     message: str = ""
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
+    report_html: str = ""  # the HTML report (report_html.py), when one was asked for
 
 
-def _check_positive(name, value, minimum, kind=int):
+def _check_positive(key, value, minimum, kind=int):
+    """``value`` as ``kind``; an :class:`OptionError` naming the option ``key`` unless it is at least ``minimum``."""
     if value is None or kind(value) < minimum:
-        raise CtstfmError(f"{name} is {value}; give a value of at least {minimum}.")
+        raise OptionError(f"{{{key}}} is {value}; give a value of at least {minimum}.", key)
     return kind(value)
 
 
@@ -83,16 +85,16 @@ class TrainSettings:
         s = cls(**values)
         lr = float(s.lr)
         if not lr > 0:
-            raise CtstfmError(f"LEARNING_RATE is {lr}; give a positive value, e.g. 0.0001.")
+            raise OptionError(f"The learning rate {{lr}} is {lr}; give a positive value, e.g. 0.0001.", "lr")
         if not 0.0 < float(s.min_valid) <= 1.0:
             raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
         return cls(
-            epochs=_check_positive("EPOCHS", s.epochs, 1),
-            batch_size=_check_positive("BATCH_SIZE", s.batch_size, 1),
-            patch_size=_check_positive("PATCH_SIZE", s.patch_size, 8),
+            epochs=_check_positive("epochs", s.epochs, 1),
+            batch_size=_check_positive("batch_size", s.batch_size, 1),
+            patch_size=_check_positive("patch_size", s.patch_size, 8),
             patches_per_epoch=int(s.patches_per_epoch) if s.patches_per_epoch else None,
             lr=lr,
-            references=_check_positive("REFERENCES", s.references, 1),
+            references=_check_positive("references", s.references, 1),
             max_gap_days=int(s.max_gap_days) if s.max_gap_days else None,
             validation_fraction=s.validation_fraction,
             seed=int(s.seed),
@@ -116,6 +118,7 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
                    progress):
     """A new network for the series' bands, or the configuration of ``init_model`` to fine-tune."""
     from ..network import DEFAULT_BANDS, CTSTFMConfig
+    from ..scales import check_scale_value
 
     if init_model:
         from ..model_file import load_model
@@ -123,13 +126,13 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
         loaded = load_model(str(init_model), map_location="cpu")
         model_bands = list(loaded.band_names)
         if loaded.config.bands != info.bands:
-            raise CtstfmError(
+            raise OptionError(
                 f"The initial model {init_model} has {loaded.config.bands} bands ({', '.join(model_bands)}) "
-                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave INIT_MODEL "
-                "empty to train from scratch."
+                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave the initial "
+                "model ({init_model}) empty to train from scratch.", "init_model",
             )
         if width and int(width) != loaded.config.width:
-            progress.info(f"WIDTH {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
+            progress.info(f"Width {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
         return NetworkChoice(
             loaded.config, model_bands, float(scale) if scale else float(loaded.scale), str(init_model),
             loaded.model.state_dict(),
@@ -141,7 +144,8 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
               "residual_blur": int(residual_blur)}
     if width:
         kwargs["width"] = int(width)
-    return NetworkChoice(CTSTFMConfig(**kwargs), band_names, float(scale) if scale else 1e-4)
+    scale = check_scale_value(scale, "scale") if scale else 1e-4
+    return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, scale)
 
 
 @dataclass
@@ -196,12 +200,12 @@ def _plan_patches(scenes, settings, progress):
     patch = min([settings.patch_size] + [min(scene.train_rows, scene.info.width) for scene in scenes])
     if patch < settings.patch_size:
         progress.info(
-            f"PATCH_SIZE {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
+            f"The patch size {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
         )
     per_epoch = settings.patches_per_epoch or clamp_patches(
         sum(training_tiles(scene.split, scene.info.height, scene.info.width, patch) for scene in scenes)
     )
-    return patch, _check_positive("PATCHES_PER_EPOCH", per_epoch, 1)
+    return patch, _check_positive("patches_per_epoch", per_epoch, 1)
 
 
 def _log_series(run, progress):
@@ -224,8 +228,9 @@ def _log_series(run, progress):
 
 def prepare_run(pairs, manifests, settings, *, network_options, device, progress):
     """Check the scenes, choose the network, split the series, plan patches and device."""
-    from ..fusion import mixed_precision_dtype, resolve_device
+    from ..fusion import device_note, mixed_precision_dtype, resolve_device
     from ..raster import DEFAULT_RESAMPLING
+    from ..scales import check_series_scales
 
     progress.update(0.0, "checking the series")
     scenes = check_scenes(pairs, progress)
@@ -236,6 +241,7 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     labels = [f"{pair.scene or '(unnamed)'} {pair.date}" if several else pair.date.isoformat() for pair in pairs]
     info = _series_info(scenes, progress)
     network = choose_network(info, progress=progress, **network_options)
+    check_series_scales(pairs, network.scale)
     split_scenes(
         scenes, validation_fraction=settings.validation_fraction, references=settings.references,
         max_gap_days=settings.max_gap_days, patch_size=settings.patch_size,
@@ -244,6 +250,8 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     patch, per_epoch = _plan_patches(scenes, settings, progress)
     dates = [pair.date for pair in pairs]
     torch_device = str(resolve_device(device))
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
     run = TrainingRun(
         pairs=pairs, scenes=scenes, labels=labels, info=info, network=network, settings=settings, split=split,
         patch=patch, patches_per_epoch=per_epoch,
@@ -268,7 +276,7 @@ def start_model(run, *, ckpt_path, resume, progress):
         progress.info(f"Fine-tuning {run.network.init_model}.")
     model.to(run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
-    scaler = grad_scaler(run.amp_dtype)
+    scaler = grad_scaler(run.amp_dtype, run.device)
     if resume:
         state = TrainingState.resume(
             ckpt_path, run.identity, model=model, optimizer=optimizer, scaler=scaler, rng=rng, lr=run.settings.lr
@@ -283,8 +291,8 @@ def start_model(run, *, ckpt_path, resume, progress):
             progress.info(f"An old checkpoint {ckpt_path} exists; this new training replaces it after its first epoch.")
     if state.epoch >= run.settings.epochs:
         progress.info(
-            f"The checkpoint already holds {state.epoch} epochs (EPOCHS is {run.settings.epochs}): writing its best "
-            "model; raise EPOCHS to train further."
+            f"The checkpoint already holds {state.epoch} epochs (of the {run.settings.epochs} asked for): writing its "
+            "best model; ask for more epochs to train further."
         )
     return model, optimizer, scaler, rng, state
 
@@ -350,8 +358,8 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
     )
 
 
-def _output_paths(out_model, pairs, manifests, init_model):
-    """``(model, checkpoint, csv, png)`` paths, checked by the one output rule: none is an input (a
+def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
+    """``(model, checkpoint, csv, png, html or None)`` paths, checked by the one output rule: none is an input (a
     manifest, a raster it lists, the initial model) or another of these outputs. The checkpoint is the
     run's own file: a resumed run reads it, and every run rewrites it."""
     from ..outputs import check_outputs, check_writable
@@ -361,6 +369,8 @@ def _output_paths(out_model, pairs, manifests, init_model):
     out_model = Path(out_model).expanduser()
     outputs = dict(zip(("output model", "checkpoint", "training report", "training curves"),
                        (out_model, checkpoint_path(out_model), *report_paths(out_model))))
+    if report_html:
+        outputs["HTML training report"] = Path(report_html).expanduser()
     inputs = {"initial model": init_model}
     for name, manifest in manifests.items():
         inputs[f"manifest of scene '{name}'" if name else "manifest"] = manifest
@@ -378,7 +388,8 @@ def _output_paths(out_model, pairs, manifests, init_model):
         if created:
             folder.rmdir()
         raise
-    return tuple(Path(path) for path in checked.values())
+    paths = [Path(path) for path in checked.values()]
+    return (*paths[:4], paths[4] if report_html else None)
 
 
 def train(
@@ -404,6 +415,7 @@ def train(
     min_valid=0.5,
     max_validation_windows=64,
     data_source=None,
+    report_html=None,
     progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
@@ -416,7 +428,8 @@ def train(
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
-    records as the data (default: the manifest path(s) or the list of pairs).
+    records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
+    write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
     Returns a :class:`TrainResult`; raises :class:`~model_core.errors.Cancelled` when
     cancelled before the first epoch finished (nothing written).
     """
@@ -428,7 +441,9 @@ def train(
         min_valid=min_valid, max_validation_windows=max_validation_windows,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
-    out_model, ckpt_path, csv_path, png_path = _output_paths(out_model, pairs, manifests, init_model)
+    out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
+        out_model, pairs, manifests, init_model, report_html
+    )
     network_options = dict(init_model=init_model, width=width, predict_residual=predict_residual,
                            residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
@@ -456,11 +471,16 @@ def train(
         )
     if state.best_state is None:
         raise Cancelled("Cancelled before the first epoch finished; no model was written.")
-    return finish(
+    result = finish(
         run, model, state, out_model=out_model, ckpt_path=ckpt_path, png_path=png_path, csv_path=csv_path,
         data_source=data_source, window_counts=validator.scene_counts, cancelled=cancelled,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
+    if html_path:
+        from .report_html import write_report_html
+
+        result.report_html = write_report_html(result, html_path)
+    return result
 
 
 def train_from_inputs(out_model, *, manifest=None, fine=None, coarse=None, dates=None, progress=None, **options):
