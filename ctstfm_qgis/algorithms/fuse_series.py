@@ -24,27 +24,44 @@ from ..compat import RASTER_TEMPORAL_FIXED
 from .base import CtstfmAlgorithm
 
 HELP = """
-<p>Fills a time series: a <b>fine image at every target date</b> (e.g. Landsat, 30 m) from a few fine dates
-and a coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in one run.</p>
-<h3>Inputs</h3>
-<ul>
-<li><b>Series manifest</b>: a CSV with the columns <tt>date,fine,coarse</tt> (optionally <tt>mask</tt>, a
-cloud-mask raster per fine date, non-zero = cloud). Either path may be empty: fine dates without a coarse
-image, coarse dates without a fine one. Paths are relative to the CSV. <i>Or</i> the <b>fine layers</b>
-and the <b>coarse layers</b>, with their dates typed (the fine layers' dates first, then the coarse
-layers') or read from the file names.</li>
-<li><b>Target dates</b>: the coarse dates without a fine image (default), all coarse dates, or a regular
-step with the nearest coarse image.</li>
-<li><b>References</b>: each date is predicted from the nearest fine date before it and the nearest after
-it, and the two predictions are blended per pixel, with more weight to the reference closer in time and
-to the one whose image, seen at the coarse scale, is closer to the coarse image of the date. A pixel that
-is nodata or cloud in one reference comes from the other; in both, it is nodata.</li>
-</ul>
-<h3>Outputs</h3>
-<p>In the output folder: <tt>fused_YYYY-MM-DD.tif</tt> per date (date and references in its metadata),
-<tt>index.csv</tt>, <tt>stack.vrt</tt> (one band per date and band) and optionally <tt>quicklook.png</tt>.
-Each loaded date has its date as temporal range: open the Temporal Controller to animate the series.
-Cancel keeps the dates already finished; running again with the same settings skips them and resumes.</p>
+Fills a time series: a **fine image at every target date** (e.g. Landsat, 30 m) from a few fine dates and a
+coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in one run.
+
+## Inputs
+- **Series manifest**: a CSV with the columns `date,fine,coarse` (optionally `mask`, a cloud-mask raster per
+  fine date, non-zero = cloud). Either path may be empty: fine dates without a coarse image, coarse dates
+  without a fine one. Paths are relative to the CSV.
+- Or the **fine layers** and the **coarse layers**, with their dates typed (the fine layers' dates first,
+  then the coarse layers') or read from the file names (YYYY-MM-DD or YYYYMMDD).
+- **Target dates**: the coarse dates without a fine image (default), all coarse dates, or a regular step
+  with the nearest coarse image.
+- **Model file**: empty uses the model that comes with the plugin (for trying the plugin; train or
+  fine-tune your own with *Train CTSTFM*). Bands and scale as in *Spatiotemporal Fusion*.
+
+## How
+Each date is predicted from the nearest fine date before it and the nearest after it, and the two
+predictions are blended per pixel: more weight to the reference closer in time and to the one whose
+surroundings, seen at the coarse scale, changed less since then. A pixel that is nodata or cloud in one
+reference comes from the other; in both, it is nodata. Each reference is encoded once per tile for all the
+dates around it.
+
+## Outputs
+In the output folder: `fused_YYYY-MM-DD.tif` per date (date and references in its metadata), `index.csv`,
+`stack.vrt` (one band per date and band) and optionally `quicklook.png`. Each loaded date has its day as
+temporal range: open the Temporal Controller to animate the series.
+
+## Typical values
+- Tile 256 pixels and overlap 32, as in *Spatiotemporal Fusion*. Two references per date; a maximum gap of
+  0 (any) unless the surface changes fast (then e.g. 64 days).
+- Time: about the time of one *Spatiotemporal Fusion* run per date, although each date uses two
+  references (one 256 x 256 tile of 10 dates: 68 s against 126 s for the 20 separate runs on one loaded
+  CPU core; docs/fusion.md).
+
+Cancel keeps the dates already finished and leaves no partial file; running again with the same settings
+skips them and resumes.
+
+## Example
+$ qgis_process run ctstfm:fuseseries -- MANIFEST=series.csv OUTPUT_FOLDER=fused
 """
 
 # Post-processors must outlive the algorithm run (QGIS keeps only a pointer).
