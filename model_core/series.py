@@ -451,7 +451,7 @@ class SeriesPredictor:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def __call__(self, batch):
-        from .fusion import autocast
+        from .device import autocast
 
         torch = self.torch
         fine, fine_ok, coarse, coarse_ok, seen = (self._tensor(array) for array in batch)
@@ -463,11 +463,11 @@ class SeriesPredictor:
         outputs = []
         with torch.inference_mode():
             fines = [fine[:, r].contiguous(memory_format=channels_last) for r in range(fine.shape[1])]
-            with autocast(self.amp_dtype):
+            with autocast(self.amp_dtype, self.device):
                 features = [self.model.encode_fine(image) for image in fines]
             for k, uses in enumerate(self.uses):
                 image = coarse[:, k].contiguous(memory_format=channels_last)
-                with autocast(self.amp_dtype):
+                with autocast(self.amp_dtype, self.device):
                     encoded = self.model.encode_coarse(image) if self.coarse_alone else None
                     predictions = [self.model(image, fines[r], fine_features=features[r], coarse_features=encoded)
                                    for r in uses]
@@ -542,7 +542,8 @@ def group_targets(targets, max_per_group):
 
 
 def _target_metadata(job, target, warped):
-    from .fusion import _provenance_summary, output_metadata
+    from .fusion import _provenance_summary
+    from .raster_job import output_metadata
 
     references = [{"date": ref.date.isoformat(), "fine": os.path.abspath(ref.fine), "gap_days": gap}
                   for ref, gap in zip(target.references, target.gaps)]
@@ -569,7 +570,7 @@ def _target_metadata(job, target, warped):
 
 def _run_group(job, group, progress):
     """Fuse one group of targets in one pass over the tiles; returns the tiling statistics."""
-    from .fusion import mixed_precision_dtype
+    from .device import mixed_precision_dtype
 
     references = sorted({ref for target in group for ref in target.references}, key=lambda ref: ref.date)
     grid, bands = job.grid, len(job.fine_bands)
@@ -610,7 +611,7 @@ def _run_group(job, group, progress):
 
 def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options, progress):
     """Load the model, check every input and work out the shared settings (a :class:`_Job`)."""
-    from .fusion import resolve_device
+    from .device import resolve_device
     from .model_file import load_model
 
     inputs = {f"{kind} image of {pair.date}": path for pair in pairs
@@ -664,7 +665,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError`
     before any work for bad input, :class:`Cancelled` (keeping the finished dates) when cancelled.
     """
-    from .fusion import check_choice, check_output_options
+    from .raster_job import check_choice, check_output_options
 
     progress = progress or Progress()
     started = time.perf_counter()

@@ -14,8 +14,6 @@ button, which keeps the best model so far.
 """
 
 import argparse
-import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,26 +25,19 @@ from benchutil import machine  # noqa: E402
 from model_core.paths import DEFAULT_MODEL  # noqa: E402
 from model_core.progress import ConsoleProgress  # noqa: E402
 from model_core.simulate import simulate_series  # noqa: E402
-from model_core.training import train  # noqa: E402
+from model_core.training import train, write_manifest  # noqa: E402
 
 # (kind, seed): three irrigated-field scenes (CIA-like) and three urban-change scenes (Daxing-like).
 SCENES = [("fields", 101), ("fields", 102), ("fields", 103), ("urban", 201), ("urban", 202), ("urban", 203)]
 
 
 def simulate_scenes(work, size, count, interval):
-    manifest = work / "manifest.csv"
     rows = []
     for kind, seed in SCENES:
         folder = work / f"{kind}_{seed}"
         series = simulate_series(folder, kind=kind, size=size, seed=seed, count=count, interval_days=interval)
-        for item in series.items:
-            rows.append([item.date.isoformat(),
-                         os.path.relpath(item.fine, work), os.path.relpath(item.coarse, work), f"{kind}_{seed}"])
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["date", "fine", "coarse", "scene"])
-        writer.writerows(rows)
-    return manifest
+        rows += [(item.date, item.fine, item.coarse, f"{kind}_{seed}") for item in series.items]
+    return write_manifest(work / "manifest.csv", rows)
 
 
 class BudgetProgress(ConsoleProgress):
