@@ -14,6 +14,7 @@ from model_core import paths
 from model_core.errors import Cancelled, CtstfmError
 from model_core.raster import RasterInfo, read_metadata
 from model_core.series import fuse_series, load_series
+from model_core.training.series import write_manifest
 
 MODEL = str(paths.DEFAULT_MODEL)
 FAST = dict(tile=64, overlap=8, device="cpu")
@@ -39,14 +40,6 @@ def read_all(path):
     from osgeo import gdal
 
     return gdal.Open(str(path)).ReadAsArray()
-
-
-def write_manifest(path, rows, header=("date", "fine", "coarse")):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return str(path)
 
 
 def mae(predicted, truth, nodata=-9999):
@@ -99,7 +92,7 @@ def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
     def run(name, mask_a, mask_b, with_a=True):
         rows = [(items[0].date, items[0].fine, items[0].coarse, mask_a)] if with_a else []
         rows += [(target.date, "", target.coarse, ""), (items[2].date, items[2].fine, items[2].coarse, mask_b)]
-        manifest = write_manifest(tmp_path / f"{name}.csv", rows, ("date", "fine", "coarse", "mask"))
+        manifest = str(write_manifest(tmp_path / f"{name}.csv", rows, ("date", "fine", "coarse", "mask")))
         return read_all(fuse_series(manifest, MODEL, tmp_path / name, **FAST).files[target.date.isoformat()])
 
     from_b = run("only_b", "", "", with_a=False)
