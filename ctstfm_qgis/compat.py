@@ -8,7 +8,7 @@ on any). Qt is imported only through ``qgis.PyQt``, which is PyQt5 or PyQt6.
 """
 
 from qgis.core import Qgis, QgsProcessing, QgsProcessingParameterDefinition, QgsProcessingParameterFile
-from qgis.core import QgsProcessingParameterNumber
+from qgis.core import QgsProcessingParameterNumber, QgsRasterLayerTemporalProperties
 from qgis.PyQt.QtCore import QCoreApplication
 
 
@@ -28,6 +28,9 @@ SOURCE_RASTER = _pick("ProcessingSourceType.Raster", QgsProcessing, "TypeRaster"
 FILE_BEHAVIOR_FILE = _pick("ProcessingFileParameterBehavior.File", QgsProcessingParameterFile, "File")
 FLAG_ADVANCED = _pick("ProcessingParameterFlag.Advanced", QgsProcessingParameterDefinition, "FlagAdvanced")
 FLAG_OPTIONAL = _pick("ProcessingParameterFlag.Optional", QgsProcessingParameterDefinition, "FlagOptional")
+RASTER_TEMPORAL_FIXED = _pick(
+    "RasterTemporalMode.FixedTemporalRange", QgsRasterLayerTemporalProperties, "ModeFixedTemporalRange"
+)
 
 
 def translate(context, text):

@@ -20,6 +20,7 @@ COMMANDS = [
     ("info", "info", "print a model's configuration, bands, scale, provenance and parameter count"),
     ("init", "init", "write a freshly initialised (untrained) CTSTFM model file"),
     ("fuse", "fuse", "predict the fine image at T1 from a fine image at T0 and a coarse image at T1"),
+    ("fuse-series", "fuse_series", "fuse a time series: a fine image at every target date, from the fine dates around it"),
     ("train", "train", "train CTSTFM on a series of fine/coarse pairs and write a model file"),
     ("simulate", "simulate", "write a simulated Landsat/MODIS series (dated fine/coarse GeoTIFFs and a manifest)"),
     ("assess", "assess", "compare a predicted fine image with a reference: metrics table, HTML report, error map"),

@@ -532,6 +532,17 @@ class CTSTFM(nn.Module):
         # faster on CPU (scripts/bench_network.py); load_state_dict keeps this layout.
         self.to(memory_format=torch.channels_last)
 
+    def encode_fine(self, fine_t0: torch.Tensor) -> torch.Tensor:
+        """The fine stream's encoding (MKCE of F0), ``(B, N, H, W)``: computed once per tile of a
+        reference and handed to :meth:`forward` as ``fine_features`` for every target that uses it."""
+        return self.fine_encoder(fine_t0)
+
+    def encode_coarse(self, coarse_t1: torch.Tensor) -> torch.Tensor:
+        """The coarse stream's encoding (MKCE of C1) of a two-image model, ``(B, N, H, W)``: shared by
+        every reference a target is predicted from (``coarse_features`` of :meth:`forward`). A
+        three-image model's coarse stream reads ``C1 - C0``, which differs per reference."""
+        return self.coarse_encoder(coarse_t1)
+
     def reference(self, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None) -> torch.Tensor | None:
         """What stands for the coarse image at T0: ``coarse_t0`` when given, else ``box_k(fine_t0)``
         with ``k = residual_blur``, else ``None``."""
@@ -560,14 +571,21 @@ class CTSTFM(nn.Module):
         if self.config.images == 3 and coarse_t0 is None and not self.config.residual_blur:
             raise CtstfmError("This three-image model needs the coarse image at T0 (coarse_t0); give it.")
 
-    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None = None):
+    def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None = None, *,
+                fine_features: torch.Tensor | None = None, coarse_features: torch.Tensor | None = None):
         """``coarse_t0``: the coarse image at T0 on the fine grid, or its stand-in (the fine image
-        degraded through the coarse footprint); ``None`` uses ``box_k(fine_t0)`` where one is needed."""
+        degraded through the coarse footprint); ``None`` uses ``box_k(fine_t0)`` where one is needed.
+        ``fine_features`` / ``coarse_features``: :meth:`encode_fine` of ``fine_t0`` / :meth:`encode_coarse`
+        of ``coarse_t1`` when already computed (the result is the same, the encoder is skipped;
+        ``coarse_features`` only for two-image models)."""
         self._check_inputs(coarse_t1, fine_t0, coarse_t0)
         residual = self.config.predict_residual
         reference = self.reference(fine_t0, coarse_t0) if residual or self.config.images == 3 else None
-        coarse_in = coarse_t1 if self.config.images == 2 else coarse_t1 - reference
-        c, f = self.cfm(self.coarse_encoder(coarse_in), self.fine_encoder(fine_t0))
+        if coarse_features is None or self.config.images != 2:
+            coarse_features = self.coarse_encoder(coarse_t1 if self.config.images == 2 else coarse_t1 - reference)
+        if fine_features is None:
+            fine_features = self.encode_fine(fine_t0)
+        c, f = self.cfm(coarse_features, fine_features)
         out = self.ccd(torch.cat((c, f), dim=1)).contiguous()
         if not residual:
             return out

@@ -53,6 +53,7 @@ KINDS = (
     "files",           # input files: --x A --x B / one file widget (a list of one)
     "output_raster",   # a GeoTIFF to write: --x PATH / a raster destination
     "output_file",     # a file to write: --x PATH / a file destination
+    "output_folder",   # a folder to write into: --x DIR / a folder destination
 )
 
 
@@ -192,6 +193,28 @@ def output_options(resampling_help):
     )
 
 
+def model_option():
+    return Option(
+        "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model", qgis="MODEL",
+        extension="pt",
+    )
+
+
+def model_band_options():
+    """The band lists of the CTSTFM operations (in the model's band order)."""
+    return band_options(
+        "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
+        "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+    )
+
+
+def batch_size_option():
+    return Option(
+        "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
+        advanced=True,
+    )
+
+
 def fused_output(help="Fused fine image at T1"):
     return Option("out_path", "output_raster", help, cli="--out", qgis="OUTPUT", required=True)
 
@@ -211,10 +234,7 @@ FUSE = Operation(
             "coarse_t0_path", "raster", "Coarse image at T0 (optional; used by three-image models), any CRS",
             cli="--coarse-t0", qgis="COARSE_T0",
         ),
-        Option(
-            "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model",
-            qgis="MODEL", extension="pt",
-        ),
+        model_option(),
         tile_option(),
         overlap_option(32),
         device_option(),
@@ -228,10 +248,7 @@ FUSE = Operation(
             "first bands)",
         ),
         *output_options("Resampling of the coarse image onto the fine grid"),
-        Option(
-            "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
-            advanced=True,
-        ),
+        batch_size_option(),
         Option(
             "scale", "float",
             "Reflectance per DN of the fine image and the output (0: the model's, usually 0.0001; 1 for reflectance)",
@@ -432,4 +449,57 @@ TRAIN = Operation(
     forwards_to="model_core.training:train",
 )
 
-OPERATIONS = {op.name: op for op in (FUSE, TRAIN, ASSESS, TEMPORAL_DIFFERENCE, STARFM)}
+#: Target dates of a time series (model_core.series.TARGET_MODES), in the QGIS enum's order.
+SERIES_TARGETS = ("missing", "all", "step")
+SERIES_TARGET_LABELS = (
+    "Coarse dates without a fine image",
+    "All coarse dates (dates with a fine image are predicted from the others)",
+    "A regular step (start, end, every N days), each with the nearest coarse image",
+)
+
+FUSE_SERIES = Operation(
+    "fuse-series",
+    "model_core.series:fuse_series_from_inputs",
+    (
+        Option(
+            "manifest", "file",
+            "Series manifest (CSV date,fine,coarse[,mask]; either path may be empty; paths relative to the CSV)",
+            file_filter="CSV files (*.csv *.CSV);;All files (*.*)",
+        ),
+        Option("fine", "rasters", "Fine images, any dates (instead of a manifest)", qgis="FINE_LAYERS"),
+        Option("coarse", "rasters", "Coarse images, any dates (instead of a manifest)", qgis="COARSE_LAYERS"),
+        Option(
+            "dates", "str",
+            "Dates of the fine images, then of the coarse images, comma-separated YYYY-MM-DD (empty: read from the "
+            "file names)",
+        ),
+        model_option(),
+        Option(
+            "targets", "choice", "Target dates", "missing", choices=SERIES_TARGETS, labels=SERIES_TARGET_LABELS,
+        ),
+        Option("start", "str", "Regular step: first date (YYYY-MM-DD; empty: the first coarse date)"),
+        Option("end", "str", "Regular step: last date (YYYY-MM-DD; empty: the last coarse date)"),
+        Option("every_days", "int", "Regular step: every N days (0: no step)", unset=0, minimum=0),
+        Option(
+            "references", "int", "References per date (2: the nearest fine dates before and after, blended; "
+            "1: the nearest)", 2, minimum=1, maximum=2,
+        ),
+        Option("max_gap_days", "int", "Farthest usable fine date in days (0: any)", unset=0, minimum=0),
+        tile_option(),
+        overlap_option(32),
+        device_option(),
+        *model_band_options(),
+        Option(
+            "mask_band", "int", "Cloud band of the fine images (non-zero = cloud; 0: none)", unset=0, minimum=0,
+            advanced=True,
+        ),
+        *output_options("Resampling of the coarse images onto the fine grid"),
+        batch_size_option(),
+        Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,
+               advanced=True),
+        Option("out_folder", "output_folder", "Output folder", cli="--out", qgis="OUTPUT_FOLDER", required=True),
+    ),
+    forwards_to="model_core.series:fuse_series",
+)
+
+OPERATIONS = {op.name: op for op in (FUSE, FUSE_SERIES, TRAIN, ASSESS, TEMPORAL_DIFFERENCE, STARFM)}

@@ -1128,6 +1128,11 @@ class RasterWriter:
         if written is None:
             raise CtstfmError(f"Writing '{self.path}' failed ({message}); is the disk full?")
 
+    def update_metadata(self, metadata):
+        """Add or change metadata items before :meth:`commit` (e.g. statistics known only at the end)."""
+        for key, value in metadata.items():
+            self._dataset.SetMetadataItem(str(key), _metadata_text(value))
+
     def commit(self):
         """Finish the file and move it onto the output path; returns the path."""
         dataset, self._dataset = self._dataset, None

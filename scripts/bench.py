@@ -14,7 +14,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from benchutil import machine  # noqa: E402
 
-BENCHMARKS = ["bench_network", "bench_fusion", "bench_starfm", "bench_training"]
+BENCHMARKS = ["bench_network", "bench_fusion", "bench_series", "bench_starfm", "bench_training"]
 
 
 def main():

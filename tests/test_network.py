@@ -217,3 +217,16 @@ def test_config_round_trip_and_validation():
         CTSTFMConfig(use_cetb="yes")
     assert isinstance(ConfigError("x"), CtstfmError)
     assert DEFAULT_BANDS == ("blue", "green", "red", "nir", "swir1", "swir2")
+
+
+def test_precomputed_encodings_give_the_same_output():
+    torch.manual_seed(3)
+    model = CTSTFM(CTSTFMConfig(width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True,
+                                residual_blur=5)).eval()
+    coarse, fine = torch.rand(2, 6, 24, 20), torch.rand(2, 6, 24, 20)
+    with torch.no_grad():
+        expected = model(coarse, fine)
+        reused = model(coarse, fine, fine_features=model.encode_fine(fine), coarse_features=model.encode_coarse(coarse))
+        fine_only = model(coarse, fine, fine_features=model.encode_fine(fine))
+    torch.testing.assert_close(reused, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fine_only, expected, rtol=0, atol=1e-6)

@@ -4,8 +4,12 @@
 def all_algorithms():
     from .assess import AssessAlgorithm
     from .fuse import FuseAlgorithm
+    from .fuse_series import FuseSeriesAlgorithm
     from .starfm import StarfmAlgorithm
     from .temporal_difference import TemporalDifferenceAlgorithm
     from .train import TrainAlgorithm
 
-    return [FuseAlgorithm(), TrainAlgorithm(), AssessAlgorithm(), TemporalDifferenceAlgorithm(), StarfmAlgorithm()]
+    return [
+        FuseAlgorithm(), FuseSeriesAlgorithm(), TrainAlgorithm(), AssessAlgorithm(), TemporalDifferenceAlgorithm(),
+        StarfmAlgorithm(),
+    ]

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -77,6 +78,8 @@ def make_parameter(alg, option):
         return QgsProcessingParameterFileDestination(
             option.qgis, label, option.file_filter, optional=optional, createByDefault=create
         )
+    if kind == "output_folder":
+        return QgsProcessingParameterFolderDestination(option.qgis, label, optional=optional, createByDefault=create)
     raise ValueError(f"no QGIS parameter for kind {kind!r}")
 
 
@@ -149,7 +152,7 @@ def read_option(alg, option, parameters, context):
         value = [path] if path else None
     elif kind == "output_raster":
         value = _output_raster(alg, parameters, option, context)
-    else:  # output_file
+    else:  # output_file, output_folder
         value = (alg.parameterAsFileOutput(parameters, name, context) or "").strip()
     return option.to_core(value), None
 

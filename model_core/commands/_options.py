@@ -32,7 +32,7 @@ def _ranged(kind, option):
 
 def _help(option):
     shown = option.shown_default
-    if option.kind in ("bool", "output_raster", "output_file") or shown is None:
+    if option.kind in ("bool", "output_raster", "output_file", "output_folder") or shown is None:
         return option.help
     return f"{option.help} (default {shown:g})" if isinstance(shown, float) else f"{option.help} (default {shown})"
 
@@ -57,6 +57,8 @@ def add_option(parser, option):
             kwargs.update(metavar="TIF")
         elif kind in ("file", "output_file"):
             kwargs.update(metavar=(option.extension or option.file_filter.split(" ")[0] or "FILE").upper())
+        elif kind == "output_folder":
+            kwargs.update(metavar="DIR")
     if option.required:
         kwargs.update(required=True)
     parser.add_argument(option.cli, **kwargs)

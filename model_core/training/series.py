@@ -24,12 +24,16 @@ from ..progress import Progress
 
 @dataclass(frozen=True)
 class Pair:
-    """One date of the series: the fine and the coarse raster acquired that day."""
+    """One date of the series: the fine and the coarse raster acquired that day.
+
+    In a series to fuse (``allow_missing``) either path may be ``""`` (no image that day);
+    ``mask`` is an optional raster marking the fine image's cloudy pixels (non-zero)."""
 
     date: _dt.date
     fine: str
     coarse: str
     scene: str = ""  # pairs of one scene share a grid; "" when the series is one scene
+    mask: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def _manifest_path(value, folder):
         return absolute
 
 
-def read_manifest(path, scene_prefix=None):
+def read_manifest(path, scene_prefix=None, allow_missing=False):
     """Read a series from a CSV with the columns ``date,fine,coarse`` (and optionally ``scene``).
 
     Dates are ISO (``2021-04-01``); paths may be relative to the CSV's folder.
@@ -130,6 +134,10 @@ def read_manifest(path, scene_prefix=None):
     several manifests train together) is put before every scene name:
     ``prefix`` or ``prefix:scene``. Returns the pairs grouped by scene (in order of
     first appearance), sorted by date within a scene.
+
+    ``allow_missing`` (a series to fuse): either path of a line may be empty (a fine
+    date without a coarse image, or a coarse date without a fine one), and an
+    optional ``mask`` column names a cloud-mask raster for that date's fine image.
     """
     path = Path(path)
     if not path.is_file():
@@ -155,20 +163,31 @@ def read_manifest(path, scene_prefix=None):
         )
     column = {name: header.index(name) for name in ("date", "fine", "coarse")}
     scene_column = header.index("scene") if "scene" in header else None
+    if allow_missing and "mask" in header:
+        column["mask"] = header.index("mask")
+    optional = ("fine", "coarse", "mask") if allow_missing else ()
     pairs = []
     for line_number, row in enumerate(reader, start=2):
         values = {}
         for name, index in column.items():
             value = row[index].strip() if index < len(row) else ""
-            if not value:
+            if not value and name not in optional:
                 raise CtstfmError(f"Line {line_number} of the manifest {path} has no {name}; fill it in or remove the line.")
             values[name] = value
+        if allow_missing and not (values["fine"] or values["coarse"]):
+            raise CtstfmError(
+                f"Line {line_number} of the manifest {path} has neither a fine nor a coarse image; fill one in or "
+                "remove the line."
+            )
         try:
             date = parse_date(values["date"])
         except CtstfmError as exc:
             raise CtstfmError(f"Line {line_number} of the manifest {path}: {exc}") from None
-        files = {}
-        for name in ("fine", "coarse"):
+        files = {"mask": ""}
+        for name in ("fine", "coarse", "mask"):
+            if not values.get(name):
+                files[name] = ""
+                continue
             file_path = Path(values[name]).expanduser()
             if not file_path.is_absolute():
                 file_path = path.parent / file_path
@@ -181,7 +200,7 @@ def read_manifest(path, scene_prefix=None):
         scene = row[scene_column].strip() if scene_column is not None and scene_column < len(row) else ""
         if scene_prefix:
             scene = f"{scene_prefix}:{scene}" if scene else str(scene_prefix)
-        pairs.append(Pair(date, files["fine"], files["coarse"], scene))
+        pairs.append(Pair(date, files["fine"], files["coarse"], scene, files["mask"]))
     return group_scenes(pairs)
 
 
@@ -219,21 +238,30 @@ def group_scenes(pairs):
     return sorted(pairs, key=lambda pair: (order[pair.scene], pair.date))
 
 
-def series_from_layers(fines, coarses, dates=None, progress=None):
-    """Pairs from two equally long lists of raster paths and their dates.
+def series_from_layers(fines, coarses, dates=None, progress=None, paired=True):
+    """Pairs from lists of raster paths and their dates.
 
-    ``dates`` is a list of dates or one string ``"2021-04-01,2021-05-03,..."`` in
-    the same order as the rasters. When it is empty each date is read from the
-    fine raster's file name (else the coarse one's), and the log says so.
+    ``paired`` (training): two equally long lists, one fine and one coarse raster per
+    date; ``dates`` is a list of dates or one string ``"2021-04-01,2021-05-03,..."`` in
+    the same order as the rasters. Not ``paired`` (a series to fuse): the lists may
+    differ in length and ``dates`` gives the fine rasters' dates, then the coarse
+    rasters'; a fine and a coarse raster of the same date make one pair, any other
+    raster a pair with an empty path. When ``dates`` is empty each date is read from
+    the file name (a pair's fine raster first), and the log says so.
     """
     fines = [str(item) for item in (fines or [])]
     coarses = [str(item) for item in (coarses or [])]
-    if not fines or not coarses:
+    if paired and (not fines or not coarses):
         raise CtstfmError(
             "No series given: pick the fine rasters and the coarse rasters (one of each per date), "
             "or give a manifest CSV with columns date,fine,coarse."
         )
-    if len(fines) != len(coarses):
+    if not paired and not (fines or coarses):
+        raise CtstfmError(
+            "No series given: pick the fine and the coarse rasters, or give a manifest CSV with columns "
+            "date,fine,coarse."
+        )
+    if paired and len(fines) != len(coarses):
         raise CtstfmError(
             f"{len(fines)} fine rasters but {len(coarses)} coarse rasters; give one coarse raster per fine raster, "
             "in the same date order."
@@ -242,29 +270,46 @@ def series_from_layers(fines, coarses, dates=None, progress=None):
         dates = [part for part in re.split(r"[,;\s]+", dates) if part]
     dates = list(dates or [])
     progress = progress or Progress()
+    named = list(zip(fines, coarses)) if paired else [(path,) for path in fines + coarses]
     if dates:
-        if len(dates) != len(fines):
+        if len(dates) != len(named):
+            what = "fine rasters" if paired else "rasters (fine ones first, then coarse ones)"
             raise CtstfmError(
-                f"{len(dates)} dates for {len(fines)} fine rasters; give one date per raster pair, in the same order "
-                "(e.g. 2021-04-01,2021-05-03), or leave the dates empty to read them from the file names."
+                f"{len(dates)} dates for {len(named)} {what}; give one date per raster"
+                + (" pair" if paired else "") + ", in the same order (e.g. 2021-04-01,2021-05-03), or leave the "
+                "dates empty to read them from the file names."
             )
         parsed = [parse_date(item) for item in dates]
     else:
         parsed = []
-        for fine, coarse in zip(fines, coarses):
-            date = date_from_name(fine) or date_from_name(coarse)
+        for paths in named:
+            date = next((found for found in map(date_from_name, paths) if found), None)
             if date is None:
                 raise CtstfmError(
-                    f"No date given and none found in the file name of {fine}; type the dates "
+                    f"No date given and none found in the file name of {paths[0]}; type the dates "
                     "(YYYY-MM-DD, comma-separated, in the order of the rasters) or put YYYY-MM-DD or YYYYMMDD "
                     "in the file names."
                 )
             parsed.append(date)
         progress.info(
             "Dates read from the file names: "
-            + ", ".join(f"{Path(fine).name} -> {date.isoformat()}" for fine, date in zip(fines, parsed))
+            + ", ".join(f"{Path(paths[0]).name} -> {date.isoformat()}" for paths, date in zip(named, parsed))
         )
-    return sorted((Pair(date, fine, coarse) for date, fine, coarse in zip(parsed, fines, coarses)), key=lambda p: p.date)
+    if paired:
+        pairs = (Pair(date, fine, coarse) for date, fine, coarse in zip(parsed, fines, coarses))
+        return sorted(pairs, key=lambda p: p.date)
+    by_date = {}
+    for index, (date, path) in enumerate(zip(parsed, fines + coarses)):
+        kind = "fine" if index < len(fines) else "coarse"
+        entry = by_date.setdefault(date, {"fine": "", "coarse": ""})
+        if entry[kind]:
+            raise CtstfmError(
+                f"Two {kind} rasters have the date {date.isoformat()} ({Path(entry[kind]).name} and "
+                f"{Path(path).name}); give one {kind} raster per date."
+            )
+        entry[kind] = path
+    return [Pair(date, entry["fine"], entry["coarse"]) for date, entry in sorted(by_date.items())]
+
 
 def series_from_inputs(manifest=None, fine=None, coarse=None, dates=None, progress=None):
     """``(series, data_source)`` from what a user gives: manifest(s) *or* fine and coarse rasters.

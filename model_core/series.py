@@ -1,0 +1,863 @@
+"""Fuse a whole time series: a fine image at every target date, in one job.
+
+:func:`fuse_series` is the job people run spatiotemporal fusion for: a few clear
+fine dates (e.g. Landsat) and a coarse image every few days (e.g. MODIS) in, a
+fine image at every target date out. Each target date T is predicted by CTSTFM
+from its coarse image and the nearest usable fine date before T and the nearest
+after it (one when only one exists), and the two predictions are blended per
+pixel (:func:`blend_predictions`):
+
+    w_r = valid_r / (gap_r * (fit_r + FIT_FLOOR) ** 2)
+
+``gap_r`` is the time between the reference and T in days; ``fit_r`` is how
+badly the reference date explains the coarse image at T locally: the reference
+date as the coarse sensor saw it (its own coarse image on the fine grid, or its
+fine image when that date has no coarse one), averaged over a coarse pixel,
+against the coarse image at T; the absolute difference averaged over bands and
+over a coarse pixel around each pixel (reflectance; ``FIT_FLOOR`` keeps a perfect
+fit finite). A reference that changed less since T, where the pixel is, weighs
+more, like an inverse variance. (CTSTFM's prediction, degraded the same way,
+hardly differs between references: its first guess already carries the coarse
+image at T; docs/fusion.md has the measurements.) A pixel invalid in one
+reference (nodata, or masked as cloud) is taken from the other; invalid in
+both, or in the coarse image at T, it is nodata.
+
+Speed: the tiles of a group of targets (the targets between the same two fine
+dates) are visited once; each reference tile is read and encoded once
+(:meth:`~model_core.network.CTSTFM.encode_fine`) and each target's coarse tile
+encoded once (:meth:`~model_core.network.CTSTFM.encode_coarse`), so a target with
+two references costs one coarse encoding and two fusion/decoding passes.
+
+Outputs, in one folder: ``fused_YYYY-MM-DD.tif`` per target (written atomically
+by :class:`~model_core.raster.RasterWriter`; the date, the references and a key
+of everything that made it in its metadata), ``index.csv``, ``stack.vrt`` (one
+band per date and band) and, on request, ``quicklook.png``. A target whose file
+already holds the same key is skipped, so an interrupted run resumes; a cancel
+keeps the groups already finished and leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from . import __version__, paths
+from .errors import Cancelled, CtstfmError
+from .options import SERIES_TARGETS
+from .outputs import atomic_write_text, check_outputs, check_writable
+from .progress import Progress
+from .raster import (
+    DEFAULT_RESAMPLING,
+    RasterInfo,
+    RasterReader,
+    RasterWriter,
+    _fill_invalid,
+    check_overlap,
+    gdal_cache_limit,
+    output_spec,
+    parse_band_list,
+    read_metadata,
+)
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
+
+TARGET_MODES = SERIES_TARGETS
+WEIGHTINGS = ("fit", "time")
+#: Reflectance added to the local misfit so that a near-perfect fit does not take all the weight
+#: (about the coarse sensor's noise plus its residual misregistration, real-pair-facts.md).
+FIT_FLOOR = 0.005
+#: Memory for the blending buffers of one group of targets (targets per group are capped by it).
+GROUP_BUFFER_BYTES = 1 << 30
+#: The misfit's power in the weight: 2 weighs the references like inverse variances (measured in
+#: docs/fusion.md against 1 and 3).
+FIT_POWER = 2
+INDEX_NAME = "index.csv"
+STACK_NAME = "stack.vrt"
+QUICKLOOK_NAME = "quicklook.png"
+INDEX_COLUMNS = ("date", "file", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
+                 "valid_fraction", "status")
+
+
+def output_name(date):
+    """The file name of the fused image of ``date``."""
+    return f"fused_{date.isoformat()}.tif"
+
+
+# --------------------------------------------------------------------------- the series and its targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """One date to fuse: its coarse image, its references (fine :class:`Pair`s) and its output."""
+
+    date: _dt.date
+    coarse: str
+    coarse_date: _dt.date
+    references: tuple
+    path: str
+
+    @property
+    def gaps(self):
+        """Days from each reference to the target (positive: the reference is later)."""
+        return tuple((ref.date - self.date).days for ref in self.references)
+
+
+def load_series(manifest=None, fines=None, coarses=None, dates=None, progress=None):
+    """The dated images of a series (a list of :class:`~model_core.training.Pair`, sorted by
+    date), from a manifest CSV ``date,fine,coarse[,mask]`` whose paths may be empty, or from
+    lists of fine and coarse rasters with their dates (see
+    :func:`~model_core.training.series_from_layers` with ``paired=False``)."""
+    from .training.series import read_manifest, series_from_layers
+
+    if manifest and (fines or coarses):
+        raise CtstfmError("Give either a manifest or the fine and coarse rasters, not both.")
+    if not manifest:
+        return series_from_layers(fines, coarses, dates, progress, paired=False)
+    pairs = read_manifest(manifest, allow_missing=True)
+    if len({pair.scene for pair in pairs}) > 1:
+        raise CtstfmError(
+            f"The manifest {manifest} holds several scenes; a time series is one scene on one grid, so give one "
+            "manifest per scene (drop the scene column)."
+        )
+    seen = set()
+    for pair in pairs:
+        if pair.date in seen:
+            raise CtstfmError(
+                f"The date {pair.date.isoformat()} appears twice in the manifest {manifest}; give one line per date "
+                "(with its fine and/or coarse image)."
+            )
+        seen.add(pair.date)
+    return pairs
+
+
+def target_dates(pairs, mode="missing", start=None, end=None, every_days=None):
+    """``[(date, coarse pair)]`` to fuse. ``missing``: every coarse date without a fine image;
+    ``all``: every coarse date (dates with a fine image are predicted from the other dates, a
+    leave-one-out check); ``step``: from ``start`` to ``end`` every ``every_days`` days, each
+    with the coarse image nearest in time (the earlier one on a tie)."""
+    from .training.series import parse_date
+
+    if mode not in TARGET_MODES:
+        raise CtstfmError(f"Unknown target choice '{mode}'; use one of {', '.join(TARGET_MODES)}.")
+    coarse = [pair for pair in pairs if pair.coarse]
+    if not coarse:
+        raise CtstfmError("The series has no coarse image; give the coarse images of the dates to fuse.")
+    if mode == "all":
+        return [(pair.date, pair) for pair in coarse]
+    if mode == "missing":
+        return [(pair.date, pair) for pair in coarse if not pair.fine]
+    if not every_days or int(every_days) < 1:
+        raise CtstfmError("A regular step needs a step of at least one day (every N days).")
+    first = parse_date(start) if start else coarse[0].date
+    last = parse_date(end) if end else coarse[-1].date
+    if last < first:
+        raise CtstfmError(f"The end date {last} is before the start date {first}; swap them.")
+    days = range(0, (last - first).days + 1, int(every_days))
+    steps = [first + _dt.timedelta(days=offset) for offset in days]
+    return [(day, min(coarse, key=lambda pair: (abs((pair.date - day).days), pair.date))) for day in steps]
+
+
+def pick_references(date, fines, count=2, max_gap_days=None):
+    """The fine pairs a target uses: the nearest fine date before ``date`` and the nearest after it
+    (``count=2``; one when only one side has any), or only the nearest one (``count=1``, the earlier
+    on a tie). A fine image of ``date`` itself is never used. ``max_gap_days`` drops references further
+    away."""
+    usable = [pair for pair in fines if pair.date != date and
+              (max_gap_days is None or abs((pair.date - date).days) <= int(max_gap_days))]
+    before = [pair for pair in usable if pair.date < date]
+    after = [pair for pair in usable if pair.date > date]
+    sides = [side for side in (before[-1:] + after[:1])]
+    if count == 1 and sides:
+        sides = [min(sides, key=lambda pair: (abs((pair.date - date).days), pair.date))]
+    return tuple(sides)
+
+
+def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, every_days=None, references=2,
+                 max_gap_days=None):
+    """The :class:`Target`s of a series, each with its references; a clear error when there is
+    no fine date, no target, or a target without a reference within ``max_gap_days``."""
+    if references not in (1, 2):
+        raise CtstfmError(f"Use 1 or 2 references per date (got {references}).")
+    if max_gap_days is not None and int(max_gap_days) < 1:
+        raise CtstfmError(f"The maximum gap must be at least one day (got {max_gap_days}); leave it empty for none.")
+    fines = [pair for pair in pairs if pair.fine]
+    if not fines:
+        raise CtstfmError(
+            "The series has no fine image; fusion needs at least one fine (e.g. Landsat) date as a reference."
+        )
+    chosen = target_dates(pairs, targets, start, end, every_days)
+    if not chosen:
+        raise CtstfmError(
+            "There is no date to fuse: every coarse date has a fine image. Choose 'all coarse dates' or a regular "
+            "step as the target dates."
+        )
+    planned, orphans = [], []
+    for date, coarse in chosen:
+        refs = pick_references(date, fines, references, max_gap_days)
+        if not refs:
+            orphans.append(date.isoformat())
+            continue
+        path = os.path.join(str(out_folder), output_name(date))
+        planned.append(Target(date, coarse.coarse, coarse.date, refs, path))
+    if orphans:
+        raise CtstfmError(
+            f"No fine date within the maximum gap of {max_gap_days} days of {', '.join(orphans)}; raise the "
+            "maximum gap, add a fine image near those dates, or leave them out of the target dates."
+            if max_gap_days is not None else
+            f"No fine date other than the date itself for {', '.join(orphans)}; add another fine image."
+        )
+    return planned
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_bands=None, mask_band=None):
+    """Open every raster once before any work; returns the fine grid (:class:`RasterInfo`) and the
+    1-based fine and coarse band lists. Every fine image must be on the grid of the first, with the
+    same bands; every coarse image (of the targets and of the references' dates) must overlap it and hold
+    the bands; masks must be readable."""
+    fines = {ref.fine: ref for target in targets for ref in target.references}
+    first = grid = None
+    for path, ref in sorted(fines.items(), key=lambda item: item[1].date):
+        what = f"fine image of {ref.date.isoformat()}"
+        info = RasterInfo.read(path, what)
+        if not info.is_north_up:
+            raise CtstfmError(f"The {what} '{path}' is rotated or not north-up; warp it to a north-up grid first.")
+        if grid is None:
+            first, grid = ref, info
+            bands = parse_band_list(fine_bands, info.count, n_bands, what, band_names)
+            if mask_band is not None and not 1 <= int(mask_band) <= info.count:
+                raise CtstfmError(
+                    f"The mask band {mask_band} does not exist in the {what}, which has {info.count} bands."
+                )
+        elif not info.same_grid(grid) or info.count != grid.count:
+            raise CtstfmError(
+                f"The {what} '{path}' ({info.width} x {info.height} px, {info.count} bands) is not on the grid of the "
+                f"fine image of {first.date.isoformat()} ('{Path(first.fine).name}', {grid.width} x {grid.height} px, "
+                f"{grid.count} bands); every fine image of a series must share one grid and its bands (warp and "
+                "clip them onto one grid first)."
+            )
+        if ref.mask:
+            RasterInfo.read(ref.mask, f"cloud mask of {ref.date.isoformat()}")
+    coarse_list = None
+    coarse_images = {(t.coarse, t.coarse_date) for t in targets}
+    coarse_images |= {(ref.coarse, ref.date) for t in targets for ref in t.references if ref.coarse}
+    for path, date in sorted(coarse_images, key=lambda item: item[1]):
+        what = f"coarse image of {date.isoformat()}"
+        info = RasterInfo.read(path, what)
+        check_overlap(grid, info, "fine images", what)
+        chosen = parse_band_list(coarse_bands, info.count, n_bands, what, band_names)
+        coarse_list = coarse_list or chosen
+    return grid, bands, coarse_list
+
+
+def footprint_pixels(grid, coarse_path):
+    """The coarse pixel's size in fine pixels (odd, at least 3): the scale the misfit is measured at."""
+    info = RasterInfo.read(coarse_path)
+    bounds = info.bounds_in(grid.crs_wkt) or info.bounds
+    size = math.sqrt((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]) / max(info.width * info.height, 1))
+    ratio = size / max(abs(grid.geotransform[1]), 1e-12)
+    return max(3, int(round(ratio)) // 2 * 2 + 1)
+
+
+def series_key(target, model_path, options):
+    """A digest of everything a target's output depends on (inputs with their size and time, the
+    model file, the options): the same key means the existing file can be kept."""
+
+    def stamp(path):
+        if not path:
+            return ""
+        stat = os.stat(path)
+        return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    data = {
+        "date": target.date.isoformat(),
+        "coarse": stamp(target.coarse),
+        "references": [[ref.date.isoformat(), stamp(ref.fine), stamp(ref.mask), stamp(ref.coarse)]
+                       for ref in target.references],
+        "model": stamp(model_path),
+        "options": options,
+        "software": __version__,
+    }
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_done(target, key):
+    """True when the target's output exists and was made with the same ``key``."""
+    if not os.path.isfile(target.path):
+        return False
+    try:
+        return read_metadata(target.path).get("CTSTFM_SERIES_KEY") == key
+    except CtstfmError:
+        return False
+
+
+# --------------------------------------------------------------------------- one group of targets, tile by tile
+
+
+def _box_mean(image, size):
+    """``(B, C, h, w)`` averaged over a ``size`` x ``size`` box around each pixel (rows, then
+    columns); edges replicate, so any tile size works."""
+    import torch.nn.functional as F
+
+    before, after = size // 2, size - 1 - size // 2
+    padded = F.pad(image, (before, after, before, after), mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(padded, (size, 1), stride=1), (1, size), stride=1)
+
+
+def local_misfit(image, coarse, valid, footprint):
+    """How badly ``image`` (a reference date as the coarse sensor saw it, ``(B, C, h, w)``) explains the
+    coarse image around each pixel: the image averaged over a coarse pixel (``footprint`` fine pixels)
+    against the coarse image, the absolute difference averaged over bands, then over the valid pixels
+    of a coarse pixel around. ``(B, h, w)``, reflectance."""
+    difference = (_box_mean(image, footprint) - coarse).abs().mean(dim=1, keepdim=True)
+    mask = valid[:, None]
+    spread = _box_mean(difference * mask, footprint) / _box_mean(mask, footprint).clamp_min(1e-6)
+    return spread[:, 0]
+
+
+def blend_predictions(predictions, references, valids, gaps, coarse, coarse_valid, footprint, weighting="fit"):
+    """Blend the predictions of a target from its references, per pixel (see the module docstring).
+
+    ``predictions`` and ``references`` (each reference date seen at the coarse scale: its coarse image,
+    or its fine image when the date has none): ``(B, C, h, w)`` per reference, in date order;
+    ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
+    ``coarse`` ``(B, C, h, w)`` and ``coarse_valid`` ``(B, h, w)``: the target's coarse image.
+    ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
+    (time gap only). Returns ``(B, C + 2, h, w)``: the blend, its validity (0/1) and the earlier
+    reference's share of the weight.
+    """
+    import torch
+
+    weights = []
+    for reference, valid, gap in zip(references, valids, gaps):
+        weight = valid / float(max(abs(gap), 1))
+        if weighting == "fit":
+            weight = weight / (local_misfit(reference, coarse, valid, footprint) + FIT_FLOOR) ** FIT_POWER
+        weights.append(weight)
+    total = sum(weights)
+    ok = ((total > 0) & (coarse_valid > 0)).to(coarse.dtype)
+    scale = ok / total.clamp_min(1e-12)
+    blended = sum(weight[:, None] * prediction for weight, prediction in zip(weights, predictions)) * scale[:, None]
+    return torch.cat((blended, ok[:, None], (weights[0] * scale)[:, None]), dim=1)
+
+
+class GroupReader:
+    """Reads one window of every reference (reflectance, cloud-masked, filled) and of every target's
+    coarse image (on the fine grid, filled) of a group: the ``read`` of :func:`~model_core.tiling.run_tiled`.
+
+    Inputs: ``(fine (R*C), fine valid (R), coarse (K*C), coarse valid (K), references seen at the coarse
+    scale (R*C))``. Invalid fine pixels are filled from the coarse image of the reference's own date
+    (else the window's band mean), invalid coarse pixels from the target's nearest reference, so no
+    nodata reaches the network.
+    """
+
+    def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, resampling, mask_band=None):
+        self._readers = []
+        self.scale = scale
+        fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}") for ref in references]
+        self.fine = fine
+        self.masks = [self._open(ref.mask, [1], grid, f"cloud mask of {ref.date}", "nearest") if ref.mask else None
+                      for ref in references]
+        self.mask_bands = [self._open(ref.fine, [int(mask_band)], None, "mask band") if mask_band else None
+                           for ref in references]
+        self.ref_coarse = [self._open(ref.coarse, coarse_bands, grid, f"coarse image of {ref.date}", resampling)
+                           if ref.coarse else None for ref in references]
+        self.coarse = [self._open(t.coarse, coarse_bands, grid, f"coarse image of {t.coarse_date}", resampling)
+                       for t in targets]
+        self.nearest = [min(range(len(t.references)), key=lambda i: abs(t.gaps[i])) for t in targets]
+        self.nearest = [references.index(t.references[i]) for t, i in zip(targets, self.nearest)]
+
+    def _open(self, path, bands, grid, what, resampling=DEFAULT_RESAMPLING):
+        reader = RasterReader(path, bands, grid=grid, resampling=resampling, what=what)
+        self._readers.append(reader)
+        return reader
+
+    def _cloud(self, index, window):
+        cloud = None
+        for reader in (self.masks[index], self.mask_bands[index]):
+            if reader is not None:
+                values, known = reader.read(window)
+                flagged = known & (values[0] != 0)
+                cloud = flagged if cloud is None else cloud | flagged
+        return cloud
+
+    def read(self, window):
+        fines, fine_ok, seen = [], [], []
+        for index, reader in enumerate(self.fine):
+            data, ok = reader.read_reflectance(window, self.scale)
+            cloud = self._cloud(index, window)
+            if cloud is not None:
+                ok &= ~cloud
+            other = self.ref_coarse[index]
+            coarse, coarse_ok = other.read_reflectance(window, self.scale) if other else (None, None)
+            if not ok.all():
+                _fill_invalid(data, ok, coarse, coarse_ok)
+            if coarse is not None and not coarse_ok.all():
+                _fill_invalid(coarse, coarse_ok, data, ok)
+            fines.append(data)
+            fine_ok.append(ok)
+            seen.append(coarse if coarse is not None else data)
+        coarses, coarse_ok = [], []
+        for reader, nearest in zip(self.coarse, self.nearest):
+            data, ok = reader.read_reflectance(window, self.scale)
+            if not ok.all():
+                _fill_invalid(data, ok, fines[nearest], fine_ok[nearest])
+            coarses.append(data)
+            coarse_ok.append(ok)
+        inputs = (np.concatenate(fines), np.stack(fine_ok).astype(np.float32),
+                  np.concatenate(coarses), np.stack(coarse_ok).astype(np.float32), np.concatenate(seen))
+        # Validity is per target, in the predictions' channels; the tiling engine's mask stays open.
+        return inputs, np.ones((window.height, window.width), dtype=bool)
+
+    def close(self):
+        for reader in self._readers:
+            reader.close()
+
+
+class SeriesPredictor:
+    """The per-tile work of a group: encode each reference and each target's coarse image once, fuse
+    every (target, reference) pair, blend each target's predictions. The ``process`` of
+    :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 2), h, w)`` (see :func:`blend_predictions`)."""
+
+    def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None):
+        import torch
+
+        self.torch = torch
+        self.model = model.to(device).eval()
+        self.device = device
+        self.uses = [[references.index(ref) for ref in t.references] for t in targets]
+        self.gaps = [t.gaps for t in targets]
+        self.footprint = footprint
+        self.weighting = weighting
+        self.amp_dtype = amp_dtype
+        # The coarse stream's encoding is shared by a target's references only when it sees the coarse
+        # image alone (a network whose coarse stream also takes a reference input encodes per pair).
+        self.coarse_alone = getattr(model.config, "images", 2) == 2
+
+    def _tensor(self, array):
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def __call__(self, batch):
+        from .device import autocast
+
+        torch = self.torch
+        fine, fine_ok, coarse, coarse_ok, seen = (self._tensor(array) for array in batch)
+        b, _, h, w = fine.shape
+        fine = fine.reshape(b, fine_ok.shape[1], -1, h, w)
+        seen = seen.reshape(b, fine_ok.shape[1], -1, h, w)
+        coarse = coarse.reshape(b, coarse_ok.shape[1], -1, h, w)
+        channels_last = torch.channels_last
+        outputs = []
+        with torch.inference_mode():
+            fines = [fine[:, r].contiguous(memory_format=channels_last) for r in range(fine.shape[1])]
+            with autocast(self.amp_dtype, self.device):
+                features = [self.model.encode_fine(image) for image in fines]
+            for k, uses in enumerate(self.uses):
+                image = coarse[:, k].contiguous(memory_format=channels_last)
+                with autocast(self.amp_dtype, self.device):
+                    encoded = self.model.encode_coarse(image) if self.coarse_alone else None
+                    predictions = [self.model(image, fines[r], fine_features=features[r], coarse_features=encoded)
+                                   for r in uses]
+                predictions = [p.float().clamp_min(0.0) for p in predictions]
+                outputs.append(blend_predictions(
+                    predictions, [seen[:, r] for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
+                    image.float(), coarse_ok[:, k], self.footprint, self.weighting,
+                ))
+        return torch.cat(outputs, dim=1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class SeriesResult:
+    """What :func:`fuse_series` did. ``written``: outputs made by this run; ``kept``: outputs of an
+    earlier run with the same inputs and options, left as they were."""
+
+    out_folder: str
+    index: str
+    stack: str
+    quicklook: str
+    dates: list
+    written: list
+    kept: list
+    seconds: float
+    tiles: int
+    predictions: int
+    width: int
+    height: int
+    bands: int
+    device: str
+    groups: int = 0
+    files: dict = field(default_factory=dict)  # date (ISO) -> fused file, every finished date in date order
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class _Job:
+    """Everything the groups of one run share."""
+
+    grid: RasterInfo
+    model: object
+    device: object
+    spec: object
+    scale: float
+    band_names: list
+    fine_bands: list
+    coarse_bands: list
+    options: dict
+    keys: dict
+    footprint: int
+    batch_size: int
+    model_path: str
+    mixed_precision: bool
+
+
+def group_targets(targets, max_per_group):
+    """Consecutive targets with the same references, at most ``max_per_group`` per group: the targets
+    whose tiles are fused in one pass."""
+    groups = []
+    for target in targets:
+        key = tuple(ref.date for ref in target.references)
+        if groups and groups[-1][0] == key and len(groups[-1][1]) < max_per_group:
+            groups[-1][1].append(target)
+        else:
+            groups.append((key, [target]))
+    return [members for _, members in groups]
+
+
+def _target_metadata(job, target, warped):
+    from .fusion import _provenance_summary
+    from .raster_job import output_metadata
+
+    references = [{"date": ref.date.isoformat(), "fine": os.path.abspath(ref.fine), "gap_days": gap}
+                  for ref, gap in zip(target.references, target.gaps)]
+    return output_metadata(
+        "CTSTFM fused fine image of a time series", {"CTSTFM_COARSE_T1": target.coarse},
+        fine_bands=job.fine_bands, coarse_bands=job.coarse_bands, resampling=job.options["resampling"],
+        warped=warped, tile=job.options["tile"], overlap=job.options["overlap"],
+        output_type=job.options["output_type"], spec=job.spec,
+        extra={
+            "ACQUISITION_DATE": target.date.isoformat(),
+            "CTSTFM_DATE": target.date.isoformat(),
+            "CTSTFM_COARSE_DATE": target.coarse_date.isoformat(),
+            "CTSTFM_REFERENCE_DATES": ",".join(ref["date"] for ref in references),
+            "CTSTFM_REFERENCES": json.dumps(references),
+            "CTSTFM_WEIGHTING": job.options["weighting"],
+            "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
+            "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(job.model, "provenance", {})),
+            "CTSTFM_BANDS": ",".join(job.band_names),
+            "CTSTFM_DEVICE": str(job.device),
+            "CTSTFM_SERIES_KEY": job.keys[target.date],
+        },
+    )
+
+
+def _run_group(job, group, progress):
+    """Fuse one group of targets in one pass over the tiles; returns the tiling statistics."""
+    from .device import mixed_precision_dtype
+
+    references = sorted({ref for target in group for ref in target.references}, key=lambda ref: ref.date)
+    grid, bands = job.grid, len(job.fine_bands)
+    amp = mixed_precision_dtype(job.device) if job.mixed_precision else None
+    predictor = SeriesPredictor(job.model.model, job.device, group, references, job.footprint,
+                                job.options["weighting"], amp)
+    counts = np.zeros((len(group), 3))  # valid pixels, sum of the earlier reference's share, all pixels
+    descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
+                    for i, b in enumerate(job.fine_bands)]
+    with ExitStack() as stack:
+        reader = GroupReader(group, references, grid, job.fine_bands, job.coarse_bands, scale=job.scale,
+                             resampling=job.options["resampling"], mask_band=job.options["mask_band"])
+        stack.callback(reader.close)
+        writers = [
+            stack.enter_context(RasterWriter(
+                target.path, grid, bands, job.spec, descriptions=descriptions,
+                metadata=_target_metadata(job, target, coarse.warped), fmt=job.options["output_format"],
+            ))
+            for target, coarse in zip(group, reader.coarse)
+        ]
+
+        def write(window, data, _valid):
+            for k, writer in enumerate(writers):
+                block = data[k * (bands + 2):(k + 1) * (bands + 2)]
+                ok = block[bands] > 0.5
+                writer.write(window, block[:bands], ok)
+                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size)
+
+        stats = run_tiled(grid.width, grid.height, reader.read, predictor, write, tile=job.options["tile"],
+                          overlap=job.options["overlap"], batch_size=job.batch_size, progress=progress)
+        for writer, (valid, share, total) in zip(writers, counts):
+            writer.update_metadata({
+                "CTSTFM_VALID_FRACTION": f"{valid / max(total, 1):.4f}",
+                "CTSTFM_WEIGHT_EARLIER": f"{share / max(valid, 1):.4f}",
+            })
+    return stats
+
+
+def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options, progress):
+    """Load the model, check every input and work out the shared settings (a :class:`_Job`)."""
+    from .device import resolve_device
+    from .model_file import load_model
+
+    inputs = {f"{kind} image of {pair.date}": path for pair in pairs
+              for kind, path in (("fine", pair.fine), ("coarse", pair.coarse), ("cloud mask", pair.mask))}
+    outputs = {f"fused image of {t.date}": t.path for t in plan}
+    outputs.update({name: os.path.join(out_folder, name) for name in (INDEX_NAME, STACK_NAME, QUICKLOOK_NAME)})
+    geotiffs = [f"fused image of {t.date}" for t in plan]
+    check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=geotiffs)
+    torch_device = resolve_device(device)
+    loaded = load_model(model_path, map_location="cpu")
+    band_names = list(loaded.band_names)
+    grid, fine_bands, coarse_bands = check_series_rasters(
+        plan, len(band_names), band_names, options["fine_bands"], options["coarse_bands"], options["mask_band"]
+    )
+    options = dict(options, fine_bands=fine_bands, coarse_bands=coarse_bands)
+    bands = len(fine_bands)
+    per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 2) * min(int(options["tile"]), grid.height) * grid.width * 4))
+    job = _Job(
+        grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], loaded.scale),
+        scale=loaded.scale, band_names=band_names, fine_bands=fine_bands, coarse_bands=coarse_bands, options=options,
+        keys={t.date: series_key(t, model_path, options) for t in plan},
+        footprint=footprint_pixels(grid, plan[0].coarse),
+        batch_size=max(1, int(batch_size or 1)), model_path=str(model_path), mixed_precision=mixed_precision,
+    )
+    return job, per_group
+
+
+def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None, dates=None, model_path=None,
+                            progress=None, **options):
+    """:func:`fuse_series` on the series a user gives as a manifest *or* fine and coarse rasters with
+    dates (:func:`load_series`); ``options`` are :func:`fuse_series`'s. The CLI and QGIS both call this
+    (``model_core.options.FUSE_SERIES``)."""
+    series = load_series(manifest, fine, coarse, dates, progress)
+    return fuse_series(series, model_path, out_folder, progress=progress, **options)
+
+
+def fuse_series(series, model_path, out_folder, *, targets="missing", start=None, end=None, every_days=None,
+                references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
+                device="auto", batch_size=None, fine_bands=None, coarse_bands=None, mask_band=None,
+                resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff", quicklook=False,
+                progress=None, mixed_precision=True):
+    """Fuse a time series into a fine image per target date (see the module docstring).
+
+    ``series``: a manifest path (CSV ``date,fine,coarse[,mask]``, empty paths allowed) or a list of
+    :class:`~model_core.training.Pair` (:func:`load_series`). ``model_path``: a CTSTFM model file
+    (``None``: the bundled default model). ``targets``: ``missing`` (coarse dates
+    without a fine image), ``all`` or ``step`` (``start``, ``end``, ``every_days``). ``references``: 2
+    (before and after, blended) or 1 (the nearest). ``max_gap_days``: farthest usable reference.
+    ``weighting``: ``fit`` or ``time`` (:func:`blend_predictions`). ``mask_band``: a band of the fine
+    images whose non-zero pixels are clouds. The other options are those of
+    :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError`
+    before any work for bad input, :class:`Cancelled` (keeping the finished dates) when cancelled.
+    """
+    from .raster_job import check_choice, check_output_options
+
+    progress = progress or Progress()
+    started = time.perf_counter()
+    check_output_options(tile, overlap, resampling, output_type, output_format)
+    check_choice(weighting, WEIGHTINGS, "weighting")
+    if batch_size is not None and int(batch_size) < 1:
+        raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    out_folder = _output_folder(out_folder)
+    model_path = paths.model_or_default(model_path)
+    if isinstance(series, (str, os.PathLike)):
+        pairs = load_series(manifest=series)
+    else:
+        pairs = sorted(series, key=lambda pair: pair.date)
+    plan = plan_targets(pairs, out_folder, targets=targets, start=start, end=end, every_days=every_days,
+                        references=references, max_gap_days=max_gap_days)
+    options = dict(tile=int(tile), overlap=int(overlap), fine_bands=fine_bands, coarse_bands=coarse_bands,
+                   mask_band=int(mask_band) if mask_band else None, resampling=resampling, output_type=output_type,
+                   output_format=output_format, weighting=weighting, references=int(references))
+    job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,
+                              progress)
+    todo = [t for t in plan if not is_done(t, job.keys[t.date])]
+    kept = [t.path for t in plan if t not in todo]
+    if kept:
+        progress.info(f"{len(kept)} of {len(plan)} date(s) already fused with these inputs and settings: kept.")
+    groups = group_targets(todo, per_group)
+    written, tiles, done = [], 0, 0
+    with gdal_cache_limit():
+        try:
+            for group in groups:
+                refs = ", ".join(sorted({r.date.isoformat() for t in group for r in t.references}))
+                progress.info(f"Fusing {', '.join(t.date.isoformat() for t in group)} from {refs}.")
+                sub = progress.sub(done / len(todo), (done + len(group)) / len(todo))
+                tiles += _run_group(job, group, sub).n_tiles
+                written += [t.path for t in group]
+                done += len(group)
+                write_series_outputs(plan, out_folder, kept, written)
+        except Cancelled:
+            write_series_outputs(plan, out_folder, kept, written)
+            raise Cancelled(
+                f"Cancelled; {len(written) + len(kept)} finished date(s) are kept in {out_folder}, no partial file "
+                "was left; run again with the same settings to resume."
+            ) from None
+    index, stack = write_series_outputs(plan, out_folder, kept, written)
+    picture = write_quicklook(plan, os.path.join(out_folder, QUICKLOOK_NAME), job) if quicklook else ""
+    progress.update(1.0, "done")
+    return SeriesResult(
+        out_folder=out_folder, index=index, stack=stack, quicklook=picture or "",
+        dates=[t.date.isoformat() for t in plan], written=written, kept=kept,
+        seconds=time.perf_counter() - started, tiles=tiles,
+        predictions=sum(len(t.references) for t in todo), width=job.grid.width, height=job.grid.height,
+        bands=len(job.fine_bands), device=str(job.device), groups=len(groups),
+        files={t.date.isoformat(): t.path for t in plan if t.path in set(written) | set(kept)},
+    )
+
+
+def _output_folder(path):
+    """The output folder, created when missing; a clear error when it cannot be written."""
+    if path is None or str(path).strip() == "":
+        raise CtstfmError("No output folder was given; choose a folder for the fused dates.")
+    path = os.path.abspath(str(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CtstfmError(f"The output folder '{path}' is a file; choose a folder.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise CtstfmError(f"Cannot create the output folder '{path}' ({exc.strerror}); choose another one.") from None
+    check_writable(os.path.join(path, INDEX_NAME), "index")
+    return path
+
+
+# --------------------------------------------------------------------------- index, stack, quicklook
+
+
+def write_series_outputs(plan, out_folder, kept, written):
+    """Write ``index.csv`` and ``stack.vrt`` for the finished targets (``kept`` and ``written`` paths);
+    returns their paths (``""`` for the stack when no date is finished)."""
+    finished = [t for t in plan if t.path in set(kept) | set(written)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    for target in finished:
+        meta = read_metadata(target.path)
+        writer.writerow([
+            target.date.isoformat(), os.path.basename(target.path), target.coarse_date.isoformat(),
+            os.path.abspath(target.coarse), " ".join(ref.date.isoformat() for ref in target.references),
+            " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),
+            meta.get("CTSTFM_VALID_FRACTION", ""), "written" if target.path in written else "kept",
+        ])
+    index = os.path.join(out_folder, INDEX_NAME)
+    atomic_write_text(index, buffer.getvalue())
+    stack = os.path.join(out_folder, STACK_NAME)
+    if not finished:
+        return index, ""
+    atomic_write_text(stack, stack_vrt([t.path for t in finished], [t.date for t in finished]))
+    return index, stack
+
+
+def stack_vrt(paths, dates):
+    """A GDAL VRT (XML text) with one band per date and band, ``YYYY-MM-DD band`` as descriptions,
+    referring to the rasters ``paths`` (on one grid) relative to the VRT's folder."""
+    from osgeo import gdal, gdal_array
+
+    info = RasterInfo.read(paths[0])
+    gdal_type = gdal.GetDataTypeName(gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(info.dtype).type))
+    names = [d or f"band {i + 1}" for i, d in enumerate(info.descriptions)]
+    lines = [f'<VRTDataset rasterXSize="{info.width}" rasterYSize="{info.height}">']
+    if info.crs_wkt:
+        lines.append(f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(info.crs_wkt)}</SRS>')
+    lines.append(f"  <GeoTransform>{', '.join(repr(v) for v in info.geotransform)}</GeoTransform>")
+    window = f'xOff="0" yOff="0" xSize="{info.width}" ySize="{info.height}"'
+    number = 0
+    for path, date in zip(paths, dates):
+        for band, name in enumerate(names, start=1):
+            number += 1
+            nodata = info.nodata[band - 1]
+            lines += [
+                f'  <VRTRasterBand dataType="{gdal_type}" band="{number}">',
+                f"    <Description>{escape(date.isoformat())} {escape(name)}</Description>",
+                f'    <Metadata><MDI key="DATE">{date.isoformat()}</MDI>'
+                f'<MDI key="BAND">{escape(name)}</MDI></Metadata>',
+                f"    <NoDataValue>{nodata!r}</NoDataValue>" if nodata is not None else "",
+                "    <SimpleSource>",
+                f'      <SourceFilename relativeToVRT="1">{escape(os.path.basename(path))}</SourceFilename>',
+                f"      <SourceBand>{band}</SourceBand>",
+                f"      <SrcRect {window}/>",
+                f"      <DstRect {window}/>",
+                "    </SimpleSource>",
+                "  </VRTRasterBand>",
+            ]
+    lines.append("</VRTDataset>")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def write_quicklook(plan, path, job, size=160):
+    """A PNG: one thumbnail per fused date (red, green, blue with one stretch for all) and the scene's
+    mean NDVI per date, fused against coarse (when the model has red and NIR bands). Returns the path,
+    or ``""`` when matplotlib is missing or no date is finished."""
+    import dataclasses
+
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return ""
+    finished = [t for t in plan if os.path.isfile(t.path)]
+    if not finished:
+        return ""
+    grid = job.grid
+    factor = max(grid.width, grid.height) / float(size)
+    small = dataclasses.replace(
+        grid, width=max(1, round(grid.width / max(factor, 1))), height=max(1, round(grid.height / max(factor, 1))),
+    )
+    small = dataclasses.replace(small, geotransform=(
+        grid.geotransform[0], grid.geotransform[1] * grid.width / small.width, 0.0,
+        grid.geotransform[3], 0.0, grid.geotransform[5] * grid.height / small.height,
+    ))
+    names = [name.lower() for name in job.band_names]
+    rgb = [names.index(b) if b in names else i for i, b in enumerate(("red", "green", "blue"))]
+    whole = (0, 0, small.width, small.height)
+    fused, coarse = [], []
+    for target in finished:
+        with RasterReader(target.path, grid=small, resampling="average") as reader:
+            fused.append(reader.read_reflectance(whole, job.scale if job.spec.scale else 1.0))
+        with RasterReader(target.coarse, job.coarse_bands, grid=small, resampling="average") as reader:
+            coarse.append(reader.read_reflectance(whole, job.scale))
+    valid_values = np.concatenate([data[rgb][:, ok].ravel() for data, ok in fused]) if fused else np.zeros(1)
+    low, high = np.percentile(valid_values, [2, 98]) if valid_values.size else (0.0, 1.0)
+    ndvi = "red" in names and "nir" in names
+    figure = Figure(figsize=(max(6.0, 1.6 * len(finished)), 4.2 if ndvi else 2.2), dpi=100)
+    for i, (target, (data, ok)) in enumerate(zip(finished, fused)):
+        axes = figure.add_subplot(2 if ndvi else 1, len(finished), i + 1)
+        image = np.clip((np.moveaxis(data[rgb], 0, -1) - low) / max(high - low, 1e-6), 0, 1)
+        image[~ok] = 1.0
+        axes.imshow(image, interpolation="nearest")
+        axes.set_title(target.date.isoformat(), fontsize=7)
+        axes.axis("off")
+    if ndvi:
+        red, nir = names.index("red"), names.index("nir")
+
+        def mean_ndvi(data, ok):
+            values = (data[nir] - data[red]) / np.maximum(data[nir] + data[red], 1e-6)
+            return float(values[ok].mean()) if ok.any() else float("nan")
+
+        axes = figure.add_subplot(2, 1, 2)
+        days = [t.date for t in finished]
+        axes.plot(days, [mean_ndvi(*item) for item in fused], "o-", label="fused (fine)")
+        axes.plot(days, [mean_ndvi(*item) for item in coarse], "s--", label="coarse")
+        axes.set_ylabel("mean NDVI")
+        axes.legend(fontsize=7)
+        axes.tick_params(labelsize=7)
+    figure.tight_layout()
+    temp = f"{path}.{os.getpid()}.part.png"
+    FigureCanvasAgg(figure).print_png(temp)
+    os.replace(temp, path)
+    return path

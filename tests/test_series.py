@@ -1,0 +1,190 @@
+"""The time-series job (model_core.series, fuse-series, ctstfm:fuseseries) on small simulated series,
+with the embedded model: leave-one-date-out accuracy, clouds, resume, bad inputs, QGIS loading and
+qgis_process."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from conftest import CancelAfter, run_qgis_process
+
+from model_core import paths
+from model_core.errors import Cancelled, CtstfmError
+from model_core.raster import RasterInfo, read_metadata
+from model_core.series import fuse_series, load_series
+from model_core.training.series import write_manifest
+
+MODEL = str(paths.DEFAULT_MODEL)
+FAST = dict(tile=64, overlap=8, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads are several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def five_dates(make_series):
+    return make_series(kind="fields", count=5, size=64, seed=3, interval_days=16)
+
+
+def read_all(path):
+    from osgeo import gdal
+
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+def mae(predicted, truth, nodata=-9999):
+    ok = (predicted != nodata).all(axis=0) & (truth != nodata).all(axis=0)
+    return float(np.abs(predicted.astype(float) - truth)[:, ok].mean()) * 1e-4
+
+
+def test_two_references_beat_the_nearest_one_leaving_each_date_out(five_dates, tmp_path):
+    two = fuse_series(str(five_dates.manifest), MODEL, tmp_path / "two", targets="all", **FAST)
+    one = fuse_series(str(five_dates.manifest), MODEL, tmp_path / "one", targets="all", references=1, **FAST)
+    assert two.dates == [d.isoformat() for d in five_dates.dates] and len(two.written) == 5
+    inner = five_dates.items[1:-1]  # the end dates have one reference either way
+    errors = {name: np.mean([mae(read_all(result.files[item.date.isoformat()]), read_all(item.fine))
+                             for item in inner]) for name, result in (("two", two), ("one", one))}
+    assert errors["two"] < 0.95 * errors["one"], errors
+    meta = read_metadata(two.files[inner[0].date.isoformat()])
+    assert meta["CTSTFM_DATE"] == inner[0].date.isoformat()
+    assert meta["CTSTFM_REFERENCE_DATES"] == f"{five_dates.dates[0]},{five_dates.dates[2]}"
+    with open(two.index) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["date"] for row in rows] == two.dates and all(0 < float(r["weight_earlier"]) < 1 for r in rows[1:-1])
+
+
+def test_one_reference_equals_a_fuse_run(five_dates, tmp_path):
+    """The reused encodings change nothing: a one-reference date is exactly ctstfm:fuse's result."""
+    from model_core.fusion import fuse
+
+    items = five_dates.items
+    manifest = write_manifest(tmp_path / "m.csv", [(items[0].date, items[0].fine, items[0].coarse),
+                                                   (items[1].date, "", items[1].coarse)])
+    result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, **FAST)
+    fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / "fuse.tif", **FAST)
+    np.testing.assert_array_equal(read_all(result.files[items[1].date.isoformat()]), read_all(tmp_path / "fuse.tif"))
+
+
+def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
+    from model_core.simulate import write_geotiff
+
+    items = five_dates.items
+    grid = RasterInfo.read(items[0].fine)
+    clouds = {"a": (10, 40), "b": (30, 40)}  # rows and columns from, to; 30:40 is cloudy in both
+    masks = {}
+    for name, (first, last) in clouds.items():
+        cloud = np.zeros((1, 64, 64), dtype=np.int16)
+        cloud[0, first:last, first:last] = 1
+        masks[name] = str(tmp_path / f"cloud_{name}.tif")
+        write_geotiff(masks[name], cloud, grid.geotransform, five_dates.parameters["epsg"], ("cloud",), None)
+    target = items[1]
+
+    def run(name, mask_a, mask_b, with_a=True):
+        rows = [(items[0].date, items[0].fine, items[0].coarse, mask_a)] if with_a else []
+        rows += [(target.date, "", target.coarse, ""), (items[2].date, items[2].fine, items[2].coarse, mask_b)]
+        manifest = str(write_manifest(tmp_path / f"{name}.csv", rows, ("date", "fine", "coarse", "mask")))
+        return read_all(fuse_series(manifest, MODEL, tmp_path / name, **FAST).files[target.date.isoformat()])
+
+    from_b = run("only_b", "", "", with_a=False)
+    cloudy_a = run("cloudy_a", masks["a"], "")
+    inside = (slice(None), slice(10, 40), slice(10, 40))
+    assert (cloudy_a != -9999).all()
+    assert np.abs(cloudy_a[inside].astype(int) - from_b[inside]).max() <= 1  # A's cloud comes from B alone
+    assert np.abs(cloudy_a[:, 45:, 45:].astype(int) - from_b[:, 45:, 45:]).max() > 5  # elsewhere both count
+    both = run("both", masks["a"], masks["b"])
+    assert (both[:, 30:40, 30:40] == -9999).all()
+    assert (both[:, 10:30, 10:40] != -9999).all() and (both[:, 40:] != -9999).all()
+
+
+def test_resume_after_cancel_gives_the_files_of_an_uninterrupted_run(five_dates, tmp_path):
+    items = five_dates.items
+    rows = [(it.date, it.fine if i in (0, 2, 4) else "", it.coarse) for i, it in enumerate(items)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(Cancelled, match="1 finished date"):
+        fuse_series(manifest, MODEL, tmp_path / "resumed", progress=CancelAfter(1), **FAST)
+    assert sorted(os.listdir(tmp_path / "resumed")) == ["fused_2021-12-17.tif", "index.csv", "stack.vrt"]
+    resumed = fuse_series(manifest, MODEL, tmp_path / "resumed", **FAST)
+    straight = fuse_series(manifest, MODEL, tmp_path / "straight", **FAST)
+    assert len(resumed.kept) == 1 and len(resumed.written) == 1 and resumed.groups == 1
+    for day in straight.files:
+        np.testing.assert_array_equal(read_all(resumed.files[day]), read_all(straight.files[day]))
+        assert read_metadata(resumed.files[day]) == read_metadata(straight.files[day])
+    again = fuse_series(manifest, MODEL, tmp_path / "resumed", **FAST)
+    assert again.written == [] and len(again.kept) == 2
+    from osgeo import gdal
+
+    stack = gdal.Open(again.stack)
+    assert stack.RasterCount == 12 and stack.GetRasterBand(7).GetDescription() == "2022-01-18 blue"
+
+
+def test_bad_series_get_one_clear_error(five_dates, tmp_path, make_series):
+    items = five_dates.items
+    no_fine = write_manifest(tmp_path / "a.csv", [(it.date, "", it.coarse) for it in items])
+    with pytest.raises(CtstfmError, match="no fine image"):
+        fuse_series(no_fine, MODEL, tmp_path / "out", **FAST)
+    far = write_manifest(tmp_path / "b.csv",
+                         [(items[0].date, items[0].fine, ""), (items[4].date, "", items[4].coarse)])
+    with pytest.raises(CtstfmError, match="within the maximum gap of 30 days of 2022-02-03"):
+        fuse_series(far, MODEL, tmp_path / "out", max_gap_days=30, **FAST)
+    other = make_series(kind="fields", count=2, size=48, seed=3)
+    mixed = write_manifest(tmp_path / "c.csv", [(items[0].date, items[0].fine, ""),
+                                                (items[1].date, "", items[1].coarse),
+                                                (items[2].date, other.items[0].fine, "")])
+    with pytest.raises(CtstfmError, match="not on the grid of the fine image of 2021-12-01"):
+        fuse_series(mixed, MODEL, tmp_path / "out", **FAST)
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+
+
+def test_layers_with_dates_from_file_names(five_dates):
+    items = five_dates.items
+    pairs = load_series(fines=[items[0].fine, items[2].fine], coarses=[it.coarse for it in items[:3]])
+    assert [(p.date, bool(p.fine), bool(p.coarse)) for p in pairs] == [
+        (items[0].date, True, True), (items[1].date, False, True), (items[2].date, True, True)]
+
+
+def test_qgis_loads_every_date_with_its_temporal_range(qgis_app, five_dates, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    items = five_dates.items
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    result = processing.runAndLoadResults(
+        "ctstfm:fuseseries",
+        {"FINE_LAYERS": [str(items[0].fine), str(items[2].fine)], "COARSE_LAYERS": [str(items[1].coarse)],
+         "TILE_SIZE": 64, "OVERLAP": 8, "DEVICE": 1, "OUTPUT_FOLDER": str(tmp_path / "out")},
+        feedback=QgsProcessingFeedback(), context=context,
+    )
+    assert os.path.isfile(result["INDEX"]) and os.path.isfile(result["STACK"])
+    layers = QgsProject.instance().mapLayersByName(f"CTSTFM fused {items[1].date.isoformat()}")
+    assert len(layers) == 1 and layers[0].isValid()
+    temporal = layers[0].temporalProperties()
+    assert temporal.isActive()
+    assert temporal.fixedTemporalRange().begin().date().toPyDate() == items[1].date
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_qgis_process_fuses_twelve_dates_with_four_fine_ones(installed_plugin_env, make_series, tmp_path):
+    series = make_series(kind="fields", count=12, size=32, seed=11, interval_days=8)
+    fine_dates = {0, 4, 7, 11}
+    rows = [(it.date, it.fine if i in fine_dates else "", it.coarse) for i, it in enumerate(series.items)]
+    manifest = write_manifest(tmp_path / "series.csv", rows)
+    env = dict(installed_plugin_env, OMP_NUM_THREADS="1")
+    done = run_qgis_process(env, "run", "ctstfm:fuseseries", "--", f"MANIFEST={manifest}", f"MODEL={MODEL}",
+                            "TILE_SIZE=32", "OVERLAP=4", "DEVICE=1", "QUICKLOOK=true",
+                            f"OUTPUT_FOLDER={tmp_path / 'out'}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = sorted(os.listdir(tmp_path / "out"))
+    fused = [f"fused_{it.date.isoformat()}.tif" for i, it in enumerate(series.items) if i not in fine_dates]
+    assert names == sorted(fused + ["index.csv", "quicklook.png", "stack.vrt"])
+    assert RasterInfo.read(tmp_path / "out" / "stack.vrt").count == 8 * 6
