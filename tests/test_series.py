@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import CancelAfter, run_qgis_process
 
@@ -64,14 +65,16 @@ def test_two_references_beat_the_nearest_one_leaving_each_date_out(five_dates, t
 
 
 def test_one_reference_equals_a_fuse_run(five_dates, tmp_path):
-    """The reused encodings change nothing: a one-reference date is exactly ctstfm:fuse's result."""
+    """The reused encodings change nothing: a one-reference date is exactly ctstfm:fuse's result
+    (the series runs the network as trained, so fuse is asked for the same 'eager' path)."""
     from model_core.fusion import fuse
 
     items = five_dates.items
     manifest = write_manifest(tmp_path / "m.csv", [(items[0].date, items[0].fine, items[0].coarse),
                                                    (items[1].date, "", items[1].coarse)])
     result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, **FAST)
-    fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / "fuse.tif", **FAST)
+    fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / "fuse.tif", inference="eager", threads=torch.get_num_threads(),
+         **FAST)
     np.testing.assert_array_equal(read_all(result.files[items[1].date.isoformat()]), read_all(tmp_path / "fuse.tif"))
 
 
