@@ -23,8 +23,8 @@ from ..errors import Cancelled, CtstfmError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
-from .loop import run_epochs
-from .reports import build_provenance, closing_message, report_paths, scene_records, write_curve_png
+from .loop import STOP_CANCELLED, run_epochs
+from .reports import build_provenance, closing_message, log_start, report_paths, scene_records, write_curve_png
 from .series import SeriesInfo, check_scenes, resolve_series
 from .split import pooled_split, split_scenes
 from .step import grad_scaler
@@ -51,6 +51,8 @@ class TrainResult:
     seconds: float
     cancelled: bool = False
     message: str = ""
+    stopped: str = "done"  # why training stopped: done, cancelled or time budget
+    baselines: dict = field(default_factory=dict)  # "no_change"/"first_guess" -> validation metrics
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
 
@@ -76,6 +78,7 @@ class TrainSettings:
     seed: int = 0
     min_valid: float = 0.5
     max_validation_windows: int = 64
+    max_minutes: float = 0.0  # time budget of the run in minutes; 0: none
 
     @classmethod
     def checked(cls, **values):
@@ -84,6 +87,8 @@ class TrainSettings:
         lr = float(s.lr)
         if not lr > 0:
             raise CtstfmError(f"LEARNING_RATE is {lr}; give a positive value, e.g. 0.0001.")
+        if not float(s.max_minutes or 0) >= 0:
+            raise CtstfmError(f"MAX_MINUTES is {s.max_minutes}; give 0 (no limit) or a number of minutes, e.g. 10.")
         if not 0.0 < float(s.min_valid) <= 1.0:
             raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
         return cls(
@@ -98,7 +103,11 @@ class TrainSettings:
             seed=int(s.seed),
             min_valid=float(s.min_valid),
             max_validation_windows=int(s.max_validation_windows),
+            max_minutes=float(s.max_minutes or 0),
         )
+
+
+DEFAULT_FIRST_GUESS_BOX = 33
 
 
 @dataclass
@@ -110,6 +119,11 @@ class NetworkChoice:
     scale: float
     init_model: str | None = None
     init_state: dict | None = None  # weights of init_model
+
+    @property
+    def first_guess_box(self):
+        """The box of the first-guess baseline: the network's own, else 33 px (about two 480 m pixels)."""
+        return int(getattr(self.config, "residual_blur", 0) or DEFAULT_FIRST_GUESS_BOX)
 
 
 def choose_network(info, *, init_model=None, width=None, predict_residual=False, residual_blur=0, scale=None,
@@ -316,30 +330,33 @@ def open_data(run, data, rng, progress):
     return validator, sampler
 
 
-def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_source, window_counts, cancelled,
+def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_source, window_counts, stopped,
            seconds, progress):
     """Write the best model with its provenance and the curves; the :class:`TrainResult`."""
     from ..model_file import save_model
 
+    cancelled = stopped == STOP_CANCELLED
     model.load_state_dict(state.best_state)
     model.to("cpu")
     scenes = scene_records(run.scenes, window_counts)
     provenance = build_provenance(
-        run, state, data_source=data_source, scenes=scenes, cancelled=cancelled, seconds=seconds
+        run, state, data_source=data_source, scenes=scenes, stopped=stopped, seconds=seconds
     )
     network = run.network
     save_model(
         str(out_model), model, config=network.config, band_names=network.band_names, scale=network.scale,
         provenance=provenance,
     )
-    png = write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch) if state.history else None
+    png = (write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch, state.baselines)
+           if state.history else None)
     if png is None:
         progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
     message = closing_message(
-        state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, cancelled=cancelled,
-        seconds=seconds,
+        state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
+        seconds=seconds, max_minutes=run.settings.max_minutes,
     )
-    progress.info(message)
+    for line in message.splitlines():
+        progress.info(line)
     progress.update(1.0, "done")
     return TrainResult(
         model_path=str(out_model), report_csv=str(csv_path) if state.history else "", report_png=png,
@@ -347,6 +364,7 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         initial_metrics=state.initial_metrics, history=state.history, train_dates=list(run.split.train_dates),
         validation_dates=list(run.split.validation_dates), validation_mode=run.split.mode, device=run.device,
         seconds=seconds, cancelled=cancelled, message=message, provenance=provenance, scenes=scenes,
+        stopped=stopped, baselines=dict(state.baselines),
     )
 
 
@@ -380,6 +398,7 @@ def train(
     scale=None,
     min_valid=0.5,
     max_validation_windows=64,
+    max_minutes=0,
     data_source=None,
     progress=None,
 ):
@@ -402,7 +421,7 @@ def train(
     settings = TrainSettings.checked(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
-        min_valid=min_valid, max_validation_windows=max_validation_windows,
+        min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     out_model, ckpt_path, csv_path, png_path = _output_paths(out_model)
@@ -418,23 +437,26 @@ def train(
         stack.enter_context(gdal_cache_limit())
         stack.callback(data.close)
         validator, sampler = open_data(run, data, rng, progress)
+        validation_seconds = time.monotonic()
         if state.initial_metrics is None:
             progress.update(0.01, "validating the initial model")
-            state.initial_metrics = validator.run(model)
-            progress.info(f"Initial model: validation {metrics_text(state.initial_metrics)}.")
+            state.start(validator.run(model), model)
+            state.baselines = validator.baselines(run.network.first_guess_box)
+        validation_seconds = time.monotonic() - validation_seconds
+        log_start(state, run.network.first_guess_box, progress)
         precision = f" with {str(run.amp_dtype).replace('torch.', '')} mixed precision" if run.amp_dtype else ""
         progress.info(
             f"Training on {run.device}{precision}: {run.patches_per_epoch} patches of {run.patch} x {run.patch} px "
             f"per epoch, batch {settings.batch_size}, lr {settings.lr:g}, epochs {state.epoch + 1} to {settings.epochs}."
         )
-        cancelled = run_epochs(
+        stopped = run_epochs(
             run, model, optimizer, scaler, rng, state, sampler, validator, ckpt_path=ckpt_path, csv_path=csv_path,
-            started=started, progress=progress,
+            started=started, progress=progress, validation_seconds=validation_seconds,
         )
-    if state.best_state is None:
+    if stopped == STOP_CANCELLED and not state.history:
         raise Cancelled("Cancelled before the first epoch finished; no model was written.")
     return finish(
         run, model, state, out_model=out_model, ckpt_path=ckpt_path, png_path=png_path, csv_path=csv_path,
-        data_source=data_source, window_counts=validator.scene_counts, cancelled=cancelled,
+        data_source=data_source, window_counts=validator.scene_counts, stopped=stopped,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
