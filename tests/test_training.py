@@ -213,6 +213,23 @@ def test_a_model_worse_than_its_start_is_never_kept(trained, sim_series, tmp_pat
     assert all(torch.equal(kept[key], start[key]) for key in start)
 
 
+def test_a_residual_network_starts_from_the_best_of_itself_and_the_references(make_series, tmp_path):
+    """Realistic sensors make the first guess worse than no change: the run starts from no change."""
+    series = make_series(kind="fields", count=3, size=64, seed=5, sensor="realistic", bands="green,red,nir")
+    log = Log()
+    result = train(series.manifest, tmp_path / "start.pt", progress=log, predict_residual=True, residual_blur=33,
+                   **dict(TINY, epochs=1, patches_per_epoch=4))
+    references = result.baselines
+    best = min([references["no_change"]["mae"], references["first_guess"]["mae"]])
+    assert result.initial_metrics["mae"] <= best + 1e-9
+    assert "Starting point:" in log.text()
+    if references["no_change"]["mae"] < references["first_guess"]["mae"]:
+        assert result.initial_metrics == pytest.approx(references["no_change"], rel=1e-5)
+        assert result.provenance["best_epoch"] > 0 or "the unchanged fine image" in log.text()
+    # The kept model never validates worse than the start.
+    assert result.best_metrics["mae"] <= result.initial_metrics["mae"]
+
+
 def test_max_minutes_stops_with_the_best_model_so_far(sim_series, tmp_path):
     log = Log()
     result = train(sim_series.manifest, tmp_path / "budget.pt", progress=log,

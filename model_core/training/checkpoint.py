@@ -39,6 +39,7 @@ class TrainingState:
     initial_metrics: dict | None = None  # the starting model's validation metrics
     seconds_before: float = 0.0  # training time of the runs this one resumes
     baselines: dict = field(default_factory=dict)  # "no_change"/"first_guess" -> metrics on the same windows
+    band_means: list = field(default_factory=list)  # mean reflectance per band of the validation windows
 
     def start(self, metrics, model):
         """Epoch 0: the starting model, validated, is the best so far; training must beat it to replace it."""
@@ -79,6 +80,7 @@ class TrainingState:
             "best_metrics": self.best_metrics,
             "initial_metrics": self.initial_metrics,
             "baselines": self.baselines,
+            "band_means": self.band_means,
             "seconds": seconds,
         }
         _atomic_torch_save(payload, path)
@@ -119,6 +121,7 @@ class TrainingState:
             best_metrics=dict(saved["best_metrics"]),
             initial_metrics=dict(saved["initial_metrics"]),
             baselines=dict(saved.get("baselines") or {}),
+            band_means=list(saved.get("band_means") or []),
             seconds_before=float(saved.get("seconds", 0.0)),
         )
 

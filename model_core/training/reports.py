@@ -162,6 +162,8 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
         "stopped": stopped,
         "max_minutes": settings.max_minutes,
         "baselines": state.baselines,
+        "band_means": state.band_means,
+        "start": settings.start,
         "seed": settings.seed,
         "device": run.device,
         "mixed_precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None,
@@ -208,7 +210,7 @@ def verdict(state):
     gain = improvement(best, baselines["no_change"])
     versus_guess = ""
     if "first_guess" in baselines:
-        versus_guess = f", and on the first guess by {improvement(best, baselines['first_guess']):.1f} %"
+        versus_guess = f"; against the first guess: {improvement(best, baselines['first_guess']):+.1f} % MAE"
     if gain > 0:
         lines.append(
             f"The model improves on the unchanged fine image by {gain:.1f} % MAE (validation MAE "

@@ -26,6 +26,7 @@ from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
 from .loop import STOP_CANCELLED, run_epochs
 from .reports import build_provenance, closing_message, log_start, report_paths, scene_records, write_curve_png
 from .series import SeriesInfo, check_scenes, resolve_series
+from .start import adopt_saved_start, check_start, choose_start
 from .split import pooled_split, split_scenes
 from .step import grad_scaler
 from .validation import Validator, metrics_text
@@ -79,6 +80,7 @@ class TrainSettings:
     min_valid: float = 0.5
     max_validation_windows: int = 64
     max_minutes: float = 0.0  # time budget of the run in minutes; 0: none
+    start: str = "best"  # "best": the best of the model and the references (training/start.py); "model"
 
     @classmethod
     def checked(cls, **values):
@@ -104,6 +106,7 @@ class TrainSettings:
             min_valid=float(s.min_valid),
             max_validation_windows=int(s.max_validation_windows),
             max_minutes=float(s.max_minutes or 0),
+            start=check_start(s.start),
         )
 
 
@@ -284,6 +287,7 @@ def start_model(run, *, ckpt_path, resume, progress):
     optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
     scaler = grad_scaler(run.amp_dtype)
     if resume:
+        adopt_saved_start(run, model, ckpt_path)
         state = TrainingState.resume(
             ckpt_path, run.identity, model=model, optimizer=optimizer, scaler=scaler, rng=rng, lr=run.settings.lr
         )
@@ -399,6 +403,7 @@ def train(
     min_valid=0.5,
     max_validation_windows=64,
     max_minutes=0,
+    start="best",
     data_source=None,
     progress=None,
 ):
@@ -422,6 +427,7 @@ def train(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
         min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes,
+        start=start,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     out_model, ckpt_path, csv_path, png_path = _output_paths(out_model)
@@ -440,8 +446,12 @@ def train(
         validation_seconds = time.monotonic()
         if state.initial_metrics is None:
             progress.update(0.01, "validating the initial model")
-            state.start(validator.run(model), model)
+            initial = validator.run(model)
             state.baselines = validator.baselines(run.network.first_guess_box)
+            state.band_means = validator.band_means
+            _, initial = choose_start(run, model, initial, state.baselines, settings.start, progress)
+            state.identity = run.identity
+            state.start(initial, model)
         validation_seconds = time.monotonic() - validation_seconds
         log_start(state, run.network.first_guess_box, progress)
         precision = f" with {str(run.amp_dtype).replace('torch.', '')} mixed precision" if run.amp_dtype else ""

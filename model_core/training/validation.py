@@ -95,6 +95,7 @@ class Validator:
 
         progress = progress or Progress()
         unchanged, guessed = MetricsAccumulator(), MetricsAccumulator()
+        sums = counts = 0.0
         for index, item in enumerate(self.windows):
             progress.check()
             coarse, fine0, fine1, valid = self.cache[index] if self.cache is not None else self.data.read(*item)
@@ -102,6 +103,11 @@ class Validator:
                                               int(first_guess_box))[0].clamp(min=0.0).numpy()
             unchanged.update(fine0, fine1, valid)
             guessed.update(guess, fine1, valid)
+            sums = sums + (fine1 * valid).sum(axis=(1, 2), dtype=np.float64)
+            counts = counts + float(valid.sum())
+        # The mean reflectance per band (provenance "band_means": what a band-subset model assumes
+        # for a band it does not get).
+        self.band_means = [float(v) for v in sums / max(counts, 1.0)]
         return {"no_change": summarise(unchanged.result()), "first_guess": summarise(guessed.result())}
 
     def run(self, model, progress=None):
