@@ -9,7 +9,7 @@ DIST := dist
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test bench bench-accuracy package install demo train-default sample clean
+.PHONY: setup test test-lts check-qt6 bench bench-accuracy package install demo train-default sample clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,15 @@ $(STAMP): requirements-dev.txt scripts/setup.sh
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The same suite on Debian 13 (QGIS 3.40 LTR, numpy 2, GDAL 3.10, Debian's python3-torch) in a
+# debootstrap chroot kept in /var/cache/ctstfm-lts (CTSTFM_LTS_CACHE=...); needs root.
+test-lts:
+	bash scripts/test_lts.sh
+
+# The static QGIS 4 / Qt 6 check alone (make test runs it too, in tests/test_qgis4.py).
+check-qt6:
+	$(SYSTEM_PYTHON) scripts/check_qt6.py
 
 bench: setup
 	$(PY) scripts/bench.py

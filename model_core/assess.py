@@ -38,7 +38,6 @@ import io
 import math
 import os
 import time
-import uuid
 
 import numpy as np
 
@@ -54,6 +53,7 @@ from .metrics import (
     MetricsAccumulator,
     table_rows,
 )
+from .outputs import atomic_write_text, check_outputs
 from .progress import Progress
 from .raster import (
     FLOAT_NODATA,
@@ -62,7 +62,6 @@ from .raster import (
     RasterInfo,
     RasterReader,
     RasterWriter,
-    check_output_path,
     gdal_cache_limit,
     parse_band_list,
     read_metadata,
@@ -147,6 +146,13 @@ def check_same_grid(info, reference, what, reference_what="reference image"):
     """Raise :class:`CtstfmError` unless ``info`` is on ``reference``'s grid (pixels one to one)."""
     if info.same_grid(reference):
         return
+    if bool(info.crs_wkt) != bool(reference.crs_wkt):
+        missing = info if not info.crs_wkt else reference
+        raise CtstfmError(
+            f"'{missing.path}' has no CRS (coordinate reference system), so it cannot be matched to the other "
+            "image; assign the CRS it was made in (Raster > Projections > Assign Projection, or gdal_edit.py "
+            "-a_srs) and try again."
+        )
     if not same_crs(info.crs_wkt, reference.crs_wkt):
         reason = "another coordinate reference system"
     elif (info.width, info.height) != (reference.width, reference.height):
@@ -254,22 +260,6 @@ def _fmt(value, metric=None):
     return f"{value:.{_DIGITS[metric]}f}"
 
 
-def _write_atomic(path, text):
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        with open(temp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-        raise CtstfmError(f"Writing '{path}' failed ({exc.strerror}); choose another path.") from None
-    return path
-
-
 def table_csv_text(metrics, band_names):
     """The metrics table as CSV: one row per band and a ``mean`` row; full precision."""
     header, rows = table_rows(metrics, band_names)
@@ -284,10 +274,13 @@ def table_csv_text(metrics, band_names):
 def _crs_name(wkt):
     if not wkt:
         return "none"
-    from osgeo import osr
+    from .raster import osr
 
     srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
+    try:
+        srs.ImportFromWkt(wkt)
+    except RuntimeError:  # GDAL exceptions are on (model_core.raster)
+        return "unrecognised"
     name = srs.GetName() or "unnamed"
     code = srs.GetAuthorityCode(None)
     authority = srs.GetAuthorityName(None)
@@ -422,18 +415,13 @@ def assess(
     pred_info = RasterInfo.read(predicted_path, "predicted image")
     ref_info = RasterInfo.read(reference_path, "reference image")
     mask_info = RasterInfo.read(mask_path, "mask") if mask_path else None
-    outputs = {}
-    for key, path, what in (
-        ("error_map", error_map_path, "error map"), ("csv", table_csv, "table"), ("html", html, "HTML report")
-    ):
-        if path is None or str(path).strip() == "":
-            continue
-        path = check_output_path(
-            path, {"predicted image": predicted_path, "reference image": reference_path, "mask": mask_path}, what
-        )
-        if path in outputs.values():
-            raise CtstfmError(f"The {what} '{path}' is also chosen for another output; give each its own file.")
-        outputs[key] = path
+    names_of = {"error_map": "error map", "csv": "table", "html": "HTML report"}
+    checked = check_outputs(
+        {"error map": error_map_path, "table": table_csv, "HTML report": html},
+        {"predicted image": predicted_path, "reference image": reference_path, "mask": mask_path},
+        geotiffs=("error map",),
+    )
+    outputs = {key: checked[what] for key, what in names_of.items() if what in checked}
 
     check_same_grid(pred_info, ref_info, "predicted image")
     tile = auto_block(ref_info.width) if tile is None else int(tile)
@@ -538,9 +526,9 @@ def assess(
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
     if "csv" in outputs:
-        _write_atomic(outputs["csv"], table_csv_text(metrics, names))
+        atomic_write_text(outputs["csv"], table_csv_text(metrics, names))
     if "html" in outputs:
-        _write_atomic(outputs["html"], report_html(metrics, names, info))
+        atomic_write_text(outputs["html"], report_html(metrics, names, info))
     progress.update(1.0, "done")
     result = dict(metrics)
     result.update(

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import __version__
+from . import __version__, paths
 from .errors import CtstfmError
+from .options import DEVICES, OUTPUT_TYPES
 from .progress import Progress
 from .raster import (
     DEFAULT_RESAMPLING,
@@ -39,8 +40,6 @@ from .raster import (
 )
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
 
-DEVICES = ("auto", "cpu", "cuda")
-OUTPUT_TYPES = ("input", "float32")
 
 
 @dataclass
@@ -278,7 +277,7 @@ def fuse(
     its grid is the output's. ``coarse_path``: coarse image at T1 (e.g. MODIS
     MOD09GA), any CRS and resolution; put on the fine grid with ``resampling``
     (``bilinear``, ``cubic``, ``nearest`` or ``average``) unless already on it.
-    ``model_path``: a CTSTFM model file. ``fine_bands`` / ``coarse_bands``:
+    ``model_path``: a CTSTFM model file (``None``: the bundled default model). ``fine_bands`` / ``coarse_bands``:
     1-based band lists in the model's band order (default the first N bands).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
     (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu`` or ``cuda``.
@@ -296,6 +295,7 @@ def fuse(
     """
     progress = progress or Progress()
     started = time.perf_counter()
+    model_path = paths.model_or_default(model_path)
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")

@@ -21,13 +21,12 @@ so a crash never leaves a half-written model behind under the real name.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CtstfmError
+from .outputs import atomic_torch_save
 
 FORMAT_NAME = "ctstfm-model"
 FORMAT_VERSION = 1
@@ -153,22 +152,9 @@ def save_model(path, model_or_state, *, config, band_names, scale, provenance=No
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     except OSError as exc:
         raise ModelFileError(f"Cannot write {path}: {exc.strerror or exc}; choose a folder you can write to.") from exc
-    try:
-        with handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(handle.name, path)
-    except OSError as exc:
-        _remove_quietly(handle.name)
-        raise ModelFileError(f"Cannot write {path}: {exc.strerror or exc}; free some space or choose another folder.") from exc
-    except BaseException:
-        _remove_quietly(handle.name)
-        raise
+    atomic_torch_save(payload, path, error=ModelFileError)
     return path
 
 
@@ -180,19 +166,6 @@ def _non_finite(state):
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return key
     return None
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _remove_quietly(name):
-    try:
-        os.unlink(name)
-    except OSError:
-        pass
 
 
 def _reason(exc) -> str:

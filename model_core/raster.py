@@ -49,23 +49,25 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .errors import CtstfmError
+from .outputs import check_output, check_writable, temporary_name
+
+# GDAL 4 raises Python exceptions by default; say so explicitly (GDAL >= 3.7 warns on every
+# command otherwise, and QGIS >= 3.38 turns them on too). Every call that can fail goes
+# through _try_gdal, which turns GDAL's exception into our own message.
+gdal.UseExceptions()
+osr.UseExceptions()
+from .options import OUTPUT_FORMATS, RESAMPLINGS
 
 #: Resampling methods for putting a coarse raster on the fine grid, by the name
 #: users see, mapped to GDAL's. ``bilinear`` is the default: for 500 m -> 30 m it
 #: gives a smooth field without the blocks of ``nearest`` or the overshoot of
 #: ``cubic``. ``average`` suits the rarer case of a source finer than the grid.
-RESAMPLING_METHODS = {
-    "bilinear": "bilinear",
-    "cubic": "cubic",
-    "nearest": "near",
-    "average": "average",
-}
+RESAMPLING_METHODS = dict(zip(RESAMPLINGS, ("bilinear", "cubic", "near", "average")))
 DEFAULT_RESAMPLING = "bilinear"
 
 #: Nodata written in float32 reflectance outputs (NaN is never written).
 FLOAT_NODATA = -9999.0
 
-OUTPUT_FORMATS = ("GTiff", "COG")
 
 
 class Window(NamedTuple):
@@ -98,6 +100,20 @@ def _quiet_gdal():
 
 def _last_gdal_error(default="unknown GDAL error"):
     return (gdal.GetLastErrorMsg() or default).strip()
+
+
+def _try_gdal(call, default="unknown GDAL error"):
+    """``(result, None)`` of a GDAL call, or ``(None, GDAL's message)`` when it fails.
+
+    With exceptions on, GDAL raises ``RuntimeError``; an error code or ``None`` counts as a failure too.
+    """
+    try:
+        result = call()
+    except RuntimeError as exc:
+        return None, (str(exc).strip() or _last_gdal_error(default))
+    if result is None:
+        return None, _last_gdal_error(default)
+    return result, None
 
 
 def _is_vsi(path):
@@ -134,11 +150,9 @@ def open_raster(path, what="raster"):
     if os.path.isdir(path) and not path.lower().endswith((".gdb", ".safe")):
         raise CtstfmError(f"The {what} '{path}' is a folder, not a raster file; choose the image file.")
     with _quiet_gdal():
-        try:
-            dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
-        except RuntimeError:
-            dataset = None
-        message = _last_gdal_error("not a format GDAL can read")
+        dataset, message = _try_gdal(
+            lambda: gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY), "not a format GDAL can read"
+        )
     if dataset is None:
         raise CtstfmError(
             f"The {what} '{path}' could not be read as a raster ({message}); "
@@ -373,9 +387,9 @@ class RasterReader:
             return info.path
         path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_bands.vrt"
         with _quiet_gdal():
-            subset = gdal.Translate(path, self._dataset, format="VRT", bandList=self.bands)
+            subset, message = _try_gdal(lambda: gdal.Translate(path, self._dataset, format="VRT", bandList=self.bands))
             if subset is None:
-                raise CtstfmError(f"Could not select bands of the {self.what}: {_last_gdal_error()}")
+                raise CtstfmError(f"Could not select bands of the {self.what}: {message}")
             subset = None
         self._vsimem.append(path)
         return path
@@ -419,20 +433,17 @@ class RasterReader:
         path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_warp.vrt"
         options = self._warp_options(self.grid, self.grid.width, self.grid.height, self.resampling, "VRT")
         with _quiet_gdal():
-            try:
-                warped = gdal.Warp(path, self._warp_source, options=options)
-            except RuntimeError:
-                warped = None
+            warped, message = _try_gdal(lambda: gdal.Warp(path, self._warp_source, options=options))
             if warped is None:
                 raise CtstfmError(
                     f"The {self.what} '{self.source_info.path}' could not be resampled onto the grid of "
-                    f"'{self.grid.path}': {_last_gdal_error()}."
+                    f"'{self.grid.path}': {message}."
                 )
             warped = None  # writes the VRT
             self._vsimem.append(path)
-            self._dataset = gdal.Open(path)
+            self._dataset, message = _try_gdal(lambda: gdal.Open(path))
         if self._dataset is None:
-            raise CtstfmError(f"Could not open the resampled {self.what}: {_last_gdal_error()}")
+            raise CtstfmError(f"Could not open the resampled {self.what}: {message}")
         self._read_bands = list(range(1, len(self.bands) + 1))
         # After the warp, invalid is NaN (carried source nodata or outside the source).
         self._read_nodata = (None,) * len(self.bands)
@@ -462,11 +473,11 @@ class RasterReader:
         col, row, width, height = window
         if col < 0 or row < 0 or col + width > self.grid.width or row + height > self.grid.height:
             raise ValueError(f"window {tuple(window)} is outside the {self.grid.width}x{self.grid.height} grid")
-        data = self._dataset.ReadAsArray(
+        data, message = _try_gdal(lambda: self._dataset.ReadAsArray(
             int(col), int(row), int(width), int(height), band_list=self._bands_to_read, buf_type=gdal.GDT_Float32
-        )
+        ))
         if data is None:
-            raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {_last_gdal_error()}")
+            raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {message}")
         data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
         return data, _valid_mask(data, self._nodata_to_check)
 
@@ -493,10 +504,7 @@ class RasterReader:
             return self._sampled_valid_fraction(max_size)
         options = self._warp_options(grid, width, height, "nearest", "MEM")
         with _quiet_gdal():
-            try:
-                small = gdal.Warp("", self._warp_source, options=options)
-            except RuntimeError:
-                small = None
+            small, _ = _try_gdal(lambda: gdal.Warp("", self._warp_source, options=options))
         if small is None:
             return 0.0
         data = np.asarray(small.ReadAsArray(), dtype=np.float32).reshape(len(self.bands), height, width)
@@ -528,12 +536,12 @@ class RasterReader:
         factor = max(grid.width, grid.height) / float(max_size)
         width = max(1, int(round(grid.width / max(factor, 1.0))))
         height = max(1, int(round(grid.height / max(factor, 1.0))))
-        data = self._dataset.ReadAsArray(
+        data, message = _try_gdal(lambda: self._dataset.ReadAsArray(
             0, 0, grid.width, grid.height, buf_xsize=width, buf_ysize=height,
             band_list=self.bands, buf_type=gdal.GDT_Float32,
-        )
+        ))
         if data is None:
-            raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {_last_gdal_error()}")
+            raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {message}")
         data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
         return float(_valid_mask(data, self.nodata).mean())
 
@@ -753,45 +761,15 @@ def output_spec(fine_info, output_type="input", scale=1e-4):
     return OutputSpec(dtype.name, float(nodata), float(scale))
 
 
-def check_writable(path, what="output"):
-    """Raise :class:`CtstfmError` unless a file can be created at ``path``.
+def check_output_path(path, inputs, what="output", geotiff=True):
+    """The output must be creatable and must not be one of the inputs: the one rule of
+    :func:`model_core.outputs.check_outputs` for a single output.
 
-    Checks before any work: a path is given, is not a folder, its folder exists
-    and a file can be created there (by creating and removing an empty one).
-    """
-    if path is None or str(path).strip() == "":
-        raise CtstfmError(f"No {what} file was given; choose where to write the result.")
-    path = os.path.abspath(str(path))
-    if os.path.isdir(path):
-        raise CtstfmError(f"The {what} '{path}' is a folder; give a file name such as fused.tif.")
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise CtstfmError(f"The folder of the {what} '{folder}' does not exist; create it or choose another path.")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise CtstfmError(f"The {what} '{path}' exists and cannot be overwritten; choose another path.")
-    probe = os.path.join(folder, f".ctstfm-probe-{uuid.uuid4().hex}")
-    try:
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise CtstfmError(
-            f"Cannot write into the folder '{folder}' ({exc.strerror}); choose a folder you can write to."
-        ) from None
-    return path
-
-
-def check_output_path(path, inputs, what="output"):
-    """:func:`check_writable`, and the output must not be one of the inputs.
-
-    ``inputs``: ``{name: path}`` of the inputs (empty paths are skipped). Returns
+    ``inputs``: ``{name: path}`` of the inputs (empty paths are skipped);
+    ``geotiff``: the output is a GeoTIFF raster (so it needs a .tif name). Returns
     the output's absolute path; raises :class:`CtstfmError` before any work.
     """
-    path = check_writable(path, what)
-    for name, source in inputs.items():
-        if source and os.path.abspath(str(source)) == path:
-            raise CtstfmError(f"The {what} '{path}' is the {name}, one of the inputs; choose another file name.")
-    return path
+    return check_output(path, inputs, what, geotiff)
 
 
 def _gdal_type(dtype):
@@ -853,8 +831,7 @@ class RasterWriter:
         self.count = int(count)
         self.spec = spec
         self.fmt = fmt
-        folder, name = os.path.split(self.path)
-        self._temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+        self._temp = temporary_name(self.path)
         self._temp_files = [self._temp]
         dtype = np.dtype(spec.dtype)
         block = max(16, min(int(block_size), 512)) // 16 * 16
@@ -869,11 +846,9 @@ class RasterWriter:
         ]
         with _quiet_gdal():
             driver = gdal.GetDriverByName("GTiff")
-            try:
-                dataset = driver.Create(self._temp, grid.width, grid.height, self.count, _gdal_type(dtype), options)
-            except RuntimeError:
-                dataset = None
-            message = _last_gdal_error()
+            dataset, message = _try_gdal(
+                lambda: driver.Create(self._temp, grid.width, grid.height, self.count, _gdal_type(dtype), options)
+            )
         if dataset is None:
             self._remove_temp()
             raise CtstfmError(f"Cannot create the output '{self.path}' ({message}); choose another path.")
@@ -900,33 +875,32 @@ class RasterWriter:
         values = to_output_dtype(data, valid, self.spec)
         if values.shape != (self.count, height, width):
             raise ValueError(f"data of shape {values.shape} does not fit window {tuple(window)}")
-        result = self._dataset.WriteRaster(
-            int(col), int(row), int(width), int(height), values.tobytes(),
-            buf_type=_gdal_type(values.dtype), band_list=list(range(1, self.count + 1)),
-        )
-        if result not in (None, 0):
-            raise CtstfmError(f"Writing '{self.path}' failed ({_last_gdal_error()}); is the disk full?")
+        with _quiet_gdal():
+            written, message = _try_gdal(lambda: self._dataset.WriteRaster(
+                int(col), int(row), int(width), int(height), values.tobytes(),
+                buf_type=_gdal_type(values.dtype), band_list=list(range(1, self.count + 1)),
+            ) in (None, gdal.CE_None) or None)
+        if written is None:
+            raise CtstfmError(f"Writing '{self.path}' failed ({message}); is the disk full?")
 
     def commit(self):
         """Finish the file and move it onto the output path; returns the path."""
         dataset, self._dataset = self._dataset, None
-        dataset.FlushCache()
+        with _quiet_gdal():
+            flushed, message = _try_gdal(lambda: dataset.FlushCache() in (None, gdal.CE_None) or None)
         dataset = None
+        if flushed is None:
+            self._remove_temp()
+            raise CtstfmError(f"Writing '{self.path}' failed ({message}); is the disk full?")
         final = self._temp
         if self.fmt == "COG":
             final = self._temp + ".cog"
             self._temp_files.append(final)
             with _quiet_gdal():
-                try:
-                    cog = gdal.Translate(
-                        final,
-                        self._temp,
-                        format="COG",
-                        creationOptions=["COMPRESS=DEFLATE", "PREDICTOR=YES", "BIGTIFF=IF_SAFER"],
-                    )
-                except RuntimeError:
-                    cog = None
-                message = _last_gdal_error()
+                cog, message = _try_gdal(lambda: gdal.Translate(
+                    final, self._temp, format="COG",
+                    creationOptions=["COMPRESS=DEFLATE", "PREDICTOR=YES", "BIGTIFF=IF_SAFER"],
+                ))
             if cog is None:
                 self._remove_temp()
                 raise CtstfmError(f"Writing the COG '{self.path}' failed ({message}).")

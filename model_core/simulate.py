@@ -1451,7 +1451,7 @@ def coarse_on_fine_grid(coarse, scene):
 
 
 def _srs_wkt(epsg):
-    from osgeo import osr
+    from .raster import osr  # with GDAL's exceptions on, as everywhere in model_core
 
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(int(epsg))
@@ -1470,9 +1470,8 @@ def to_dn(reflectance, mask=None):
 
 def write_geotiff(path, dn, geotransform, epsg, descriptions=BANDS, nodata=NODATA, metadata=None):
     """Write a (B, H, W) array as a GeoTIFF (DEFLATE) with CRS, nodata and band descriptions."""
-    from osgeo import gdal
+    from .raster import gdal  # with GDAL's exceptions on, as everywhere in model_core
 
-    gdal.UseExceptions()
     dn = np.asarray(dn)
     if dn.ndim == 2:
         dn = dn[None]

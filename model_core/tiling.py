@@ -90,16 +90,21 @@ def _starts(size, tile, step):
 
 def _ramp(length, overlap, halo, at_start, at_end):
     """1-D weights of one tile side to side: 0 in the halo, a raised-cosine ramp
-    over ``overlap - 2*halo`` pixels, 1 in the middle; sides on the border stay 1."""
+    over ``overlap - 2*halo`` pixels, 1 in the middle; sides on the border stay 1.
+
+    A tile shorter than the overlap (a raster smaller than a tile on this axis is
+    one tile, whose both sides are on the border) keeps the part of the ramp that
+    fits, so any raster size works, down to 1 x 1."""
     weights = np.ones(length, dtype=np.float32)
     span = overlap - 2 * halo
-    if overlap == 0:
+    if overlap == 0 or (at_start and at_end):
         return weights
-    edge = np.zeros(min(halo + span, length), dtype=np.float32)
+    edge = np.zeros(halo + max(span, 0), dtype=np.float32)
     if span > 0:
-        edge[halo:halo + span] = np.sin(0.5 * np.pi * (np.arange(span) + 0.5) / span) ** 2
+        edge[halo:] = np.sin(0.5 * np.pi * (np.arange(span) + 0.5) / span) ** 2
     else:
         edge[halo:] = 1.0
+    edge = edge[:length]
     n = edge.size
     if not at_start:
         weights[:n] = np.minimum(weights[:n], edge)

@@ -16,11 +16,20 @@ QGIS_PLUGINS = "/usr/share/qgis/python/plugins"
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# GDAL >= 3.7 warns on every call until UseExceptions() or DontUseExceptions() is called; model_core
+# calls it. Make that warning an error in every command the tests start (CLI, qgis_process) ...
+GDAL_WARNINGS = ["error:Neither gdal:FutureWarning", "error:Neither osr:FutureWarning", "error:Neither ogr:FutureWarning"]
+os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *GDAL_WARNINGS]))
 for path in (str(ROOT), QGIS_PLUGINS):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 from model_core.progress import Progress  # noqa: E402
+
+
+def pytest_configure(config):
+    # ... and in the tests themselves.
+    config.addinivalue_line("filterwarnings", r"error:Neither (gdal|osr|ogr)\.UseExceptions:FutureWarning")
 
 
 class CancelAfter(Progress):

@@ -252,16 +252,17 @@ def test_definition_html_output_and_help(qgis_app):
         QgsApplication,
         QgsProcessingOutputHtml,
         QgsProcessingOutputNumber,
-        QgsProcessingParameterDefinition,
     )
+
+    from ctstfm_qgis.compat import FLAG_ADVANCED
 
     alg = QgsApplication.processingRegistry().createAlgorithmById("ctstfm:assess")
     assert alg.group() == "Assessment" and alg.displayName() == "Assess Fusion Accuracy"
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names[:3] == ["PREDICTED", "REFERENCE", "MASK"]
     assert names[-3:] == ["ERROR_MAP", "OUTPUT_TABLE", "OUTPUT_HTML"]
-    advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert advanced == {"BANDS", "SCALE", "ERGAS_RATIO"}
+    advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & FLAG_ADVANCED}
+    assert advanced == {"BANDS", "SCALE", "PRED_SCALE", "REF_SCALE", "ERGAS_RATIO"}
     assert isinstance(alg.outputDefinition("OUTPUT_HTML"), QgsProcessingOutputHtml) and alg.hasHtmlOutputs()
     for name in ("MAE", "RMSE", "PSNR", "SSIM", "SAM", "ERGAS", "CC"):
         assert isinstance(alg.outputDefinition(name), QgsProcessingOutputNumber), name

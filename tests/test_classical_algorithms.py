@@ -212,7 +212,9 @@ def test_processing_run_both_methods(qgis_app, same_grid, tmp_path):
 
 
 def test_definitions_and_help(qgis_app):
-    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+    from qgis.core import QgsApplication
+
+    from ctstfm_qgis.compat import FLAG_ADVANCED
 
     registry = QgsApplication.processingRegistry()
     td = registry.createAlgorithmById("ctstfm:temporaldifference")
@@ -226,7 +228,7 @@ def test_definitions_and_help(qgis_app):
         assert name in names, name
     assert sf.parameterDefinition("WINDOW").defaultValue() == 31
     assert sf.parameterDefinition("CLASSES").defaultValue() == 40
-    advanced = {p.name() for p in td.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
+    advanced = {p.name() for p in td.parameterDefinitions() if p.flags() & FLAG_ADVANCED}
     assert {"RESAMPLING", "OUTPUT_TYPE", "COARSE_BANDS", "SCALE"} <= advanced
     assert "Gao" in sf.shortHelpString() and "2006" in sf.shortHelpString()
     for alg in (td, sf):

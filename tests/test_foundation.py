@@ -57,6 +57,16 @@ def test_model_core_command_line():
     assert info["model_core"] and info["torch"] and info["gdal"]
 
 
+def test_gdal_exceptions_are_explicitly_on():
+    # GDAL >= 3.7 prints a FutureWarning on every command unless this is chosen explicitly
+    # (conftest makes that warning an error in every command the tests start).
+    from osgeo import gdal, osr
+
+    import model_core.raster  # noqa: F401
+
+    assert gdal.GetUseExceptions() == 1 and osr.GetUseExceptions() == 1
+
+
 def test_model_core_never_imports_qgis():
     offenders = [
         str(path)

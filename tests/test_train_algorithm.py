@@ -56,7 +56,9 @@ def rows(path):
 
 
 def test_train_algorithm_is_declared(qgis_app):
-    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+    from qgis.core import QgsApplication
+
+    from ctstfm_qgis.compat import FLAG_ADVANCED
 
     alg = QgsApplication.processingRegistry().algorithmById("ctstfm:train")
     assert alg is not None and alg.group() == "Training" and alg.displayName() == "Train CTSTFM"
@@ -67,7 +69,7 @@ def test_train_algorithm_is_declared(qgis_app):
         "REFERENCES",
     } <= names
     advanced = {
-        p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+        p.name() for p in alg.parameterDefinitions() if p.flags() & FLAG_ADVANCED
     }
     assert {"LEARNING_RATE", "VALIDATION_FRACTION", "REFERENCES"} <= advanced
     assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT_MODEL", "REPORT_CSV", "REPORT_PNG"}

@@ -1,23 +1,17 @@
 """``ctstfm:assess`` — Assess Fusion Accuracy.
 
 A thin face on :func:`model_core.assess.assess` (numpy and GDAL only: no torch
-needed). Besides the files (error map, CSV table, HTML report shown in the
+needed; parameters: :data:`model_core.options.ASSESS`). Besides the files (error map, CSV table, HTML report shown in the
 Results Viewer) it returns each metric's band mean as a number, so a graphical
 model can use them.
 """
 
-from qgis.core import (
-    QgsProcessingException,
-    QgsProcessingOutputNumber,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
-)
+from qgis.core import QgsProcessingOutputNumber
+
+from model_core.options import ASSESS
 
 from .base import CtstfmAlgorithm
-from .params import add_advanced, name_output_layer, raster_layer_source
+from .params import name_output_layer
 
 #: (output name, metric key, description) of the numeric outputs.
 NUMBERS = [
@@ -67,103 +61,31 @@ class AssessAlgorithm(CtstfmAlgorithm):
     group_key = "assessment"
     help_text = HELP
     needs_torch = False
+    operation = ASSESS
+    VALID_PIXELS = "VALID_PIXELS"
 
     def tags(self):
         return ["ctstfm", "accuracy", "assessment", "validation", "rmse", "ssim", "psnr", "sam", "ergas", "error"]
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("PREDICTED", "Predicted fine image (e.g. fused)"))
-        self.addParameter(
-            QgsProcessingParameterRasterLayer("REFERENCE", "Reference fine image of the same date (e.g. real Landsat)")
-        )
-        self.addParameter(
-            QgsProcessingParameterRasterLayer("MASK", "Mask (same grid; nonzero = assess)", optional=True)
-        )
-        advanced = [
-            QgsProcessingParameterString(
-                "BANDS",
-                "Bands to compare (e.g. 1,2,3 or predicted:reference pairs 1:3,2:4; empty: all)",
-                defaultValue="",
-                optional=True,
-            ),
-            QgsProcessingParameterNumber(
-                "SCALE", "Reflectance per DN of integer rasters (float rasters are read as reflectance)",
-                QgsProcessingParameterNumber.Double, defaultValue=0.0001, minValue=0.0,
-            ),
-            QgsProcessingParameterNumber(
-                "ERGAS_RATIO", "Fine / coarse pixel size for ERGAS (30 m / 480 m = 0.0625)",
-                QgsProcessingParameterNumber.Double, defaultValue=0.0625, minValue=0.0,
-            ),
-        ]
-        add_advanced(self, advanced)
-        self.addParameter(
-            QgsProcessingParameterRasterDestination(
-                "ERROR_MAP", "Error map (mean absolute error per pixel)", optional=True, createByDefault=True
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT_TABLE", "Metrics table", "CSV files (*.csv)", optional=True, createByDefault=True
-            )
-        )
-        # An HTML file filter makes the output a QgsProcessingOutputHtml: the dialog lists it in the
-        # Results Viewer.
-        self.addParameter(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT_HTML", "Accuracy report", "HTML files (*.html)", optional=True, createByDefault=True
-            )
-        )
+    def add_outputs(self):
         for name, _, description in NUMBERS:
-            self.addOutput(QgsProcessingOutputNumber(name, description))
-        self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Number of pixels assessed"))
-
-    def _destination(self, parameters, name, context, kind):
-        if kind == "raster":
-            path = self.parameterAsOutputLayer(parameters, name, context)
-        else:
-            path = self.parameterAsFileOutput(parameters, name, context)
-        return (path or "").strip() or None
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(description)))
+        self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Number of pixels assessed")))
 
     def process(self, parameters, context, feedback, progress):
         from model_core.assess import assess
-
-        predicted, pred_layer = raster_layer_source(self, parameters, "PREDICTED", context, "predicted image")
-        reference, _ = raster_layer_source(self, parameters, "REFERENCE", context, "reference image")
-        mask, _ = raster_layer_source(self, parameters, "MASK", context, "mask", optional=True)
-        error_map = self._destination(parameters, "ERROR_MAP", context, "raster")
-        table = self._destination(parameters, "OUTPUT_TABLE", context, "file")
-        html = self._destination(parameters, "OUTPUT_HTML", context, "file")
-        if error_map and not error_map.lower().endswith((".tif", ".tiff")):
-            raise QgsProcessingException(f"The error map '{error_map}' must be a GeoTIFF file (.tif).")
-        scale = self.parameterAsDouble(parameters, "SCALE", context)
-        ratio = self.parameterAsDouble(parameters, "ERGAS_RATIO", context)
-        if not scale > 0 or not ratio > 0:
-            raise QgsProcessingException(
-                "The reflectance scale and the ERGAS ratio must be positive numbers (e.g. 0.0001 and 0.0625)."
-            )
-        result = assess(
-            predicted,
-            reference,
-            mask_path=mask,
-            bands=(self.parameterAsString(parameters, "BANDS", context) or "").strip() or None,
-            scale=scale,
-            ratio=ratio,
-            error_map_path=error_map,
-            table_csv=table,
-            html=html,
-            progress=progress,
-        )
         from model_core.metrics import format_table
 
+        kwargs, layers = self.arguments(parameters, context)
+        result = assess(**kwargs, progress=progress)
         feedback.pushInfo(format_table(result, result["band_names"]))
-        feedback.pushInfo(f"{result['counts']['pixels']} pixels assessed.")
+        feedback.pushInfo(self.tr("{} pixels assessed.").format(result["counts"]["pixels"]))
         outputs = {name: result[key]["mean"] for name, key, _ in NUMBERS}
-        outputs["VALID_PIXELS"] = result["counts"]["pixels"]
+        outputs[self.VALID_PIXELS] = result["counts"]["pixels"]
+        error_map = kwargs["error_map_path"]
         if error_map:
-            outputs["ERROR_MAP"] = error_map
-            name_output_layer(context, error_map, f"Absolute error of {pred_layer.name()}")
-        if table:
-            outputs["OUTPUT_TABLE"] = table
-        if html:
-            outputs["OUTPUT_HTML"] = html
+            name_output_layer(context, error_map, f"Absolute error of {layers['predicted_path'].name()}")
+        for option in ("error_map_path", "table_csv", "html"):
+            if kwargs[option]:
+                outputs[ASSESS.option(option).qgis] = kwargs[option]
         return outputs

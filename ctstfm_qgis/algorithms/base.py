@@ -15,31 +15,15 @@ resampling and output type. The parameters themselves are built and read by
 import importlib
 import platform
 
-from qgis.core import (
-    QgsProcessingAlgorithm,
-    QgsProcessingException,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
-)
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtGui import QIcon
 
 from model_core.errors import Cancelled, CtstfmError
 from model_core.paths import RESOURCES_DIR
 from model_core.progress import Progress
 
-from .params import (
-    add_advanced,
-    add_tiling_parameters,
-    band_arguments,
-    band_parameters,
-    geotiff_output,
-    name_output_layer,
-    output_arguments,
-    output_parameters,
-    raster_layer_source,
-    tiling_arguments,
-)
+from ..compat import translate
+from .params import add_operation_parameters, name_output_layer, operation_arguments
 
 GROUPS = {
     "fusion": "Fusion",
@@ -107,24 +91,46 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
     group_key = "fusion"
     help_text = ""
     needs_torch = True
+    #: The :class:`model_core.options.Operation` whose options are this algorithm's parameters.
+    operation = None
+
+    def __init_subclass__(cls, **kwargs):
+        # Every parameter name of the spec becomes a class constant (FuseAlgorithm.FINE == "FINE").
+        super().__init_subclass__(**kwargs)
+        for option in cls.operation.options if cls.operation else ():
+            setattr(cls, option.qgis, option.qgis)
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def tr(self, text):
+        return translate(type(self).__name__, text)
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_operation_parameters(self, self.operation)
+        self.add_outputs()
+
+    def add_outputs(self):
+        """Outputs that are not parameters (numbers, reports); subclasses add theirs here."""
+
+    def arguments(self, parameters, context):
+        """``(kwargs, layers)`` of :func:`.params.operation_arguments` for this algorithm's operation."""
+        return operation_arguments(self, self.operation, parameters, context)
 
     def name(self):
         return self.algorithm_id
 
     def displayName(self):  # noqa: N802
-        return self.display_name
+        return self.tr(self.display_name)
 
     def group(self):
-        return GROUPS[self.group_key]
+        return self.tr(GROUPS[self.group_key])
 
     def groupId(self):  # noqa: N802
         return self.group_key
 
     def shortHelpString(self):  # noqa: N802
-        return self.help_text
+        return self.tr(self.help_text)
 
     def icon(self):
         return QIcon(str(RESOURCES_DIR / "icon.svg"))
@@ -169,68 +175,22 @@ leaves no file behind.</p>
 
 
 class ClassicalFusionAlgorithm(CtstfmAlgorithm):
-    """The parameters and plumbing the classical methods share."""
+    """What the classical methods share: their inputs, the core call and the closing message."""
 
     group_key = "classical"
-    default_overlap = 0
-    overlap_label = "Tile overlap (pixels)"
-    output_label = "Fused fine image at T1"
     layer_prefix = ""
 
     def tags(self):
         return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "classical", "baseline"]
 
-    def add_inputs(self):
-        self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0 (e.g. Landsat)"))
-        self.addParameter(QgsProcessingParameterRasterLayer("COARSE_T0", "Coarse image at T0 (e.g. MODIS)"))
-        self.addParameter(QgsProcessingParameterRasterLayer("COARSE_T1", "Coarse image at T1 (e.g. MODIS)"))
-
-    def add_tiles(self):
-        add_tiling_parameters(self, self.default_overlap, self.overlap_label)
-
-    def advanced_parameters(self):
-        return [
-            *band_parameters(
-                "Fine image bands (e.g. 1,2,3,4,5,6; empty: all bands)",
-                "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
-            ),
-            QgsProcessingParameterNumber(
-                "SCALE", "Reflectance per DN (0.0001 for DN x 10000; 1 for reflectance)",
-                QgsProcessingParameterNumber.Double, defaultValue=0.0001, minValue=0.0,
-            ),
-            *output_parameters("Resampling of the coarse images onto the fine grid"),
-        ]
-
-    def add_advanced(self, parameters):
-        add_advanced(self, parameters)
-
-    def add_output(self):
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.output_label))
-
-    def common_arguments(self, parameters, context, progress):
-        """``(fine, coarse_t0, coarse_t1, output, kwargs, coarse_t1_layer)`` for the core functions."""
-        fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image at T0")
-        coarse_t0, _ = raster_layer_source(self, parameters, "COARSE_T0", context, "coarse image at T0")
-        coarse_t1, layer = raster_layer_source(self, parameters, "COARSE_T1", context, "coarse image at T1")
-        output = geotiff_output(self, parameters, "OUTPUT", context)
-        scale = self.parameterAsDouble(parameters, "SCALE", context)
-        if not scale > 0:
-            raise QgsProcessingException(
-                f"The reflectance scale must be positive (got {scale}); use 0.0001 for DN x 10000, 1 for reflectance."
-            )
-        kwargs = dict(
-            **tiling_arguments(self, parameters, context),
-            **band_arguments(self, parameters, context),
-            **output_arguments(self, parameters, context),
-            scale=scale,
-            progress=progress,
-        )
-        return fine, coarse_t0, coarse_t1, output, kwargs, layer
-
-    def finish(self, result, output, coarse_t1_layer, context, feedback):
+    def process(self, parameters, context, feedback, progress):
+        kwargs, layers = self.arguments(parameters, context)
+        result = self.operation.core_function()(**kwargs, progress=progress)
         feedback.pushInfo(
-            f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "
-            f"({result.method}, {result.tiles} tile(s))."
+            self.tr("Wrote {} x {} px, {} bands in {:.1f} s ({}, {} tile(s)).").format(
+                result.width, result.height, result.bands, result.seconds, result.method, result.tiles
+            )
         )
-        name_output_layer(context, output, f"{self.layer_prefix} {coarse_t1_layer.name()}")
-        return {"OUTPUT": output}
+        output = kwargs["out_path"]
+        name_output_layer(context, output, f"{self.layer_prefix} {layers['coarse_t1'].name()}")
+        return {self.OUTPUT: output}

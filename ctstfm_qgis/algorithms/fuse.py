@@ -1,36 +1,15 @@
 """``ctstfm:fuse`` — Spatiotemporal Fusion.
 
-A thin face on :func:`model_core.fusion.fuse`: it turns the parameters into the
-core's arguments, reports progress and honours cancel once per tile (through
+A thin face on :func:`model_core.fusion.fuse` (parameters: :data:`model_core.options.FUSE`):
+it turns the parameters into the core's arguments, reports progress and honours cancel once per tile (through
 ``FeedbackProgress``), and names the output layer that the dialog loads. It works
 the same in the Toolbox, the graphical modeler and ``qgis_process``.
 """
 
-import os
-
-from qgis.core import (
-    QgsProcessingException,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
-)
+from model_core.options import FUSE
 
 from .base import CtstfmAlgorithm
-from .params import (
-    add_advanced,
-    add_device_parameter,
-    add_tiling_parameters,
-    band_arguments,
-    band_parameters,
-    device_argument,
-    geotiff_output,
-    name_output_layer,
-    output_arguments,
-    output_parameters,
-    raster_layer_source,
-    tiling_arguments,
-)
+from .params import name_output_layer
 
 HELP = """
 <p>Predicts the <b>fine image at date T1</b> (e.g. Landsat, 30 m) from the <b>coarse image at T1</b>
@@ -68,78 +47,21 @@ class FuseAlgorithm(CtstfmAlgorithm):
     display_name = "Spatiotemporal Fusion"
     group_key = "fusion"
     help_text = HELP
+    operation = FUSE
 
     def tags(self):
         return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "downscaling", "deep learning"]
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("FINE", "Fine image at T0 (e.g. Landsat)"))
-        self.addParameter(QgsProcessingParameterRasterLayer("COARSE", "Coarse image at T1 (e.g. MODIS)"))
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "MODEL",
-                "CTSTFM model file (.pt; empty: the plugin's own model)",
-                behavior=QgsProcessingParameterFile.File,
-                extension="pt",
-                optional=True,
-            )
-        )
-        add_tiling_parameters(self, 32)
-        add_device_parameter(self)
-        advanced = [
-            *band_parameters(
-                "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-                "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
-            ),
-            *output_parameters("Resampling of the coarse image onto the fine grid"),
-            QgsProcessingParameterNumber(
-                "BATCH_SIZE",
-                "Tiles per batch (0: automatic; more only helps on a GPU)",
-                QgsProcessingParameterNumber.Integer,
-                defaultValue=0,
-                minValue=0,
-            ),
-        ]
-        add_advanced(self, advanced)
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused fine image at T1"))
-
-    def model_path(self, parameters, context):
-        """The chosen model file, or the plugin's own model when none was chosen."""
-        from model_core import paths
-
-        chosen = (self.parameterAsFile(parameters, "MODEL", context) or "").strip()
-        if chosen:
-            return chosen
-        if os.path.isfile(str(paths.DEFAULT_MODEL)):
-            return str(paths.DEFAULT_MODEL)
-        raise QgsProcessingException(
-            "No model file was chosen and this installation of the plugin has no built-in model; "
-            "pick a CTSTFM model file (.pt), or train one with 'Train CTSTFM' in the Training group."
-        )
-
     def process(self, parameters, context, feedback, progress):
         from model_core.fusion import fuse
 
-        fine, _ = raster_layer_source(self, parameters, "FINE", context, "fine image")
-        coarse, coarse_layer = raster_layer_source(self, parameters, "COARSE", context, "coarse image")
-        model = self.model_path(parameters, context)
-        output = geotiff_output(self, parameters, "OUTPUT", context)
-        batch_size = self.parameterAsInt(parameters, "BATCH_SIZE", context)
-        result = fuse(
-            fine,
-            coarse,
-            model,
-            output,
-            device=device_argument(self, parameters, context),
-            batch_size=batch_size if batch_size > 0 else None,
-            progress=progress,
-            **tiling_arguments(self, parameters, context),
-            **band_arguments(self, parameters, context),
-            **output_arguments(self, parameters, context),
-        )
+        kwargs, layers = self.arguments(parameters, context)
+        result = fuse(**kwargs, progress=progress)
         feedback.pushInfo(
-            f"Wrote {result.width} x {result.height} px, {result.bands} bands in {result.seconds:.1f} s "
-            f"({result.megapixels_per_second:.2f} Mpx/s on {result.device})."
+            self.tr("Wrote {} x {} px, {} bands in {:.1f} s ({:.2f} Mpx/s on {}).").format(
+                result.width, result.height, result.bands, result.seconds, result.megapixels_per_second,
+                result.device,
+            )
         )
-        name_output_layer(context, output, f"CTSTFM fused {coarse_layer.name()}")
-        return {"OUTPUT": output}
+        name_output_layer(context, kwargs["out_path"], f"CTSTFM fused {layers['coarse_path'].name()}")
+        return {self.OUTPUT: kwargs["out_path"]}

@@ -1,108 +1,97 @@
-"""The parameters several algorithms share: how they are defined and how they are read.
+"""The QGIS face of :mod:`model_core.options`: parameters from an operation's spec, and the
+core function's keyword arguments back from the parameter values.
 
-Builders (``add_*`` / ``*_parameters``) define the parameters on an algorithm with
-the same names, labels and defaults everywhere; readers (``*_arguments``) turn
-them into the keyword arguments of the core's functions. Also the checks of
-input rasters and output files, and the naming of the layer the dialog loads.
+:func:`add_operation_parameters` defines one QGIS parameter per option (its name, label,
+default, range, choices and Advanced flag all come from the spec); :func:`operation_arguments`
+turns the values into the core's arguments: layers into file paths (GDAL files only), enum
+indices into choices, the ``unset`` value into ``None``. Also the naming of the layer the dialog
+loads.
 """
 
 import os
 
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
-DEVICES = ["auto", "cpu", "cuda"]
-RESAMPLINGS = ["bilinear", "cubic", "nearest", "average"]
-OUTPUT_TYPES = [("input", "Same as the fine input (DN, its data type and nodata)"), ("float32", "Float32 reflectance")]
-FORMATS = [("GTiff", "GeoTIFF (tiled, compressed)"), ("COG", "Cloud Optimized GeoTIFF")]
-
+from ..compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_RASTER
 
 # --------------------------------------------------------------------------- definitions
 
 
-def add_advanced(alg, parameters):
-    """Add ``parameters`` to ``alg`` under the dialog's Advanced section."""
-    for parameter in parameters:
-        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+def _number(option, label):
+    kwargs = dict(defaultValue=option.shown_default)
+    if option.minimum is not None:
+        kwargs["minValue"] = option.minimum
+    if option.maximum is not None:
+        kwargs["maxValue"] = option.maximum
+    kind = NUMBER_INTEGER if option.kind == "int" else NUMBER_DOUBLE
+    parameter = QgsProcessingParameterNumber(option.qgis, label, kind, **kwargs)
+    if option.decimals is not None:
+        parameter.setMetadata({"widget_wrapper": {"decimals": option.decimals}})
+    return parameter
+
+
+def _file(option, label):
+    kwargs = dict(behavior=FILE_BEHAVIOR_FILE, optional=not option.required)
+    if option.extension:
+        kwargs["extension"] = option.extension
+    else:
+        kwargs["fileFilter"] = option.file_filter
+    return QgsProcessingParameterFile(option.qgis, label, **kwargs)
+
+
+def make_parameter(alg, option):
+    """The QGIS parameter of one :class:`~model_core.options.Option` (label through ``alg.tr``)."""
+    label = alg.tr(option.help)
+    optional = not option.required
+    kind = option.kind
+    if kind in ("int", "float"):
+        return _number(option, label)
+    if kind == "bool":
+        return QgsProcessingParameterBoolean(option.qgis, label, defaultValue=bool(option.default))
+    if kind == "choice":
+        labels = [alg.tr(text) for text in (option.labels or option.choices)]
+        return QgsProcessingParameterEnum(
+            option.qgis, label, options=labels, defaultValue=option.choices.index(option.default)
+        )
+    if kind == "str":
+        return QgsProcessingParameterString(option.qgis, label, defaultValue=option.default or "", optional=optional)
+    if kind == "raster":
+        return QgsProcessingParameterRasterLayer(option.qgis, label, optional=optional)
+    if kind == "rasters":
+        return QgsProcessingParameterMultipleLayers(option.qgis, label, SOURCE_RASTER, optional=optional)
+    if kind in ("file", "files"):
+        return _file(option, label)
+    create = option.required or option.qgis_create
+    if kind == "output_raster":
+        return QgsProcessingParameterRasterDestination(option.qgis, label, optional=optional, createByDefault=create)
+    if kind == "output_file":
+        return QgsProcessingParameterFileDestination(
+            option.qgis, label, option.file_filter, optional=optional, createByDefault=create
+        )
+    raise ValueError(f"no QGIS parameter for kind {kind!r}")
+
+
+def add_operation_parameters(alg, operation):
+    """Every option of ``operation`` as a parameter of ``alg``, in the spec's order."""
+    for option in operation.options:
+        parameter = make_parameter(alg, option)
+        if option.advanced:
+            parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
         alg.addParameter(parameter)
 
 
-def add_tiling_parameters(alg, default_overlap, overlap_label="Tile overlap (pixels)"):
-    """``TILE_SIZE`` and ``OVERLAP`` (fine pixels)."""
-    alg.addParameter(
-        QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=16
-        )
-    )
-    alg.addParameter(
-        QgsProcessingParameterNumber(
-            "OVERLAP", overlap_label, QgsProcessingParameterNumber.Integer, defaultValue=default_overlap, minValue=0
-        )
-    )
-
-
-def add_device_parameter(alg):
-    """``DEVICE``: auto, cpu or cuda."""
-    alg.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
-
-
-def band_parameters(fine_label, coarse_label):
-    """``FINE_BANDS`` and ``COARSE_BANDS`` (optional band lists such as ``3,4,1,2,6,7``), to add as advanced."""
-    return [
-        QgsProcessingParameterString("FINE_BANDS", fine_label, defaultValue="", optional=True),
-        QgsProcessingParameterString("COARSE_BANDS", coarse_label, defaultValue="", optional=True),
-    ]
-
-
-def output_parameters(resampling_label):
-    """``RESAMPLING``, ``OUTPUT_TYPE`` and ``OUTPUT_FORMAT`` of a fused raster, to add as advanced."""
-    return [
-        QgsProcessingParameterEnum("RESAMPLING", resampling_label, options=RESAMPLINGS, defaultValue=0),
-        QgsProcessingParameterEnum(
-            "OUTPUT_TYPE", "Output data type", options=[label for _, label in OUTPUT_TYPES], defaultValue=0
-        ),
-        QgsProcessingParameterEnum(
-            "OUTPUT_FORMAT", "Output file layout", options=[label for _, label in FORMATS], defaultValue=0
-        ),
-    ]
-
-
 # --------------------------------------------------------------------------- reading
-
-
-def tiling_arguments(alg, parameters, context):
-    """``tile`` and ``overlap`` from :func:`add_tiling_parameters`."""
-    return dict(
-        tile=alg.parameterAsInt(parameters, "TILE_SIZE", context),
-        overlap=alg.parameterAsInt(parameters, "OVERLAP", context),
-    )
-
-
-def device_argument(alg, parameters, context):
-    """The device name from :func:`add_device_parameter`."""
-    return DEVICES[alg.parameterAsEnum(parameters, "DEVICE", context)]
-
-
-def band_arguments(alg, parameters, context):
-    """``fine_bands`` and ``coarse_bands`` from :func:`band_parameters` (None when empty)."""
-    return dict(
-        fine_bands=(alg.parameterAsString(parameters, "FINE_BANDS", context) or "").strip() or None,
-        coarse_bands=(alg.parameterAsString(parameters, "COARSE_BANDS", context) or "").strip() or None,
-    )
-
-
-def output_arguments(alg, parameters, context):
-    """``resampling``, ``output_type`` and ``output_format`` from :func:`output_parameters`."""
-    return dict(
-        resampling=RESAMPLINGS[alg.parameterAsEnum(parameters, "RESAMPLING", context)],
-        output_type=OUTPUT_TYPES[alg.parameterAsEnum(parameters, "OUTPUT_TYPE", context)][0],
-        output_format=FORMATS[alg.parameterAsEnum(parameters, "OUTPUT_FORMAT", context)][0],
-    )
 
 
 def raster_layer_source(alg, parameters, name, context, label, optional=False):
@@ -113,20 +102,64 @@ def raster_layer_source(alg, parameters, name, context, label, optional=False):
         if optional:
             return None, None
         raise QgsProcessingException(f"The {label} could not be loaded; choose a raster layer or file.")
+    return layer_path(layer, label), layer
+
+
+def layer_path(layer, label="layer"):
+    """The file behind a raster layer; a clear error unless GDAL reads it."""
     if layer.providerType() != "gdal":
         raise QgsProcessingException(
             f"The {label} '{layer.name()}' is not a file-based raster (provider '{layer.providerType()}'); "
             "save it as a GeoTIFF first (Export > Save As)."
         )
-    return layer.source(), layer
+    return layer.source().split("|")[0]
 
 
-def geotiff_output(alg, parameters, name, context):
-    """The path of a raster-destination parameter; a clear error unless it is a GeoTIFF."""
-    output = alg.parameterAsOutputLayer(parameters, name, context)
-    if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
-        raise QgsProcessingException(f"The output '{output}' must be a GeoTIFF file (.tif).")
-    return output
+def _output_raster(alg, parameters, option, context):
+    output = (alg.parameterAsOutputLayer(parameters, option.qgis, context) or "").strip()
+    if output and os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
+        raise QgsProcessingException(f"The {option.what} '{output}' must be a GeoTIFF file (.tif).")
+    return output or None
+
+
+def read_option(alg, option, parameters, context):
+    """``(value for the core, layer or None)`` of one option."""
+    kind, name = option.kind, option.qgis
+    if kind == "raster":
+        return raster_layer_source(alg, parameters, name, context, option.what, optional=not option.required)
+    if kind == "int":
+        value = alg.parameterAsInt(parameters, name, context)
+    elif kind == "float":
+        value = alg.parameterAsDouble(parameters, name, context)
+    elif kind == "bool":
+        value = alg.parameterAsBool(parameters, name, context)
+    elif kind == "choice":
+        value = option.choices[alg.parameterAsEnum(parameters, name, context)]
+    elif kind == "str":
+        value = alg.parameterAsString(parameters, name, context)
+    elif kind == "rasters":
+        value = [layer_path(layer, option.what) for layer in alg.parameterAsLayerList(parameters, name, context)]
+        value = value or None
+    elif kind == "file":
+        value = alg.parameterAsFile(parameters, name, context)
+    elif kind == "files":
+        path = (alg.parameterAsFile(parameters, name, context) or "").strip()
+        value = [path] if path else None
+    elif kind == "output_raster":
+        value = _output_raster(alg, parameters, option, context)
+    else:  # output_file
+        value = (alg.parameterAsFileOutput(parameters, name, context) or "").strip()
+    return option.to_core(value), None
+
+
+def operation_arguments(alg, operation, parameters, context):
+    """``(kwargs, layers)``: the core function's keyword arguments, and the raster layers by option name."""
+    kwargs, layers = {}, {}
+    for option in operation.options:
+        kwargs[option.name], layer = read_option(alg, option, parameters, context)
+        if layer is not None:
+            layers[option.name] = layer
+    return kwargs, layers
 
 
 def name_output_layer(context, output, name):

@@ -1,13 +1,13 @@
 """``ctstfm:starfm`` — STARFM Fusion (Gao et al. 2006), a classical baseline.
 
 A thin face on :func:`model_core.classical_raster.starfm_rasters` (torch, CPU or
-CUDA), with the inputs and options of the temporal difference.
+CUDA), with the inputs and options of the temporal difference. Its parameters are
+:data:`model_core.options.STARFM`.
 """
 
-from qgis.core import QgsProcessingParameterNumber
+from model_core.options import STARFM
 
 from .base import INPUTS_HELP, ClassicalFusionAlgorithm
-from .params import add_device_parameter, device_argument
 
 HELP = """
 <p>Predicts the <b>fine image at date T1</b> with <b>STARFM</b>, the Spatial and Temporal Adaptive Reflectance
@@ -41,52 +41,7 @@ class StarfmAlgorithm(ClassicalFusionAlgorithm):
     help_text = HELP
     needs_torch = True
     layer_prefix = "STARFM"
-    overlap_label = "Tile overlap (pixels; 0: automatic, window - 1)"
+    operation = STARFM
 
     def tags(self):
         return super().tags() + ["starfm", "gao"]
-
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.add_inputs()
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "WINDOW", "Moving window (fine pixels, odd)", QgsProcessingParameterNumber.Integer,
-                defaultValue=31, minValue=1,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "CLASSES", "Number of classes (similarity tolerance 2 std / classes)",
-                QgsProcessingParameterNumber.Double, defaultValue=40.0, minValue=0.001,
-            )
-        )
-        self.add_tiles()
-        add_device_parameter(self)
-        uncertainties = [
-            QgsProcessingParameterNumber(
-                "FINE_UNCERTAINTY", "Fine image uncertainty (reflectance)", QgsProcessingParameterNumber.Double,
-                defaultValue=0.002, minValue=0.0,
-            ),
-            QgsProcessingParameterNumber(
-                "COARSE_UNCERTAINTY", "Coarse image uncertainty (reflectance)", QgsProcessingParameterNumber.Double,
-                defaultValue=0.002, minValue=0.0,
-            ),
-        ]
-        self.add_advanced(uncertainties + self.advanced_parameters())
-        self.add_output()
-
-    def process(self, parameters, context, feedback, progress):
-        from model_core.classical_raster import starfm_rasters
-
-        fine, coarse_t0, coarse_t1, output, kwargs, layer = self.common_arguments(parameters, context, progress)
-        kwargs["overlap"] = kwargs["overlap"] or None  # 0: window - 1
-        result = starfm_rasters(
-            fine, coarse_t0, coarse_t1, output,
-            window=self.parameterAsInt(parameters, "WINDOW", context),
-            classes=self.parameterAsDouble(parameters, "CLASSES", context),
-            fine_uncertainty=self.parameterAsDouble(parameters, "FINE_UNCERTAINTY", context),
-            coarse_uncertainty=self.parameterAsDouble(parameters, "COARSE_UNCERTAINTY", context),
-            device=device_argument(self, parameters, context),
-            **kwargs,
-        )
-        return self.finish(result, output, layer, context, feedback)

@@ -1,8 +1,11 @@
 """``ctstfm:temporaldifference`` — Temporal Difference Fusion (a classical baseline).
 
 A thin face on :func:`model_core.classical_raster.temporal_difference_rasters`
-on :class:`~.base.ClassicalFusionAlgorithm`; no torch needed.
+on :class:`~.base.ClassicalFusionAlgorithm`; no torch needed. Its parameters are
+:data:`model_core.options.TEMPORAL_DIFFERENCE`.
 """
+
+from model_core.options import TEMPORAL_DIFFERENCE
 
 from .base import INPUTS_HELP, ClassicalFusionAlgorithm
 
@@ -23,16 +26,4 @@ class TemporalDifferenceAlgorithm(ClassicalFusionAlgorithm):
     help_text = TD_HELP
     needs_torch = False
     layer_prefix = "Temporal difference"
-
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.add_inputs()
-        self.add_tiles()
-        self.add_advanced(self.advanced_parameters())
-        self.add_output()
-
-    def process(self, parameters, context, feedback, progress):
-        from model_core.classical_raster import temporal_difference_rasters
-
-        fine, coarse_t0, coarse_t1, output, kwargs, layer = self.common_arguments(parameters, context, progress)
-        result = temporal_difference_rasters(fine, coarse_t0, coarse_t1, output, **kwargs)
-        return self.finish(result, output, layer, context, feedback)
+    operation = TEMPORAL_DIFFERENCE

@@ -1,27 +1,22 @@
-"""``ctstfm:train`` — Train CTSTFM on a time series of fine/coarse pairs."""
+"""``ctstfm:train`` — Train CTSTFM on a time series of fine/coarse pairs.
 
-from qgis.core import (
-    QgsProcessing,
-    QgsProcessingOutputFile,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
-)
+A thin face on :func:`model_core.training.train_from_inputs` (parameters: :data:`model_core.options.TRAIN`).
+"""
 
-from model_core.errors import CtstfmError
+from qgis.core import QgsProcessingOutputFile
+
+from model_core.options import TRAIN
 
 from .base import CtstfmAlgorithm
-from .params import add_device_parameter, device_argument
 
 
 class TrainAlgorithm(CtstfmAlgorithm):
     algorithm_id = "train"
     display_name = "Train CTSTFM"
     group_key = "training"
+    operation = TRAIN
+    REPORT_CSV = "REPORT_CSV"
+    REPORT_PNG = "REPORT_PNG"
     help_text = (
         "Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of fine/coarse pairs "
         "(e.g. Landsat 30 m and MODIS 500 m, one pair per date) and writes a model file for "
@@ -45,166 +40,19 @@ class TrainAlgorithm(CtstfmAlgorithm):
         "precision when the device is auto or cuda."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "MANIFEST",
-                "Series manifest (CSV with columns date,fine,coarse, optionally scene)",
-                behavior=QgsProcessingParameterFile.File,
-                fileFilter="CSV files (*.csv *.CSV);;All files (*.*)",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterMultipleLayers(
-                "FINE_LAYERS", "Fine images, one per date (instead of a manifest)", QgsProcessing.TypeRaster,
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterMultipleLayers(
-                "COARSE_LAYERS", "Coarse images, in the same date order", QgsProcessing.TypeRaster, optional=True
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
-                "DATES",
-                "Dates of the layers, comma-separated YYYY-MM-DD (empty: read from the file names)",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "INIT_MODEL",
-                "Model to fine-tune (empty: train from scratch)",
-                behavior=QgsProcessingParameterFile.File,
-                extension="pt",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber("EPOCHS", "Epochs", defaultValue=150, minValue=1)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber("BATCH_SIZE", "Batch size (patches)", defaultValue=4, minValue=1)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber("PATCH_SIZE", "Patch size (pixels)", defaultValue=256, minValue=8)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "PATCHES_PER_EPOCH",
-                "Patches per epoch (0: as many as tile the training dates, at most 1000)",
-                defaultValue=0,
-                minValue=0,
-            )
-        )
-        add_device_parameter(self)
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0, minValue=0))
-        self.addParameter(
-            QgsProcessingParameterBoolean(
-                "RESUME", "Resume the interrupted training of this output model (from its checkpoint)",
-                defaultValue=False,
-            )
-        )
-        advanced = [
-            QgsProcessingParameterNumber(
-                "LEARNING_RATE",
-                "Learning rate (Adam)",
-                QgsProcessingParameterNumber.Double,
-                defaultValue=1e-4,
-                minValue=1e-8,
-                maxValue=1.0,
-            ),
-            QgsProcessingParameterNumber(
-                "VALIDATION_FRACTION",
-                "Fraction of the dates (the latest) that validate",
-                QgsProcessingParameterNumber.Double,
-                defaultValue=0.2,
-                minValue=0.01,
-                maxValue=0.9,
-            ),
-            QgsProcessingParameterNumber(
-                "REFERENCES", "Reference dates per target date (nearest first)", defaultValue=1, minValue=1
-            ),
-            QgsProcessingParameterNumber(
-                "MAX_GAP_DAYS", "Farthest reference date in days (0: no limit)", defaultValue=0, minValue=0
-            ),
-            QgsProcessingParameterNumber(
-                "WIDTH", "Network width N for a new model (0: the default, 20)", defaultValue=0, minValue=0
-            ),
-            QgsProcessingParameterBoolean(
-                "PREDICT_RESIDUAL", "New model predicts fine(T0) + a correction (a deviation from the paper)",
-                defaultValue=False,
-            ),
-        ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            if parameter.name() == "LEARNING_RATE":
-                parameter.setMetadata({"widget_wrapper": {"decimals": 6}})
-            self.addParameter(parameter)
-        self.addParameter(
-            QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Trained model", fileFilter="CTSTFM model (*.pt)")
-        )
-        self.addOutput(QgsProcessingOutputFile("REPORT_CSV", "Training report (CSV, one row per epoch)"))
-        self.addOutput(QgsProcessingOutputFile("REPORT_PNG", "Training curves (PNG)"))
+    def add_outputs(self):
+        self.addOutput(QgsProcessingOutputFile(self.REPORT_CSV, self.tr("Training report (CSV, one row per epoch)")))
+        self.addOutput(QgsProcessingOutputFile(self.REPORT_PNG, self.tr("Training curves (PNG)")))
 
     def process(self, parameters, context, feedback, progress):
-        from model_core.training import series_from_layers, train
+        from model_core.training import train_from_inputs
 
-        manifest = self.parameterAsFile(parameters, "MANIFEST", context)
-        fines = self.parameterAsLayerList(parameters, "FINE_LAYERS", context)
-        coarses = self.parameterAsLayerList(parameters, "COARSE_LAYERS", context)
-        dates = self.parameterAsString(parameters, "DATES", context)
-        if manifest and (fines or coarses):
-            raise CtstfmError("Give either a manifest or the fine and coarse layers, not both.")
-        if manifest:
-            series, source = manifest, None
-        elif fines or coarses:
-            fine_paths = [_layer_path(layer) for layer in fines]
-            coarse_paths = [_layer_path(layer) for layer in coarses]
-            series = series_from_layers(fine_paths, coarse_paths, dates, progress=progress)
-            source = {"layers": {"fine": fine_paths, "coarse": coarse_paths, "dates": dates or "from file names"}}
-        else:
-            raise CtstfmError(
-                "No series given: choose a manifest CSV (date,fine,coarse), or the fine and the coarse layers of "
-                "each date."
-            )
-        output = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
-        result = train(
-            series,
-            output,
-            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
-            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
-            patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
-            patches_per_epoch=self.parameterAsInt(parameters, "PATCHES_PER_EPOCH", context) or None,
-            lr=self.parameterAsDouble(parameters, "LEARNING_RATE", context),
-            references=self.parameterAsInt(parameters, "REFERENCES", context),
-            max_gap_days=self.parameterAsInt(parameters, "MAX_GAP_DAYS", context) or None,
-            validation_fraction=self.parameterAsDouble(parameters, "VALIDATION_FRACTION", context),
-            init_model=self.parameterAsFile(parameters, "INIT_MODEL", context) or None,
-            resume=self.parameterAsBool(parameters, "RESUME", context),
-            device=device_argument(self, parameters, context),
-            seed=self.parameterAsInt(parameters, "SEED", context),
-            width=self.parameterAsInt(parameters, "WIDTH", context) or None,
-            predict_residual=self.parameterAsBool(parameters, "PREDICT_RESIDUAL", context),
-            data_source=source,
-            progress=progress,
-        )
+        kwargs, _ = self.arguments(parameters, context)
+        result = train_from_inputs(**kwargs, progress=progress)
         if result.cancelled:
             feedback.pushWarning(result.message)
         return {
-            "OUTPUT_MODEL": result.model_path,
-            "REPORT_CSV": result.report_csv,
-            "REPORT_PNG": result.report_png or "",
+            self.OUTPUT_MODEL: result.model_path,
+            self.REPORT_CSV: result.report_csv,
+            self.REPORT_PNG: result.report_png or "",
         }
-
-
-def _layer_path(layer):
-    """The file behind a raster layer (GDAL sources only)."""
-    if layer.providerType() != "gdal":
-        raise CtstfmError(
-            f"The layer '{layer.name()}' is not a raster file (provider {layer.providerType()}); "
-            "save it as a GeoTIFF first."
-        )
-    return layer.source().split("|")[0]

@@ -1,50 +1,77 @@
-"""The command-line options several subcommands share, and what they turn into.
+"""The command-line face of :mod:`model_core.options`: argparse options from an operation's
+spec, and the core function's keyword arguments back from the parsed arguments.
 
-Light on imports on purpose (no torch, no GDAL): ``--help`` answers at once. The
-choices repeat :data:`model_core.fusion.DEVICES`, :data:`model_core.fusion.OUTPUT_TYPES`,
-:data:`model_core.raster.RESAMPLING_METHODS` and :data:`model_core.raster.OUTPUT_FORMATS`,
-which the core checks again.
+Light on imports on purpose (no torch, no GDAL): ``--help`` answers at once.
 """
 
+import argparse
 import json
 
-DEVICES = ("auto", "cpu", "cuda")
-RESAMPLING = ("bilinear", "cubic", "nearest", "average")
-OUTPUT_TYPES = ("input", "float32")
-FORMATS = ("GTiff", "COG")
+#: Options of the command line itself (how results are shown), not of the core function.
+REPORT_FLAGS = ("--json", "--quiet")
 
 
-def add_tiling_options(parser, default_overlap, overlap_help=None):
-    """``--tile`` and ``--overlap`` (fine pixels)."""
-    parser.add_argument("--tile", type=int, default=256, help="tile size in fine pixels (default 256)")
-    parser.add_argument(
-        "--overlap", type=int, default=default_overlap, help=overlap_help or f"tile overlap (default {default_overlap})"
-    )
+def _ranged(kind, option):
+    """An argparse ``type`` that converts and checks the option's range with a readable message."""
+    convert = int if kind == "int" else float
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind == 'int' else 'a number'}")
+        if option.minimum is not None and value < option.minimum and value != option.unset:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {option.minimum:g}")
+        if option.maximum is not None and value > option.maximum:
+            raise argparse.ArgumentTypeError(f"{value} is above the maximum {option.maximum:g}")
+        return value
+
+    parse.__name__ = kind
+    return parse
 
 
-def add_device_option(parser):
-    """``--device auto|cpu|cuda``."""
-    parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default auto")
+def _help(option):
+    shown = option.shown_default
+    if option.kind in ("bool", "output_raster", "output_file") or shown is None:
+        return option.help
+    return f"{option.help} (default {shown:g})" if isinstance(shown, float) else f"{option.help} (default {shown})"
 
 
-def add_band_options(parser, fine_help, coarse_help):
-    """``--fine-bands`` and ``--coarse-bands`` (1-based band lists)."""
-    parser.add_argument("--fine-bands", default=None, help=fine_help)
-    parser.add_argument("--coarse-bands", default=None, help=coarse_help)
+def add_option(parser, option):
+    """One :class:`~model_core.options.Option` as an argparse option (``dest`` is the core's name)."""
+    kwargs = dict(dest=option.name, help=_help(option))
+    kind = option.kind
+    if kind in ("int", "float"):
+        kwargs.update(type=_ranged(kind, option), default=option.shown_default)
+    elif kind == "bool":
+        kwargs.update(action="store_true")
+    elif kind == "choice":
+        kwargs.update(choices=list(option.choices), default=option.default)
+    elif kind == "rasters":
+        kwargs.update(nargs="+", metavar="TIF")
+    elif kind == "files":
+        kwargs.update(action="append", metavar=option.file_filter.split(" ")[0] or "FILE")
+    else:  # str and single paths
+        kwargs.update(default=option.default)
+        if kind in ("raster", "output_raster"):
+            kwargs.update(metavar="TIF")
+        elif kind in ("file", "output_file"):
+            kwargs.update(metavar=(option.extension or option.file_filter.split(" ")[0] or "FILE").upper())
+    if option.required:
+        kwargs.update(required=True)
+    parser.add_argument(option.cli, **kwargs)
 
 
-def add_resampling_option(parser, help_text):
-    """``--resampling``: how coarse images are put on the fine grid."""
-    parser.add_argument("--resampling", default="bilinear", choices=list(RESAMPLING), help=help_text)
+def add_operation_options(parser, operation):
+    """Every option of ``operation`` (:mod:`model_core.options`) plus ``--json`` and ``--quiet``."""
+    for option in operation.options:
+        add_option(parser, option)
+    add_report_options(parser)
 
 
-def add_output_options(parser):
-    """``--output-type`` and ``--format`` of a fused raster."""
-    parser.add_argument(
-        "--output-type", default="input", choices=list(OUTPUT_TYPES),
-        help="'input': the fine image's data type and scale (default); 'float32': reflectance",
-    )
-    parser.add_argument("--format", default="GTiff", choices=list(FORMATS), help="default GTiff")
+def operation_kwargs(args, operation):
+    """The core function's keyword arguments from arguments parsed by :func:`add_operation_options`."""
+    return {option.name: option.to_core(getattr(args, option.name)) for option in operation.options}
 
 
 def add_report_options(parser):
@@ -58,55 +85,6 @@ def console_progress(args, label):
     from model_core.progress import ConsoleProgress
 
     return ConsoleProgress(label, quiet=args.quiet or args.json)
-
-
-def fusion_kwargs(args):
-    """The keyword arguments of :func:`add_tiling_options`, :func:`add_band_options`,
-    :func:`add_resampling_option` and :func:`add_output_options` for the core's fusion functions."""
-    return dict(
-        tile=args.tile,
-        overlap=args.overlap,
-        fine_bands=args.fine_bands,
-        coarse_bands=args.coarse_bands,
-        resampling=args.resampling,
-        output_type=args.output_type,
-        output_format=args.format,
-    )
-
-
-# --------------------------------------------------------------------------- classical methods
-
-
-def add_classical_options(parser, default_overlap, overlap_help=None):
-    """The inputs and options both classical methods (``temporal-difference``, ``starfm``) share."""
-    parser.add_argument("--fine", required=True, help="fine image at T0 (e.g. Landsat surface reflectance x10000)")
-    parser.add_argument("--coarse0", required=True, help="coarse image at T0 (e.g. MODIS), any CRS")
-    parser.add_argument("--coarse1", required=True, help="coarse image at T1 (the date to predict), any CRS")
-    parser.add_argument("--out", required=True, help="output raster (GeoTIFF) on the fine image's grid")
-    add_tiling_options(parser, default_overlap, overlap_help)
-    add_band_options(
-        parser,
-        "fine bands to use, e.g. 1,2,3,4,5,6 (default all)",
-        "the matching bands of both coarse images, in the fine bands' order, e.g. 3,4,1,2,6,7 "
-        "(default the first ones)",
-    )
-    add_resampling_option(parser, "how the coarse images are put on the fine grid (default bilinear)")
-    parser.add_argument(
-        "--scale", type=float, default=1e-4, help="reflectance per DN of all inputs (default 0.0001; 1 for reflectance)"
-    )
-    parser.add_argument("--coarse-scale", type=float, default=None, help="the coarse images' scale, if it differs")
-    add_output_options(parser)
-    add_report_options(parser)
-
-
-def classical_kwargs(args, label):
-    """The keyword arguments of :func:`add_classical_options` for :mod:`model_core.classical_raster`."""
-    return dict(
-        **fusion_kwargs(args),
-        scale=args.scale,
-        coarse_scale=args.coarse_scale,
-        progress=console_progress(args, label),
-    )
 
 
 def report_classical(args, result):

@@ -1,55 +1,26 @@
 """``python -m model_core fuse``: predict the fine image at T1 with a CTSTFM model.
 
-    python -m model_core fuse --fine landsat_t0.tif --coarse modis_t1.tif --model model.pt --out fused.tif \\
+    python -m model_core fuse --fine landsat_t0.tif --coarse modis_t1.tif [--model model.pt] --out fused.tif \\
         [--tile 256 --overlap 32 --device auto --batch-size N --fine-bands 1,2,3,4,5,6 \\
          --coarse-bands 3,4,1,2,6,7 --resampling bilinear --output-type input --format GTiff]
+
+The options are :data:`model_core.options.FUSE`.
 """
 
 import json
 
-from model_core.commands._options import (
-    add_band_options,
-    add_device_option,
-    add_output_options,
-    add_report_options,
-    add_resampling_option,
-    add_tiling_options,
-    console_progress,
-    fusion_kwargs,
-)
+from model_core.commands._options import add_operation_options, console_progress, operation_kwargs
+from model_core.options import FUSE
 
 
 def configure(parser):
-    parser.add_argument("--fine", required=True, help="fine image at T0 (e.g. Landsat surface reflectance x10000)")
-    parser.add_argument("--coarse", required=True, help="coarse image at T1 (e.g. MODIS MOD09GA), any CRS")
-    parser.add_argument("--model", required=True, help="CTSTFM model file (.pt)")
-    parser.add_argument("--out", required=True, help="output raster (GeoTIFF) on the fine image's grid")
-    add_tiling_options(parser, 32, "overlap between tiles in pixels (default 32)")
-    add_device_option(parser)
-    parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: auto)")
-    add_band_options(
-        parser,
-        "fine bands in the model's order, e.g. 1,2,3,4,5,6",
-        "coarse bands in the model's order, e.g. 3,4,1,2,6,7",
-    )
-    add_resampling_option(parser, "how the coarse image is put on the fine grid (default bilinear)")
-    add_output_options(parser)
-    add_report_options(parser)
+    add_operation_options(parser, FUSE)
 
 
 def run(args):
     from model_core.fusion import fuse
 
-    result = fuse(
-        args.fine,
-        args.coarse,
-        args.model,
-        args.out,
-        device=args.device,
-        batch_size=args.batch_size,
-        progress=console_progress(args, "fuse"),
-        **fusion_kwargs(args),
-    )
+    result = fuse(**operation_kwargs(args, FUSE), progress=console_progress(args, "fuse"))
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

@@ -89,11 +89,12 @@ from .series import (
     read_manifest,
     read_manifests,
     resolve_series,
+    series_from_inputs,
     series_from_layers,
 )
 from .split import Split, choose_references, split_scenes, split_series
 from .step import grad_scaler, masked_l1, train_step
-from .trainer import TrainResult, TrainSettings, train
+from .trainer import TrainResult, TrainSettings, train, train_from_inputs
 from .validation import METRIC_NAMES, Validator
 
 __all__ = [
@@ -102,5 +103,6 @@ __all__ = [
     "Validator", "check_scenes", "check_series", "checkpoint_path", "choose_references", "date_from_name",
     "default_patches_per_epoch", "fair_shares", "grad_scaler", "grid_windows", "group_scenes", "load_checkpoint",
     "masked_l1", "parse_date", "read_manifest", "read_manifests", "report_paths", "resolve_series",
-    "series_from_layers", "split_scenes", "split_series", "train", "train_step", "write_curve_png",
+    "series_from_inputs", "series_from_layers", "split_scenes", "split_series", "train", "train_from_inputs",
+    "train_step", "write_curve_png",
 ]

@@ -10,11 +10,11 @@ from other data or another network (its ``identity``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CtstfmError
+from ..outputs import atomic_torch_save
 
 CHECKPOINT_SUFFIX = ".checkpoint.pt"
 CHECKPOINT_FORMAT = "ctstfm-training-checkpoint"
@@ -83,7 +83,7 @@ class TrainingState:
             "band_means": self.band_means,
             "seconds": seconds,
         }
-        _atomic_torch_save(payload, path)
+        atomic_torch_save(payload, path)
 
     @classmethod
     def resume(cls, path, identity, *, model, optimizer, scaler, rng, lr):
@@ -124,19 +124,6 @@ class TrainingState:
             band_means=list(saved.get("band_means") or []),
             seconds_before=float(saved.get("seconds", 0.0)),
         )
-
-
-def _atomic_torch_save(obj, path):
-    import torch
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path):

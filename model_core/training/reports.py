@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
-import os
 from pathlib import Path
 
+from ..outputs import atomic_open
 from .validation import metrics_text
 
 REPORT_COLUMNS = [
@@ -49,14 +49,11 @@ def reference_rows(initial_metrics=None, baselines=None):
 
 def write_report_csv(history, path, initial_metrics=None, baselines=None):
     """The epoch report: the baselines and epoch 0 (the starting model), then one row per epoch."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in reference_rows(initial_metrics, baselines) + list(history):
             writer.writerow({key: format_number(row.get(key)) for key in REPORT_COLUMNS})
-    os.replace(tmp, path)
 
 
 def format_number(value):
@@ -107,10 +104,8 @@ def write_curve_png(history, path, initial_metrics=None, best_epoch=None, baseli
     for axes in (left, right):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part.png")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png")
     return str(path)
 
 

@@ -229,6 +229,28 @@ def series_from_layers(fines, coarses, dates=None, progress=None):
         )
     return sorted((Pair(date, fine, coarse) for date, fine, coarse in zip(parsed, fines, coarses)), key=lambda p: p.date)
 
+def series_from_inputs(manifest=None, fine=None, coarse=None, dates=None, progress=None):
+    """``(series, data_source)`` from what a user gives: manifest(s) *or* fine and coarse rasters.
+
+    The one rule every face follows: ``manifest`` (a path or a list of paths) or the
+    ``fine``/``coarse`` raster lists with their ``dates`` (see :func:`series_from_layers`),
+    never both, never neither. ``data_source`` is what provenance records.
+    """
+    manifests = [manifest] if isinstance(manifest, (str, os.PathLike)) else list(manifest or [])
+    if manifests and (fine or coarse):
+        raise CtstfmError("Give either a manifest or the fine and coarse rasters, not both.")
+    if manifests:
+        return (manifests[0] if len(manifests) == 1 else manifests), None
+    if fine or coarse:
+        pairs = series_from_layers(fine, coarse, dates, progress=progress)
+        fine_paths = [str(item) for item in fine or []]
+        coarse_paths = [str(item) for item in coarse or []]
+        return pairs, {"layers": {"fine": fine_paths, "coarse": coarse_paths, "dates": dates or "from file names"}}
+    raise CtstfmError(
+        "No series given: choose a manifest CSV (date,fine,coarse), or the fine and the coarse rasters of each date."
+    )
+
+
 @dataclass(frozen=True)
 class SeriesInfo:
     """The common grid of a series' fine rasters."""

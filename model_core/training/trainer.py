@@ -25,7 +25,7 @@ from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
 from .loop import STOP_CANCELLED, run_epochs
 from .reports import build_provenance, closing_message, log_start, report_paths, scene_records, write_curve_png
-from .series import SeriesInfo, check_scenes, resolve_series
+from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
 from .start import adopt_saved_start, check_start, choose_start
 from .split import pooled_split, split_scenes
 from .step import grad_scaler
@@ -372,12 +372,35 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
     )
 
 
-def _output_paths(out_model):
+def _output_paths(out_model, pairs, manifests, init_model):
+    """``(model, checkpoint, csv, png)`` paths, checked by the one output rule: none is an input (a
+    manifest, a raster it lists, the initial model) or another of these outputs. The checkpoint is the
+    run's own file: a resumed run reads it, and every run rewrites it."""
+    from ..outputs import check_outputs, check_writable
+
+    if out_model is None or not str(out_model).strip():
+        check_writable(out_model, "output model")  # raises: no file given
     out_model = Path(out_model).expanduser()
-    if out_model.is_dir():
-        raise CtstfmError(f"The output model {out_model} is a folder; give a file name ending in .pt.")
-    out_model.parent.mkdir(parents=True, exist_ok=True)
-    return out_model, checkpoint_path(out_model), *report_paths(out_model)
+    outputs = dict(zip(("output model", "checkpoint", "training report", "training curves"),
+                       (out_model, checkpoint_path(out_model), *report_paths(out_model))))
+    inputs = {"initial model": init_model}
+    for name, manifest in manifests.items():
+        inputs[f"manifest of scene '{name}'" if name else "manifest"] = manifest
+    for pair in pairs:
+        where = f" of {pair.date}" + (f" in scene '{pair.scene}'" if pair.scene else "")
+        inputs[f"fine image{where}"] = pair.fine
+        inputs[f"coarse image{where}"] = pair.coarse
+    folder = out_model.parent
+    created = not out_model.is_dir() and not folder.exists()
+    if created:
+        folder.mkdir(parents=True)
+    try:
+        checked = check_outputs({what: str(path) for what, path in outputs.items()}, inputs)
+    except CtstfmError:
+        if created:
+            folder.rmdir()
+        raise
+    return tuple(Path(path) for path in checked.values())
 
 
 def train(
@@ -430,7 +453,7 @@ def train(
         start=start,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
-    out_model, ckpt_path, csv_path, png_path = _output_paths(out_model)
+    out_model, ckpt_path, csv_path, png_path = _output_paths(out_model, pairs, manifests, init_model)
     network_options = dict(init_model=init_model, width=width, predict_residual=predict_residual,
                            residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
@@ -470,3 +493,11 @@ def train(
         data_source=data_source, window_counts=validator.scene_counts, stopped=stopped,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
+
+
+def train_from_inputs(out_model, *, manifest=None, fine=None, coarse=None, dates=None, progress=None, **options):
+    """:func:`train` on the series a user gives as manifest(s) *or* fine/coarse rasters and dates
+    (:func:`~.series.series_from_inputs`); ``options`` are :func:`train`'s keyword arguments.
+    The CLI and QGIS both call this (``model_core.options.TRAIN``)."""
+    series, data_source = series_from_inputs(manifest, fine, coarse, dates, progress=progress)
+    return train(series, out_model, data_source=data_source, progress=progress, **options)

@@ -1,0 +1,384 @@
+"""One definition of every user option: the spec the CLI and the QGIS parameters are built from.
+
+Each operation (fuse, train, assess, ...) is an :class:`Operation`: the core function it
+calls and its :class:`Option` list, in dialog order. An option names the core function's
+keyword argument (``name``) and carries its kind, default, choices, range, help, whether it
+is advanced, and its two spellings: the CLI flag (``--tile``) and the QGIS parameter name
+(``TILE_SIZE``). :mod:`model_core.commands._options` turns an operation into argparse
+options and back into keyword arguments; :mod:`ctstfm_qgis.algorithms.params` does the same
+for QGIS parameters. ``tests/test_options.py`` checks that both faces expose exactly the
+spec and that every default here is the core function's default.
+
+Light on imports on purpose (no torch, no GDAL, no qgis): ``--help`` answers at once, and
+the core modules take their choice lists from here.
+
+To add an option: add an :class:`Option` to the operation's list below (and the keyword
+argument, with the same default, to the core function). Both faces pick it up.
+"""
+
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------------------- choice lists
+
+#: Devices, in the QGIS enum's order: saved models and scripts store the index
+#: (0 = auto, 1 = cpu, 2 = cuda), so new devices are only ever appended.
+DEVICES = ("auto", "cpu", "cuda")
+#: How coarse images are put on the fine grid (the names users see; raster.py maps them to GDAL's).
+RESAMPLINGS = ("bilinear", "cubic", "nearest", "average")
+#: Output data type of a fused raster.
+OUTPUT_TYPES = ("input", "float32")
+OUTPUT_TYPE_LABELS = ("Same as the fine input (DN, its data type and nodata)", "Float32 reflectance")
+#: Output file layout of a raster.
+OUTPUT_FORMATS = ("GTiff", "COG")
+OUTPUT_FORMAT_LABELS = ("GeoTIFF (tiled, compressed)", "Cloud Optimized GeoTIFF")
+
+#: Kinds of option. Inputs and outputs are paths on the CLI and layers or file widgets in QGIS.
+KINDS = (
+    "int", "float", "bool", "str", "choice",
+    "raster",          # an input raster: --x PATH / a raster layer (GDAL files only)
+    "rasters",         # input rasters, one per date: --x A B C / a multiple-layer parameter
+    "file",            # an input file: --x PATH / a file widget
+    "files",           # input files: --x A --x B / one file widget (a list of one)
+    "output_raster",   # a GeoTIFF to write: --x PATH / a raster destination
+    "output_file",     # a file to write: --x PATH / a file destination
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user option of one operation.
+
+    ``name``: the core function's keyword argument. ``default``: its default (``None``
+    for an optional input or an automatic value). ``unset``: the value that stands for
+    ``None`` on a face that needs a number (``0`` -> automatic); both faces show and
+    accept it and hand ``None`` to the core. ``minimum``/``maximum``: the range both faces
+    enforce. ``extension``/``file_filter``: of file options (QGIS widget; CLI metavar).
+    ``qgis_create``: an optional output QGIS writes to a temporary file unless skipped.
+    """
+
+    name: str
+    kind: str
+    help: str
+    default: object = None
+    cli: str = ""
+    qgis: str = ""
+    choices: tuple = ()
+    labels: tuple = ()
+    advanced: bool = False
+    required: bool = False
+    unset: object = None
+    minimum: float = None
+    maximum: float = None
+    decimals: int = None
+    extension: str = ""
+    file_filter: str = ""
+    qgis_create: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"option {self.name}: unknown kind {self.kind!r}")
+        if self.kind == "choice" and self.default not in self.choices:
+            raise ValueError(f"option {self.name}: default {self.default!r} is not one of {self.choices}")
+        if not self.cli:
+            object.__setattr__(self, "cli", "--" + self.name.replace("_", "-"))
+        if not self.qgis:
+            object.__setattr__(self, "qgis", self.name.upper())
+
+    @property
+    def shown_default(self):
+        """The default as both faces show it (``unset`` for an automatic ``None``)."""
+        return self.unset if self.default is None and self.unset is not None else self.default
+
+    def to_core(self, value):
+        """A face's value as the core's argument (``unset`` -> ``None``, empty text -> ``None``)."""
+        if self.unset is not None and value == self.unset:
+            return None
+        if isinstance(value, str) and not value.strip() and self.kind != "choice":
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @property
+    def what(self):
+        """The option's help up to its first parenthesis, for messages ('fine image at T0')."""
+        text = self.help.split(" (")[0].strip()
+        return text[:1].lower() + text[1:]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An operation both faces expose: ``function`` is ``"module:name"`` of the core function
+    that takes every option as a keyword argument (plus ``progress``); ``forwards_to`` names the
+    function it passes the options it does not name on to (their defaults are that one's)."""
+
+    name: str
+    function: str
+    options: tuple = field(default_factory=tuple)
+    forwards_to: str = ""
+
+    def option(self, name):
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise KeyError(f"{self.name} has no option {name!r}")
+
+    def core_function(self):
+        return _load(self.function)
+
+    def forwarded_function(self):
+        return _load(self.forwards_to)
+
+
+def _load(dotted):
+    """The object ``"module:name"`` names (imported only when called: the spec stays light)."""
+    import importlib
+
+    module, _, attribute = dotted.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def tile_option():
+    return Option("tile", "int", "Tile size (fine pixels)", 256, cli="--tile", qgis="TILE_SIZE", minimum=16)
+
+
+def overlap_option(default, help="Tile overlap (fine pixels)", unset=None):
+    return Option("overlap", "int", help, default, minimum=0, unset=unset)
+
+
+def device_option():
+    return Option("device", "choice", "Device", "auto", choices=DEVICES)
+
+
+def band_options(fine_help, coarse_help):
+    return (
+        Option("fine_bands", "str", fine_help, advanced=True),
+        Option("coarse_bands", "str", coarse_help, advanced=True),
+    )
+
+
+def output_options(resampling_help):
+    """Resampling, output data type and file layout of a fused raster."""
+    return (
+        Option("resampling", "choice", resampling_help, "bilinear", choices=RESAMPLINGS, advanced=True),
+        Option(
+            "output_type", "choice", "Output data type ('input': the fine image's DN; 'float32': reflectance)",
+            "input", choices=OUTPUT_TYPES, labels=OUTPUT_TYPE_LABELS, advanced=True,
+        ),
+        Option(
+            "output_format", "choice", "Output file layout", "GTiff", cli="--format", choices=OUTPUT_FORMATS,
+            labels=OUTPUT_FORMAT_LABELS, advanced=True,
+        ),
+    )
+
+
+def fused_output(help="Fused fine image at T1"):
+    return Option("out_path", "output_raster", help, cli="--out", qgis="OUTPUT", required=True)
+
+
+# --------------------------------------------------------------------------- operations
+
+FUSE = Operation(
+    "fuse",
+    "model_core.fusion:fuse",
+    (
+        Option("fine_path", "raster", "Fine image at T0 (e.g. Landsat)", cli="--fine", qgis="FINE", required=True),
+        Option(
+            "coarse_path", "raster", "Coarse image at T1 (e.g. MODIS), any CRS", cli="--coarse", qgis="COARSE",
+            required=True,
+        ),
+        Option(
+            "model_path", "file", "CTSTFM model file (.pt; empty: the plugin's own model)", cli="--model",
+            qgis="MODEL", extension="pt",
+        ),
+        tile_option(),
+        overlap_option(32),
+        device_option(),
+        *band_options(
+            "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
+            "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+        ),
+        *output_options("Resampling of the coarse image onto the fine grid"),
+        Option(
+            "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
+            advanced=True,
+        ),
+        fused_output(),
+    ),
+)
+
+
+def classical_inputs():
+    return (
+        Option("fine_t0", "raster", "Fine image at T0 (e.g. Landsat)", cli="--fine", qgis="FINE", required=True),
+        Option(
+            "coarse_t0", "raster", "Coarse image at T0 (e.g. MODIS), any CRS", cli="--coarse0", qgis="COARSE_T0",
+            required=True,
+        ),
+        Option(
+            "coarse_t1", "raster", "Coarse image at T1 (e.g. MODIS), any CRS", cli="--coarse1", qgis="COARSE_T1",
+            required=True,
+        ),
+    )
+
+
+def classical_advanced():
+    return (
+        *band_options(
+            "Fine image bands (e.g. 1,2,3,4,5,6; empty: all bands)",
+            "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+        ),
+        Option(
+            "scale", "float", "Reflectance per DN (0.0001 for DN x 10000; 1 for reflectance)", 1e-4, minimum=0.0,
+            advanced=True, decimals=6,
+        ),
+        Option(
+            "coarse_scale", "float", "Reflectance per DN of the coarse images, if it differs (0: the same)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        *output_options("Resampling of the coarse images onto the fine grid"),
+    )
+
+
+TEMPORAL_DIFFERENCE = Operation(
+    "temporal-difference",
+    "model_core.classical_raster:temporal_difference_rasters",
+    (*classical_inputs(), tile_option(), overlap_option(0), *classical_advanced(), fused_output()),
+)
+
+STARFM = Operation(
+    "starfm",
+    "model_core.classical_raster:starfm_rasters",
+    (
+        *classical_inputs(),
+        Option("window", "int", "Moving window (fine pixels, odd)", 31, minimum=1),
+        Option("classes", "float", "Number of classes (similarity tolerance 2 std / classes)", 40, minimum=0.001),
+        tile_option(),
+        overlap_option(None, "Tile overlap (fine pixels; 0: automatic, window - 1, seamless)", unset=0),
+        device_option(),
+        Option(
+            "fine_uncertainty", "float", "Fine image uncertainty (reflectance)", 0.002, minimum=0.0, advanced=True,
+            decimals=4,
+        ),
+        Option(
+            "coarse_uncertainty", "float", "Coarse image uncertainty (reflectance)", 0.002, minimum=0.0,
+            advanced=True, decimals=4,
+        ),
+        *classical_advanced(),
+        fused_output(),
+    ),
+)
+
+ASSESS = Operation(
+    "assess",
+    "model_core.assess:assess",
+    (
+        Option(
+            "predicted_path", "raster", "Predicted fine image (e.g. fused)", cli="--pred", qgis="PREDICTED",
+            required=True,
+        ),
+        Option(
+            "reference_path", "raster", "Reference fine image of the same date (e.g. real Landsat)", cli="--ref",
+            qgis="REFERENCE", required=True,
+        ),
+        Option("mask_path", "raster", "Mask (same grid; band 1 nonzero = assess)", cli="--mask", qgis="MASK"),
+        Option(
+            "bands", "str", "Bands to compare (e.g. 1,2,3 or predicted:reference pairs 1:3,2:4; empty: all)",
+            advanced=True,
+        ),
+        Option(
+            "scale", "float", "Reflectance per DN of integer rasters (float rasters are read as reflectance)", 1e-4,
+            minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "pred_scale", "float", "Reflectance per DN of the predicted image, if it differs (0: the scale)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "ref_scale", "float", "Reflectance per DN of the reference image, if it differs (0: the scale)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "ratio", "float", "Fine / coarse pixel size for ERGAS (30 m / 480 m = 0.0625)", 30.0 / 480.0,
+            qgis="ERGAS_RATIO", minimum=0.0, advanced=True, decimals=4,
+        ),
+        Option(
+            "error_map_path", "output_raster", "Error map (mean absolute error per pixel)", cli="--error-map",
+            qgis="ERROR_MAP", qgis_create=True,
+        ),
+        Option(
+            "table_csv", "output_file", "Metrics table (CSV)", cli="--csv", qgis="OUTPUT_TABLE",
+            file_filter="CSV files (*.csv)", qgis_create=True,
+        ),
+        # An HTML file filter makes the QGIS output a QgsProcessingOutputHtml, listed in the Results Viewer.
+        Option(
+            "html", "output_file", "Accuracy report (HTML)", qgis="OUTPUT_HTML", file_filter="HTML files (*.html)",
+            qgis_create=True,
+        ),
+    ),
+)
+
+TRAIN = Operation(
+    "train",
+    "model_core.training:train_from_inputs",
+    (
+        Option(
+            "manifest", "files",
+            "Series manifest (CSV with columns date,fine,coarse, optionally scene; paths relative to the CSV)",
+            file_filter="CSV files (*.csv *.CSV);;All files (*.*)",
+        ),
+        Option("fine", "rasters", "Fine images, one per date (instead of a manifest)", qgis="FINE_LAYERS"),
+        Option("coarse", "rasters", "Coarse images, in the same date order", qgis="COARSE_LAYERS"),
+        Option("dates", "str", "Dates of the images, comma-separated YYYY-MM-DD (empty: read from the file names)"),
+        Option("init_model", "file", "Model to fine-tune (empty: train from scratch)", extension="pt"),
+        Option("epochs", "int", "Epochs (total; the paper's 150)", 150, minimum=1),
+        Option("batch_size", "int", "Batch size (patches)", 4, minimum=1),
+        Option("patch_size", "int", "Patch size (pixels)", 256, minimum=8),
+        Option(
+            "patches_per_epoch", "int", "Patches per epoch (0: as many as tile the training dates, at most 1000)",
+            unset=0, minimum=0,
+        ),
+        device_option(),
+        Option("seed", "int", "Random seed", 0, minimum=0),
+        Option("resume", "bool", "Resume the interrupted training of this output model (from its checkpoint)", False),
+        Option(
+            "lr", "float", "Learning rate (Adam)", 1e-4, qgis="LEARNING_RATE", minimum=1e-8, maximum=1.0,
+            advanced=True, decimals=6,
+        ),
+        Option(
+            "validation_fraction", "float", "Fraction of the dates (the latest) that validate", 0.2, minimum=0.01,
+            maximum=0.9, advanced=True, decimals=3,
+        ),
+        Option("references", "int", "Reference dates per target date (nearest first)", 1, minimum=1, advanced=True),
+        Option(
+            "max_gap_days", "int", "Farthest reference date in days (0: no limit)", unset=0, minimum=0,
+            advanced=True,
+        ),
+        Option(
+            "width", "int", "Network width N for a new model (0: the default, 20)", unset=0, minimum=0,
+            advanced=True,
+        ),
+        Option(
+            "predict_residual", "bool", "New model predicts fine(T0) + a correction (a deviation from the paper)",
+            False, advanced=True,
+        ),
+        Option(
+            "residual_blur", "int",
+            "With a residual: first guess fine(T0) + coarse(T1) - box blur of fine(T0) over this many pixels "
+            "(e.g. 33 for 30 m / 480 m; 0: none)",
+            0, minimum=0, advanced=True,
+        ),
+        Option(
+            "scale", "float", "Reflectance per DN (0: the model's to fine-tune, else 0.0001)", unset=0.0,
+            minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "out_model", "output_file", "Trained model (.pt)", cli="--out", qgis="OUTPUT_MODEL", required=True,
+            extension="pt", file_filter="CTSTFM model (*.pt)",
+        ),
+    ),
+    forwards_to="model_core.training:train",
+)
+
+OPERATIONS = {op.name: op for op in (FUSE, TRAIN, ASSESS, TEMPORAL_DIFFERENCE, STARFM)}
