@@ -112,6 +112,7 @@ def main():
         seed=args.seed,
         resume=args.resume,
         init_model=args.init_model,
+        from_scratch=not args.init_model,
         max_minutes=args.minutes,
         max_validation_windows=args.validation_windows,
         data_source={

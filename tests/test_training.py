@@ -26,7 +26,7 @@ from model_core.training import (
     train,
 )
 
-TINY = dict(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, lr=3e-3, width=8, seed=0)
+TINY = dict(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, lr=3e-3, width=8, seed=0, from_scratch=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import CtstfmError
-
-START_CHOICES = ("best", "model")
+from ..options import START_CHOICES
 _NAMES = {"model": "the model itself", "no_change": "the unchanged fine image", "first_guess": "the first guess"}
 
 

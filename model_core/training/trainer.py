@@ -70,16 +70,16 @@ class TrainSettings:
 
     epochs: int = 150
     batch_size: int = 4
-    patch_size: int = 256
+    patch_size: int = 64
     patches_per_epoch: int | None = None  # None: as many as tile the training data (see clamp_patches)
-    lr: float = 1e-4
+    lr: float = 2e-4
     references: int = 1
     max_gap_days: int | None = None
     validation_fraction: float = 0.2
     seed: int = 0
     min_valid: float = 0.5
     max_validation_windows: int = 64
-    max_minutes: float = 0.0  # time budget of the run in minutes; 0: none
+    max_minutes: float = 15.0  # time budget of the run in minutes; 0: none
     start: str = "best"  # "best": the best of the model and the references (training/start.py); "model"
 
     @classmethod
@@ -129,26 +129,18 @@ class NetworkChoice:
         return int(getattr(self.config, "residual_blur", 0) or DEFAULT_FIRST_GUESS_BOX)
 
 
-def choose_network(info, *, init_model=None, width=None, predict_residual=False, residual_blur=0, scale=None,
-                   progress):
-    """A new network for the series' bands, or the configuration of ``init_model`` to fine-tune."""
+def choose_network(info, *, init_model=None, from_scratch=False, bands=None, width=None, predict_residual=False,
+                   residual_blur=0, scale=None, progress):
+    """The network a run trains: the model to fine-tune (``init_model``, by default the embedded
+    model, cut down to the series' bands by name), or with ``from_scratch`` a new one."""
     from ..network import DEFAULT_BANDS, CTSTFMConfig
 
-    if init_model:
-        from ..model_file import load_model
-
-        loaded = load_model(str(init_model), map_location="cpu")
-        model_bands = list(loaded.band_names)
-        if loaded.config.bands != info.bands:
-            raise CtstfmError(
-                f"The initial model {init_model} has {loaded.config.bands} bands ({', '.join(model_bands)}) "
-                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave INIT_MODEL "
-                "empty to train from scratch."
-            )
+    if init_model or not from_scratch:
+        loaded, label = start_model_for_bands(init_model, info, bands, progress)
         if width and int(width) != loaded.config.width:
             progress.info(f"WIDTH {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
         return NetworkChoice(
-            loaded.config, model_bands, float(scale) if scale else float(loaded.scale), str(init_model),
+            loaded.config, list(loaded.band_names), float(scale) if scale else float(loaded.scale), label,
             loaded.model.state_dict(),
         )
     band_names = list(info.band_names or (DEFAULT_BANDS if info.bands == len(DEFAULT_BANDS) else []))
@@ -159,6 +151,54 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
     if width:
         kwargs["width"] = int(width)
     return NetworkChoice(CTSTFMConfig(**kwargs), band_names, float(scale) if scale else 1e-4)
+
+
+def start_model_for_bands(init_model, info, bands, progress):
+    """``(loaded, label)``: ``init_model`` (default: the embedded model) for the series' bands.
+
+    A model with other bands than the fine rasters is cut down to them by name
+    (:func:`model_core.bands.select_bands_by_name`): the names come from ``bands``
+    (e.g. ``"green,red,nir"``) or the fine rasters' band descriptions."""
+    from ..model_file import load_model
+    from ..paths import DEFAULT_MODEL
+
+    path = str(init_model) if init_model else str(DEFAULT_MODEL)
+    label = path if init_model else f"the default model ({path})"
+    loaded = load_model(path, map_location="cpu")
+    model_bands = list(loaded.band_names)
+    names = bands or (list(info.band_names) if info.band_names else None)
+    if loaded.config.bands == info.bands and (
+        names is None or [str(n).strip().lower() for n in (names.split(",") if isinstance(names, str) else names)]
+        == [n.lower() for n in model_bands]
+    ):
+        return loaded, label
+    if names is None:
+        raise CtstfmError(
+            f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
+            f"rasters have {info.bands} without band names; name them (BANDS, e.g. green,red,nir, or the rasters' "
+            "band descriptions), or give rasters with the model's bands, or train from scratch (FROM_SCRATCH)."
+        )
+    from ..bands import parse_band_names, select_bands_by_name
+
+    wanted = parse_band_names(names)
+    if len(wanted) != info.bands:
+        raise CtstfmError(
+            f"BANDS names {len(wanted)} bands ({', '.join(wanted)}) but the fine rasters have {info.bands}; name "
+            "every band of the fine rasters, in their order."
+        )
+    if len(wanted) > loaded.config.bands:
+        raise CtstfmError(
+            f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
+            f"rasters have {info.bands}; give rasters with (a subset of) the model's bands, or train from scratch "
+            "(FROM_SCRATCH)."
+        )
+    cut = select_bands_by_name(loaded, wanted)
+    if cut is not loaded:
+        progress.info(
+            f"The {loaded.config.bands}-band model {label} is cut down to the series' bands "
+            f"{', '.join(cut.band_names)} (matched by name) to start from."
+        )
+    return cut, label
 
 
 @dataclass
@@ -409,13 +449,15 @@ def train(
     *,
     epochs=150,
     batch_size=4,
-    patch_size=256,
+    patch_size=64,
     patches_per_epoch=None,
-    lr=1e-4,
+    lr=2e-4,
     references=1,
     max_gap_days=None,
     validation_fraction=0.2,
     init_model=None,
+    from_scratch=False,
+    bands=None,
     resume=False,
     device="auto",
     seed=0,
@@ -425,7 +467,7 @@ def train(
     scale=None,
     min_valid=0.5,
     max_validation_windows=64,
-    max_minutes=0,
+    max_minutes=15.0,
     start="best",
     data_source=None,
     progress=None,
@@ -437,6 +479,12 @@ def train(
     :class:`~.series.Pair` (from one or several scenes).
     ``epochs`` is the total epoch count (a resumed run continues up to it).
     ``patches_per_epoch`` None or 0: as many as tile the training data (at most 1000).
+    ``init_model``: the model to fine-tune; None (default): the embedded default model. Either is cut
+    down to the series' bands by name (``bands``, e.g. ``"green,red,nir"``, else the fine rasters' band
+    descriptions). ``from_scratch``: a new network instead (the paper's recipe unless
+    ``predict_residual``). ``start``: "best" starts a residual network from the best of itself, the
+    unchanged fine image and the first guess (:mod:`.start`); "model" from the model as it is.
+    ``max_minutes``: time budget in minutes (0: none); training stops there with the best model so far.
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
@@ -454,8 +502,8 @@ def train(
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     out_model, ckpt_path, csv_path, png_path = _output_paths(out_model, pairs, manifests, init_model)
-    network_options = dict(init_model=init_model, width=width, predict_residual=predict_residual,
-                           residual_blur=residual_blur, scale=scale)
+    network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
+                           predict_residual=predict_residual, residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
     model, optimizer, scaler, rng, state = start_model(run, ckpt_path=ckpt_path, resume=resume, progress=progress)
 
