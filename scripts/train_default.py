@@ -113,6 +113,7 @@ def main():
         resume=args.resume,
         init_model=args.init_model,
         from_scratch=not args.init_model,
+        start="model",  # continue the given model as it is (its learned correction), never a reference
         max_minutes=args.minutes,
         max_validation_windows=args.validation_windows,
         data_source={
