@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import CtstfmError
-from .fusion import check_output_options, output_metadata, resolve_device
+from .fusion import check_output_options, device_note, output_metadata, resolve_device
 from .progress import Progress
+from .scales import ScaledImage, check_scale_value, check_scales
 from .raster import (
     DEFAULT_RESAMPLING,
     PairReader,
@@ -43,7 +44,7 @@ from .raster import (
     output_spec,
     parse_band_list,
 )
-from .tiling import DEFAULT_TILE, run_tiled
+from .tiling import DEFAULT_TILE, check_tile_size, run_tiled
 
 # The STARFM defaults of model_core.classical, repeated here so that this module
 # (and the temporal difference) can be imported without torch.
@@ -156,6 +157,14 @@ class SeriesReader:
                 f"of the {FINE_WHAT}; give a coarse image that covers it with data."
             )
 
+    def check_scales(self, coarse_option="coarse_scale"):
+        """The value-range check of :func:`model_core.scales.check_scales` on the three inputs."""
+        check_scales(
+            ScaledImage(FINE_WHAT, self.fine, self.scale, "scale"),
+            [ScaledImage(what, reader, self.coarse_scale, coarse_option)
+             for what, reader in ((COARSE_T0_WHAT, self.coarse_t0), (COARSE_T1_WHAT, self.coarse_t1))],
+        )
+
     def read(self, window):
         f0, f0_ok = self.fine.read_reflectance(window, self.scale)
         c0, c0_ok = self.coarse_t0.read_reflectance(window, self.coarse_scale)
@@ -208,18 +217,8 @@ def fine_band_std(reader, scale, progress=None, max_pixels=1 << 21):
 
 def _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale):
     check_output_options(tile, overlap, resampling, output_type, output_format)
-    for value, what in ((scale, "reflectance scale"), (coarse_scale, "coarse reflectance scale")):
-        if value is None:
-            continue
-        try:
-            ok = float(value) > 0 and np.isfinite(float(value))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise CtstfmError(
-                f"The {what} must be a positive number (got {value}); use 0.0001 for DN x 10000 and 1 for "
-                "reflectance."
-            )
+    check_scale_value(scale, "scale")
+    check_scale_value(coarse_scale, "coarse_scale")
 
 
 def _run(
@@ -249,13 +248,15 @@ def _run(
     """The plumbing shared by both methods: read, check, tile, write atomically."""
     started = time.perf_counter()
     out_path = check_output_path(
-        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
+        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path},
+        geotiff=True,
     )
     with gdal_cache_limit(), SeriesReader(
         fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
         scale=scale, coarse_scale=coarse_scale, resampling=resampling,
     ) as series:
         series.check_coverage()
+        series.check_scales()
         grid = series.grid
         if series.warped:
             progress.info(f"Coarse images resampled onto the fine grid ({resampling}), window by window.")
@@ -405,6 +406,7 @@ def starfm_rasters(
     for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
         if value is None or not float(value) >= 0:
             raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    check_tile_size(tile)
     halo = window // 2
     needed = starfm_overlap(window)
     overlap = needed if overlap is None else int(overlap)
@@ -422,6 +424,8 @@ def starfm_rasters(
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     torch_device = resolve_device(device)
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
 
     def make_process(series, std_progress):
         import torch

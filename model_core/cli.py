@@ -3,7 +3,8 @@
 Each subcommand is one module in :mod:`model_core.commands` with
 ``configure(parser)`` and ``run(args) -> int``. Heavy imports (torch, GDAL) stay
 inside ``run`` so that ``--help`` answers at once. A :class:`CtstfmError` is
-printed as one line on stderr with exit status 2.
+printed as one line on stderr with exit status 2 (an :class:`OptionError` naming
+the options by their flags).
 """
 
 import argparse
@@ -11,7 +12,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import Cancelled, CtstfmError
+from .errors import Cancelled, CtstfmError, OptionError
 
 # (subcommand, module in model_core.commands, one-line help)
 COMMANDS = [
@@ -38,8 +39,20 @@ def build_parser():
         module = importlib.import_module(f"model_core.commands.{module_name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.configure(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _flag=_flag_namer(sub))
     return parser
+
+
+def _flag_namer(parser):
+    """``name_of(key)`` for :class:`OptionError`: the command's flag for a core option key (the
+    argparse option whose ``dest`` is the key, as :mod:`model_core.commands._options` builds
+    them from the spec), else ``--key-with-dashes``."""
+    flags = {action.dest: action.option_strings[-1] for action in parser._actions if action.option_strings}
+
+    def name_of(key):
+        return flags.get(key) or "--" + key.replace("_", "-")
+
+    return name_of
 
 
 def main(argv=None):
@@ -53,6 +66,9 @@ def main(argv=None):
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
+    except OptionError as exc:
+        print(f"error: {exc.render(args._flag)}", file=sys.stderr)
+        return 2
     except CtstfmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import __version__, paths
+from . import MPS_FALLBACK, __version__, paths
 from .errors import CtstfmError
 from .options import DEVICES, OUTPUT_TYPES
 from .progress import Progress
+from .scales import ScaledImage, check_scale_value, check_scales
 from .raster import (
     DEFAULT_RESAMPLING,
     OUTPUT_FORMATS,
@@ -38,7 +39,7 @@ from .raster import (
     gdal_cache_limit,
     output_spec,
 )
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, plan_tiles, run_tiled
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, check_tile_size, plan_tiles, run_tiled
 
 
 
@@ -64,63 +65,135 @@ class FusionResult:
         return asdict(self)
 
 
-def resolve_device(device="auto"):
-    """A ``torch.device`` for ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
-    ``"cuda"`` or ``"cuda:N"``; asking for CUDA where there is none is a
-    :class:`CtstfmError`."""
+@dataclass(frozen=True)
+class DeviceAvailability:
+    """What accelerators this PyTorch can use: the number of CUDA GPUs and whether Apple's MPS works."""
+
+    cuda: int = 0
+    mps: bool = False
+
+    @classmethod
+    def detect(cls):
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        return cls(
+            cuda=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            mps=bool(mps is not None and mps.is_available()),
+        )
+
+
+def choose_device(device="auto", available=None):
+    """The device name for ``device``: ``"auto"`` takes CUDA, then Apple's MPS, then the CPU;
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are checked against ``available`` (a
+    :class:`DeviceAvailability`, detected when ``None``); asking for one that is absent is a
+    :class:`CtstfmError` that says what to choose instead."""
+    name = str(device or "auto").strip().lower()
+    if name not in ("auto", "cpu", "mps") and not name.startswith("cuda"):
+        raise CtstfmError(f"Unknown device '{device}'; use one of {', '.join(DEVICES)}.")
+    if name == "cpu":
+        return "cpu"
+    available = available or DeviceAvailability.detect()
+    if name == "auto":
+        return "cuda" if available.cuda else "mps" if available.mps else "cpu"
+    if name == "mps":
+        if not available.mps:
+            raise CtstfmError(
+                "The Apple GPU (mps) was asked for, but this PyTorch cannot use it (it needs a Mac with Apple "
+                "silicon or an AMD GPU, macOS 12.3 or later and a PyTorch built with MPS); choose device 'auto' "
+                "or 'cpu'."
+            )
+        return "mps"
+    if not available.cuda:
+        raise CtstfmError(
+            "The CUDA device was asked for, but this PyTorch sees no CUDA GPU; choose device 'auto' or 'cpu', "
+            "or install a CUDA build of PyTorch."
+        )
+    index = name.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= available.cuda):
+        raise CtstfmError(f"There is no GPU {name}; this machine has {available.cuda} CUDA device(s).")
+    return name
+
+
+def resolve_device(device="auto", available=None):
+    """A ``torch.device`` for :func:`choose_device`'s choice."""
     import torch
 
-    name = str(device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CtstfmError(
-                "The CUDA device was asked for, but this PyTorch sees no CUDA GPU "
-                f"(torch {torch.__version__}); choose device 'auto' or 'cpu', or install a CUDA build of PyTorch."
-            )
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CtstfmError(f"There is no GPU {name}; this machine has {torch.cuda.device_count()} CUDA device(s).")
-        return dev
-    raise CtstfmError(f"Unknown device '{device}'; use one of {', '.join(DEVICES)}.")
+    return torch.device(choose_device(device, available))
+
+
+def device_note(device):
+    """A line for the log about ``device``'s limits, or ``None``: on MPS, whether operators it lacks
+    fall back to the CPU (slower) or fail, and how to change that."""
+    if torch_device_type(device) != "mps":
+        return None
+    if os.environ.get(MPS_FALLBACK, "0").strip() not in ("", "0"):
+        return (
+            f"Apple GPU (mps): operators MPS lacks run on the CPU instead ({MPS_FALLBACK}=1), which is slower "
+            "but gives the same result."
+        )
+    return (
+        f"Apple GPU (mps) without CPU fallback ({MPS_FALLBACK} is not 1): an operator MPS lacks stops the run; "
+        f"set {MPS_FALLBACK}=1 before starting QGIS or Python, or choose device 'cpu'."
+    )
+
+
+def torch_device_type(device):
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` of a device or device name."""
+    return str(getattr(device, "type", device)).split(":")[0]
 
 
 def mixed_precision_dtype(device):
-    """The autocast dtype for ``device``: bfloat16 on CUDA GPUs that support it, else
-    float16; ``None`` (full float32) on the CPU. Fusion and training share this choice."""
+    """The autocast dtype for ``device``: on CUDA bfloat16 where supported, else float16; on
+    Apple's MPS float16 (bfloat16 needs macOS 14 there); ``None`` (full float32) on the CPU.
+    Fusion and training share this choice."""
     import torch
 
-    if not str(device).startswith("cuda"):
+    kind = torch_device_type(device)
+    if kind == "mps":
+        return torch.float16
+    if kind != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast(amp_dtype):
-    """``torch.autocast`` on CUDA for ``amp_dtype``, or a no-op context when it is ``None``."""
+def autocast(amp_dtype, device="cuda"):
+    """``torch.autocast`` on ``device`` (CUDA or MPS) for ``amp_dtype``, or a no-op context when it is ``None``."""
     import contextlib
 
     import torch
 
     if amp_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+    return torch.autocast(device_type=torch_device_type(device), dtype=amp_dtype)
+
+
+def empty_device_cache(device):
+    """Give the accelerator's cached memory back after an out-of-memory error."""
+    import torch
+
+    kind = torch_device_type(device)
+    if kind == "cuda":
+        torch.cuda.empty_cache()
+    elif kind == "mps":
+        torch.mps.empty_cache()
 
 
 def auto_batch_size(device, tile_height, tile_width, width_channels=20):
     """Tiles per batch when none was given: 1 on CPU (batching gains nothing
     there and costs memory); on CUDA as many as about a quarter of the free GPU
-    memory holds (at roughly 60 feature maps of ``width_channels`` per pixel in
+    memory holds (on MPS: of the memory Metal recommends; at roughly 60 feature maps of ``width_channels`` per pixel in
     float32), between 1 and 32. Out-of-memory errors halve it anyway."""
-    if device.type != "cuda":
+    if device.type not in ("cuda", "mps"):
         return 1
     import torch
 
     try:
-        free, _ = torch.cuda.mem_get_info(device)
-    except Exception:  # noqa: BLE001 (older drivers)
+        if device.type == "mps":  # unified memory: what Metal recommends, less what it holds already
+            free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+        else:
+            free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # noqa: BLE001 (older drivers, older PyTorch)
         return 4
     per_tile = tile_height * tile_width * width_channels * 60 * 4
     return int(max(1, min(32, (free // 4) // max(per_tile, 1))))
@@ -130,8 +203,8 @@ class TileModel:
     """The per-tile network call the tiling engine runs: ``(fine, coarse) -> fine_t1``.
 
     Takes numpy batches ``(B, C, h, w)`` of reflectance, returns ``float32``
-    ``(B, C, h, w)`` on the CPU. On CUDA it runs under ``torch.autocast``
-    (bfloat16 where supported, else float16) unless ``mixed_precision`` is
+    ``(B, C, h, w)`` on the CPU. On a GPU it runs under ``torch.autocast``
+    (:func:`mixed_precision_dtype`) unless ``mixed_precision`` is
     False; when the GPU runs out of memory the batch is halved and retried, and
     the smaller size kept for the following batches. Negative predictions are
     clipped to 0 reflectance (``clip_negative``), as the inputs are.
@@ -154,7 +227,7 @@ class TileModel:
         fine_t = torch.from_numpy(np.ascontiguousarray(fine)).to(self.device, non_blocking=True)
         coarse_t = coarse_t.contiguous(memory_format=torch.channels_last)
         fine_t = fine_t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.autocast_dtype):
+        with torch.inference_mode(), autocast(self.autocast_dtype, self.device):
             out = self.model(coarse_t, fine_t)
         out = out.float().cpu().numpy()
         return np.maximum(out, 0.0) if self.clip_negative else out
@@ -170,7 +243,7 @@ class TileModel:
             except RuntimeError as exc:
                 if not _is_out_of_memory(exc):
                     raise
-                self.torch.cuda.empty_cache()
+                empty_device_cache(self.device)
                 if self.batch_size == 1:
                     raise CtstfmError(
                         f"The GPU ran out of memory on a single {fine.shape[2]} x {fine.shape[3]} tile; "
@@ -225,6 +298,7 @@ def check_choice(value, choices, what):
 
 def check_output_options(tile, overlap, resampling, output_type, output_format):
     """The checks of the tiling and output options every fusion method makes before any work."""
+    check_tile_size(tile)
     check_tile_overlap(tile, overlap)
     check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
     check_choice(output_type, OUTPUT_TYPES, "output type")
@@ -267,6 +341,8 @@ def fuse(
     resampling=DEFAULT_RESAMPLING,
     output_type="input",
     output_format="GTiff",
+    scale=None,
+    coarse_scale=None,
     progress=None,
     mixed_precision=True,
     max_strips=None,
@@ -280,11 +356,15 @@ def fuse(
     ``model_path``: a CTSTFM model file (``None``: the bundled default model). ``fine_bands`` / ``coarse_bands``:
     1-based band lists in the model's band order (default the first N bands).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
-    (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu`` or ``cuda``.
+    (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu``, ``cuda`` or ``mps``.
     ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
     on CUDA). ``output_type``: ``"input"`` (the fine image's data type, nodata and
     DN scale) or ``"float32"`` (reflectance, nodata -9999). ``output_format``:
-    ``"GTiff"`` or ``"COG"``. ``progress``: a :class:`~model_core.progress.Progress`
+    ``"GTiff"`` or ``"COG"``. ``scale``: reflectance per DN of the fine image (and
+    the output; default the model's, 0.0001 for the usual x10000 products; 1 for
+    float reflectance); ``coarse_scale``: the coarse image's, when it differs. An
+    input whose values do not look like reflectance at its scale is refused
+    (:func:`model_core.scales.check_scales`). ``progress``: a :class:`~model_core.progress.Progress`
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
     stops after that many tile rows and writes nothing.
 
@@ -299,8 +379,10 @@ def fuse(
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    scale = check_scale_value(scale, "scale")
+    coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
     out_path = check_output_path(
-        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
+        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}, geotiff=True
     )
     torch_device = resolve_device(device)
 
@@ -317,14 +399,19 @@ def fuse(
         coarse_bands=coarse_bands,
         n_bands=len(band_names),
         band_names=band_names,
-        scale=loaded.scale,
+        scale=scale or loaded.scale,
+        coarse_scale=coarse_scale,
         resampling=resampling,
     ) as pair:
         pair.check_coverage()
+        check_scales(
+            ScaledImage("fine image", pair.fine, pair.scale, "scale"),
+            [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")],
+        )
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
-        spec = output_spec(grid, output_type, loaded.scale)
+        spec = output_spec(grid, output_type, pair.scale)
         tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
         if batch_size is None:
             batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
@@ -333,6 +420,8 @@ def fuse(
             f"Fusing {grid.width} x {grid.height} px on {torch_device} "
             f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size})."
         )
+        if device_note(torch_device):
+            progress.info(device_note(torch_device))
         descriptions = [
             grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
             for i, b in enumerate(pair.fine.bands)

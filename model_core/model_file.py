@@ -194,6 +194,39 @@ def _first_line(exc) -> str:
 # --------------------------------------------------------------------------- reading
 
 
+def _file_kind(head):
+    """What a file that is not a PyTorch file seems to be, from its first bytes."""
+    if not head:
+        return "an empty file"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "a TIFF image"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "a PNG image"
+    if head[:3] == b"\xff\xd8\xff":
+        return "a JPEG image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a PyTorch file"
+    return "a text file" if all(c.isprintable() or c in "\r\n\t" for c in text) else "not a PyTorch file"
+
+
+def _check_kind(path):
+    """Refuse at once a file that is not a PyTorch file at all (torch.save writes a ZIP archive,
+    older versions a pickle starting with protocol byte 0x80), saying what it looks like."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise ModelFileError(f"Model file {path} cannot be read ({exc.strerror or exc}); check its permissions.") from exc
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return
+    raise ModelFileError(
+        f"{path} is not a CTSTFM model file (it is {_file_kind(head)}); give a .pt model file written by ctstfm "
+        "(training, save_model or `python -m model_core init`)."
+    )
+
+
 def _read_payload(path, map_location="cpu"):
     """``torch.load`` with ``weights_only=True``, every failure turned into one clear ModelFileError."""
     import torch
@@ -206,6 +239,7 @@ def _read_payload(path, map_location="cpu"):
         )
     if not path.is_file():
         raise ModelFileError(f"Model file {path} is not a file; give the path of a .pt model file.")
+    _check_kind(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all

@@ -30,6 +30,25 @@ from .errors import CtstfmError
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 
+#: The allowed range of each integer network setting. A model file is user input: its
+#: configuration is checked against these before anything is built, so a damaged or hostile
+#: file cannot make the network allocate terabytes. The ranges hold the paper's network
+#: (width 20, 3 + 3 blocks, kernels 3/5/7) with wide margins.
+CONFIG_LIMITS = {
+    "bands": (1, 64),
+    "width": (1, 256),
+    "encoder_blocks": (0, 16),
+    "fusion_blocks": (0, 16),
+    "heads": (1, 64),
+    "norm_groups": (1, 256),
+    "residual_blur": (0, 255),
+}
+MAX_KERNELS = 5  # kernel sizes per multi-kernel block
+MAX_KERNEL = 31
+#: At most this many parameters (about 200 MB of float32 weights; the paper's network has 0.7 M).
+MAX_PARAMETERS = 50_000_000
+
+
 class ConfigError(CtstfmError, ValueError):
     """A network configuration that cannot be built; the message says which field and why."""
 
@@ -70,31 +89,53 @@ class CTSTFMConfig:
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
             object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
-        if isinstance(self.residual_blur, bool) or not isinstance(self.residual_blur, int) or self.residual_blur < 0:
-            raise ConfigError(f"Network setting residual_blur={self.residual_blur!r} is invalid; use 0 or a box size in pixels.")
-        if self.residual_blur and not self.predict_residual:
-            raise ConfigError("residual_blur only applies with predict_residual=true; set both or neither.")
-        for name in ("bands", "width", "encoder_blocks", "fusion_blocks", "heads", "norm_groups"):
+        for name, (low, high) in CONFIG_LIMITS.items():
             value = getattr(self, name)
-            minimum = 0 if name in ("encoder_blocks", "fusion_blocks") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"Network setting {name}={value!r} is invalid; use an integer >= {minimum}.")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(
+                    f"Network setting {name}={value!r} is out of range; it must be a whole number from {low} to "
+                    f"{high}."
+                )
         for name in ("use_mkcb", "use_mksb", "use_cetb", "use_cftb", "predict_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"Network setting {name}={getattr(self, name)!r} is invalid; use true or false.")
+        if self.residual_blur and not self.predict_residual:
+            raise ConfigError("residual_blur only applies with predict_residual=true; set both or neither.")
         ks = self.kernel_sizes
         if (
             not isinstance(ks, tuple)
-            or not ks
-            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in ks)
+            or not 1 <= len(ks) <= MAX_KERNELS
+            or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_KERNEL or k % 2 == 0 for k in ks)
         ):
-            raise ConfigError(f"Network setting kernel_sizes={ks!r} is invalid; use odd positive integers, e.g. [3, 5, 7].")
+            raise ConfigError(
+                f"Network setting kernel_sizes={ks!r} is out of range; it must be 1 to {MAX_KERNELS} odd kernel sizes "
+                f"from 1 to {MAX_KERNEL}, e.g. [3, 5, 7]."
+            )
         if self.width % self.heads:
             raise ConfigError(f"width={self.width} is not a multiple of heads={self.heads}; choose a width that is.")
         if self.width % self.norm_groups:
             raise ConfigError(
                 f"width={self.width} is not a multiple of norm_groups={self.norm_groups}; choose a width that is."
             )
+
+    def parameter_count(self) -> int:
+        """The network's parameter count, from a copy built on PyTorch's 'meta' device (no memory used)."""
+        with torch.device("meta"):
+            return count_parameters(CTSTFM(self))
+
+    def check_size(self) -> "CTSTFMConfig":
+        """Raise :class:`ConfigError` when the network would have more than :data:`MAX_PARAMETERS`
+        parameters (each setting in range can still multiply into too many); returns ``self``.
+        Checked for model files and new networks, before the real network is built."""
+        parameters = self.parameter_count()
+        if parameters > MAX_PARAMETERS:
+            raise ConfigError(
+                f"This network configuration (width {self.width}, {self.encoder_blocks} encoder and "
+                f"{self.fusion_blocks} fusion blocks, kernels {list(self.kernel_sizes)}) has {parameters:,} parameters, "
+                f"more than the {MAX_PARAMETERS:,} allowed (the paper's network has about 0.7 million); use a smaller "
+                "width or fewer blocks."
+            )
+        return self
 
     def to_dict(self) -> dict:
         """Plain data (ints, bools, a list) for model files and JSON."""
@@ -114,7 +155,7 @@ class CTSTFMConfig:
                 f"Unknown network setting(s) {', '.join(unknown)}; the model was probably written by a newer "
                 f"model_core, so update the plugin (known settings: {', '.join(sorted(known))})."
             )
-        return cls(**data)
+        return cls(**data).check_size()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 # --------------------------------------------------------------------------- choice lists
 
 #: Devices, in the QGIS enum's order: saved models and scripts store the index
-#: (0 = auto, 1 = cpu, 2 = cuda), so new devices are only ever appended.
-DEVICES = ("auto", "cpu", "cuda")
+#: (0 = auto, 1 = cpu, 2 = cuda, 3 = mps), so new devices are only ever appended.
+#: ``auto`` takes CUDA, then Apple's MPS, then the CPU (``model_core.fusion.choose_device``).
+DEVICES = ("auto", "cpu", "cuda", "mps")
 #: How coarse images are put on the fine grid (the names users see; raster.py maps them to GDAL's).
 RESAMPLINGS = ("bilinear", "cubic", "nearest", "average")
 #: Output data type of a fused raster.
@@ -141,8 +142,15 @@ def _load(dotted):
 # --------------------------------------------------------------------------- shared options
 
 
+#: The smallest tile a user may ask for (the core's rule is model_core.tiling.check_tile_size).
+MIN_TILE = 32
+
+
 def tile_option():
-    return Option("tile", "int", "Tile size (fine pixels)", 256, cli="--tile", qgis="TILE_SIZE", minimum=16)
+    return Option(
+        "tile", "int", f"Tile size (fine pixels, at least {MIN_TILE})", 256, cli="--tile", qgis="TILE_SIZE",
+        minimum=MIN_TILE,
+    )
 
 
 def overlap_option(default, help="Tile overlap (fine pixels)", unset=None):
@@ -205,6 +213,15 @@ FUSE = Operation(
         Option(
             "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
             advanced=True,
+        ),
+        Option(
+            "scale", "float",
+            "Reflectance per DN of the fine image and the output (0: the model's, usually 0.0001; 1 for reflectance)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "coarse_scale", "float", "Reflectance per DN of the coarse image, if it differs (0: the same)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
         ),
         fused_output(),
     ),
@@ -402,6 +419,11 @@ TRAIN = Operation(
         Option(
             "out_model", "output_file", "Trained model (.pt)", cli="--out", qgis="OUTPUT_MODEL", required=True,
             extension="pt", file_filter="CTSTFM model (*.pt)",
+        ),
+        # An HTML file filter makes the QGIS output a QgsProcessingOutputHtml, listed in the Results Viewer.
+        Option(
+            "report_html", "output_file", "Training report (HTML: verdict, best epoch, curves)", cli="--report-html",
+            qgis="OUTPUT_HTML", file_filter="HTML files (*.html)", qgis_create=True,
         ),
     ),
     forwards_to="model_core.training:train",

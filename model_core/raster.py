@@ -200,6 +200,7 @@ class RasterInfo:
     nodata: Tuple[Optional[float], ...]
     dtype: str
     descriptions: Tuple[str, ...]
+    has_geotransform: bool = True  # False: the file has no georeferencing (GDAL's default grid)
 
     @classmethod
     def from_dataset(cls, dataset, path=None):
@@ -215,6 +216,7 @@ class RasterInfo:
             nodata=tuple(band.GetNoDataValue() for band in bands),
             dtype=dtype,
             descriptions=tuple(band.GetDescription() or "" for band in bands),
+            has_geotransform=dataset.GetGeoTransform(can_return_null=True) is not None,
         )
 
     @classmethod
@@ -295,6 +297,26 @@ class RasterInfo:
         return same_crs(self.crs_wkt, other.crs_wkt)
 
 
+def check_georeferenced(info, what="raster"):
+    """Raise :class:`CtstfmError` when a raster has no geotransform (no position on the ground)."""
+    if not info.has_geotransform:
+        raise CtstfmError(
+            f"The {what} '{info.path}' has no georeferencing (no geotransform), so it cannot be placed on the "
+            "ground or aligned with the other images; georeference it first (Raster > Georeferencer, or "
+            "gdal_translate -a_ullr ... -a_srs ...)."
+        )
+
+
+def check_north_up(info, what="raster"):
+    """Raise :class:`CtstfmError` unless a raster is georeferenced on a north-up grid."""
+    check_georeferenced(info, what)
+    if not info.is_north_up:
+        raise CtstfmError(
+            f"The grid of the {what} '{info.path}' is rotated or not north-up; warp it to a north-up grid first "
+            "(Raster > Projections > Warp)."
+        )
+
+
 def parse_band_list(spec, count, needed=None, what="image", band_names=None):
     """Turn a band choice into a list of 1-based band indices, checked against ``count``.
 
@@ -340,6 +362,12 @@ def parse_band_list(spec, count, needed=None, what="image", band_names=None):
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _decimated_size(grid, max_size):
+    """``(width, height)`` of ``grid`` shrunk to at most ``max_size`` pixels a side."""
+    factor = max(max(grid.width, grid.height) / float(max_size), 1.0)
+    return max(1, int(round(grid.width / factor))), max(1, int(round(grid.height / factor)))
 
 
 def _valid_mask(data, nodata):
@@ -403,11 +431,8 @@ class RasterReader:
         return " ".join(repr(float(v)) if math.isfinite(v) else "nan" for v in values)
 
     def _warp_options(self, grid, width, height, resampling, fmt):
-        if not grid.is_north_up:
-            raise CtstfmError(
-                f"The grid of '{grid.path}' is rotated or not north-up; warp it to a north-up grid first "
-                "(Raster > Projections > Warp)."
-            )
+        check_georeferenced(self.source_info, self.what)
+        check_north_up(grid)
         if bool(grid.crs_wkt) != bool(self.source_info.crs_wkt):
             missing = self.source_info.path if not self.source_info.crs_wkt else grid.path
             raise CtstfmError(
@@ -492,27 +517,32 @@ class RasterReader:
         return data, valid
 
     def valid_fraction(self, max_size=256):
-        """The fraction of valid pixels, estimated cheaply for any size: a warped
-        raster is warped once more onto a decimated copy of the grid, at most
-        ``max_size`` pixels a side (nearest neighbour, straight from the source);
-        a raster on its own grid is read decimated or sampled in small boxes."""
+        """The fraction of valid pixels, estimated cheaply for any size (see :meth:`sample`)."""
+        _, valid = self.sample(max_size)
+        return float(valid.mean()) if valid.size else 0.0
+
+    def sample(self, max_size=256):
+        """A cheap sample of the raster on the grid: ``(data float32 (C, N), valid bool (N,))``.
+
+        A warped raster is warped once more onto a decimated copy of the grid, at most
+        ``max_size`` pixels a side (nearest neighbour, straight from the source); a
+        raster on its own grid is read decimated or sampled in small boxes
+        (:meth:`_sample_own_grid`). Used for the coverage and the value-range checks."""
         grid = self.grid
-        factor = max(grid.width, grid.height) / float(max_size)
-        width = max(1, int(round(grid.width / max(factor, 1.0))))
-        height = max(1, int(round(grid.height / max(factor, 1.0))))
         if not self.warped:
-            return self._sampled_valid_fraction(max_size)
+            return self._sample_own_grid(max_size)
+        width, height = _decimated_size(grid, max_size)
         options = self._warp_options(grid, width, height, "nearest", "MEM")
         with _quiet_gdal():
             small, _ = _try_gdal(lambda: gdal.Warp("", self._warp_source, options=options))
         if small is None:
-            return 0.0
-        data = np.asarray(small.ReadAsArray(), dtype=np.float32).reshape(len(self.bands), height, width)
+            return np.zeros((len(self.bands), 0), np.float32), np.zeros(0, bool)
+        data = np.asarray(small.ReadAsArray(), dtype=np.float32).reshape(len(self.bands), height * width)
         small = None
-        return float(np.isfinite(data).all(axis=0).mean())
+        return data, np.isfinite(data).all(axis=0)
 
-    def _sampled_valid_fraction(self, max_size, samples=12, box=16, decimate_below=2048 * 2048):
-        """Valid fraction of a raster on its own grid, without reading all of it.
+    def _sample_own_grid(self, max_size, samples=12, box=16, decimate_below=2048 * 2048):
+        """:meth:`sample` of a raster on its own grid, without reading all of it.
 
         A small raster, or one with overviews, is read decimated to at most
         ``max_size`` a side. A big one without overviews (decimating it would
@@ -524,18 +554,16 @@ class RasterReader:
         band = self._dataset.GetRasterBand(self.bands[0])
         if not (grid.width * grid.height <= decimate_below or band.GetOverviewCount() > 0):
             box_w, box_h = min(box, grid.width), min(box, grid.height)
-            total = valid = 0
+            boxes = []
             for row in np.linspace(0, grid.height - box_h, samples).astype(int):
                 for col in np.linspace(0, grid.width - box_w, samples).astype(int):
-                    _, ok = self.read(Window(int(col), int(row), box_w, box_h))
-                    valid += int(ok.sum())
-                    total += ok.size
-            if valid > 0:
-                return valid / float(total)
+                    data, ok = self.read(Window(int(col), int(row), box_w, box_h))
+                    boxes.append((data.reshape(len(self.bands), -1), ok.reshape(-1)))
+            valid = np.concatenate([ok for _, ok in boxes])
+            if valid.any():
+                return np.concatenate([data for data, _ in boxes], axis=1), valid
             # The samples may have missed a small valid area: read it all, decimated.
-        factor = max(grid.width, grid.height) / float(max_size)
-        width = max(1, int(round(grid.width / max(factor, 1.0))))
-        height = max(1, int(round(grid.height / max(factor, 1.0))))
+        width, height = _decimated_size(grid, max_size)
         data, message = _try_gdal(lambda: self._dataset.ReadAsArray(
             0, 0, grid.width, grid.height, buf_xsize=width, buf_ysize=height,
             band_list=self.bands, buf_type=gdal.GDT_Float32,
@@ -543,7 +571,7 @@ class RasterReader:
         if data is None:
             raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {message}")
         data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
-        return float(_valid_mask(data, self.nodata).mean())
+        return data.reshape(len(self.bands), -1), _valid_mask(data, self.nodata).reshape(-1)
 
     def close(self):
         self._dataset = None
@@ -761,7 +789,7 @@ def output_spec(fine_info, output_type="input", scale=1e-4):
     return OutputSpec(dtype.name, float(nodata), float(scale))
 
 
-def check_output_path(path, inputs, what="output", geotiff=True):
+def check_output_path(path, inputs, what="output", geotiff=False):
     """The output must be creatable and must not be one of the inputs: the one rule of
     :func:`model_core.outputs.check_outputs` for a single output.
 

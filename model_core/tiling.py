@@ -54,11 +54,32 @@ from typing import Callable, Tuple
 import numpy as np
 
 from .errors import CtstfmError
+from .options import MIN_TILE
 from .progress import Progress
 from .raster import Window
 
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 32
+# MIN_TILE (defined with the options, 32 px): the smallest tile a user may ask for (a raster
+# smaller than a tile is still one tile of its own size). Below it a tile is mostly blended
+# border (the default overlap is 32 px), the network's channel attention and 7 x 7 kernels see
+# too little context, and per-tile overhead dominates: 1-pixel tiles ran 45 times slower.
+
+
+def check_tile_size(tile):
+    """Raise :class:`CtstfmError` unless the tile size a user asked for is at least :data:`MIN_TILE`."""
+    try:
+        tile = int(tile)
+    except (TypeError, ValueError):
+        raise CtstfmError(f"The tile size must be a whole number of pixels (got {tile!r}).") from None
+    if tile < MIN_TILE:
+        raise CtstfmError(
+            f"The tile size {tile} is too small: tiles must be at least {MIN_TILE} pixels, because smaller tiles are "
+            f"mostly blended border and give the network too little context around each pixel (and run many times "
+            f"slower); use {DEFAULT_TILE} (the default) or at least {MIN_TILE}. A raster smaller than a tile is "
+            "processed as one tile anyway."
+        )
+    return tile
 
 
 def check_tile_overlap(tile, overlap, halo=0):

@@ -37,7 +37,7 @@ def bench_step(device, patch, batch, steps, warmup, width=None, amp=True):
     model = CTSTFM(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999))
     amp_dtype = mixed_precision_dtype(device) if amp else None
-    scaler = grad_scaler(amp_dtype)
+    scaler = grad_scaler(amp_dtype, device)
     shape = (batch, config.bands, patch, patch)
     coarse = torch.rand(shape, device=device) * 0.4
     fine0 = torch.rand(shape, device=device) * 0.4

@@ -128,10 +128,10 @@ def test_starfm_band_std_is_the_whole_fine_image_and_invalid_centres_are_nodata(
 def test_cancel_leaves_no_file(same_grid, tmp_path):
     d = same_grid
     with pytest.raises(Cancelled):
-        temporal_difference_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "td.tif", tile=20,
+        temporal_difference_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "td.tif", tile=32,
                                     progress=CancelAfter(2))
     with pytest.raises(Cancelled):
-        starfm_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "sf.tif", window=5, tile=20,
+        starfm_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "sf.tif", window=5, tile=32,
                        progress=CancelAfter(2))
     assert os.listdir(tmp_path) == []
 
@@ -157,7 +157,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(same_grid, tmp_path):
         starfm_rasters(*args, tmp_path / "o.tif", window=8)
     with pytest.raises(CtstfmError, match="more than twice the overlap"):
         starfm_rasters(*args, tmp_path / "o.tif", window=31, tile=48)
-    with pytest.raises(CtstfmError, match="scale must be a positive"):
+    with pytest.raises(CtstfmError, match=r"scale \(scale\) must be a positive"):
         temporal_difference_rasters(*args, tmp_path / "o.tif", scale=0)
     assert sorted(os.listdir(tmp_path)) == ["far.tif", "two.tif"]
 
@@ -276,7 +276,7 @@ def test_cancel_in_qgis_leaves_nothing(qgis_app, same_grid, tmp_path):
     with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
         processing.run(
             "ctstfm:starfm",
-            {"FINE": d["fine"], "COARSE_T0": d["coarse0"], "COARSE_T1": d["coarse1"], "WINDOW": 3, "TILE_SIZE": 16,
+            {"FINE": d["fine"], "COARSE_T0": d["coarse0"], "COARSE_T1": d["coarse1"], "WINDOW": 3, "TILE_SIZE": 32,
              "DEVICE": 1, "OUTPUT": str(tmp_path / "sf.tif")},
             feedback=feedback,
         )

@@ -61,7 +61,10 @@ def test_qgis_parameters_are_the_spec(qgis_app, name):
 
     operation = OPERATIONS[name]
     alg = _algorithms()[name]
-    assert [p.name() for p in alg.parameterDefinitions()] == [option.qgis for option in operation.options]
+    extra = getattr(alg, "qgis_only_parameters", ())  # QGIS-only (e.g. the provider's models folder)
+    assert [p.name() for p in alg.parameterDefinitions() if p.name() not in extra] == [
+        option.qgis for option in operation.options
+    ]
     for option in operation.options:
         parameter = alg.parameterDefinition(option.qgis)
         assert getattr(type(alg), option.qgis) == option.qgis  # the class constant
@@ -131,3 +134,19 @@ def test_both_faces_give_the_core_the_same_arguments(qgis_app, tiny_raster, tmp_
     for option in operation.options:  # what the core gets when nothing is chosen: its own defaults
         if not option.required:
             assert cli[option.name] == option.default, option.name
+
+
+def test_rules_about_what_the_user_gave_live_in_the_core(tmp_path, monkeypatch):
+    from model_core import paths
+    from model_core.errors import CtstfmError
+    from model_core.training import series_from_inputs
+
+    with pytest.raises(CtstfmError, match="not both"):
+        series_from_inputs("series.csv", ["f.tif"], ["c.tif"])
+    with pytest.raises(CtstfmError, match="No series given"):
+        series_from_inputs()
+    assert series_from_inputs(["a.csv", "b.csv"]) == (["a.csv", "b.csv"], None)
+    assert paths.model_or_default(" chosen.pt ") == "chosen.pt"
+    monkeypatch.setattr(paths, "DEFAULT_MODEL", tmp_path / "none.pt")
+    with pytest.raises(CtstfmError, match="no built-in model"):
+        paths.model_or_default(None)

@@ -257,13 +257,13 @@ def test_valid_fraction_of_a_big_raster_samples_it_and_never_misses_a_small_vali
     path = write_raster(tmp_path / "a.tif", data, fine_geotransform(), nodata=-1)
     with RasterReader(path) as reader:
         assert reader.valid_fraction() == pytest.approx(0.2, abs=0.02)  # decimated read
-        sampled = reader._sampled_valid_fraction(256, samples=6, box=4, decimate_below=0)
+        sampled = reader._sample_own_grid(256, samples=6, box=4, decimate_below=0)[1].mean()
         assert 0.1 < sampled < 0.4  # boxes
     data[:] = -1
     data[0, 20:23, 20:23] = 5  # a tiny valid patch between the boxes
     path = write_raster(tmp_path / "b.tif", data, fine_geotransform(), nodata=-1)
     with RasterReader(path) as reader:
-        assert reader._sampled_valid_fraction(256, samples=3, box=4, decimate_below=0) == pytest.approx(9 / 12000)
+        assert reader._sample_own_grid(256, samples=3, box=4, decimate_below=0)[1].mean() == pytest.approx(9 / 12000)
 
 
 def test_pair_reader_fills_invalid_pixels_and_maps_bands(tmp_path):
@@ -394,3 +394,19 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path):
             check_writable(locked / "out.tif")
     assert check_writable(tmp_path / "ok.tif") == str(tmp_path / "ok.tif")
     assert os.listdir(tmp_path) == [] or "ok.tif" not in os.listdir(tmp_path)
+
+
+def test_a_damaged_raster_is_a_clear_error_with_gdal_exceptions_on(tmp_path):
+    # GDAL raises exceptions (model_core turns them on); a block that cannot be read is still our message.
+    path = str(tmp_path / "damaged.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        path, 128, 128, 1, gdal.GDT_Int16, ["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"]
+    )
+    dataset.SetGeoTransform((500000, 30, 0, 4000000, 0, -30))
+    dataset.GetRasterBand(1).WriteArray(np.arange(128 * 128, dtype=np.int16).reshape(128, 128))
+    dataset = None
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+    with RasterReader(path, what="fine image") as reader:
+        with pytest.raises(CtstfmError, match=r"Reading the fine image .*damaged.tif' failed: .*"):
+            reader.read(Window(0, 0, 128, 128))

@@ -76,10 +76,23 @@ def test_train_algorithm_is_declared(qgis_app):
     assert {"LEARNING_RATE", "VALIDATION_FRACTION", "REFERENCES", "FROM_SCRATCH", "START"} <= advanced
     assert "MAX_MINUTES" not in advanced
     assert {o.name() for o in alg.outputDefinitions()} >= {
-        "OUTPUT_MODEL", "REPORT_CSV", "REPORT_PNG", "VALIDATION_MAE", "NO_CHANGE_MAE", "FIRST_GUESS_MAE",
-        "IMPROVEMENT_PERCENT", "VERDICT",
+        "OUTPUT_MODEL", "REPORT_CSV", "REPORT_PNG", "OUTPUT_HTML", "VALIDATION_MAE", "NO_CHANGE_MAE",
+        "FIRST_GUESS_MAE", "IMPROVEMENT_PERCENT", "VERDICT",
     }
+    assert alg.outputDefinition("OUTPUT_HTML").type() == "outputHtml"  # listed in the Results Viewer
     assert "manifest" in alg.shortHelpString().lower()
+
+
+def assert_html_report(path, best_epoch):
+    """The report the Results Viewer shows: one file, the curves inline, the best epoch and a verdict."""
+    import base64
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    image = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert image and base64.b64decode(image.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"best epoch ({best_epoch})" in text
+    assert re.search(r'class="verdict">Best epoch \d+: validation MAE [0-9.]+, [0-9.]+ % (lower|higher)', text)
 
 
 def test_train_from_layers_then_fuse(qgis_app, sim_series, tmp_path):
@@ -97,10 +110,12 @@ def test_train_from_layers_then_fuse(qgis_app, sim_series, tmp_path):
             COARSE_LAYERS=[str(item.coarse) for item in sim_series.items],
             DATES="",
             OUTPUT_MODEL=str(out),
+            OUTPUT_HTML=str(tmp_path / "report.html"),
         ),
         feedback=feedback,
     )
     assert result["OUTPUT_MODEL"] == str(out) and out.exists()
+    assert_html_report(result["OUTPUT_HTML"], best_epoch=max(1, load_model(out).provenance["best_epoch"]))
     assert [int(r["epoch"]) for r in rows(result["REPORT_CSV"])] == [1, 2]
     assert Path(result["REPORT_PNG"]).exists()
     # The results put the model next to the two baselines, and say how it compares.

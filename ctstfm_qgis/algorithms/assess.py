@@ -25,33 +25,36 @@ NUMBERS = [
 ]
 
 HELP = """
-<p>Measures how close a <b>predicted fine image</b> (e.g. the output of <i>Spatiotemporal Fusion</i>, STARFM or
-the temporal difference) is to the <b>reference</b>: the real fine image (e.g. Landsat) of the same date, which
-the prediction did not see.</p>
-<h3>Inputs</h3>
-<ul>
-<li><b>Predicted</b> and <b>reference</b> images must be on the <b>same grid</b> (CRS, extent, pixel size) with
-the same bands in the same order; nothing is resampled. A fused image always has the grid of its fine input, so
-use a fine T0 image on the reference's grid (or warp the prediction with Raster &gt; Projections &gt; Warp).</li>
-<li><b>Mask</b> (optional, same grid): only pixels where its first band is nonzero are assessed, e.g. a
-cloud-free or a changed-area mask. Pixels that are nodata in either image are always left out.</li>
-<li>Reflectance is DN &times; <b>scale</b> (0.0001 by default) for integer rasters; float rasters (such as a
-float32 fusion output) are read as reflectance. Under Advanced: choose bands as <tt>1,2,3</tt> or as
-predicted:reference pairs <tt>1:3,2:4</tt>, and the fine/coarse pixel-size ratio for ERGAS (30/480 =
-0.0625).</li>
-</ul>
-<h3>Outputs</h3>
-<ul>
-<li><b>Error map</b>: per-pixel absolute error averaged over the bands, in reflectance (float32), on the
-reference grid; nodata where a pixel was not assessed. It shows <i>where</i> the prediction fails.</li>
-<li><b>Metrics table</b> (CSV): MAE, RMSE, PSNR, SSIM and CC per band, and a mean row that also holds SAM and
-ERGAS.</li>
-<li><b>HTML report</b>: the inputs, the table and the definitions (open it from the Results Viewer).</li>
-<li>The band means of MAE, RMSE, PSNR, SSIM, SAM, ERGAS and CC as numbers, for the graphical modeler.</li>
-</ul>
-<p>MAE and RMSE are in reflectance (0.01 = 100 DN), PSNR and SSIM use a data range of 1, SAM is in degrees;
-the exact conventions are in docs/metrics.md. Lower is better for MAE, RMSE, SAM and ERGAS; higher for PSNR,
-SSIM and CC.</p>
+Measures how close a **predicted fine image** (e.g. the output of *Spatiotemporal Fusion*, STARFM or the
+temporal difference) is to the **reference**: the real fine image (e.g. Landsat) of the same date, which the
+prediction did not see.
+
+## Inputs
+- **Predicted** and **reference** images on the **same grid** (CRS, extent, pixel size) with the same bands
+  in the same order; nothing is resampled. A fused image has the grid of its fine input, so use a fine T0
+  image on the reference's grid (or warp the prediction with Raster > Projections > Warp).
+- **Mask** (optional, same grid): only pixels where its first band is nonzero are assessed, e.g. a
+  cloud-free or a changed-area mask. Pixels that are nodata in either image are always left out.
+- Reflectance is DN × **scale** (0.0001 by default) for integer rasters; float rasters (such as a float32
+  fusion output) are read as reflectance. Under Advanced: bands as `1,2,3` or as predicted:reference pairs
+  `1:3,2:4`, and the fine/coarse pixel-size ratio for ERGAS (30/480 = 0.0625).
+
+## Outputs
+- **Error map**: per-pixel absolute error averaged over the bands, in reflectance (float32), on the
+  reference grid, loaded with a colour ramp (light yellow = small error, dark red = large) and its legend;
+  nodata where a pixel was not assessed. It shows *where* the prediction fails.
+- **Metrics table** (CSV): MAE, RMSE, PSNR, SSIM and CC per band, and a mean row that also holds SAM and
+  ERGAS.
+- **HTML report**: the inputs, the table and the definitions, shown in the Results Viewer.
+- The band means of MAE, RMSE, PSNR, SSIM, SAM, ERGAS and CC as numbers, for the graphical modeler.
+
+## Typical values
+MAE and RMSE are in reflectance (0.01 = 100 DN), PSNR and SSIM use a data range of 1, SAM is in degrees (see
+docs/metrics.md). Lower is better for MAE, RMSE, SAM and ERGAS; higher for PSNR, SSIM and CC. For scale: on the paper's CIA test set
+(Landsat/MODIS, six bands) CTSTFM reached MAE 0.0149, PSNR 34.1 dB, SSIM 0.880 and SAM 8.2°, STARFM MAE 0.0177.
+
+## Example
+$ qgis_process run ctstfm:assess -- PREDICTED=fused_2022-01-17.tif REFERENCE=landsat_2022-01-17.tif ERROR_MAP=error.tif OUTPUT_HTML=report.html
 """
 
 
@@ -85,6 +88,9 @@ class AssessAlgorithm(CtstfmAlgorithm):
         error_map = kwargs["error_map_path"]
         if error_map:
             name_output_layer(context, error_map, f"Absolute error of {layers['predicted_path'].name()}")
+            from ..styling import ErrorMapStyle, style_output
+
+            style_output(context, error_map, ErrorMapStyle())
         for option in ("error_map_path", "table_csv", "html"):
             if kwargs[option]:
                 outputs[ASSESS.option(option).qgis] = kwargs[option]

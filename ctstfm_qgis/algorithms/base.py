@@ -15,14 +15,20 @@ resampling and output type. The parameters themselves are built and read by
 import importlib
 import platform
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+)
 from qgis.PyQt.QtGui import QIcon
 
-from model_core.errors import Cancelled, CtstfmError
+from model_core.errors import Cancelled, CtstfmError, OptionError
 from model_core.paths import RESOURCES_DIR
 from model_core.progress import Progress
 
 from ..compat import translate
+from ..help import render_help
 from .params import add_operation_parameters, name_output_layer, operation_arguments
 
 GROUPS = {
@@ -93,6 +99,8 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
     needs_torch = True
     #: The :class:`model_core.options.Operation` whose options are this algorithm's parameters.
     operation = None
+    #: The raster parameter whose look fused outputs copy (see :mod:`..styling`); None: no fused output.
+    style_input = None
 
     def __init_subclass__(cls, **kwargs):
         # Every parameter name of the spec becomes a class constant (FuseAlgorithm.FINE == "FINE").
@@ -107,8 +115,17 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
         return translate(type(self).__name__, text)
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        add_operation_parameters(self, self.operation)
+        self.add_parameters()
         self.add_outputs()
+        device = self.parameterDefinition("DEVICE")
+        if device is not None:  # the provider's default-device setting
+            from ..settings import default_device_index
+
+            device.setDefaultValue(default_device_index())
+
+    def add_parameters(self):
+        """The operation's parameters (subclasses may add their QGIS-only ones among them)."""
+        add_operation_parameters(self, self.operation)
 
     def add_outputs(self):
         """Outputs that are not parameters (numbers, reports); subclasses add theirs here."""
@@ -130,10 +147,33 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
         return self.group_key
 
     def shortHelpString(self):  # noqa: N802
-        return self.tr(self.help_text)
+        return render_help(self.tr(self.help_text))
 
     def icon(self):
         return QIcon(str(RESOURCES_DIR / "icon.svg"))
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Runs in the main thread: the place to copy the style of an input layer of the project."""
+        from ..styling import project_layer_renderer
+
+        self.fine_renderer = (
+            project_layer_renderer(self, parameters, self.style_input, context) if self.style_input else None
+        )
+        return True
+
+    def style_fused_output(self, context, output, fine_path, reflectance_scale):
+        """Load ``output`` drawn like the fine input ``fine_path`` (its layer's style, or a composite);
+        ``reflectance_scale``: reflectance per DN, for a float32 reflectance output of a DN input."""
+        from ..settings import composite_bands
+        from ..styling import FineImageStyle, style_output
+
+        renderer = getattr(self, "fine_renderer", None)
+        style_output(context, output, FineImageStyle(fine_path, renderer, composite_bands(), reflectance_scale))
+
+    def add_run_outputs(self):
+        """``SECONDS`` and ``DEVICE``: how long the run took and where, for models and scripts."""
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", self.tr("Run time (seconds)")))
+        self.addOutput(QgsProcessingOutputString("DEVICE", self.tr("Device the run used (cpu, cuda, mps)")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         if self.needs_torch:
@@ -143,8 +183,18 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
             return self.process(parameters, context, feedback, progress)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
+        except OptionError as exc:
+            raise QgsProcessingException(exc.render(self.parameter_name)) from exc
         except CtstfmError as exc:
             raise QgsProcessingException(str(exc)) from exc
+
+    def parameter_name(self, key):
+        """This algorithm's parameter for a core option key (``lr`` -> ``LEARNING_RATE``), from the
+        spec; how a :class:`~model_core.errors.OptionError` names an option in QGIS."""
+        try:
+            return self.operation.option(key).qgis
+        except (AttributeError, KeyError):
+            return key.upper()
 
     def process(self, parameters, context, feedback, progress):
         """The algorithm's work; returns the results dict. Subclasses implement this.
@@ -157,20 +207,24 @@ class CtstfmAlgorithm(QgsProcessingAlgorithm):
 
 
 INPUTS_HELP = """
-<h3>Inputs</h3>
-<ul>
-<li><b>Fine image at T0</b>: e.g. Landsat surface reflectance scaled by 10000, a clear date close to T1. The
-output has exactly its grid: CRS, extent, pixel size, data type and nodata.</li>
-<li><b>Coarse image at T0</b> and <b>coarse image at T1</b>: e.g. MODIS MOD09GA of the same two dates,
-in any CRS (the sinusoidal projection is fine) and resolution; both are resampled onto the fine grid on the fly
-(bilinear by default; see Advanced). They must cover the fine image.</li>
-</ul>
-<p>The three images must hold the same bands <i>in the same order</i> and the same reflectance scale (DN
-&times; 0.0001 by default; set the scale to 1 for float reflectance). If the coarse files hold the bands in
-another order, give the band numbers under Advanced, e.g. <tt>3,4,1,2,6,7</tt> for the seven MODIS land bands
-against Landsat's blue, green, red, NIR, SWIR1, SWIR2. Pixels that are nodata in any input are nodata in the
-output. The images are processed in tiles, so any size fits in memory; cancel stops after the current tile and
-leaves no file behind.</p>
+## Inputs
+- **Fine image at T0**: e.g. Landsat surface reflectance scaled by 10000, a clear date close to T1. The output
+  has exactly its grid: CRS, extent, pixel size, data type and nodata.
+- **Coarse image at T0** and **coarse image at T1**: e.g. MODIS MOD09GA of the same two dates, in any CRS (the
+  sinusoidal projection is fine) and resolution; both are resampled onto the fine grid on the fly (bilinear by
+  default; see Advanced). They must cover the fine image.
+- The three images hold the same bands *in the same order* and the same reflectance scale (DN × 0.0001 by
+  default; set the scale to 1 for float reflectance). If the coarse files hold the bands in another order, give
+  the band numbers under Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands against Landsat's blue,
+  green, red, NIR, SWIR1, SWIR2.
+
+## Outputs
+- **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a
+  natural-colour composite with its stretch). Pixels that are nodata in any input are nodata in the output.
+- **Seconds** and **device**: how long the method took and where it ran, for the graphical modeler.
+
+The images are processed in tiles, so any size fits in memory; cancel stops after the current tile and leaves no
+file behind.
 """
 
 
@@ -179,6 +233,10 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
 
     group_key = "classical"
     layer_prefix = ""
+    style_input = "FINE"
+
+    def add_outputs(self):
+        self.add_run_outputs()
 
     def tags(self):
         return ["ctstfm", "fusion", "spatiotemporal", "landsat", "modis", "classical", "baseline"]
@@ -193,4 +251,5 @@ class ClassicalFusionAlgorithm(CtstfmAlgorithm):
         )
         output = kwargs["out_path"]
         name_output_layer(context, output, f"{self.layer_prefix} {layers['coarse_t1'].name()}")
-        return {self.OUTPUT: output}
+        self.style_fused_output(context, output, kwargs["fine_t0"], kwargs["scale"])
+        return {self.OUTPUT: output, "SECONDS": result.seconds, "DEVICE": result.device}

@@ -8,8 +8,6 @@ indices into choices, the ``unset`` value into ``None``. Also the naming of the 
 loads.
 """
 
-import os
-
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBoolean,
@@ -116,9 +114,13 @@ def layer_path(layer, label="layer"):
 
 
 def _output_raster(alg, parameters, option, context):
+    """The path of a GeoTIFF output; the core's name rule (:func:`model_core.outputs.check_geotiff_name`)
+    is checked at once, so QGIS does not open a half-configured job."""
+    from model_core.outputs import check_geotiff_name
+
     output = (alg.parameterAsOutputLayer(parameters, option.qgis, context) or "").strip()
-    if output and os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
-        raise QgsProcessingException(f"The {option.what} '{output}' must be a GeoTIFF file (.tif).")
+    if output:
+        check_geotiff_name(output, option.what)
     return output or None
 
 

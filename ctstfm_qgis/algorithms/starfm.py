@@ -10,29 +10,33 @@ from model_core.options import STARFM
 from .base import INPUTS_HELP, ClassicalFusionAlgorithm
 
 HELP = """
-<p>Predicts the <b>fine image at date T1</b> with <b>STARFM</b>, the Spatial and Temporal Adaptive Reflectance
-Fusion Model (Gao, Masek, Schwaller &amp; Hall, <i>IEEE Transactions on Geoscience and Remote Sensing</i> 44(8),
-2207&ndash;2218, 2006), from one fine/coarse pair at T0 and the coarse image at T1.</p>
-<p>For every fine pixel, STARFM looks at the neighbours within a moving <b>window</b> that are spectrally similar
-in the fine image at T0 (within 2&nbsp;&sigma; / <b>classes</b> of the centre, &sigma; the band's standard
-deviation over the whole image), keeps those whose fine&ndash;coarse and T0&ndash;T1 differences are no larger than
-the centre's plus the <b>uncertainties</b>, and averages their own temporal-difference predictions
-(fine T0 + coarse T1 &minus; coarse T0) with weights that favour small differences and short distances.</p>
-<p><b>Assumes</b> that the land cover does not change between T0 and T1 and that each coarse pixel's change is
-shared by the similar fine pixels around it: it handles gradual (phenological) change well, and blurs abrupt
-changes smaller than a coarse pixel. Compare it with CTSTFM and the temporal difference using
-<i>Assess Fusion Accuracy</i>.</p>
-<h3>Parameters</h3>
-<ul>
-<li><b>Window</b> (odd, fine pixels; default 31, about 1 km of Landsat): larger windows find more similar
-neighbours but cost as the square of the window.</li>
-<li><b>Classes</b> (default 40): a larger number means a stricter similarity test.</li>
-<li><b>Uncertainties</b> (reflectance, default 0.002): the fine and coarse data's noise levels.</li>
-<li><b>Tile overlap</b>: 0 chooses the window &minus; 1 pixels that tiles need to join without seams; any
-value below that is refused.</li>
-<li><b>Device</b>: a CUDA GPU speeds it up many times; on a CPU, use a smaller window for large images.</li>
-</ul>
-""" + INPUTS_HELP
+Predicts the **fine image at date T1** with **STARFM**, the Spatial and Temporal Adaptive Reflectance Fusion
+Model (Gao, Masek, Schwaller & Hall, *IEEE Transactions on Geoscience and Remote Sensing* 44(8), 2207–2218,
+2006), from one fine/coarse pair at T0 and the coarse image at T1.
+
+For every fine pixel, STARFM looks at the neighbours within a moving **window** that are spectrally similar in
+the fine image at T0 (within 2 σ / **classes** of the centre, σ the band's standard deviation over the whole
+image), keeps those whose fine–coarse and T0–T1 differences are no larger than the centre's plus the
+**uncertainties**, and averages their own temporal-difference predictions (fine T0 + coarse T1 − coarse T0)
+with weights that favour small differences and short distances.
+
+**Assumes** that the land cover does not change between T0 and T1 and that each coarse pixel's change is shared
+by the similar fine pixels around it: it handles gradual (phenological) change well, and blurs abrupt changes
+smaller than a coarse pixel. Compare it with CTSTFM and the temporal difference using *Assess Fusion Accuracy*.
+""" + INPUTS_HELP + """
+## Typical values
+- **Window** (odd, fine pixels; default 31, about 1 km of Landsat): larger windows find more similar neighbours
+  but cost as the square of the window.
+- **Classes** (default 40): a larger number means a stricter similarity test.
+- **Uncertainties** (reflectance, default 0.002): the fine and coarse data's noise levels.
+- **Tile overlap**: 0 chooses the window − 1 pixels that tiles need to join without seams; any value below that
+  is refused.
+- **Device**: a GPU speeds it up many times; on a CPU, use a smaller window for large images (a 384 × 384
+  pixel, 6-band image took about 10 s on 2 CPU cores with window 31; docs/benchmarks.md).
+
+## Example
+$ qgis_process run ctstfm:starfm -- FINE=landsat_2022-01-01.tif COARSE_T0=modis_2022-01-01.tif COARSE_T1=modis_2022-01-17.tif COARSE_BANDS=3,4,1,2,6,7 WINDOW=31 OUTPUT=starfm_2022-01-17.tif
+"""
 
 
 class StarfmAlgorithm(ClassicalFusionAlgorithm):

@@ -10,6 +10,59 @@ from model_core.options import TRAIN
 from .base import CtstfmAlgorithm
 
 
+HELP = """
+Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of fine/coarse pairs (e.g. Landsat
+30 m and MODIS 500 m, one pair per date) and writes a model file for *Spatiotemporal Fusion*.
+
+## Inputs
+- **Series**: either a manifest CSV with the columns date,fine,coarse (ISO dates, paths relative to the CSV
+  allowed; an optional scene column trains on several scenes, each on its own grid), or the fine and the coarse
+  layers of each date in the same order, with their dates typed as 2021-04-01,2021-05-03,... (left empty, each
+  date is read from the file name: YYYY-MM-DD or YYYYMMDD).
+- At least two dates; every fine image on the same grid with the same bands; each coarse image must cover its
+  fine image (it is resampled onto the fine grid exactly as fusion does). With a scene column these rules hold
+  within each scene, and every scene needs the same bands.
+- **Band names** (optional): the fine images' bands, e.g. green,red,nir, when their band descriptions do not
+  name them; the model to fine-tune is cut down to these bands.
+- **Model to fine-tune** (optional): empty = the plugin's embedded model (band-mapped).
+
+## How it trains
+Each target date T1 is predicted from the coarse image at T1 and the fine image at the nearest other date(s)
+(references). The latest share of the dates (validation fraction) validates, the earlier ones train; with two
+or three dates the bottom rows of every date are held out instead. Random patches, flipped and rotated, skip
+mostly-nodata areas; nodata is left out of the L1 loss.
+
+**Default recipe** (a few dates and a CPU): fine-tune the embedded model, cut down to your bands by name. It
+predicts a correction to a first guess; training starts from whichever validates best of the model itself,
+the unchanged fine image and the first guess fine(T0) + coarse(T1) - box33(fine(T0)) (*Starting point*), and
+only an epoch that beats that start replaces it: the result is never worse on validation than the start.
+*Time budget* (MAX_MINUTES, default 15) stops training with the best model so far. *Train from scratch*
+(advanced) is the paper's recipe: it needs many dates and a GPU.
+
+## Outputs
+- **Trained model** (e.g. cia.pt), plus next to it cia_training.csv (the unchanged fine image and the first
+  guess on the same validation windows, epoch 0 = the start, then one row per epoch), cia_training.png (the
+  curves, both baselines dashed) and cia.pt.checkpoint.pt, saved after every epoch: tick *Resume* to continue
+  an interrupted run. Cancelling writes the best model so far.
+- The results give the validation MAE of the model, of the unchanged fine image and of the first guess, the
+  improvement in percent, and the verdict the log ends with ("the model improves on the unchanged fine image
+  by X % MAE", or a warning with what to try).
+- **Training report** (HTML) in the Results Viewer: the curves, the best epoch, the baselines the training
+  measured and the verdict.
+
+## Typical values
+Defaults are measured for a CPU (docs/benchmarks.md, few dates): patches of 64 pixels, Adam with learning rate
+2e-4, batch 4, at most 150 epochs within 15 minutes. The paper's settings (from scratch, learning rate 1e-4,
+patches of 256 pixels, 150 epochs) suit many dates and a GPU. A CUDA or Apple GPU is used with mixed precision
+when the device is auto.
+
+## Example
+Two Landsat/MODIS dates of one area with green, red and NIR bands, listed in series.csv, 10 minutes:
+
+$ qgis_process run ctstfm:train -- MANIFEST=series.csv BANDS=green,red,nir MAX_MINUTES=10 OUTPUT_MODEL=my_area.pt OUTPUT_HTML=my_area_report.html
+"""
+
+
 class TrainAlgorithm(CtstfmAlgorithm):
     algorithm_id = "train"
     display_name = "Train CTSTFM"
@@ -25,35 +78,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
         ("FIRST_GUESS_MAE", "Validation MAE of the first guess (same windows)"),
         ("IMPROVEMENT_PERCENT", "MAE improvement on the unchanged fine image (%)"),
     )
-    help_text = (
-        "Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of fine/coarse pairs "
-        "(e.g. Landsat 30 m and MODIS 500 m, one pair per date) and writes a model file for "
-        "'Spatiotemporal Fusion'.\n\n"
-        "Data: either a manifest CSV with the columns date,fine,coarse (ISO dates, paths relative to the CSV "
-        "allowed; an optional scene column trains on several scenes, each on its own grid), or the fine and "
-        "the coarse layers of each date, in the same order, with their dates typed as 2021-04-01,2021-05-03,... "
-        "(left empty, each date is read from the file name: YYYY-MM-DD or YYYYMMDD). At least two dates; every "
-        "fine image on the same grid with the same bands; each coarse image must cover its fine image (it is "
-        "resampled onto the fine grid exactly as fusion does). With a scene column these rules hold within each "
-        "scene, and every scene needs the same bands.\n\n"
-        "Each target date T1 is predicted from the coarse image at T1 and the fine image at the nearest "
-        "other date(s) (REFERENCES). The latest VALIDATION_FRACTION of the dates validates, the earlier "
-        "ones train (with two or three dates, the bottom rows of every date are held out instead).\n\n"
-        "Default recipe (made for a few dates and a CPU): fine-tune the embedded default model, cut down to "
-        "your bands by name (band descriptions, or BANDS such as green,red,nir). It predicts a correction to a "
-        "first guess; training starts from whichever validates best of the model, the unchanged fine image and "
-        "the first guess fine(T0) + coarse(T1) - box33(fine(T0)), and only an epoch that beats that start "
-        "replaces it, so the result is never worse on validation than where it started. MAX_MINUTES (default "
-        "15) stops training with the best model so far. Patches of 64 px, Adam lr 2e-4, batch 4. 'Train from "
-        "scratch' (advanced) is the paper's recipe (lr 1e-4, up to 150 epochs): it needs many dates and a "
-        "GPU.\n\n"
-        "Next to the model (e.g. cia.pt): cia_training.csv (the unchanged fine image and the first guess on the "
-        "same validation windows, epoch 0 = the start, then one row per epoch), cia_training.png (curves with "
-        "both baselines) and cia.pt.checkpoint.pt, saved after every epoch: tick 'Resume' to continue an "
-        "interrupted run. The log ends with how much the model improves on the unchanged fine image (or a "
-        "warning that it does not, with what to try). Cancelling writes the best model so far. A CUDA GPU is "
-        "used with mixed precision when the device is auto or cuda."
-    )
+    help_text = HELP
 
     def add_outputs(self):
         self.addOutput(QgsProcessingOutputFile(self.REPORT_CSV, self.tr("Training report (CSV, one row per epoch)")))
@@ -71,7 +96,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
         if result.cancelled or verdict.startswith("WARNING"):
             feedback.pushWarning(result.message)
         no_change = result.baselines.get("no_change", {}).get("mae")
-        return {
+        outputs = {
             self.OUTPUT_MODEL: result.model_path,
             self.REPORT_CSV: result.report_csv,
             self.REPORT_PNG: result.report_png or "",
@@ -81,3 +106,9 @@ class TrainAlgorithm(CtstfmAlgorithm):
             "IMPROVEMENT_PERCENT": 100.0 * (1.0 - result.best_metrics["mae"] / no_change) if no_change else None,
             self.VERDICT: verdict,
         }
+        if result.report_html:
+            from model_core.training.report_html import verdict
+
+            feedback.pushInfo(verdict(result))
+            outputs[self.OUTPUT_HTML] = result.report_html
+        return outputs

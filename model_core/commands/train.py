@@ -69,6 +69,7 @@ def run(args):
                     "model": result.model_path,
                     "report_csv": result.report_csv,
                     "report_png": result.report_png,
+                    "report_html": result.report_html or None,
                     "checkpoint": result.checkpoint,
                     "epochs": result.epochs,
                     "best_epoch": result.best_epoch,

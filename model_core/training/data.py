@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CtstfmError
+from ..errors import OptionError
 from .series import scene_suffix
 
 AUTO_PATCHES_CAP = 1000
@@ -227,10 +227,11 @@ class PatchSampler:
                         return
         finally:
             self.rng = saved
-        raise CtstfmError(
+        raise OptionError(
             f"No {self.patch} x {self.patch} patch of the training dates has at least {100 * self.min_valid:.0f}% "
             f"valid pixels (the best has {100 * best:.0f}%): the rasters are mostly nodata where fine and coarse "
-            "overlap. Check their nodata values and extents, or use a smaller PATCH_SIZE."
+            "overlap. Check their nodata values and extents, or use a smaller patch size ({patch_size}).",
+            "patch_size",
         )
 
     def patch_arrays(self):

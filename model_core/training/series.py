@@ -313,8 +313,7 @@ def check_series(pairs, progress=None, scene=""):
             progress.check()
         what = f"fine image of {pair.date.isoformat()}{in_scene}"
         fine = raster.RasterInfo.read(pair.fine, what)
-        if not fine.is_north_up:
-            raise CtstfmError(f"The {what} '{pair.fine}' is rotated or not north-up; warp it to a north-up grid first.")
+        raster.check_north_up(fine, what)
         if first is None:
             first = fine
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CtstfmError
+from ..errors import CtstfmError, OptionError
 from .series import Sample
 
 MIN_SPATIAL_VALIDATION_ROWS = 8
@@ -64,7 +64,10 @@ def split_series(dates, height, *, validation_fraction=0.2, references=1, max_ga
     ``dates`` must be sorted and unique; ``height`` is the fine rasters' row count.
     """
     if not 0.0 < float(validation_fraction) < 1.0:
-        raise CtstfmError(f"VALIDATION_FRACTION is {validation_fraction}; give a fraction between 0 and 1, e.g. 0.2.")
+        raise OptionError(
+            f"The validation fraction {{validation_fraction}} is {validation_fraction}; give a fraction between 0 "
+            "and 1, e.g. 0.2.", "validation_fraction",
+        )
     count = len(dates)
     everything = list(range(count))
     n_val = max(1, int(round(count * validation_fraction)))
@@ -82,14 +85,14 @@ def split_series(dates, height, *, validation_fraction=0.2, references=1, max_ga
                 val_samples,
                 note=f"Chronological split: {_span(dates, train, 'training')}, {_span(dates, val, 'validation')}.",
             )
-        reason = f"no reference within MAX_GAP_DAYS={max_gap_days} on one side of the chronological split"
+        reason = f"no reference within {max_gap_days} days on one side of the chronological split"
     else:
         reason = f"only {count} dates"
     samples = choose_references(dates, everything, everything, references, max_gap_days)
     if not samples:
-        raise CtstfmError(
-            f"No date has another date within MAX_GAP_DAYS={max_gap_days} days; raise MAX_GAP_DAYS or set it to 0 "
-            "(no limit)."
+        raise OptionError(
+            f"No date has another date within {max_gap_days} days (the farthest reference, {{max_gap_days}}); raise "
+            "{max_gap_days} or set it to 0 (no limit).", "max_gap_days",
         )
     rows = int(round(height * validation_fraction))
     rows = min(max(rows, MIN_SPATIAL_VALIDATION_ROWS), height // 2)
@@ -128,6 +131,9 @@ def split_scenes(scenes, *, validation_fraction=0.2, references=1, max_gap_days=
         except CtstfmError as exc:
             if not scene.label:
                 raise
+            if isinstance(exc, OptionError):
+                label = scene.label.replace("{", "{{").replace("}", "}}")
+                raise OptionError(f"Scene '{label}': {exc.template}", *exc.options) from None
             raise CtstfmError(f"Scene '{scene.label}': {exc}") from None
         shift = scene.first
         split.train_samples = [Sample(s.target + shift, s.reference + shift) for s in split.train_samples]

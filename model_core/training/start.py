@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..errors import CtstfmError
+from ..errors import OptionError
 from ..options import START_CHOICES
 _NAMES = {"model": "the model itself", "no_change": "the unchanged fine image", "first_guess": "the first guess"}
 
 
 def check_start(start):
     if start not in START_CHOICES:
-        raise CtstfmError(f"START is '{start}'; choose one of {', '.join(START_CHOICES)}.")
+        raise OptionError(f"The starting point {{start}} is '{start}'; choose one of {', '.join(START_CHOICES)}.", "start")
     return start
 
 

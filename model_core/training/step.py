@@ -1,4 +1,4 @@
-"""One optimisation step: the masked L1 loss of the paper (eq. 20), mixed precision on CUDA."""
+"""One optimisation step: the masked L1 loss of the paper (eq. 20), mixed precision on a GPU."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ def masked_l1(pred, target, valid):
 
 
 def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, amp_dtype):
-    """One optimisation step on a batch: forward (autocast to ``amp_dtype`` on CUDA), the
+    """One optimisation step on a batch: forward (autocast to ``amp_dtype`` on a GPU), the
     masked L1 loss, backward (through ``scaler`` when there is one) and the optimizer's
     update. Returns the loss tensor (float32, still on ``device``)."""
     optimizer.zero_grad(set_to_none=True)
-    with autocast(amp_dtype):
+    with autocast(amp_dtype, device):
         pred = model(coarse, fine0)
     loss = masked_l1(pred.float(), fine1, valid)
     if scaler is not None:
@@ -30,11 +30,14 @@ def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, am
     return loss
 
 
-def grad_scaler(amp_dtype):
+def grad_scaler(amp_dtype, device="cuda"):
+    """Loss scaling for float16 autocast on ``device`` (CUDA or MPS); none for bfloat16 or float32."""
     import torch
+
+    from ..fusion import torch_device_type
 
     if amp_dtype is None or amp_dtype == torch.bfloat16:
         return None
-    return torch.amp.GradScaler("cuda")
+    return torch.amp.GradScaler(torch_device_type(device))
 
 

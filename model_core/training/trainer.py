@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Cancelled, CtstfmError
+from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
@@ -56,11 +56,13 @@ class TrainResult:
     baselines: dict = field(default_factory=dict)  # "no_change"/"first_guess" -> validation metrics
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
+    report_html: str = ""  # the HTML report (report_html.py), when one was asked for
 
 
-def _check_positive(name, value, minimum, kind=int):
+def _check_positive(key, value, minimum, kind=int):
+    """``value`` as ``kind``; an :class:`OptionError` naming the option ``key`` unless it is at least ``minimum``."""
     if value is None or kind(value) < minimum:
-        raise CtstfmError(f"{name} is {value}; give a value of at least {minimum}.")
+        raise OptionError(f"{{{key}}} is {value}; give a value of at least {minimum}.", key)
     return kind(value)
 
 
@@ -88,18 +90,21 @@ class TrainSettings:
         s = cls(**values)
         lr = float(s.lr)
         if not lr > 0:
-            raise CtstfmError(f"LEARNING_RATE is {lr}; give a positive value, e.g. 0.0001.")
+            raise OptionError(f"The learning rate {{lr}} is {lr}; give a positive value, e.g. 0.0001.", "lr")
         if not float(s.max_minutes or 0) >= 0:
-            raise CtstfmError(f"MAX_MINUTES is {s.max_minutes}; give 0 (no limit) or a number of minutes, e.g. 10.")
+            raise OptionError(
+                f"The time budget {{max_minutes}} is {s.max_minutes}; give 0 (no limit) or a number of minutes, e.g. 10.",
+                "max_minutes",
+            )
         if not 0.0 < float(s.min_valid) <= 1.0:
             raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
         return cls(
-            epochs=_check_positive("EPOCHS", s.epochs, 1),
-            batch_size=_check_positive("BATCH_SIZE", s.batch_size, 1),
-            patch_size=_check_positive("PATCH_SIZE", s.patch_size, 8),
+            epochs=_check_positive("epochs", s.epochs, 1),
+            batch_size=_check_positive("batch_size", s.batch_size, 1),
+            patch_size=_check_positive("patch_size", s.patch_size, 8),
             patches_per_epoch=int(s.patches_per_epoch) if s.patches_per_epoch else None,
             lr=lr,
-            references=_check_positive("REFERENCES", s.references, 1),
+            references=_check_positive("references", s.references, 1),
             max_gap_days=int(s.max_gap_days) if s.max_gap_days else None,
             validation_fraction=s.validation_fraction,
             seed=int(s.seed),
@@ -134,11 +139,12 @@ def choose_network(info, *, init_model=None, from_scratch=False, bands=None, wid
     """The network a run trains: the model to fine-tune (``init_model``, by default the embedded
     model, cut down to the series' bands by name), or with ``from_scratch`` a new one."""
     from ..network import DEFAULT_BANDS, CTSTFMConfig
+    from ..scales import check_scale_value
 
     if init_model or not from_scratch:
         loaded, label = start_model_for_bands(init_model, info, bands, progress)
         if width and int(width) != loaded.config.width:
-            progress.info(f"WIDTH {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
+            progress.info(f"Width {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
         return NetworkChoice(
             loaded.config, list(loaded.band_names), float(scale) if scale else float(loaded.scale), label,
             loaded.model.state_dict(),
@@ -150,7 +156,8 @@ def choose_network(info, *, init_model=None, from_scratch=False, bands=None, wid
               "residual_blur": int(residual_blur)}
     if width:
         kwargs["width"] = int(width)
-    return NetworkChoice(CTSTFMConfig(**kwargs), band_names, float(scale) if scale else 1e-4)
+    scale = check_scale_value(scale, "scale") if scale else 1e-4
+    return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, scale)
 
 
 def start_model_for_bands(init_model, info, bands, progress):
@@ -173,24 +180,25 @@ def start_model_for_bands(init_model, info, bands, progress):
     ):
         return loaded, label
     if names is None:
-        raise CtstfmError(
+        raise OptionError(
             f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
-            f"rasters have {info.bands} without band names; name them (BANDS, e.g. green,red,nir, or the rasters' "
-            "band descriptions), or give rasters with the model's bands, or train from scratch (FROM_SCRATCH)."
+            f"rasters have {info.bands} without band names; name them ({{bands}}, e.g. green,red,nir, or the rasters' "
+            "band descriptions), or give rasters with the model's bands, or train from scratch ({from_scratch}).",
+            "bands", "from_scratch",
+        )
+    if info.bands > loaded.config.bands:
+        raise OptionError(
+            f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
+            f"rasters have {info.bands}; give rasters with (a subset of) the model's bands, or train from scratch "
+            "({from_scratch}).", "from_scratch",
         )
     from ..bands import parse_band_names, select_bands_by_name
 
     wanted = parse_band_names(names)
     if len(wanted) != info.bands:
-        raise CtstfmError(
-            f"BANDS names {len(wanted)} bands ({', '.join(wanted)}) but the fine rasters have {info.bands}; name "
-            "every band of the fine rasters, in their order."
-        )
-    if len(wanted) > loaded.config.bands:
-        raise CtstfmError(
-            f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
-            f"rasters have {info.bands}; give rasters with (a subset of) the model's bands, or train from scratch "
-            "(FROM_SCRATCH)."
+        raise OptionError(
+            f"{{bands}} names {len(wanted)} bands ({', '.join(wanted)}) but the fine rasters have {info.bands}; name "
+            "every band of the fine rasters, in their order.", "bands",
         )
     cut = select_bands_by_name(loaded, wanted)
     if cut is not loaded:
@@ -253,12 +261,12 @@ def _plan_patches(scenes, settings, progress):
     patch = min([settings.patch_size] + [min(scene.train_rows, scene.info.width) for scene in scenes])
     if patch < settings.patch_size:
         progress.info(
-            f"PATCH_SIZE {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
+            f"The patch size {settings.patch_size} is larger than the training area; using {patch} x {patch} patches."
         )
     per_epoch = settings.patches_per_epoch or clamp_patches(
         sum(training_tiles(scene.split, scene.info.height, scene.info.width, patch) for scene in scenes)
     )
-    return patch, _check_positive("PATCHES_PER_EPOCH", per_epoch, 1)
+    return patch, _check_positive("patches_per_epoch", per_epoch, 1)
 
 
 def _log_series(run, progress):
@@ -281,8 +289,9 @@ def _log_series(run, progress):
 
 def prepare_run(pairs, manifests, settings, *, network_options, device, progress):
     """Check the scenes, choose the network, split the series, plan patches and device."""
-    from ..fusion import mixed_precision_dtype, resolve_device
+    from ..fusion import device_note, mixed_precision_dtype, resolve_device
     from ..raster import DEFAULT_RESAMPLING
+    from ..scales import check_series_scales
 
     progress.update(0.0, "checking the series")
     scenes = check_scenes(pairs, progress)
@@ -293,6 +302,7 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     labels = [f"{pair.scene or '(unnamed)'} {pair.date}" if several else pair.date.isoformat() for pair in pairs]
     info = _series_info(scenes, progress)
     network = choose_network(info, progress=progress, **network_options)
+    check_series_scales(pairs, network.scale)
     split_scenes(
         scenes, validation_fraction=settings.validation_fraction, references=settings.references,
         max_gap_days=settings.max_gap_days, patch_size=settings.patch_size,
@@ -301,6 +311,8 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     patch, per_epoch = _plan_patches(scenes, settings, progress)
     dates = [pair.date for pair in pairs]
     torch_device = str(resolve_device(device))
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
     run = TrainingRun(
         pairs=pairs, scenes=scenes, labels=labels, info=info, network=network, settings=settings, split=split,
         patch=patch, patches_per_epoch=per_epoch,
@@ -325,7 +337,7 @@ def start_model(run, *, ckpt_path, resume, progress):
         progress.info(f"Fine-tuning {run.network.init_model}.")
     model.to(run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
-    scaler = grad_scaler(run.amp_dtype)
+    scaler = grad_scaler(run.amp_dtype, run.device)
     if resume:
         adopt_saved_start(run, model, ckpt_path)
         state = TrainingState.resume(
@@ -341,8 +353,8 @@ def start_model(run, *, ckpt_path, resume, progress):
             progress.info(f"An old checkpoint {ckpt_path} exists; this new training replaces it after its first epoch.")
     if state.epoch >= run.settings.epochs:
         progress.info(
-            f"The checkpoint already holds {state.epoch} epochs (EPOCHS is {run.settings.epochs}): writing its best "
-            "model; raise EPOCHS to train further."
+            f"The checkpoint already holds {state.epoch} epochs (of the {run.settings.epochs} asked for): writing its "
+            "best model; ask for more epochs to train further."
         )
     return model, optimizer, scaler, rng, state
 
@@ -412,8 +424,8 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
     )
 
 
-def _output_paths(out_model, pairs, manifests, init_model):
-    """``(model, checkpoint, csv, png)`` paths, checked by the one output rule: none is an input (a
+def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
+    """``(model, checkpoint, csv, png, html or None)`` paths, checked by the one output rule: none is an input (a
     manifest, a raster it lists, the initial model) or another of these outputs. The checkpoint is the
     run's own file: a resumed run reads it, and every run rewrites it."""
     from ..outputs import check_outputs, check_writable
@@ -423,6 +435,8 @@ def _output_paths(out_model, pairs, manifests, init_model):
     out_model = Path(out_model).expanduser()
     outputs = dict(zip(("output model", "checkpoint", "training report", "training curves"),
                        (out_model, checkpoint_path(out_model), *report_paths(out_model))))
+    if report_html:
+        outputs["HTML training report"] = Path(report_html).expanduser()
     inputs = {"initial model": init_model}
     for name, manifest in manifests.items():
         inputs[f"manifest of scene '{name}'" if name else "manifest"] = manifest
@@ -440,7 +454,8 @@ def _output_paths(out_model, pairs, manifests, init_model):
         if created:
             folder.rmdir()
         raise
-    return tuple(Path(path) for path in checked.values())
+    paths = [Path(path) for path in checked.values()]
+    return (*paths[:4], paths[4] if report_html else None)
 
 
 def train(
@@ -470,6 +485,7 @@ def train(
     max_minutes=15.0,
     start="best",
     data_source=None,
+    report_html=None,
     progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
@@ -488,7 +504,8 @@ def train(
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
-    records as the data (default: the manifest path(s) or the list of pairs).
+    records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
+    write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
     Returns a :class:`TrainResult`; raises :class:`~model_core.errors.Cancelled` when
     cancelled before the first epoch finished (nothing written).
     """
@@ -501,7 +518,9 @@ def train(
         start=start,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
-    out_model, ckpt_path, csv_path, png_path = _output_paths(out_model, pairs, manifests, init_model)
+    out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
+        out_model, pairs, manifests, init_model, report_html
+    )
     network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
                            predict_residual=predict_residual, residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
@@ -536,11 +555,16 @@ def train(
         )
     if stopped == STOP_CANCELLED and not state.history:
         raise Cancelled("Cancelled before the first epoch finished; no model was written.")
-    return finish(
+    result = finish(
         run, model, state, out_model=out_model, ckpt_path=ckpt_path, png_path=png_path, csv_path=csv_path,
         data_source=data_source, window_counts=validator.scene_counts, stopped=stopped,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
+    if html_path:
+        from .report_html import write_report_html
+
+        result.report_html = write_report_html(result, html_path)
+    return result
 
 
 def train_from_inputs(out_model, *, manifest=None, fine=None, coarse=None, dates=None, progress=None, **options):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CtstfmError
+from ..errors import OptionError
 from ..fusion import autocast
 from ..progress import Progress
 from .data import fair_shares, grid_windows
@@ -69,9 +69,10 @@ class Validator:
                 size += sum(array.nbytes for array in arrays)
                 cache.append(arrays)
         if not self.windows:
-            raise CtstfmError(
+            raise OptionError(
                 "No validation window has valid pixels: the validation dates (or the held-out bottom rows) are "
-                "nodata. Check the rasters' nodata values, or change VALIDATION_FRACTION."
+                "nodata. Check the rasters' nodata values, or change the validation fraction ({validation_fraction}).",
+                "validation_fraction",
             )
         self.cache = cache if size <= self.CACHE_BYTES else None
         # Windows of one shape go through the network together, batch_size at a time.
@@ -129,7 +130,7 @@ class Validator:
                     for index in batch
                 ]
                 coarse, fine0, fine1, valid = (np.stack(parts) for parts in zip(*items))
-                with autocast(self.amp_dtype):
+                with autocast(self.amp_dtype, self.device):
                     pred = model(torch.from_numpy(coarse).to(self.device), torch.from_numpy(fine0).to(self.device))
                 pred = pred.float().clamp(min=0.0).cpu().numpy()
                 for i in range(len(batch)):

@@ -1,0 +1,166 @@
+"""Are the inputs on the reflectance scale they are read with? One cheap check before any work.
+
+Every method reads rasters as reflectance, ``DN * scale``. A wrong scale does not
+fail: a float 0-1 fine image next to a x10000 coarse image, or an 8-bit display
+image, fuses into nonsense without a word. :func:`check_scales` samples each input
+(:meth:`~model_core.raster.RasterReader.sample`, the same cheap reads as the
+coverage check) and refuses, naming the option that fixes it, when
+
+* an integer image cannot hold reflectance at its scale (``uint8`` at 0.0001 holds
+  at most 0.0255): :data:`MIN_REPRESENTABLE`;
+* an image's brightest band has a mean reflectance outside
+  :data:`PLAUSIBLE_MEAN` (DN read as reflectance, or reflectance read as DN);
+* the fine and the coarse images differ by :data:`MISMATCH_FACTOR` or more
+  (median over bands of the ratio of their mean reflectance), which real
+  change, clouds or haze do not reach in most bands at once.
+
+Option names reach the user through :class:`~model_core.errors.OptionError`, so the
+command line says ``--coarse-scale`` and QGIS ``COARSE_SCALE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import OptionError
+
+#: The largest value an integer image can hold, times its scale, must reach this reflectance.
+MIN_REPRESENTABLE = 0.2
+#: The mean reflectance of an image's brightest band lies in this range for any land scene
+#: (dark water ~0.01-0.05, snow and cloud ~0.8-1.2).
+PLAUSIBLE_MEAN = (0.002, 3.0)
+#: Fine and coarse mean reflectances this many times apart are a scale mistake, not change.
+MISMATCH_FACTOR = 10.0
+
+
+@dataclass
+class ScaledImage:
+    """One input of a scale check: its reader, its scale and the option that sets that scale."""
+
+    what: str  # e.g. "fine image at T0"
+    reader: object  # model_core.raster.RasterReader
+    scale: float
+    option: str  # core option key, e.g. "coarse_scale"
+
+    @property
+    def path(self):
+        return self.reader.source_info.path
+
+    def band_means(self):
+        """Mean reflectance per band over a sample of valid pixels (None when nothing is valid)."""
+        data, valid = self.reader.sample()
+        if not valid.any():
+            return None
+        return data[:, valid].astype(np.float64).mean(axis=1) * self.scale
+
+
+def check_scale_value(value, option):
+    """``value`` as a float (None stays None); an :class:`OptionError` unless it is a positive number."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+        ok = number > 0 and np.isfinite(number)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise OptionError(
+            f"The reflectance scale ({{{option}}}) must be a positive number (got {_escape(value)}); use 0.0001 for "
+            "DN x 10000 and 1 for reflectance.", option,
+        )
+    return number
+
+
+def _escape(text):
+    return str(text).replace("{", "{{").replace("}", "}}")
+
+
+def _check_representable(image):
+    dtype = np.dtype(image.reader.source_info.dtype)
+    if dtype.kind not in "iu":
+        return
+    top = float(np.iinfo(dtype).max) * image.scale
+    if top < MIN_REPRESENTABLE:
+        guess = " (an 8-bit display image?)" if dtype.itemsize == 1 else ""
+        raise OptionError(
+            f"The {image.what} '{_escape(image.path)}' is {dtype.name}: at a reflectance scale of {image.scale:g} "
+            f"({{{image.option}}}) it can hold reflectance only up to {top:.3g}, so it is not surface reflectance"
+            f"{guess}. Give the original product (e.g. 16-bit DN x 10000), or set "
+            f"{{{image.option}}} so that its values times the scale are reflectance (0-1).",
+            image.option,
+        )
+
+
+def _check_plausible(image, means):
+    brightest = float(np.max(means))
+    low, high = PLAUSIBLE_MEAN
+    if brightest > high:
+        hint = "0.0001 if it holds DN x 10000" if brightest > 50 else "a smaller value"
+        guess = "DN (e.g. x 10000)"
+    elif 0 < brightest < low:
+        hint = "1 if it holds reflectance (0-1)" if brightest < 1e-3 else "a larger value"
+        guess = "reflectance (0-1)"
+    else:
+        return
+    raise OptionError(
+        f"The {image.what} '{_escape(image.path)}' has a mean reflectance of {brightest:.4g} in its brightest band "
+        f"when read with scale {image.scale:g}, far outside the 0-1 of surface reflectance: its values look like "
+        f"{guess}. Set {{{image.option}}} to {hint}.",
+        image.option,
+    )
+
+
+def _check_pair(fine, coarse, fine_means, coarse_means):
+    both = (fine_means > 0) & (coarse_means > 0)
+    if not both.any():
+        return
+    ratio = float(np.median(fine_means[both] / coarse_means[both]))
+    if 1.0 / MISMATCH_FACTOR < ratio < MISMATCH_FACTOR:
+        return
+    options = tuple(dict.fromkeys((fine.option, coarse.option)))
+    fix = (
+        f"set {{{fine.option}}} and {{{coarse.option}}} so that both are reflectance (0.0001 for DN x 10000, "
+        "1 for reflectance)" if len(options) == 2 else
+        f"give both in the same units (both DN x 10000, or both reflectance); {{{fine.option}}} sets the scale of both"
+    )
+    raise OptionError(
+        f"The {fine.what} '{_escape(fine.path)}' and the {coarse.what} '{_escape(coarse.path)}' are on different "
+        f"scales: their mean reflectances differ {max(ratio, 1 / ratio):.3g} times (fine {float(np.median(fine_means)):.4g}, "
+        f"coarse {float(np.median(coarse_means)):.4g} at scales {fine.scale:g} and {coarse.scale:g}), far more than "
+        f"real change. {fix[0].upper()}{fix[1:]}.",
+        *options,
+    )
+
+
+def check_scales(fine, coarse_images):
+    """Raise :class:`~model_core.errors.OptionError` when an input is not reflectance at its scale.
+
+    ``fine``: the :class:`ScaledImage` of the fine image; ``coarse_images``: those of
+    the coarse images read with it. Images with no valid sample are left to the
+    coverage check."""
+    fine_means = None
+    for image in (fine, *coarse_images):
+        _check_representable(image)
+        means = image.band_means()
+        if means is None:
+            continue
+        _check_plausible(image, means)
+        if image is fine:
+            fine_means = means
+        elif fine_means is not None:
+            _check_pair(fine, image, fine_means, means)
+
+
+def check_series_scales(pairs, scale, option="scale"):
+    """:func:`check_scales` on every dated fine/coarse pair of a training series (one ``scale`` for all)."""
+    from .raster import PairReader
+
+    for pair in pairs:
+        where = f" of {pair.date}" + (f" in scene '{pair.scene}'" if getattr(pair, "scene", "") else "")
+        with PairReader(pair.fine, pair.coarse, scale=scale) as reader:
+            check_scales(
+                ScaledImage(f"fine image{where}", reader.fine, scale, option),
+                [ScaledImage(f"coarse image{where}", reader.coarse, scale, option)],
+            )
