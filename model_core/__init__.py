@@ -12,7 +12,7 @@ import sys as _sys
 
 #: PyTorch reads this once, when torch is first imported (PyTorch's rule): "1" runs the operators
 #: Apple's GPU (MPS) lacks on the CPU instead of failing. Set here, before any torch import, on macOS
-#: only and only when the user has not chosen; ``fusion.device_note`` tells the log which it is.
+#: only and only when the user has not chosen; ``device.device_note`` tells the log which it is.
 MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
 if _sys.platform == "darwin" and "torch" not in _sys.modules:
     _os.environ.setdefault(MPS_FALLBACK, "1")

@@ -44,16 +44,16 @@ import numpy as np
 from . import __version__
 from .errors import CtstfmError
 from .metrics import (
-    _DIGITS,
     DEFAULT_DATA_RANGE,
     DEFAULT_ERGAS_RATIO,
     METRIC_LABELS,
     METRIC_NAMES,
     SSIM_HALO,
     MetricsAccumulator,
+    format_metric,
     table_rows,
 )
-from .outputs import atomic_write_text, check_outputs
+from .outputs import atomic_write_text
 from .progress import Progress
 from .raster import (
     FLOAT_NODATA,
@@ -61,13 +61,12 @@ from .raster import (
     OutputSpec,
     RasterInfo,
     RasterReader,
-    RasterWriter,
-    gdal_cache_limit,
     parse_band_list,
     read_metadata,
     same_crs,
 )
-from .tiling import DEFAULT_TILE, run_tiled
+from .raster_job import JobOutput, RasterJob, ReaderGroup, software_name
+from .tiling import DEFAULT_TILE
 
 DOCS_URL = "https://github.com/ctstfm-qgis/ctstfm_qgis/blob/main/docs/metrics.md"
 SCALE_METADATA = "CTSTFM_REFLECTANCE_SCALE"
@@ -250,16 +249,6 @@ class RowBandMetrics:
 # --------------------------------------------------------------------------- outputs
 
 
-def _fmt(value, metric=None):
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    if metric is None:
-        return str(value)
-    return f"{value:.{_DIGITS[metric]}f}"
-
-
 def table_csv_text(metrics, band_names):
     """The metrics table as CSV: one row per band and a ``mean`` row; full precision."""
     header, rows = table_rows(metrics, band_names)
@@ -328,7 +317,7 @@ def report_html(metrics, band_names, info):
         css = ' class="mean"' if row is rows[-1] else ""
         cells = [f"<td>{esc(str(row[0]))}</td>"]
         for metric, value in zip(METRIC_NAMES, row[1:]):
-            cells.append(f'<td class="num">{esc(_fmt(value, metric)) if value is not None else "&ndash;"}</td>')
+            cells.append(f'<td class="num">{esc(format_metric(metric, value, missing="")) or "&ndash;"}</td>')
         out.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     out.append("</table>")
     out.append(
@@ -405,6 +394,42 @@ def assess(
     """
     progress = progress or Progress()
     started = time.perf_counter()
+    _check_options(output_format, data_range, ratio)
+    comparison = Comparison.read(predicted_path, reference_path, mask_path)
+    job = RasterJob(
+        "error map", error_map_path, comparison.inputs, what=ERROR_MAP_WHAT,
+        also={TABLE_WHAT: table_csv, HTML_WHAT: html}, progress=progress.sub(0.0, 0.95),
+    )
+    comparison.choose(bands, scale, pred_scale, ref_scale)
+    tile = auto_block(comparison.reference.width) if tile is None else int(tile)
+    if tile < 16:
+        raise CtstfmError(f"The block size must be at least 16 pixels (got {tile}).")
+    progress.info(
+        f"Assessing {len(comparison.pairs)} band(s) on {comparison.reference.width} x "
+        f"{comparison.reference.height} px (reflectance = predicted x {comparison.scales[0]:g}, "
+        f"reference x {comparison.scales[1]:g})."
+    )
+    metrics = _compare(job, comparison, tile, output_format, data_range, ratio)
+    files = {key: job.outputs[what] for key, what in OUTPUT_KEYS.items() if what in job.outputs}
+    _write_reports(files, metrics, comparison, data_range, ratio)
+    progress.update(1.0, "done")
+    result = dict(metrics)
+    result.update(
+        band_names=comparison.band_names,
+        band_pairs=[list(p) for p in comparison.pairs],
+        scales={"predicted": comparison.scales[0], "reference": comparison.scales[1]},
+        files=files,
+        seconds=time.perf_counter() - started,
+    )
+    return result
+
+
+ERROR_MAP_WHAT, TABLE_WHAT, HTML_WHAT = "error map", "table", "HTML report"
+#: The keys of ``assess()["files"]`` and the outputs they name.
+OUTPUT_KEYS = {"error_map": ERROR_MAP_WHAT, "csv": TABLE_WHAT, "html": HTML_WHAT}
+
+
+def _check_options(output_format, data_range, ratio):
     if output_format not in OUTPUT_FORMATS:
         raise CtstfmError(f"Unknown output format '{output_format}'; use {' or '.join(OUTPUT_FORMATS)}.")
     if not (isinstance(data_range, (int, float)) and data_range > 0):
@@ -412,133 +437,134 @@ def assess(
     if not (isinstance(ratio, (int, float)) and ratio > 0):
         raise CtstfmError(f"The ERGAS resolution ratio must be a positive number such as 0.0625 (got {ratio}).")
 
-    pred_info = RasterInfo.read(predicted_path, "predicted image")
-    ref_info = RasterInfo.read(reference_path, "reference image")
-    mask_info = RasterInfo.read(mask_path, "mask") if mask_path else None
-    names_of = {"error_map": "error map", "csv": "table", "html": "HTML report"}
-    checked = check_outputs(
-        {"error map": error_map_path, "table": table_csv, "HTML report": html},
-        {"predicted image": predicted_path, "reference image": reference_path, "mask": mask_path},
-        geotiffs=("error map",),
-    )
-    outputs = {key: checked[what] for key, what in names_of.items() if what in checked}
 
-    check_same_grid(pred_info, ref_info, "predicted image")
-    tile = auto_block(ref_info.width) if tile is None else int(tile)
-    if tile < 16:
-        raise CtstfmError(f"The block size must be at least 16 pixels (got {tile}).")
-    if mask_info is not None:
-        check_same_grid(mask_info, ref_info, "mask")
-    pairs = parse_band_pairs(bands, pred_info.count, ref_info.count)
-    p_scale = reflectance_scale(pred_info, scale, pred_scale, "predicted image")
-    r_scale = reflectance_scale(ref_info, scale, ref_scale, "reference image")
-    names = _band_names(pairs, pred_info, ref_info)
-    progress.info(
-        f"Assessing {len(pairs)} band(s) on {ref_info.width} x {ref_info.height} px "
-        f"(reflectance = predicted x {p_scale:g}, reference x {r_scale:g})."
-    )
+class Comparison:
+    """What is compared: the rasters' headers (:meth:`read`) and, once :meth:`choose` has checked
+    that they share one grid, the band pairs, their names and the reflectance scales
+    ``(predicted, reference)``."""
 
+    def __init__(self, predicted, reference, mask=None):
+        self.predicted, self.reference, self.mask = predicted, reference, mask
+        self.pairs, self.band_names, self.scales = [], [], (1.0, 1.0)
+
+    @classmethod
+    def read(cls, predicted_path, reference_path, mask_path=None):
+        """The headers of the rasters (an unreadable one is a :class:`CtstfmError`)."""
+        return cls(
+            RasterInfo.read(predicted_path, "predicted image"),
+            RasterInfo.read(reference_path, "reference image"),
+            RasterInfo.read(mask_path, "mask") if mask_path else None,
+        )
+
+    @property
+    def inputs(self):
+        """``{what: path}`` of the inputs, which no output may be."""
+        return {"predicted image": self.predicted.path, "reference image": self.reference.path,
+                "mask": self.mask.path if self.mask else None}
+
+    def choose(self, bands, scale, pred_scale, ref_scale):
+        """Check the grids, then choose the band pairs and the scales (see :func:`assess`)."""
+        check_same_grid(self.predicted, self.reference, "predicted image")
+        if self.mask is not None:
+            check_same_grid(self.mask, self.reference, "mask")
+        self.pairs = parse_band_pairs(bands, self.predicted.count, self.reference.count)
+        self.band_names = _band_names(self.pairs, self.predicted, self.reference)
+        self.scales = (
+            reflectance_scale(self.predicted, scale, pred_scale, "predicted image"),
+            reflectance_scale(self.reference, scale, ref_scale, "reference image"),
+        )
+
+
+class ComparisonReader(ReaderGroup):
+    """A :class:`Comparison`'s rasters as a raster-job source: ``read(window)`` gives the predicted
+    and the reference reflectance ``(C, h, w)`` of the compared bands and the mask of pixels valid
+    in both (and in the mask)."""
+
+    def __init__(self, comparison):
+        rasters = [
+            (comparison.predicted.path, [p for p, _ in comparison.pairs], "predicted image"),
+            (comparison.reference.path, [r for _, r in comparison.pairs], "reference image"),
+        ]
+        if comparison.mask is not None:
+            rasters.append((comparison.mask.path, [1], "mask"))
+        super().__init__(comparison.reference, rasters)
+        self.scales = comparison.scales
+
+    def check_coverage(self):
+        super().check_coverage(self.readers[:2])  # an empty mask is reported as no pixel to compare
+
+    def read(self, window):
+        pred, pred_ok = self.readers[0].read_reflectance(window, self.scales[0])
+        ref, ref_ok = self.readers[1].read_reflectance(window, self.scales[1])
+        valid = pred_ok & ref_ok
+        if len(self.readers) > 2:
+            mask, mask_ok = self.readers[2].read(window)
+            valid &= mask_ok & (mask[0] != 0)
+        return pred, ref, valid
+
+
+def _compare(job, comparison, tile, output_format, data_range, ratio):
+    """Run the comparison block by block (the error map, when asked for, written on the way);
+    returns the metrics, checked for plausibility before the error map is kept."""
+    nb = len(comparison.pairs)
     acc = MetricsAccumulator(data_range=data_range, ratio=ratio)
-    rows = RowBandMetrics(acc, ref_info.height)
-    nb = len(pairs)
-    mask_reader = None
-    writer = None
-    with gdal_cache_limit(), RasterReader(
-        predicted_path, [p for p, _ in pairs], what="predicted image"
-    ) as pred_reader, RasterReader(reference_path, [r for _, r in pairs], what="reference image") as ref_reader:
-        try:
-            for reader in (pred_reader, ref_reader):
-                if reader.valid_fraction() == 0.0:
-                    raise CtstfmError(
-                        f"The {reader.what} '{reader.source_info.path}' is nodata everywhere (in the compared "
-                        "bands); give an image with valid pixels."
-                    )
-            if mask_info is not None:
-                mask_reader = RasterReader(mask_path, [1], what="mask")
+    rows = RowBandMetrics(acc, comparison.reference.height)
+    metrics = {}
 
-            def read(window):
-                pred, pred_ok = pred_reader.read_reflectance(window, p_scale)
-                ref, ref_ok = ref_reader.read_reflectance(window, r_scale)
-                valid = pred_ok & ref_ok
-                if mask_reader is not None:
-                    mask, mask_ok = mask_reader.read(window)
-                    valid &= mask_ok & (mask[0] != 0)
-                return (pred, ref), valid
+    def check():
+        metrics.update(acc.result())
+        _check_result(acc, metrics, *comparison.scales)
 
-            def process(batch):
-                return np.concatenate(batch, axis=1)
+    output = JobOutput(
+        process=lambda batch: np.concatenate(batch, axis=1),
+        spec=OutputSpec("float32", FLOAT_NODATA, None),
+        count=1,
+        descriptions=["mean absolute error (reflectance)"],
+        metadata=_error_map_metadata(comparison),
+        to_raster=lambda data: np.abs(data[:nb].astype(np.float64) - data[nb:]).mean(axis=0)[None],
+        on_rows=lambda window, data, valid: rows.update(window.row, data[:nb], data[nb:], valid),
+        before_commit=check,
+    )
+    with job.open(ComparisonReader, comparison) as source:
+        job.run(source, output, tile=tile, overlap=0, output_format=output_format)
+    return metrics
 
-            def write(window, data, valid):
-                pred, ref = data[:nb], data[nb:]
-                if writer is not None:
-                    error = np.abs(pred.astype(np.float64) - ref).mean(axis=0)
-                    writer.write(window, error[None], valid)
-                rows.update(window.row, pred, ref, valid)
 
-            if "error_map" in outputs:
-                writer = RasterWriter(
-                    outputs["error_map"],
-                    ref_info,
-                    1,
-                    OutputSpec("float32", FLOAT_NODATA, None),
-                    descriptions=["mean absolute error (reflectance)"],
-                    metadata={
-                        "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
-                        "CTSTFM_PRODUCT": "absolute error |predicted - reference| averaged over bands",
-                        "CTSTFM_PREDICTED": os.path.abspath(str(predicted_path)),
-                        "CTSTFM_REFERENCE": os.path.abspath(str(reference_path)),
-                        "CTSTFM_MASK": os.path.abspath(str(mask_path)) if mask_path else "",
-                        "CTSTFM_BAND_PAIRS": ",".join(f"{p}:{r}" for p, r in pairs),
-                        SCALE_METADATA: "1.0",
-                    },
-                    fmt=output_format,
-                )
-            run_tiled(
-                ref_info.width, ref_info.height, read, process, write,
-                tile=tile, overlap=0, progress=progress.sub(0.0, 0.95),
-            )
-            metrics = acc.result()
-            _check_result(acc, metrics, p_scale, r_scale)
-            if writer is not None:
-                progress.update(0.96, "writing the error map")
-                writer.commit()
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-        finally:
-            if mask_reader is not None:
-                mask_reader.close()
+def _error_map_metadata(comparison):
+    return {
+        "CTSTFM_SOFTWARE": software_name(),
+        "CTSTFM_PRODUCT": "absolute error |predicted - reference| averaged over bands",
+        "CTSTFM_PREDICTED": os.path.abspath(str(comparison.predicted.path)),
+        "CTSTFM_REFERENCE": os.path.abspath(str(comparison.reference.path)),
+        "CTSTFM_MASK": os.path.abspath(str(comparison.mask.path)) if comparison.mask else "",
+        "CTSTFM_BAND_PAIRS": ",".join(f"{p}:{r}" for p, r in comparison.pairs),
+        SCALE_METADATA: "1.0",
+    }
 
+
+def _write_reports(files, metrics, comparison, data_range, ratio):
+    """The CSV table and the HTML page, where asked for."""
+    if "csv" in files:
+        atomic_write_text(files["csv"], table_csv_text(metrics, comparison.band_names))
+    if "html" not in files:
+        return
+    ref = comparison.reference
     info = {
-        "predicted": os.path.abspath(str(predicted_path)),
-        "reference": os.path.abspath(str(reference_path)),
-        "mask": os.path.abspath(str(mask_path)) if mask_path else "",
-        "width": ref_info.width,
-        "height": ref_info.height,
-        "pixel_size": ref_info.pixel_size,
-        "crs": _crs_name(ref_info.crs_wkt),
-        "band_pairs": pairs,
-        "scales": (p_scale, r_scale),
-        "error_map": outputs.get("error_map", ""),
+        "predicted": os.path.abspath(str(comparison.predicted.path)),
+        "reference": os.path.abspath(str(ref.path)),
+        "mask": os.path.abspath(str(comparison.mask.path)) if comparison.mask else "",
+        "width": ref.width,
+        "height": ref.height,
+        "pixel_size": ref.pixel_size,
+        "crs": _crs_name(ref.crs_wkt),
+        "band_pairs": comparison.pairs,
+        "scales": comparison.scales,
+        "error_map": files.get("error_map", ""),
         "data_range": float(data_range),
         "ratio": float(ratio),
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
-    if "csv" in outputs:
-        atomic_write_text(outputs["csv"], table_csv_text(metrics, names))
-    if "html" in outputs:
-        atomic_write_text(outputs["html"], report_html(metrics, names, info))
-    progress.update(1.0, "done")
-    result = dict(metrics)
-    result.update(
-        band_names=names,
-        band_pairs=[list(p) for p in pairs],
-        scales={"predicted": p_scale, "reference": r_scale},
-        files=outputs,
-        seconds=time.perf_counter() - started,
-    )
-    return result
+    atomic_write_text(files["html"], report_html(metrics, comparison.band_names, info))
 
 
 def _check_result(acc, metrics, p_scale, r_scale):

@@ -22,29 +22,24 @@ Pixels invalid in any of the three inputs are nodata in the output; predictions
 are reflectance, negatives clipped to 0 as everywhere in the project.
 """
 
-import time
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
+from .device import device_note, resolve_device
 from .errors import CtstfmError
-from .fusion import check_output_options, device_note, output_metadata, resolve_device
 from .progress import Progress
-from .scales import ScaledImage, check_scale_value, check_scales
 from .raster import (
     DEFAULT_RESAMPLING,
     PairReader,
     RasterInfo,
     RasterReader,
-    RasterWriter,
     Window,
-    check_output_path,
     check_overlap,
-    gdal_cache_limit,
     output_spec,
     parse_band_list,
 )
-from .tiling import DEFAULT_TILE, check_tile_size, run_tiled
+from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
+from .scales import ScaledImage, check_scale_value, check_scales
+from .tiling import DEFAULT_TILE, check_tile_size
 
 # The STARFM defaults of model_core.classical, repeated here so that this module
 # (and the temporal difference) can be imported without torch.
@@ -61,25 +56,6 @@ CPU_STRIP_VALUES = 1 << 15
 FINE_WHAT = "fine image at T0"
 COARSE_T0_WHAT = "coarse image at T0"
 COARSE_T1_WHAT = "coarse image at T1"
-
-
-@dataclass
-class ClassicalResult:
-    """What :func:`temporal_difference_rasters` or :func:`starfm_rasters` did."""
-
-    out_path: str
-    method: str
-    seconds: float
-    megapixels_per_second: float
-    tiles: int
-    width: int
-    height: int
-    bands: int
-    coarse_warped: bool
-    device: str = "cpu"
-
-    def as_dict(self):
-        return asdict(self)
 
 
 class SeriesReader:
@@ -149,14 +125,6 @@ class SeriesReader:
     def warped(self):
         return self.coarse_t0.warped or self.coarse_t1.warped
 
-    def check_coverage(self, max_size=256):
-        self.pair.check_coverage(max_size)
-        if self.coarse_t1.valid_fraction(max_size) == 0.0:
-            raise CtstfmError(
-                f"The {COARSE_T1_WHAT} '{self.coarse_t1.source_info.path}' has no valid pixels over the extent "
-                f"of the {FINE_WHAT}; give a coarse image that covers it with data."
-            )
-
     def check_scales(self, coarse_option="coarse_scale"):
         """The value-range check of :func:`model_core.scales.check_scales` on the three inputs."""
         check_scales(
@@ -164,6 +132,14 @@ class SeriesReader:
             [ScaledImage(what, reader, self.coarse_scale, coarse_option)
              for what, reader in ((COARSE_T0_WHAT, self.coarse_t0), (COARSE_T1_WHAT, self.coarse_t1))],
         )
+
+    def check_coverage(self, max_size=256):
+        self.pair.check_coverage(max_size)
+        if self.coarse_t1.valid_fraction(max_size) == 0.0:
+            raise CtstfmError(
+                f"The {COARSE_T1_WHAT} '{self.coarse_t1.source_info.path}' has no valid pixels over the extent "
+                f"of the {FINE_WHAT}; give a coarse image that covers it with data."
+            )
 
     def read(self, window):
         f0, f0_ok = self.fine.read_reflectance(window, self.scale)
@@ -221,53 +197,23 @@ def _check_common(tile, overlap, resampling, output_type, output_format, scale, 
     check_scale_value(coarse_scale, "coarse_scale")
 
 
-def _run(
-    method,
-    product,
-    fine_path,
-    coarse_t0_path,
-    coarse_t1_path,
-    out_path,
-    make_process,
-    *,
-    tile,
-    overlap,
-    halo,
-    fine_bands,
-    coarse_bands,
-    scale,
-    coarse_scale,
-    resampling,
-    output_type,
-    output_format,
-    metadata,
-    device,
-    progress,
-    batch_size=1,
-):
-    """The plumbing shared by both methods: read, check, tile, write atomically."""
-    started = time.perf_counter()
-    out_path = check_output_path(
-        out_path, {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path},
-        geotiff=True,
-    )
-    with gdal_cache_limit(), SeriesReader(
-        fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
+def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, make_process, *, tile, overlap, halo,
+         fine_bands, coarse_bands, scale, coarse_scale, resampling, output_type, output_format, metadata, device,
+         progress, batch_size=1):
+    """What is particular to the classical methods in a raster job: the three-image reader, the
+    per-tile function (``make_process(series, progress)``) and the output's metadata."""
+    inputs = {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
+    job = RasterJob(method, out_path, inputs, progress=progress)
+    with job.open(
+        SeriesReader, fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
         scale=scale, coarse_scale=coarse_scale, resampling=resampling,
     ) as series:
-        series.check_coverage()
         series.check_scales()
         grid = series.grid
         if series.warped:
             progress.info(f"Coarse images resampled onto the fine grid ({resampling}), window by window.")
         spec = output_spec(grid, output_type, series.scale)
         process = make_process(series, progress.sub(0.0, 0.05))
-
-        def read(window):
-            f0, c0, c1, valid = series.read(window)
-            return (f0, c0, c1), valid
-
-        descriptions = [grid.descriptions[b - 1] for b in series.fine.bands]
         meta = output_metadata(
             product,
             {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T0": coarse_t0_path, "CTSTFM_COARSE_T1": coarse_t1_path},
@@ -275,32 +221,14 @@ def _run(
             warped=series.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
             extra={"CTSTFM_METHOD": method, **metadata},
         )
-        # Committed at the end of the block, removed on any error or cancel.
-        with RasterWriter(out_path, grid, series.count, spec, descriptions=descriptions, metadata=meta,
-                          fmt=output_format) as writer:
-            progress.info(
-                f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
-                f"{min(int(tile), grid.width)} x {min(int(tile), grid.height)} px, overlap {overlap}."
-            )
-            stats = run_tiled(
-                grid.width, grid.height, read, process, writer.write, tile=tile, overlap=overlap, halo=halo,
-                batch_size=batch_size, progress=progress.sub(0.05, 0.99),
-            )
-            progress.update(0.99, "writing")
-        seconds = time.perf_counter() - started
-        progress.update(1.0, "done")
-        return ClassicalResult(
-            out_path=out_path,
-            method=method,
-            seconds=seconds,
-            megapixels_per_second=grid.width * grid.height / 1e6 / max(seconds, 1e-9),
-            tiles=stats.n_tiles,
-            width=grid.width,
-            height=grid.height,
-            bands=series.count,
-            coarse_warped=series.warped,
-            device=str(device),
+        progress.info(
+            f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
+            f"{min(int(tile), grid.width)} x {min(int(tile), grid.height)} px, overlap {overlap}."
         )
+        descriptions = [grid.descriptions[b - 1] for b in series.fine.bands]
+        output = JobOutput(process, spec, series.count, descriptions, meta, batch_size=batch_size, halo=halo)
+        return job.run(series, output, tile=tile, overlap=overlap, output_format=output_format, device=device,
+                       progress_from=0.05)
 
 
 def temporal_difference_rasters(
@@ -330,7 +258,7 @@ def temporal_difference_rasters(
     (``coarse_scale`` for the coarse images when it differs; 1 for float
     reflectance). ``tile`` / ``overlap`` as for :func:`model_core.fusion.fuse` (the
     method is pointwise: the overlap only costs time). ``output_type``:
-    ``"input"`` or ``"float32"`` (reflectance). Returns :class:`ClassicalResult`.
+    ``"input"`` or ``"float32"`` (reflectance). Returns a :class:`~model_core.raster_job.RasterResult`.
     """
     progress = progress or Progress()
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
@@ -355,6 +283,61 @@ def temporal_difference_rasters(
 def starfm_overlap(window=DEFAULT_WINDOW):
     """The smallest tile overlap STARFM needs for seamless tiles: twice its halo, ``window - 1``."""
     return 2 * (int(window) // 2)
+
+
+def _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, overlap):
+    """STARFM's own parameter checks; returns ``(window, overlap)`` as integers (the overlap
+    defaults to :func:`starfm_overlap`)."""
+    try:
+        window = int(window)
+    except (TypeError, ValueError):
+        raise CtstfmError(f"The STARFM window must be an odd number of pixels (got {window!r}).") from None
+    if window < 1 or window % 2 == 0:
+        raise CtstfmError(f"The STARFM window must be an odd number of pixels, such as 31 (got {window}).")
+    if not classes or float(classes) <= 0:
+        raise CtstfmError(f"The number of STARFM classes must be positive, such as 40 (got {classes}).")
+    for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
+        if value is None or not float(value) >= 0:
+            raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
+    check_tile_size(tile)
+    needed = starfm_overlap(window)
+    overlap = needed if overlap is None else int(overlap)
+    if overlap < needed:
+        raise CtstfmError(
+            f"STARFM with a {window}-pixel window needs a tile overlap of at least {needed} pixels (twice the "
+            f"half-window) so that tiles join without seams; use an overlap of {needed} or more."
+        )
+    if int(tile) <= 2 * overlap:
+        raise CtstfmError(
+            f"The tile size ({tile}) must be more than twice the overlap ({overlap}); use tiles of at least "
+            f"{2 * overlap + 1} pixels, or a smaller window."
+        )
+    return window, overlap
+
+
+class StarfmTiles:
+    """The per-tile STARFM call the raster job runs: ``(f0, c0, c1)`` numpy batches in,
+    reflectance out (negatives clipped to 0; NaN where the centre is invalid, so nodata)."""
+
+    def __init__(self, device, band_std, *, window, classes, fine_uncertainty, coarse_uncertainty):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.band_std = torch.as_tensor(band_std, dtype=torch.float32, device=device)
+        self.options = dict(window=window, classes=classes, fine_uncertainty=fine_uncertainty,
+                            coarse_uncertainty=coarse_uncertainty)
+
+    def __call__(self, batch):
+        from .classical import starfm
+
+        f0, c0, c1 = (self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in batch)
+        rows_per_strip = None
+        if self.device.type == "cpu":
+            b, c, _, w = f0.shape
+            rows_per_strip = max(1, CPU_STRIP_VALUES // (b * c * (w + 2 * (self.options["window"] // 2))))
+        out = starfm(f0, c0, c1, band_std=self.band_std, rows_per_strip=rows_per_strip, **self.options)
+        return np.maximum(out.float().cpu().numpy(), 0.0)
 
 
 def starfm_rasters(
@@ -392,34 +375,11 @@ def starfm_rasters(
     tile side are only context, so tiles join without seams. ``band_std``: the
     per-band std of F0 for the tolerance (default: computed over the whole fine
     image at T0, valid pixels, in one pass). ``device``: ``auto``, ``cpu`` or
-    ``cuda``. Returns :class:`ClassicalResult`.
+    ``cuda``. Returns a :class:`~model_core.raster_job.RasterResult`.
     """
     progress = progress or Progress()
-    try:
-        window = int(window)
-    except (TypeError, ValueError):
-        raise CtstfmError(f"The STARFM window must be an odd number of pixels (got {window!r}).") from None
-    if window < 1 or window % 2 == 0:
-        raise CtstfmError(f"The STARFM window must be an odd number of pixels, such as 31 (got {window}).")
-    if not classes or float(classes) <= 0:
-        raise CtstfmError(f"The number of STARFM classes must be positive, such as 40 (got {classes}).")
-    for value, what in ((fine_uncertainty, "fine"), (coarse_uncertainty, "coarse")):
-        if value is None or not float(value) >= 0:
-            raise CtstfmError(f"The {what} uncertainty must be zero or more, in reflectance (got {value}).")
-    check_tile_size(tile)
+    window, overlap = _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, overlap)
     halo = window // 2
-    needed = starfm_overlap(window)
-    overlap = needed if overlap is None else int(overlap)
-    if overlap < needed:
-        raise CtstfmError(
-            f"STARFM with a {window}-pixel window needs a tile overlap of at least {needed} pixels (twice the "
-            f"half-window) so that tiles join without seams; use an overlap of {needed} or more."
-        )
-    if int(tile) <= 2 * overlap:
-        raise CtstfmError(
-            f"The tile size ({tile}) must be more than twice the overlap ({overlap}); use tiles of at least "
-            f"{2 * overlap + 1} pixels, or a smaller window."
-        )
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
@@ -428,10 +388,6 @@ def starfm_rasters(
         progress.info(device_note(torch_device))
 
     def make_process(series, std_progress):
-        import torch
-
-        from .classical import starfm
-
         std = band_std
         if std is None:
             progress.info("Per-band standard deviation of the fine image at T0 (one pass)...")
@@ -439,21 +395,8 @@ def starfm_rasters(
         std = np.asarray(std, dtype=np.float64).reshape(-1)
         if std.shape != (series.count,):
             raise CtstfmError(f"band_std must hold one value per band ({series.count}), got {std.size}.")
-        std_t = torch.as_tensor(std, dtype=torch.float32, device=torch_device)
-
-        def process(batch):
-            f0, c0, c1 = (torch.from_numpy(np.ascontiguousarray(a)).to(torch_device) for a in batch)
-            rows_per_strip = None
-            if torch_device.type == "cpu":
-                b, c, _, w = f0.shape
-                rows_per_strip = max(1, CPU_STRIP_VALUES // (b * c * (w + 2 * halo)))
-            out = starfm(
-                f0, c0, c1, window=window, classes=float(classes), fine_uncertainty=float(fine_uncertainty),
-                coarse_uncertainty=float(coarse_uncertainty), band_std=std_t, rows_per_strip=rows_per_strip,
-            )
-            return np.maximum(out.float().cpu().numpy(), 0.0)  # NaN (invalid centres) stays NaN -> nodata
-
-        return process
+        return StarfmTiles(torch_device, std, window=window, classes=float(classes),
+                           fine_uncertainty=float(fine_uncertainty), coarse_uncertainty=float(coarse_uncertainty))
 
     metadata = {
         "CTSTFM_STARFM_WINDOW": str(window),

@@ -11,192 +11,34 @@ size, data type and nodata (or float32 reflectance), with metadata saying how it
 was made. Pixels invalid in either input are nodata in the output; NaN is never
 written. Memory does not grow with the raster's size.
 
-Assessment and training reuse the pieces: :func:`resolve_device`,
-:class:`TileModel` (the per-tile network call with mixed precision and
-out-of-memory retries) and :func:`predict_pair` (tiled prediction of a
-:class:`~model_core.raster.PairReader` into any ``write`` callback).
+What is particular to fusion is the model, :class:`TileModel` (the per-tile
+network call with mixed precision and out-of-memory retries) and the metadata; the
+output checks, reading, tiling, writing and timing are the
+:class:`~model_core.raster_job.RasterJob` every raster method runs, and device and
+precision come from :mod:`model_core.device`.
 """
 
 import json
 import os
-import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import MPS_FALLBACK, __version__, paths
-from .errors import CtstfmError
-from .options import DEVICES, OUTPUT_TYPES
-from .progress import Progress
-from .scales import ScaledImage, check_scale_value, check_scales
-from .raster import (
-    DEFAULT_RESAMPLING,
-    OUTPUT_FORMATS,
-    RESAMPLING_METHODS,
-    PairReader,
-    RasterWriter,
-    check_output_path,
-    gdal_cache_limit,
-    output_spec,
+from . import paths
+from .device import (
+    auto_batch_size,
+    autocast,
+    device_note,
+    empty_device_cache,
+    is_out_of_memory,
+    mixed_precision_dtype,
+    resolve_device,
 )
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tile_overlap, check_tile_size, plan_tiles, run_tiled
-
-
-
-@dataclass
-class FusionResult:
-    """What :func:`fuse` did."""
-
-    out_path: str
-    seconds: float
-    megapixels_per_second: float
-    device: str
-    batch_size: int
-    tiles: int
-    width: int
-    height: int
-    bands: int
-    coarse_warped: bool
-    read_seconds: float = 0.0
-    network_seconds: float = 0.0
-    write_seconds: float = 0.0
-
-    def as_dict(self):
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DeviceAvailability:
-    """What accelerators this PyTorch can use: the number of CUDA GPUs and whether Apple's MPS works."""
-
-    cuda: int = 0
-    mps: bool = False
-
-    @classmethod
-    def detect(cls):
-        import torch
-
-        mps = getattr(torch.backends, "mps", None)
-        return cls(
-            cuda=torch.cuda.device_count() if torch.cuda.is_available() else 0,
-            mps=bool(mps is not None and mps.is_available()),
-        )
-
-
-def choose_device(device="auto", available=None):
-    """The device name for ``device``: ``"auto"`` takes CUDA, then Apple's MPS, then the CPU;
-    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are checked against ``available`` (a
-    :class:`DeviceAvailability`, detected when ``None``); asking for one that is absent is a
-    :class:`CtstfmError` that says what to choose instead."""
-    name = str(device or "auto").strip().lower()
-    if name not in ("auto", "cpu", "mps") and not name.startswith("cuda"):
-        raise CtstfmError(f"Unknown device '{device}'; use one of {', '.join(DEVICES)}.")
-    if name == "cpu":
-        return "cpu"
-    available = available or DeviceAvailability.detect()
-    if name == "auto":
-        return "cuda" if available.cuda else "mps" if available.mps else "cpu"
-    if name == "mps":
-        if not available.mps:
-            raise CtstfmError(
-                "The Apple GPU (mps) was asked for, but this PyTorch cannot use it (it needs a Mac with Apple "
-                "silicon or an AMD GPU, macOS 12.3 or later and a PyTorch built with MPS); choose device 'auto' "
-                "or 'cpu'."
-            )
-        return "mps"
-    if not available.cuda:
-        raise CtstfmError(
-            "The CUDA device was asked for, but this PyTorch sees no CUDA GPU; choose device 'auto' or 'cpu', "
-            "or install a CUDA build of PyTorch."
-        )
-    index = name.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= available.cuda):
-        raise CtstfmError(f"There is no GPU {name}; this machine has {available.cuda} CUDA device(s).")
-    return name
-
-
-def resolve_device(device="auto", available=None):
-    """A ``torch.device`` for :func:`choose_device`'s choice."""
-    import torch
-
-    return torch.device(choose_device(device, available))
-
-
-def device_note(device):
-    """A line for the log about ``device``'s limits, or ``None``: on MPS, whether operators it lacks
-    fall back to the CPU (slower) or fail, and how to change that."""
-    if torch_device_type(device) != "mps":
-        return None
-    if os.environ.get(MPS_FALLBACK, "0").strip() not in ("", "0"):
-        return (
-            f"Apple GPU (mps): operators MPS lacks run on the CPU instead ({MPS_FALLBACK}=1), which is slower "
-            "but gives the same result."
-        )
-    return (
-        f"Apple GPU (mps) without CPU fallback ({MPS_FALLBACK} is not 1): an operator MPS lacks stops the run; "
-        f"set {MPS_FALLBACK}=1 before starting QGIS or Python, or choose device 'cpu'."
-    )
-
-
-def torch_device_type(device):
-    """``"cpu"``, ``"cuda"`` or ``"mps"`` of a device or device name."""
-    return str(getattr(device, "type", device)).split(":")[0]
-
-
-def mixed_precision_dtype(device):
-    """The autocast dtype for ``device``: on CUDA bfloat16 where supported, else float16; on
-    Apple's MPS float16 (bfloat16 needs macOS 14 there); ``None`` (full float32) on the CPU.
-    Fusion and training share this choice."""
-    import torch
-
-    kind = torch_device_type(device)
-    if kind == "mps":
-        return torch.float16
-    if kind != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(amp_dtype, device="cuda"):
-    """``torch.autocast`` on ``device`` (CUDA or MPS) for ``amp_dtype``, or a no-op context when it is ``None``."""
-    import contextlib
-
-    import torch
-
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch_device_type(device), dtype=amp_dtype)
-
-
-def empty_device_cache(device):
-    """Give the accelerator's cached memory back after an out-of-memory error."""
-    import torch
-
-    kind = torch_device_type(device)
-    if kind == "cuda":
-        torch.cuda.empty_cache()
-    elif kind == "mps":
-        torch.mps.empty_cache()
-
-
-def auto_batch_size(device, tile_height, tile_width, width_channels=20):
-    """Tiles per batch when none was given: 1 on CPU (batching gains nothing
-    there and costs memory); on CUDA as many as about a quarter of the free GPU
-    memory holds (on MPS: of the memory Metal recommends; at roughly 60 feature maps of ``width_channels`` per pixel in
-    float32), between 1 and 32. Out-of-memory errors halve it anyway."""
-    if device.type not in ("cuda", "mps"):
-        return 1
-    import torch
-
-    try:
-        if device.type == "mps":  # unified memory: what Metal recommends, less what it holds already
-            free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
-        else:
-            free, _ = torch.cuda.mem_get_info(device)
-    except Exception:  # noqa: BLE001 (older drivers, older PyTorch)
-        return 4
-    per_tile = tile_height * tile_width * width_channels * 60 * 4
-    return int(max(1, min(32, (free // 4) // max(per_tile, 1))))
+from .errors import CtstfmError
+from .progress import Progress
+from .raster import DEFAULT_RESAMPLING, PairReader, output_spec
+from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
+from .scales import ScaledImage, check_scale_value, check_scales
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 class TileModel:
@@ -204,7 +46,7 @@ class TileModel:
 
     Takes numpy batches ``(B, C, h, w)`` of reflectance, returns ``float32``
     ``(B, C, h, w)`` on the CPU. On a GPU it runs under ``torch.autocast``
-    (:func:`mixed_precision_dtype`) unless ``mixed_precision`` is
+    (:func:`~model_core.device.mixed_precision_dtype`) unless ``mixed_precision`` is
     False; when the GPU runs out of memory the batch is halved and retried, and
     the smaller size kept for the following batches. Negative predictions are
     clipped to 0 reflectance (``clip_negative``), as the inputs are.
@@ -241,7 +83,7 @@ class TileModel:
                 outputs.append(self._run(fine[start:stop], coarse[start:stop]))
                 start = stop
             except RuntimeError as exc:
-                if not _is_out_of_memory(exc):
+                if not is_out_of_memory(exc):
                     raise
                 empty_device_cache(self.device)
                 if self.batch_size == 1:
@@ -254,33 +96,6 @@ class TileModel:
         return np.concatenate(outputs, axis=0)
 
 
-def _is_out_of_memory(exc):
-    import torch
-
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
-
-
-def predict_pair(pair, predictor, write, *, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=1, progress=None,
-                 max_strips=None):
-    """Tiled prediction over a :class:`~model_core.raster.PairReader`.
-
-    ``predictor((fine, coarse)) -> (B, C, h, w)`` (e.g. :class:`TileModel`);
-    ``write(window, reflectance, valid)`` receives blended full-width row bands
-    (see :func:`~model_core.tiling.run_tiled`). Pixels invalid in either input
-    are invalid in what ``write`` gets. Returns the tiling statistics.
-    """
-
-    def read(window):
-        fine, coarse, valid = pair.read(window)
-        return (fine, coarse), valid
-
-    return run_tiled(
-        pair.width, pair.height, read, predictor, write,
-        tile=tile, overlap=overlap, batch_size=batch_size, progress=progress, max_strips=max_strips,
-    )
-
-
 def _provenance_summary(provenance, limit=2000):
     """The scalar fields of a model's provenance as JSON, at most ``limit`` characters."""
     if not isinstance(provenance, dict):
@@ -288,42 +103,6 @@ def _provenance_summary(provenance, limit=2000):
     simple = {k: v for k, v in provenance.items() if isinstance(v, (str, int, float, bool)) or v is None}
     text = json.dumps(simple, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def check_choice(value, choices, what):
-    """Raise :class:`CtstfmError` unless ``value`` is one of ``choices`` (``what`` names the option)."""
-    if value not in choices:
-        raise CtstfmError(f"Unknown {what} '{value}'; use one of {', '.join(choices)}.")
-
-
-def check_output_options(tile, overlap, resampling, output_type, output_format):
-    """The checks of the tiling and output options every fusion method makes before any work."""
-    check_tile_size(tile)
-    check_tile_overlap(tile, overlap)
-    check_choice(resampling, tuple(RESAMPLING_METHODS), "resampling")
-    check_choice(output_type, OUTPUT_TYPES, "output type")
-    check_choice(output_format, OUTPUT_FORMATS, "output format")
-
-
-def output_metadata(product, inputs, *, fine_bands, coarse_bands, resampling, warped, tile, overlap, output_type,
-                    spec, extra=None):
-    """The metadata of a fused raster: software, ``product``, the inputs (``{metadata key: path}``), the band
-    lists, the resampling (``warped``: whether the coarse images were resampled), tiling, output type and
-    reflectance scale (from the :class:`~model_core.raster.OutputSpec` ``spec``), then ``extra``."""
-    meta = {
-        "CTSTFM_SOFTWARE": f"ctstfm_qgis model_core {__version__}",
-        "CTSTFM_PRODUCT": product,
-        **{key: os.path.abspath(str(path)) for key, path in inputs.items()},
-        "CTSTFM_FINE_BANDS": ",".join(map(str, fine_bands)),
-        "CTSTFM_COARSE_BANDS": ",".join(map(str, coarse_bands)),
-        "CTSTFM_RESAMPLING": resampling if warped else "none (coarse already on the fine grid)",
-        "CTSTFM_TILE": str(int(tile)),
-        "CTSTFM_OVERLAP": str(int(overlap)),
-        "CTSTFM_OUTPUT_TYPE": output_type,
-        "CTSTFM_REFLECTANCE_SCALE": repr(spec.scale if spec.scale is not None else 1.0),
-    }
-    meta.update(extra or {})
-    return meta
 
 
 def fuse(
@@ -341,11 +120,11 @@ def fuse(
     resampling=DEFAULT_RESAMPLING,
     output_type="input",
     output_format="GTiff",
-    scale=None,
-    coarse_scale=None,
     progress=None,
     mixed_precision=True,
     max_strips=None,
+    scale=None,
+    coarse_scale=None,
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1.
 
@@ -368,21 +147,21 @@ def fuse(
     (cancel is checked before every batch). ``max_strips`` (benchmarks only)
     stops after that many tile rows and writes nothing.
 
-    Returns a :class:`FusionResult`. Raises :class:`CtstfmError` (a
+    Returns a :class:`~model_core.raster_job.RasterResult`. Raises :class:`CtstfmError` (a
     :class:`~model_core.model_file.ModelFileError` for a bad model file) before
     any work for bad input, and :class:`~model_core.errors.Cancelled` when
     cancelled; in both cases nothing is left at ``out_path``.
     """
     progress = progress or Progress()
-    started = time.perf_counter()
     model_path = paths.model_or_default(model_path)
     check_output_options(tile, overlap, resampling, output_type, output_format)
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     scale = check_scale_value(scale, "scale")
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
-    out_path = check_output_path(
-        out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}, geotiff=True
+    job = RasterJob(
+        "CTSTFM", out_path, {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path},
+        progress=progress,
     )
     torch_device = resolve_device(device)
 
@@ -392,7 +171,8 @@ def fuse(
     band_names = list(loaded.band_names)
     progress.info(f"Model {os.path.basename(str(model_path))}: {len(band_names)} bands ({', '.join(band_names)}).")
 
-    with gdal_cache_limit(), PairReader(
+    with job.open(
+        PairReader,
         fine_path,
         coarse_path,
         fine_bands=fine_bands,
@@ -403,7 +183,6 @@ def fuse(
         coarse_scale=coarse_scale,
         resampling=resampling,
     ) as pair:
-        pair.check_coverage()
         check_scales(
             ScaledImage("fine image", pair.fine, pair.scale, "scale"),
             [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")],
@@ -438,35 +217,8 @@ def fuse(
                 "CTSTFM_DEVICE": str(torch_device),
             },
         )
-        # Committed at the end of the block, removed on any error or cancel.
-        with RasterWriter(
-            out_path, grid, pair.count, spec, descriptions=descriptions, metadata=metadata, fmt=output_format
-        ) as writer:
-            stats = predict_pair(
-                pair, predictor, writer.write, tile=tile, overlap=overlap, batch_size=batch_size,
-                progress=progress.sub(0.0, 0.99), max_strips=max_strips,
-            )
-            if max_strips is not None:
-                writer.abort()
-            else:
-                progress.update(0.99, "writing")
-    seconds = time.perf_counter() - started
-    progress.update(1.0, "done")
-    # A partial run (max_strips) counts the share of the raster's tiles it did.
-    total_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
-    megapixels = grid.width * grid.height / 1e6 * stats.n_tiles / total_tiles
-    return FusionResult(
-        out_path=out_path if max_strips is None else "",
-        seconds=seconds,
-        megapixels_per_second=megapixels / max(seconds, 1e-9),
-        device=str(torch_device),
-        batch_size=predictor.batch_size,
-        tiles=stats.n_tiles,
-        width=grid.width,
-        height=grid.height,
-        bands=pair.count,
-        coarse_warped=pair.coarse.warped,
-        read_seconds=stats.read_seconds,
-        network_seconds=stats.process_seconds,
-        write_seconds=stats.write_seconds,
-    )
+        output = JobOutput(predictor, spec, pair.count, descriptions, metadata, batch_size=batch_size)
+        result = job.run(pair, output, tile=tile, overlap=overlap, output_format=output_format, device=torch_device,
+                         max_strips=max_strips)
+    result.batch_size = predictor.batch_size  # lowered when the GPU ran out of memory
+    return result

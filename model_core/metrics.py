@@ -345,6 +345,14 @@ def table_rows(metrics, band_names=None):
     return header, rows
 
 
+def format_metric(metric, value, missing="-"):
+    """``value`` with the digits the project shows for ``metric`` (MAE 5, PSNR 3, ...);
+    ``missing`` where there is no value (None; NaN, e.g. no valid pixel)."""
+    if value is None or value != value:
+        return missing
+    return f"{value:.{_DIGITS[metric]}f}"
+
+
 def format_table(metrics, band_names=None):
     """A Markdown table of a metrics result: bands as rows plus the mean, metrics as columns."""
     header, rows = table_rows(metrics, band_names)
@@ -352,6 +360,6 @@ def format_table(metrics, band_names=None):
     for row in rows:
         cells = [str(row[0])]
         for m, value in zip(METRIC_NAMES, row[1:]):
-            cells.append("-" if value is None else f"{value:.{_DIGITS[m]}f}")
+            cells.append(format_metric(m, value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 #: Devices, in the QGIS enum's order: saved models and scripts store the index
 #: (0 = auto, 1 = cpu, 2 = cuda, 3 = mps), so new devices are only ever appended.
-#: ``auto`` takes CUDA, then Apple's MPS, then the CPU (``model_core.fusion.choose_device``).
+#: ``auto`` takes CUDA, then Apple's MPS, then the CPU (``model_core.device.choose_device``).
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: How coarse images are put on the fine grid (the names users see; raster.py maps them to GDAL's).
 RESAMPLINGS = ("bilinear", "cubic", "nearest", "average")

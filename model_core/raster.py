@@ -687,6 +687,11 @@ class PairReader:
     def count(self):
         return self.fine.count
 
+    @property
+    def warped(self):
+        """Whether the coarse image is resampled onto the fine grid."""
+        return self.coarse.warped
+
     def check_coverage(self, max_size=256):
         """Raise :class:`CtstfmError` when either image has no valid pixel over the fine extent."""
         if self.fine.valid_fraction(max_size) == 0.0:

@@ -22,7 +22,6 @@ reflectance x 10000 as int16 with nodata -9999.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import math
@@ -1649,12 +1648,9 @@ def simulate_series(
         if progress is not None:
             progress.update(0.05 + 0.95 * (i + 1) / len(dates), stamp)
 
-    manifest = out_dir / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["date", "fine", "coarse"])
-        for item in items:
-            writer.writerow([item.date.isoformat(), item.fine.name, item.coarse.name])
+    from .training.series import write_manifest
+
+    manifest = write_manifest(out_dir / "manifest.csv", [(item.date, item.fine, item.coarse) for item in items])
     parameters = {
         "kind": kind,
         "site": KIND_DEFAULTS[kind]["site"],

@@ -47,7 +47,6 @@ Progress
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
@@ -55,6 +54,7 @@ import numpy as np
 
 from .errors import CtstfmError
 from .options import MIN_TILE
+from .prefetch import Prefetcher
 from .progress import Progress
 from .raster import Window
 
@@ -242,90 +242,40 @@ def run_tiled(
     """
     progress = progress or Progress()
     grid = plan_tiles(width, height, tile, overlap, halo)
-    batch_size = max(1, int(batch_size))
-    th, full_w = grid.tile_height, grid.width
-    acc = None  # (C, th, W) weighted sums, allocated at the first prediction
-    wsum = np.zeros((th, full_w), dtype=np.float32)
-    valid_buf = np.zeros((th, full_w), dtype=bool)
+    plan = _batch_plan(grid, max(1, int(batch_size)), max_strips)
+    strip = _StripBuffer(grid)
     total = grid.n_tiles
     done = batches = 0
     t_read = t_process = t_write = 0.0
     started = time.perf_counter()
     progress.update(0.0, f"{total} tile(s) of {grid.tile_width} x {grid.tile_height} px")
-    n_rows = len(grid.rows) if max_strips is None else min(len(grid.rows), int(max_strips))
-    # (row index, windows, last batch of its row?) in processing order
-    plan = []
-    for row_index in range(n_rows):
-        windows = grid.row_windows(row_index)
-        starts = list(range(0, len(windows), batch_size))
-        for first in starts:
-            plan.append((row_index, windows[first:first + batch_size], first == starts[-1]))
-
-    def load(batch_windows):
-        t0 = time.perf_counter()
-        reads = [read(window) for window in batch_windows]
-        stacked = tuple(np.stack([r[0][i] for r in reads]) for i in range(len(reads[0][0])))
-        return [r[1] for r in reads], stacked, time.perf_counter() - t0
-
-    # One batch is read ahead in a thread while the current one is processed
-    # (GDAL and torch release the GIL); the read callback is only ever called
-    # from that one thread, one window at a time.
-    executor = ThreadPoolExecutor(max_workers=1) if prefetch and len(plan) > 1 else None
+    load = _stacked_reader(read)
+    # Batches are read ahead in one thread while the current one is processed
+    # (the read callback is only ever called from that thread, one window at a time).
+    windows = [batch_windows for _, batch_windows, _ in plan]
+    loaded = Prefetcher(load, windows, depth=1) if prefetch and len(plan) > 1 else map(load, windows)
     try:
-        pending = executor.submit(load, plan[0][1]) if executor else None
-        for index, (row_index, batch_windows, row_done) in enumerate(plan):
+        pending = iter(loaded)
+        for row_index, batch_windows, row_done in plan:
             progress.check()
-            valids, stacked, seconds = pending.result() if executor else load(batch_windows)
-            if executor and index + 1 < len(plan):
-                pending = executor.submit(load, plan[index + 1][1])
+            valids, stacked, seconds = next(pending)
             t1 = time.perf_counter()
             predictions = np.asarray(process(stacked), dtype=np.float32)
-            t2 = time.perf_counter()
-            expected = (len(batch_windows), th, grid.tile_width)
-            if predictions.ndim != 4 or (predictions.shape[0],) + predictions.shape[2:] != expected:
-                raise ValueError(
-                    f"process returned shape {predictions.shape}, expected "
-                    f"({len(batch_windows)}, C, {th}, {grid.tile_width})"
-                )
-            if acc is None:
-                acc = np.zeros((predictions.shape[1], th, full_w), dtype=np.float32)
-            for window, prediction, valid in zip(batch_windows, predictions, valids):
-                weights = grid.weights(window)
-                finite = np.isfinite(prediction).all(axis=0)
-                if not finite.all():  # a pixel the method could not predict adds nothing
-                    weights = np.where(finite, weights, 0.0).astype(np.float32)
-                    prediction = np.where(finite[None], prediction, 0.0)
-                cols = slice(window.col, window.col + window.width)
-                acc[:, :, cols] += prediction * weights
-                wsum[:, cols] += weights
-                valid_buf[:, cols] |= valid & (weights > 0)
+            t_process += time.perf_counter() - t1
             t_read += seconds
-            t_process += t2 - t1
+            _check_predictions(predictions, len(batch_windows), grid)
+            for window, prediction, valid in zip(batch_windows, predictions, valids):
+                strip.add(window, prediction, valid)
             done += len(batch_windows)
             batches += 1
             progress.update(done / total, f"tile {done}/{total}")
-            if not row_done:
-                continue
-            # Rows above the next strip's first row are final: write and drop them.
-            y0 = grid.rows[row_index]
-            next_y = grid.rows[row_index + 1] if row_index + 1 < len(grid.rows) else grid.height
-            n_final = next_y - y0
-            t3 = time.perf_counter()
-            out = acc[:, :n_final] / np.maximum(wsum[:n_final], 1e-12)[None]
-            write(Window(0, y0, full_w, n_final), out, valid_buf[:n_final] & (wsum[:n_final] > 0))
-            t_write += time.perf_counter() - t3
-            keep = th - n_final
-            if keep > 0:
-                acc[:, :keep] = acc[:, n_final:]
-                wsum[:keep] = wsum[n_final:]
-                valid_buf[:keep] = valid_buf[n_final:]
-            acc[:, keep:] = 0.0
-            wsum[keep:] = 0.0
-            valid_buf[keep:] = False
+            if row_done:  # rows above the next strip's first row are final: write and drop them
+                t3 = time.perf_counter()
+                write(*strip.pop_final_rows(row_index))
+                t_write += time.perf_counter() - t3
     finally:
-        if executor:
-            executor.shutdown(wait=True, cancel_futures=True)
-    buffer_bytes = (acc.nbytes if acc is not None else 0) + wsum.nbytes + valid_buf.nbytes
+        if isinstance(loaded, Prefetcher):
+            loaded.close()
     return TilingStats(
         n_tiles=done,
         n_batches=batches,
@@ -335,5 +285,87 @@ def run_tiled(
         read_seconds=t_read,
         process_seconds=t_process,
         write_seconds=t_write,
-        strip_buffer_bytes=buffer_bytes,
+        strip_buffer_bytes=strip.nbytes,
     )
+
+
+def _batch_plan(grid, batch_size, max_strips):
+    """``(row index, windows, last batch of its row?)`` of every batch, in processing order."""
+    n_rows = len(grid.rows) if max_strips is None else min(len(grid.rows), int(max_strips))
+    plan = []
+    for row_index in range(n_rows):
+        windows = grid.row_windows(row_index)
+        starts = list(range(0, len(windows), batch_size))
+        for first in starts:
+            plan.append((row_index, windows[first:first + batch_size], first == starts[-1]))
+    return plan
+
+
+def _stacked_reader(read):
+    """``read`` for a batch of windows: ``(valid masks, one stacked array per input, seconds)``."""
+
+    def load(batch_windows):
+        t0 = time.perf_counter()
+        reads = [read(window) for window in batch_windows]
+        stacked = tuple(np.stack([r[0][i] for r in reads]) for i in range(len(reads[0][0])))
+        return [r[1] for r in reads], stacked, time.perf_counter() - t0
+
+    return load
+
+
+def _check_predictions(predictions, n_windows, grid):
+    expected = (n_windows, grid.tile_height, grid.tile_width)
+    if predictions.ndim != 4 or (predictions.shape[0],) + predictions.shape[2:] != expected:
+        raise ValueError(
+            f"process returned shape {predictions.shape}, expected "
+            f"({n_windows}, C, {grid.tile_height}, {grid.tile_width})"
+        )
+
+
+class _StripBuffer:
+    """The weighted sums of one strip (``tile_height`` rows x the raster's width): tiles are
+    added with their blending weights; finished rows are divided out and dropped."""
+
+    def __init__(self, grid):
+        self.grid = grid
+        shape = (grid.tile_height, grid.width)
+        self.acc = None  # (C, th, W) weighted sums, allocated at the first prediction
+        self.wsum = np.zeros(shape, dtype=np.float32)
+        self.valid = np.zeros(shape, dtype=bool)
+
+    @property
+    def nbytes(self):
+        return (self.acc.nbytes if self.acc is not None else 0) + self.wsum.nbytes + self.valid.nbytes
+
+    def add(self, window, prediction, valid):
+        """One tile's prediction ``(C, h, w)`` with its ``valid`` mask, weighted."""
+        if self.acc is None:
+            self.acc = np.zeros((prediction.shape[0],) + self.wsum.shape, dtype=np.float32)
+        weights = self.grid.weights(window)
+        finite = np.isfinite(prediction).all(axis=0)
+        if not finite.all():  # a pixel the method could not predict adds nothing
+            weights = np.where(finite, weights, 0.0).astype(np.float32)
+            prediction = np.where(finite[None], prediction, 0.0)
+        cols = slice(window.col, window.col + window.width)
+        self.acc[:, :, cols] += prediction * weights
+        self.wsum[:, cols] += weights
+        self.valid[:, cols] |= valid & (weights > 0)
+
+    def pop_final_rows(self, row_index):
+        """``(window, blended data, valid)`` of the rows no tile after tile row ``row_index``
+        touches; the buffer then moves down to the next tile row."""
+        grid = self.grid
+        y0 = grid.rows[row_index]
+        next_y = grid.rows[row_index + 1] if row_index + 1 < len(grid.rows) else grid.height
+        n_final = next_y - y0
+        out = self.acc[:, :n_final] / np.maximum(self.wsum[:n_final], 1e-12)[None]
+        result = (Window(0, y0, grid.width, n_final), out, self.valid[:n_final] & (self.wsum[:n_final] > 0))
+        keep = grid.tile_height - n_final
+        if keep > 0:
+            self.acc[:, :keep] = self.acc[:, n_final:]
+            self.wsum[:keep] = self.wsum[n_final:]
+            self.valid[:keep] = self.valid[n_final:]
+        self.acc[:, keep:] = 0.0
+        self.wsum[keep:] = 0.0
+        self.valid[keep:] = False
+        return result

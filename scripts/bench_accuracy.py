@@ -50,6 +50,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 from benchutil import load_average, machine_info  # noqa: E402
 
 from model_core.errors import Cancelled, CtstfmError  # noqa: E402
+from model_core.metrics import format_metric  # noqa: E402
 from model_core.paths import DEFAULT_MODEL  # noqa: E402
 from model_core.progress import ConsoleProgress  # noqa: E402
 
@@ -96,23 +97,18 @@ class BudgetProgress(ConsoleProgress):
 
 
 def coarse_on_fine_grid(fine_path, coarse_path, out_path, scale):
-    """The coarse image at T1 on the fine grid, as a raster: the shared pair reader
-    (the same bilinear warp fusion uses) and the shared writer, tile by tile."""
-    from model_core.raster import PairReader, RasterWriter, gdal_cache_limit, output_spec
-    from model_core.tiling import run_tiled
+    """The coarse image at T1 on the fine grid, as a raster: the shared pair reader (the same
+    bilinear warp fusion uses) in the shared raster job, with the coarse image as the "prediction"."""
+    from model_core.raster import PairReader, output_spec
+    from model_core.raster_job import JobOutput, RasterJob, software_name
 
-    with gdal_cache_limit(), PairReader(fine_path, coarse_path, scale=scale) as pair:
-        grid = pair.grid
-        spec = output_spec(grid, "input", scale)
-
-        def read(window):
-            _, coarse, valid = pair.read(window)
-            return (coarse,), valid
-
-        with RasterWriter(out_path, grid, pair.count, spec, descriptions=list(grid.descriptions),
-                          metadata={"CTSTFM_PRODUCT": "coarse image at T1 on the fine grid (bilinear)",
-                                    "CTSTFM_REFLECTANCE_SCALE": repr(scale)}) as writer:
-            run_tiled(grid.width, grid.height, read, lambda batch: batch[0], writer.write, tile=256, overlap=0)
+    job = RasterJob("coarse only", out_path, {"fine image": fine_path, "coarse image": coarse_path})
+    with job.open(PairReader, fine_path, coarse_path, scale=scale) as pair:
+        metadata = {"CTSTFM_SOFTWARE": software_name(), "CTSTFM_REFLECTANCE_SCALE": repr(scale),
+                    "CTSTFM_PRODUCT": "coarse image at T1 on the fine grid (bilinear)"}
+        output = JobOutput(lambda batch: batch[1], output_spec(pair.grid, "input", scale), pair.count,
+                           list(pair.grid.descriptions), metadata)
+        job.run(pair, output, tile=256, overlap=0)
     return str(out_path)
 
 
@@ -120,24 +116,21 @@ def common_mask(paths, out_path):
     """A uint8 mask (1 = valid in every raster of ``paths``, all on one grid) for assess."""
     import numpy as np
 
-    from model_core.raster import OutputSpec, RasterInfo, RasterReader, RasterWriter, gdal_cache_limit
-    from model_core.tiling import run_tiled
+    from model_core.raster import OutputSpec, RasterInfo
+    from model_core.raster_job import JobOutput, RasterJob, ReaderGroup
 
-    grid = RasterInfo.read(paths[0], "raster")
-    readers = [RasterReader(p, what=os.path.basename(str(p))) for p in paths]
-    try:
-        def read(window):
+    class CommonValidity(ReaderGroup):
+        def read(self, window):
             valid = np.ones((window.height, window.width), dtype=bool)
-            for reader in readers:
+            for reader in self.readers:
                 valid &= reader.read(window)[1]
-            return (valid[None].astype(np.float32),), valid
+            return valid[None].astype(np.float32), valid
 
-        with gdal_cache_limit(), RasterWriter(out_path, grid, 1, OutputSpec("uint8", 0.0, None),
-                                              descriptions=["valid in every output"]) as writer:
-            run_tiled(grid.width, grid.height, read, lambda batch: batch[0], writer.write, tile=256, overlap=0)
-    finally:
-        for reader in readers:
-            reader.close()
+    rasters = [(p, None, os.path.basename(str(p))) for p in paths]
+    job = RasterJob("common mask", out_path, {what: path for path, _, what in rasters})
+    with job.open(CommonValidity, RasterInfo.read(paths[0], "raster"), rasters) as source:
+        output = JobOutput(lambda batch: batch[0], OutputSpec("uint8", 0.0, None), 1, ["valid in every output"])
+        job.run(source, output, tile=256, overlap=0)
     return str(out_path)
 
 
@@ -147,32 +140,12 @@ def timed(function, *args, **kwargs):
     return time.perf_counter() - started
 
 
-# --------------------------------------------------------------------------- one scene
+def fine_tune(folder, train_items, kind, seed, args):
+    """The default model fine-tuned on ``train_items`` within the time budget; returns the training
+    record and the model's path (``training["model"]`` is None when no epoch finished)."""
+    from model_core.training import checkpoint_path, report_paths, train, write_manifest
 
-
-def run_scene(kind, seed, description, args, work):
-    from model_core.assess import assess
-    from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
-    from model_core.fusion import fuse
-    from model_core.simulate import SCALE, simulate_series
-    from model_core.training import checkpoint_path, report_paths, train
-
-    folder = work / f"{kind}_{seed}"
-    outputs = folder / "outputs"
-    outputs.mkdir(parents=True, exist_ok=True)
-    print(f"\n=== {kind} (seed {seed}): simulating {args.dates} dates of {args.size} x {args.size} px ===", flush=True)
-    series = simulate_series(folder / "series", kind=kind, size=args.size, seed=seed, count=args.dates,
-                             interval_days=args.interval, progress=ConsoleProgress(f"simulate {kind}"))
-    items = series.items
-    t0, t1 = items[-2], items[-1]
-    train_items = items[:-2]
-    change = series.changes[-1]
-
-    # --- the scene-trained model: fine-tune the default model on the first dates
-    manifest = folder / "train_manifest.csv"
-    manifest.write_text("date,fine,coarse\n" + "".join(
-        f"{item.date.isoformat()},{os.path.relpath(item.fine, folder)},{os.path.relpath(item.coarse, folder)}\n"
-        for item in train_items))
+    manifest = write_manifest(folder / "train_manifest.csv", [(i.date, i.fine, i.coarse) for i in train_items])
     scene_model = folder / "scene_model.pt"
     for stale in (scene_model, checkpoint_path(scene_model), *report_paths(scene_model)):
         stale.unlink(missing_ok=True)  # a failed fine-tuning must not leave an older model to be used
@@ -196,6 +169,31 @@ def run_scene(kind, seed, description, args, work):
         training.update(seconds=time.perf_counter() - started, epochs=0, model=None)
         print(f"!!! no training epoch finished within {args.train_minutes:g} min: no scene-trained model "
               "(raise --train-minutes or lower --patches-per-epoch)", flush=True)
+    return training, scene_model
+
+
+# --------------------------------------------------------------------------- one scene
+
+
+def run_scene(kind, seed, description, args, work):
+    from model_core.assess import assess
+    from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
+    from model_core.fusion import fuse
+    from model_core.simulate import SCALE, simulate_series
+
+    folder = work / f"{kind}_{seed}"
+    outputs = folder / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    print(f"\n=== {kind} (seed {seed}): simulating {args.dates} dates of {args.size} x {args.size} px ===", flush=True)
+    series = simulate_series(folder / "series", kind=kind, size=args.size, seed=seed, count=args.dates,
+                             interval_days=args.interval, progress=ConsoleProgress(f"simulate {kind}"))
+    items = series.items
+    t0, t1 = items[-2], items[-1]
+    train_items = items[:-2]
+    change = series.changes[-1]
+
+    # --- the scene-trained model: fine-tune the default model on the first dates
+    training, scene_model = fine_tune(folder, train_items, kind, seed, args)
 
     # --- every method, each a raster on the fine grid
     fine0, coarse0, coarse1, truth = str(t0.fine), str(t0.coarse), str(t1.coarse), str(t1.fine)
@@ -249,14 +247,6 @@ def run_scene(kind, seed, description, args, work):
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(metric, value):
-    from model_core.metrics import _DIGITS
-
-    if value is None or value != value:
-        return "-"
-    return f"{value:.{_DIGITS[metric]}f}"
-
-
 def _ordinal(n):
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
@@ -281,11 +271,12 @@ def what_we_see(scene):
             continue
         mae = metrics[key]["mae"]
         rank, better = _rank(metrics, key, "mae")
-        text = f"{METHODS[key][0]} is {_ordinal(rank)} of {n} by MAE ({_fmt('mae', mae['mean'])})"
+        text = f"{METHODS[key][0]} is {_ordinal(rank)} of {n} by MAE ({format_metric('mae', mae['mean'])})"
         if better:
             better.sort(key=lambda k: metrics[k]["mae"]["mean"])
             text += "; behind " + ", ".join(
-                f"{METHODS[k][0]} at {_fmt('mae', metrics[k]['mae']['mean'])} ({ADVANTAGE[k]})" for k in better)
+                f"{METHODS[k][0]} at {format_metric('mae', metrics[k]['mae']['mean'])} ({ADVANTAGE[k]})"
+                for k in better)
             best = metrics[better[0]]["mae"]["bands"]
             gaps = [m - b for m, b in zip(mae["bands"], best)]
             worst = max(range(len(gaps)), key=gaps.__getitem__)
@@ -341,7 +332,7 @@ def scene_markdown(scene):
     ]
     for key, m in metrics.items():
         label, inputs = METHODS[key]
-        cells = [_fmt(metric, m[metric]["mean"]) for metric in TABLE_METRICS]
+        cells = [format_metric(metric, m[metric]["mean"]) for metric in TABLE_METRICS]
         secs = "-" if key == "no_change" else f"{scene['seconds'][key]:.1f}"
         out.append(f"| {label} | {inputs} | " + " | ".join(cells) + f" | {secs} |")
     names = scene["band_names"]
@@ -353,7 +344,7 @@ def scene_markdown(scene):
         "|---|" + "---:|" * len(names),
     ]
     for key, m in metrics.items():
-        out.append(f"| {METHODS[key][0]} | " + " | ".join(_fmt("mae", v) for v in m["mae"]["bands"]) + " |")
+        out.append(f"| {METHODS[key][0]} | " + " | ".join(format_metric("mae", v) for v in m["mae"]["bands"]) + " |")
     out += ["", "What we see: " + " ".join(what_we_see(scene)), ""]
     return out
 
@@ -456,7 +447,7 @@ def main(argv=None):
                      "--default-model PATH")
 
     from model_core.assess import json_safe
-    from model_core.fusion import resolve_device
+    from model_core.device import resolve_device
 
     info = machine_info()
     info["device"] = str(resolve_device(args.device))

@@ -13,7 +13,6 @@ docs/benchmarks.md) or on its own: ``python scripts/bench_few_dates.py [--train-
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -80,16 +79,13 @@ def run_case(kind, seed, start, overrides, args, work):
     from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
     from model_core.fusion import fuse
     from model_core.simulate import simulate_series
-    from model_core.training import train
+    from model_core.training import train, write_manifest
 
     folder = work / f"{kind}_{seed}"
     series = simulate_series(folder / "series", kind=kind, seed=seed, size=args.size, count=3, interval_days=32,
                              start=start, sensor="realistic", bands=BANDS, **overrides)
     (d0, f0, c0), (d1, f1, c1), (d2, f2, c2) = series.items
-    manifest = folder / "train.csv"
-    manifest.write_text("date,fine,coarse\n" + "".join(
-        f"{d.isoformat()},{os.path.relpath(f, folder)},{os.path.relpath(c, folder)}\n" for d, f, c in
-        series.items[:2]))
+    manifest = write_manifest(folder / "train.csv", series.items[:2])
     fine_t0, coarse_t1, valid = read_on_fine_grid(f1, c2)
     truth, valid_truth = read_raster(f2)
     valid = valid & valid_truth

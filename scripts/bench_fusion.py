@@ -130,7 +130,7 @@ def bench_speed(folder, size, model, repeats=2, device="cpu"):
                 f"{result.tiles:3d} tiles, "
                 f"{result.seconds:7.1f} s, {result.megapixels_per_second:.4f} Mpx/s "
                 f"({result.seconds / result.tiles:.2f} s/tile; reading {result.read_seconds:.1f} s, "
-                f"network {result.network_seconds:.1f} s, blending+writing {result.write_seconds:.1f} s)",
+                f"network {result.process_seconds:.1f} s, blending+writing {result.write_seconds:.1f} s)",
                 flush=True,
             )
             if overlap not in best or result.seconds < best[overlap].seconds:

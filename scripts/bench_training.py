@@ -29,8 +29,8 @@ def bench_step(device, patch, batch, steps, warmup, width=None, amp=True):
     import torch
 
     from model_core.network import CTSTFM, CTSTFMConfig
-    from model_core.fusion import mixed_precision_dtype
-    from model_core.training import grad_scaler, train_step
+    from model_core.device import grad_scaler, mixed_precision_dtype
+    from model_core.training import train_step
 
     torch.manual_seed(0)
     config = CTSTFMConfig(width=width) if width else CTSTFMConfig()

@@ -13,8 +13,6 @@ first (the training's own time budget, MAX_MINUTES), keeping the best model so f
 """
 
 import argparse
-import csv
-import os
 import shutil
 import sys
 import time
@@ -27,7 +25,7 @@ from benchutil import machine  # noqa: E402
 from model_core.paths import DEFAULT_MODEL  # noqa: E402
 from model_core.progress import ConsoleProgress  # noqa: E402
 from model_core.simulate import simulate_series  # noqa: E402
-from model_core.training import train  # noqa: E402
+from model_core.training import train, write_manifest  # noqa: E402
 
 # A broad simulated family (issue 11): both landscapes, the ideal and the realistic sensor difference
 # (per-scene and per-date gain/offset, misregistration up to half a coarse pixel, wide PSF, smooth
@@ -54,19 +52,12 @@ def describe(spec):
 
 
 def simulate_scenes(work, size, count, interval):
-    manifest = work / "manifest.csv"
     rows = []
     for spec in SCENES:
         folder = work / scene_name(spec)
         series = simulate_series(folder, size=size, count=count, interval_days=interval, **spec)
-        for item in series.items:
-            rows.append([item.date.isoformat(),
-                         os.path.relpath(item.fine, work), os.path.relpath(item.coarse, work), scene_name(spec)])
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["date", "fine", "coarse", "scene"])
-        writer.writerows(rows)
-    return manifest
+        rows += [(item.date, item.fine, item.coarse, scene_name(spec)) for item in series.items]
+    return write_manifest(work / "manifest.csv", rows)
 
 
 def main():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, CancelAfter, run_qgis_process
-from test_raster import UTM33, fine_geotransform, read_all, smooth_field, write_raster
+from helpers import UTM33, fine_geotransform, read_all, smooth_field, write_raster
 
 from model_core.assess import assess, parse_band_pairs
 from model_core.errors import Cancelled, CtstfmError

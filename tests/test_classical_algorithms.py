@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, CancelAfter, run_qgis_process
-from test_raster import fine_geotransform, read_all, smooth_field, write_coarse, write_raster
+from helpers import fine_geotransform, read_all, smooth_field, write_coarse, write_raster
 
 from model_core.assess import assess
 from model_core.classical_raster import fine_band_std, starfm_rasters, temporal_difference_rasters

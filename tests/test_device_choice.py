@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from model_core import MPS_FALLBACK
-from model_core.errors import CtstfmError
-from model_core.fusion import (
+from model_core.device import (
     DEVICES,
     DeviceAvailability,
     autocast,
@@ -15,6 +14,7 @@ from model_core.fusion import (
     mixed_precision_dtype,
     resolve_device,
 )
+from model_core.errors import CtstfmError
 
 NOTHING, MPS, CUDA, BOTH = DeviceAvailability(), DeviceAvailability(mps=True), DeviceAvailability(cuda=2), \
     DeviceAvailability(cuda=1, mps=True)

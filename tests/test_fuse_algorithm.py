@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_qgis_process
-from test_fusion import save_test_model
-from test_raster import SINUSOIDAL, fine_geotransform, read_all, smooth_field, write_coarse, write_raster
+from helpers import SINUSOIDAL, fine_geotransform, read_all, save_test_model, smooth_field, write_coarse, write_raster
 
 from model_core.raster import RasterInfo, read_metadata
 

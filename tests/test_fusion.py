@@ -17,46 +17,27 @@ import pytest
 from osgeo import gdal
 
 from conftest import ROOT, CancelAfter
-from test_raster import (
+from helpers import (
     UTM33,
+    border_gradient_ratio,
     fine_geotransform,
     read_all,
+    save_test_model,
     smooth_field,
     write_coarse,
     write_raster,
 )
-from test_tiling import border_gradient_ratio
 
+from model_core.device import resolve_device
 from model_core.errors import Cancelled, CtstfmError
-from model_core.fusion import FusionResult, TileModel, fuse, resolve_device
+from model_core.fusion import TileModel, fuse
 from model_core.model_file import ModelFileError
 from model_core.progress import Progress
 from model_core.raster import FLOAT_NODATA, RasterInfo, read_metadata
+from model_core.raster_job import RasterResult
 from model_core.tiling import plan_tiles
 
 SIZE = 160  # fine pixels a side
-
-
-def save_test_model(path, kind="residual", bands=6, seed=0, gain=0.3):
-    import torch
-
-    from model_core.model_file import save_model
-    from model_core.network import DEFAULT_BANDS, CTSTFM, CTSTFMConfig
-
-    torch.manual_seed(seed)
-    config = CTSTFMConfig(bands=bands, width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True)
-    model = CTSTFM(config)
-    with torch.no_grad():
-        last = model.ccd.layers[-1]
-        if kind == "identity":
-            last.weight.zero_()
-        else:  # PyTorch's default convolution initialisation, scaled (the network may start it at zero)
-            torch.nn.init.kaiming_uniform_(last.weight, a=5**0.5)
-            last.weight.mul_(gain)
-        last.bias.zero_()
-    names = list(DEFAULT_BANDS)[:bands] if bands <= 6 else [f"b{i}" for i in range(bands)]
-    save_model(path, model, config=config, band_names=names, scale=1e-4, provenance={"test": kind, "seed": seed})
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +65,7 @@ def listing(folder):
 def test_identity_model_reproduces_the_fine_grid_bands_and_nodata(data, tmp_path):
     out = tmp_path / "fused.tif"
     result = fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32)
-    assert isinstance(result, FusionResult) and result.out_path == str(out) and result.device == "cpu"
+    assert isinstance(result, RasterResult) and result.out_path == str(out) and result.device == "cpu"
     assert result.coarse_warped and result.tiles == 4 and result.megapixels_per_second > 0
     assert listing(tmp_path) == ["fused.tif"]
     fine_info, out_info = RasterInfo.read(data["fine"]), RasterInfo.read(out)

@@ -38,11 +38,11 @@ def test_defaults_beat_the_unchanged_fine_image_on_a_held_out_date(qgis_app, mak
     import processing
 
     from model_core.metrics import compute_metrics
+    from model_core.training import write_manifest
 
     series = make_series(size=128, count=3, interval_days=32, bands="green,red,nir", **CASE)
     (d1, f1, c1), (d2, f2, c2), (_, f3, c3) = series.items
-    manifest = tmp_path / "two_dates.csv"
-    manifest.write_text(f"date,fine,coarse\n{d1},{f1},{c1}\n{d2},{f2},{c2}\n")
+    manifest = write_manifest(tmp_path / "two_dates.csv", series.items[:2])
     model = tmp_path / "model.pt"
     trained = processing.run("ctstfm:train", {
         "MANIFEST": str(manifest), "OUTPUT_MODEL": str(model), "DEVICE": 1, "MAX_MINUTES": BUDGET_MINUTES,

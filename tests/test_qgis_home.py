@@ -11,8 +11,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from test_fusion import save_test_model
-from test_raster import SINUSOIDAL, fine_geotransform, smooth_field, write_coarse, write_raster
+from helpers import SINUSOIDAL, fine_geotransform, save_test_model, smooth_field, write_coarse, write_raster
 
 SIZE = 64
 # Band names out of the usual order: the composite must follow the names, not the positions.

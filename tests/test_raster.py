@@ -1,14 +1,27 @@
 """model_core.raster: opening, describing, reading (and warping) windows, pairs, writing.
 
-Also holds the small raster helpers the fusion tests import (``write_raster``,
-``UTM33``, ``SINUSOIDAL``...). Every raster here is at most 200 px a side.
+The small raster helpers (``write_raster``, ``UTM33``, ``SINUSOIDAL``...) are in
+``tests/helpers.py``. Every raster here is at most 200 px a side.
 """
 
 import os
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
+
+from helpers import (
+    FINE_ORIGIN,
+    SINUSOIDAL,
+    UTM33,
+    fine_geotransform,
+    make_pair,
+    read_all,  # noqa: F401 (tests written before helpers.py import it from here)
+    smooth_field,
+    wkt_of,
+    write_coarse,
+    write_raster,
+)
 
 from model_core.errors import CtstfmError
 from model_core.raster import (
@@ -27,108 +40,6 @@ from model_core.raster import (
     read_metadata,
     to_output_dtype,
 )
-
-UTM33 = 32633
-#: MODIS sinusoidal grid (as in MOD09GA files).
-SINUSOIDAL = (
-    'PROJCS["unnamed",GEOGCS["Unknown datum based upon the custom spheroid",DATUM["Not specified (based on custom '
-    'spheroid)",SPHEROID["Custom spheroid",6371007.181,0]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
-    'PROJECTION["Sinusoidal"],PARAMETER["longitude_of_center",0],PARAMETER["false_easting",0],'
-    'PARAMETER["false_northing",0],UNIT["metre",1]]'
-)
-FINE_ORIGIN = (500000.0, 4000000.0)  # UTM 33N, near 36.1N 15E
-
-
-def wkt_of(crs):
-    if isinstance(crs, str):
-        return crs
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(crs)
-    return srs.ExportToWkt()
-
-
-def write_raster(path, data, geotransform, crs=UTM33, nodata=None, dtype=None, descriptions=None):
-    """Write ``data`` (C, H, W) to a GeoTIFF and return its path as str."""
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    dtype = np.dtype(dtype or data.dtype)
-    from osgeo import gdal_array
-
-    count, height, width = data.shape
-    dataset = gdal.GetDriverByName("GTiff").Create(
-        str(path), width, height, count, gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type)
-    )
-    dataset.SetGeoTransform(tuple(geotransform))
-    if crs is not None:
-        dataset.SetProjection(wkt_of(crs))
-    for index in range(count):
-        band = dataset.GetRasterBand(index + 1)
-        band.WriteArray(data[index].astype(dtype))
-        if nodata is not None:
-            band.SetNoDataValue(float(nodata))
-        if descriptions:
-            band.SetDescription(descriptions[index])
-    dataset = None
-    return str(path)
-
-
-def fine_geotransform(x0=FINE_ORIGIN[0], y0=FINE_ORIGIN[1], pixel=30.0):
-    return (x0, pixel, 0.0, y0, 0.0, -pixel)
-
-
-def smooth_field(bands, height, width, seed=0, base=1500.0, amplitude=600.0, noise=150.0):
-    """A plausible reflectance field in DN: smooth waves plus texture, per band."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    out = []
-    for band in range(bands):
-        wave = np.sin(x / (9.0 + band) + band) * np.cos(y / (13.0 + band))
-        out.append(base + 200 * band + amplitude * wave + noise * rng.standard_normal((height, width)))
-    return np.stack(out)
-
-
-def read_all(path):
-    dataset = gdal.Open(str(path))
-    data = dataset.ReadAsArray()
-    return data if data.ndim == 3 else data[None]
-
-
-def make_pair(folder, size=(120, 100), bands=6, fine_nodata=-9999, coarse_crs=UTM33, seed=0):
-    """A fine int16 raster (UTM, 30 m) and a coarse one (480 m) covering it, in ``folder``."""
-    width, height = size
-    fine = smooth_field(bands, height, width, seed).astype(np.int16)
-    fine_path = write_raster(folder / "fine.tif", fine, fine_geotransform(), nodata=fine_nodata)
-    coarse_path = write_coarse(folder / "coarse.tif", width * 30.0, height * 30.0, bands, coarse_crs, seed + 1)
-    return fine_path, coarse_path
-
-
-def write_coarse(path, extent_x, extent_y, bands=6, crs=UTM33, seed=1, pixel=480.0, nodata=-9999):
-    """A coarse raster covering the fine extent with a margin, in ``crs`` (480 m pixels,
-    or the equivalent in degrees / the sinusoidal grid)."""
-    x0, y0 = FINE_ORIGIN
-    margin = 2 * pixel
-    xmin, ymin, xmax, ymax = x0 - margin, y0 - extent_y - margin, x0 + extent_x + margin, y0 + margin
-    if crs != UTM33:
-        transform = osr.CoordinateTransformation(_srs(UTM33), _srs(crs))
-        xmin, ymin, xmax, ymax = transform.TransformBounds(xmin, ymin, xmax, ymax, 21)
-        if crs == 4326:
-            pixel_x, pixel_y = pixel / 90000.0, pixel / 111000.0
-        else:
-            pixel_x = pixel_y = pixel
-    else:
-        pixel_x = pixel_y = pixel
-    width = int(np.ceil((xmax - xmin) / pixel_x))
-    height = int(np.ceil((ymax - ymin) / pixel_y))
-    data = smooth_field(bands, height, width, seed, base=1800.0, amplitude=400.0, noise=80.0).astype(np.int16)
-    return write_raster(path, data, (xmin, pixel_x, 0.0, ymax, 0.0, -pixel_y), crs=crs, nodata=nodata)
-
-
-def _srs(crs):
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt_of(crs))
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
 
 
 # --------------------------------------------------------------------------- opening

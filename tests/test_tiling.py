@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CancelAfter
+from helpers import border_gradient_ratio
 from model_core.errors import Cancelled, CtstfmError
 from model_core.progress import Progress
 from model_core.raster import Window
@@ -142,19 +143,6 @@ def test_halo_makes_a_local_function_match_the_whole_image_exactly():
     np.testing.assert_allclose(job.out, whole, atol=1e-5)
 
 
-def border_gradient_ratio(out, grid, margin=8):
-    """Mean |horizontal gradient| across the tile edges / across every other column.
-
-    Columns within ``margin`` of the image's own left and right borders are left
-    out of both (a function with edge effects distorts the image border anyway)."""
-    gx = np.abs(np.diff(out, axis=2)).mean(axis=(0, 1))  # gx[j]: between columns j and j+1
-    ends = {c + grid.tile_width for c in grid.cols if c + grid.tile_width < grid.width}
-    edges = {c for c in grid.cols if c > 0} | ends
-    at = [e - 1 for e in sorted(edges)]
-    elsewhere = [j for j in range(margin, gx.size - margin) if j not in at]
-    return gx[at].mean() / gx[elsewhere].mean()
-
-
 def test_blending_removes_seams_of_a_function_with_edge_effects():
     rng = np.random.default_rng(3)
     image = (1.0 + 0.2 * rng.random((2, 160, 200))).astype(np.float32)  # stationary texture
@@ -220,3 +208,45 @@ def test_process_with_wrong_shape_is_a_bug_not_a_user_error():
     job = ArrayJob(texture(), lambda x: x[:, :, :10])
     with pytest.raises(ValueError, match="process returned shape"):
         job.run(tile=64, overlap=16)
+
+
+def test_prefetching_reads_ahead_in_one_thread_and_changes_nothing():
+    import threading
+
+    class ThreadRecorder(ArrayJob):
+        def read(self, window):
+            self.readers = getattr(self, "readers", set()) | {threading.get_ident()}
+            return super().read(window)
+
+    ahead, inline = ThreadRecorder(texture(), blur(2)), ThreadRecorder(texture(), blur(2))
+    ahead.run(tile=64, overlap=16, batch_size=2)
+    inline.run(tile=64, overlap=16, batch_size=2, prefetch=False)
+    np.testing.assert_array_equal(ahead.out, inline.out)
+    assert inline.readers == {threading.get_ident()}
+    assert len(ahead.readers) == 1 and ahead.readers != inline.readers
+
+
+def test_prefetcher_keeps_order_raises_errors_in_place_and_stops_on_close():
+    from model_core.prefetch import Prefetcher
+
+    squares = Prefetcher(lambda n: n * n, range(5))
+    assert list(squares) == [0, 1, 4, 9, 16]
+    squares.close()
+
+    def produce(n):
+        if n == 2:
+            raise KeyError("bad item")
+        return n
+
+    got, items = [], Prefetcher(produce, range(5))
+    with pytest.raises(KeyError, match="bad item"):
+        for item in items:
+            got.append(item)
+    items.close()
+    assert got == [0, 1]
+
+    produced = []
+    items = Prefetcher(produced.append, range(1000), depth=1)
+    next(iter(items))
+    items.close()
+    assert len(produced) < 1000 and not items._thread.is_alive()

@@ -5,6 +5,7 @@ Runs are tiny (width 8, 32 px patches, 16 patches per epoch, lr 3e-3) on the sim
 """
 
 import csv
+import os
 import datetime as dt
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from model_core.training import (
     series_from_layers,
     split_series,
     train,
+    write_manifest,
 )
 
 TINY = dict(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, lr=3e-3, width=8, seed=0, from_scratch=True)
@@ -73,7 +75,9 @@ def trained(sim_series, tmp_path_factory):
 # ------------------------------------------------------------------ series
 
 
-def write_manifest(path, rows, header="date,fine,coarse"):
+def write_csv_lines(path, rows, header="date,fine,coarse"):
+    """A manifest written literally (for reader tests: bad rows, relative and absolute paths as given);
+    model_core.training.write_manifest writes well-formed ones."""
     path.write_text("\n".join([header] + [",".join(map(str, row)) for row in rows]) + "\n")
     return path
 
@@ -84,9 +88,21 @@ def test_read_manifest_relative_paths_sorted(sim_series, tmp_path):
              Path(item.coarse).resolve()) for item in reversed(items)]
     folder = sim_series.out_dir.parent / f"manifest_{tmp_path.name}"
     folder.mkdir()
-    pairs = read_manifest(write_manifest(folder / "series.csv", rows))
+    pairs = read_manifest(write_csv_lines(folder / "series.csv", rows))
     assert [p.date for p in pairs] == sorted(item.date for item in items)
     assert all(Path(p.fine).exists() and Path(p.coarse).exists() for p in pairs)
+
+
+def test_write_manifest_writes_relative_paths_that_read_back(sim_series, tmp_path):
+    items = sim_series.items
+    (tmp_path / "sub").mkdir()
+    manifest = write_manifest(tmp_path / "sub" / "series.csv", [(item.date, item.fine, item.coarse) for item in items])
+    lines = manifest.read_text().splitlines()
+    assert lines[0] == "date,fine,coarse" and not any(os.path.isabs(p) for p in lines[1].split(",")[1:])
+    pairs = read_manifest(manifest)
+    assert [(p.date, Path(p.fine).resolve(), Path(p.coarse).resolve()) for p in pairs] == [
+        (item.date, Path(item.fine).resolve(), Path(item.coarse).resolve()) for item in items
+    ]
 
 
 @pytest.mark.parametrize(
@@ -102,13 +118,13 @@ def test_bad_manifest(tmp_path, header, row, expected):
     for name in ("fine_a.tif", "coarse_a.tif"):
         (tmp_path / name).write_bytes(b"x")
     with pytest.raises(CtstfmError, match=expected):
-        read_manifest(write_manifest(tmp_path / "m.csv", [row], header))
+        read_manifest(write_csv_lines(tmp_path / "m.csv", [row], header))
 
 
 def test_manifest_with_unreadable_raster_fails_before_writing(tmp_path, sim_series):
     (tmp_path / "fine_bad.tif").write_text("not a raster")
     first = sim_series.items[0]
-    manifest = write_manifest(
+    manifest = write_csv_lines(
         tmp_path / "m.csv",
         [("2021-01-01", "fine_bad.tif", first.coarse), (first.date.isoformat(), first.fine, first.coarse)],
     )
@@ -447,11 +463,7 @@ def two_scene_run(two_scenes, tmp_path_factory):
     fields, urban = two_scenes
     folder = tmp_path_factory.mktemp("two_scenes")
     dates = [item.date for item in fields.items]
-    manifest = write_manifest(
-        folder / "scenes.csv",
-        scene_rows(urban, "urban", dates) + scene_rows(fields, "fields"),
-        header="date,fine,coarse,scene",
-    )
+    manifest = write_manifest(folder / "scenes.csv", scene_rows(urban, "urban", dates) + scene_rows(fields, "fields"))
     log = Log()
     out = folder / "model.pt"
     result = train(manifest, out, progress=log, max_validation_windows=5, **dict(TINY, patches_per_epoch=8))

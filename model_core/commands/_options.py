@@ -88,7 +88,7 @@ def console_progress(args, label):
 
 
 def report_classical(args, result):
-    """Print a :class:`~model_core.classical_raster.ClassicalResult` (as JSON with ``--json``)."""
+    """Print a :class:`~model_core.raster_job.RasterResult` (as JSON with ``--json``)."""
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

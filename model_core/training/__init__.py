@@ -56,7 +56,7 @@ Where each part lives:
 |---|---|
 | :mod:`.series` | pairs, manifests, dates, scenes, the checks of a series |
 | :mod:`.split` | samples (target <- reference) and the chronological or spatial split |
-| :mod:`.data` | windows read as fusion reads them, random patches, prefetching |
+| :mod:`.data` | windows read as fusion reads them, random patches (read ahead by ``model_core.prefetch``) |
 | :mod:`.validation` | fixed validation windows and their metrics |
 | :mod:`.step` | the masked L1 loss and one optimisation step |
 | :mod:`.checkpoint` | :class:`TrainingState`, saved after every epoch, resumed |
@@ -65,11 +65,12 @@ Where each part lives:
 | :mod:`.trainer` | :func:`train`, the orchestration of the above |
 """
 
+from ..device import grad_scaler
+from ..prefetch import Prefetcher
 from .checkpoint import CHECKPOINT_SUFFIX, TrainingState, checkpoint_path, load_checkpoint
 from .data import (
     AUTO_PATCHES_CAP,
     PatchSampler,
-    Prefetcher,
     SeriesData,
     default_patches_per_epoch,
     fair_shares,
@@ -91,9 +92,10 @@ from .series import (
     resolve_series,
     series_from_inputs,
     series_from_layers,
+    write_manifest,
 )
 from .split import Split, choose_references, split_scenes, split_series
-from .step import grad_scaler, masked_l1, train_step
+from .step import masked_l1, train_step
 from .trainer import TrainResult, TrainSettings, train, train_from_inputs
 from .validation import METRIC_NAMES, Validator
 
@@ -104,5 +106,5 @@ __all__ = [
     "default_patches_per_epoch", "fair_shares", "grad_scaler", "grid_windows", "group_scenes", "load_checkpoint",
     "masked_l1", "parse_date", "read_manifest", "read_manifests", "report_paths", "resolve_series",
     "series_from_inputs", "series_from_layers", "split_scenes", "split_series", "train", "train_from_inputs",
-    "train_step", "write_curve_png",
+    "train_step", "write_curve_png", "write_manifest",
 ]

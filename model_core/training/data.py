@@ -4,8 +4,8 @@
 the same :class:`~model_core.raster.PairReader` as fusion. :class:`PatchSampler`
 draws random crops of ``patch_size`` from a sample chosen in proportion to its
 training area, redraws crops with less than ``min_valid`` valid pixels, and flips
-and rotates them (:func:`augment`). :class:`Prefetcher` reads the next batches in
-a background thread while the network trains.
+and rotates them (:func:`augment`); the epoch loop reads the next batches ahead with
+:class:`~model_core.prefetch.Prefetcher` while the network trains.
 """
 
 from __future__ import annotations
@@ -122,55 +122,6 @@ def grid_windows(row0, row1, width, tile):
         for row in range(row0, row0 + ((row1 - row0) // th) * th, th)
         for col in range(0, (width // tw) * tw, tw)
     ]
-
-
-class Prefetcher:
-    """Reads the batches of one epoch in a background thread while the network trains.
-
-    One producer draws the batches in order, so the patch sequence (and the random
-    state at the end of the epoch) is the same as without it. GDAL releases the GIL
-    while it reads, so reading overlaps the optimisation step.
-    """
-
-    def __init__(self, make_batch, counts, depth=2):
-        import queue
-        import threading
-
-        self._queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._counts = list(counts)
-        self._thread = threading.Thread(target=self._work, args=(make_batch,), name="ctstfm-patches", daemon=True)
-        self._thread.start()
-
-    def _put(self, item):
-        import queue
-
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self, make_batch):
-        try:
-            for count in self._counts:
-                if self._stop.is_set() or not self._put(make_batch(count)):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            self._put(exc)
-
-    def __iter__(self):
-        for _ in self._counts:
-            item = self._queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
 
 
 class PatchSampler:

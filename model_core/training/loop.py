@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..errors import Cancelled
-from .data import Prefetcher
+from ..prefetch import Prefetcher
 from .reports import write_report_csv
 from .step import train_step
 from .validation import metrics_text

@@ -1,6 +1,7 @@
 """The series a model trains on: dated fine/coarse pairs, grouped in scenes, checked.
 
-:func:`read_manifest` (CSV ``date,fine,coarse``, optionally ``scene``),
+:func:`read_manifest` (CSV ``date,fine,coarse``, optionally ``scene``; written by
+:func:`write_manifest`),
 :func:`read_manifests` (several manifests, each its own scene(s)) and
 :func:`series_from_layers` give a list of :class:`Pair`; :func:`resolve_series`
 accepts any of these forms. :func:`check_scenes` opens every raster once: within
@@ -81,6 +82,42 @@ def date_from_name(path):
         if 1950 <= year <= 2100 and 1 <= doy <= 366:
             return _dt.date(year, 1, 1) + _dt.timedelta(days=doy - 1)
     return None
+
+
+MANIFEST_COLUMNS = ("date", "fine", "coarse")
+
+
+def write_manifest(path, rows, columns=None):
+    """Write a series manifest that :func:`read_manifest` reads back; returns its path.
+
+    ``rows``: ``(date, fine, coarse[, scene])`` per date; dates are written ISO (a
+    ``datetime.date``) or as given (text), paths relative to the manifest's folder (as
+    absolute paths where they cannot be, e.g. on another drive; an empty path stays
+    empty). ``columns``: the header (default ``date,fine,coarse``, plus ``scene`` when
+    the rows have a fourth value).
+    """
+    path = Path(path)
+    rows = [tuple(row) for row in rows]
+    if columns is None:
+        columns = MANIFEST_COLUMNS + (("scene",) if rows and len(rows[0]) > 3 else ())
+    folder = path.resolve().parent
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            date = row[0].isoformat() if hasattr(row[0], "isoformat") else row[0]
+            writer.writerow([date, *(_manifest_path(value, folder) for value in row[1:3]), *row[3:]])
+    return path
+
+
+def _manifest_path(value, folder):
+    if value is None or str(value) == "":
+        return ""
+    absolute = os.path.abspath(os.path.expanduser(str(value)))
+    try:
+        return Path(os.path.relpath(absolute, folder)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return absolute
 
 
 def read_manifest(path, scene_prefix=None):

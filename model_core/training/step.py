@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..fusion import autocast
+from ..device import autocast
 
 
 def masked_l1(pred, target, valid):
@@ -28,16 +28,3 @@ def train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, device, am
         loss.backward()
         optimizer.step()
     return loss
-
-
-def grad_scaler(amp_dtype, device="cuda"):
-    """Loss scaling for float16 autocast on ``device`` (CUDA or MPS); none for bfloat16 or float32."""
-    import torch
-
-    from ..fusion import torch_device_type
-
-    if amp_dtype is None or amp_dtype == torch.bfloat16:
-        return None
-    return torch.amp.GradScaler(torch_device_type(device))
-
-

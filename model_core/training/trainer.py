@@ -28,7 +28,7 @@ from .reports import build_provenance, closing_message, log_start, report_paths,
 from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
 from .start import adopt_saved_start, check_start, choose_start
 from .split import pooled_split, split_scenes
-from .step import grad_scaler
+from ..device import grad_scaler
 from .validation import Validator, metrics_text
 
 
@@ -289,7 +289,7 @@ def _log_series(run, progress):
 
 def prepare_run(pairs, manifests, settings, *, network_options, device, progress):
     """Check the scenes, choose the network, split the series, plan patches and device."""
-    from ..fusion import device_note, mixed_precision_dtype, resolve_device
+    from ..device import device_note, mixed_precision_dtype, resolve_device
     from ..raster import DEFAULT_RESAMPLING
     from ..scales import check_series_scales
 

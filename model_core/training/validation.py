@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..device import autocast
 from ..errors import OptionError
-from ..fusion import autocast
 from ..progress import Progress
 from .data import fair_shares, grid_windows
 
