@@ -41,7 +41,7 @@ def test_defaults_beat_the_unchanged_fine_image_on_a_held_out_date(qgis_app, mak
     from model_core.training import write_manifest
 
     series = make_series(size=128, count=3, interval_days=32, bands="green,red,nir", **CASE)
-    (d1, f1, c1), (d2, f2, c2), (_, f3, c3) = series.items
+    _, (_, f2, _), (_, f3, c3) = series.items
     manifest = write_manifest(tmp_path / "two_dates.csv", series.items[:2])
     model = tmp_path / "model.pt"
     trained = processing.run("ctstfm:train", {
