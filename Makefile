@@ -32,8 +32,9 @@ check-qt6:
 bench: setup
 	$(PY) scripts/bench.py
 
+# FEW_DATES=1: the "few dates, real-like sensors" table (realistic sensors, 3 bands, 2 training dates).
 bench-accuracy: setup
-	$(PY) scripts/bench_accuracy.py
+	$(PY) scripts/bench_accuracy.py $(if $(FEW_DATES),--few-dates)
 
 package:
 	$(SYSTEM_PYTHON) scripts/package.py --dist $(DIST)

@@ -43,6 +43,8 @@ INFERENCE_LABELS = (
 #: Output file layout of a raster.
 OUTPUT_FORMATS = ("GTiff", "COG")
 OUTPUT_FORMAT_LABELS = ("GeoTIFF (tiled, compressed)", "Cloud Optimized GeoTIFF")
+#: Where training starts (model_core/training/start.py).
+START_CHOICES = ("best", "model")
 
 #: Kinds of option. Inputs and outputs are paths on the CLI and layers or file widgets in QGIS.
 KINDS = (
@@ -394,10 +396,23 @@ TRAIN = Operation(
         Option("fine", "rasters", "Fine images, one per date (instead of a manifest)", qgis="FINE_LAYERS"),
         Option("coarse", "rasters", "Coarse images, in the same date order", qgis="COARSE_LAYERS"),
         Option("dates", "str", "Dates of the images, comma-separated YYYY-MM-DD (empty: read from the file names)"),
-        Option("init_model", "file", "Model to fine-tune (empty: train from scratch)", extension="pt"),
-        Option("epochs", "int", "Epochs (total; the paper's 150)", 150, minimum=1),
+        Option(
+            "bands", "str",
+            "Band names of the fine images, comma-separated, e.g. green,red,nir (empty: their band descriptions); "
+            "the model to fine-tune is cut down to them",
+        ),
+        Option(
+            "max_minutes", "float",
+            "Time budget in minutes: training stops there with the best model so far (0: no limit)", 15.0,
+            minimum=0.0, decimals=1,
+        ),
+        Option(
+            "init_model", "file", "Model to fine-tune (empty: the embedded default model, cut down to the bands)",
+            extension="pt",
+        ),
+        Option("epochs", "int", "Epochs at most (total)", 150, minimum=1),
         Option("batch_size", "int", "Batch size (patches)", 4, minimum=1),
-        Option("patch_size", "int", "Patch size (pixels)", 256, minimum=8),
+        Option("patch_size", "int", "Patch size (pixels; 64 suits a CPU)", 64, minimum=8),
         Option(
             "patches_per_epoch", "int", "Patches per epoch (0: as many as tile the training dates, at most 1000)",
             unset=0, minimum=0,
@@ -406,8 +421,19 @@ TRAIN = Operation(
         Option("seed", "int", "Random seed", 0, minimum=0),
         Option("resume", "bool", "Resume the interrupted training of this output model (from its checkpoint)", False),
         Option(
-            "lr", "float", "Learning rate (Adam)", 1e-4, qgis="LEARNING_RATE", minimum=1e-8, maximum=1.0,
-            advanced=True, decimals=6,
+            "lr", "float", "Learning rate (Adam; the paper's 1e-4 from scratch)", 2e-4, qgis="LEARNING_RATE",
+            minimum=1e-8, maximum=1.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "from_scratch", "bool",
+            "Train a new network from scratch, as in the paper (instead of fine-tuning; needs many dates and a GPU)",
+            False, advanced=True,
+        ),
+        Option(
+            "start", "choice",
+            "Starting point: best = the best on validation of the model, the unchanged fine image and the first "
+            "guess (residual models); model = the model as it is",
+            "best", choices=START_CHOICES, advanced=True,
         ),
         Option(
             "validation_fraction", "float", "Fraction of the dates (the latest) that validate", 0.2, minimum=0.01,

@@ -104,6 +104,37 @@ SENSOR_OFFSET = np.array([0.004, 0.002, -0.002, 0.003, -0.003, 0.001])
 SENSOR_GAIN_JITTER = 0.01
 SENSOR_OFFSET_JITTER = 0.002
 
+# Sensor presets. "ideal": the coarse image is a clean aggregate of the fine one (systematic
+# difference, +-1 % per scene, small shift and noise). "realistic": as different as real MODIS and
+# TM surface reflectance of one site are (docs/simulator.md, /work/shared/notes/real-pair-facts.md):
+# per-scene gains +-4 % and offsets +-0.006, a per-date BRDF/atmosphere gain and offset, up to
+# 0.5 coarse pixel misregistration, a wider PSF, and a smooth multiplicative error of about one
+# coarse pixel (gridding, view angle, adjacency) so that the coarse image and the aggregated fine
+# image of the same date disagree as much as real ones do. Explicit arguments override a preset.
+SENSOR_PRESETS = {
+    "ideal": {
+        "psf_sigma": 0.5, "coarse_noise": 0.004, "misregistration": 0.1, "gain_jitter": SENSOR_GAIN_JITTER,
+        "offset_jitter": SENSOR_OFFSET_JITTER, "date_gain_jitter": 0.0, "date_offset_jitter": 0.0,
+        "coarse_error": 0.0,
+    },
+    "realistic": {
+        "psf_sigma": 0.8, "coarse_noise": 0.004, "misregistration": 0.5, "gain_jitter": 0.04,
+        "offset_jitter": 0.006, "date_gain_jitter": 0.02, "date_offset_jitter": 0.003, "coarse_error": 0.09,
+    },
+}
+# Length scale (coarse pixels) of the smooth coarse error.
+COARSE_ERROR_SCALE = 1.0
+
+
+def sensor_settings(preset=None, **overrides):
+    """The sensor parameters of ``preset`` ("ideal" when None) with the non-None ``overrides``."""
+    name = preset or "ideal"
+    if name not in SENSOR_PRESETS:
+        raise CtstfmError(f"Unknown sensor preset '{name}'; choose one of {', '.join(SENSOR_PRESETS)}.")
+    values = dict(SENSOR_PRESETS[name])
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return name, values
+
 
 @dataclass
 class SensorModel:
@@ -123,6 +154,20 @@ class SensorModel:
     noise_sigma: float
     misregistration: float
     seed: int
+    date_gain_jitter: float = 0.0  # relative std-like spread (uniform +-) of a per-date gain
+    date_offset_jitter: float = 0.0  # reflectance, uniform +- per date and band
+    coarse_error: float = 0.0  # relative std of the smooth per-date multiplicative error
+    preset: str = "ideal"
+
+    def gain_offset(self, date):
+        """Per-band ``(gain, offset)`` of ``date``: the scene's, times/plus the date's BRDF/atmosphere draw."""
+        if self.date_gain_jitter <= 0 and self.date_offset_jitter <= 0:
+            return self.gain, self.offset
+        rng = _rng(self.seed, "date-gain", _as_date(date).toordinal())
+        bands = len(self.gain)
+        gain = self.gain * rng.uniform(1.0 - self.date_gain_jitter, 1.0 + self.date_gain_jitter, bands)
+        offset = self.offset + rng.uniform(-self.date_offset_jitter, self.date_offset_jitter, bands)
+        return gain, offset
 
     def shift(self, date):
         """The (dy, dx) misregistration of ``date`` in coarse pixels (deterministic per seed and date)."""
@@ -140,6 +185,10 @@ class SensorModel:
             "psf_sigma_coarse_pixels": self.psf_sigma,
             "noise_sigma": self.noise_sigma,
             "misregistration_max_coarse_pixels": self.misregistration,
+            "date_gain_jitter": self.date_gain_jitter,
+            "date_offset_jitter": self.date_offset_jitter,
+            "coarse_error": self.coarse_error,
+            "preset": self.preset,
         }
 
 
@@ -667,18 +716,32 @@ def make_scene(
     change_fraction=None,
     change_mix=None,
     coarse_resolution=480.0,
-    psf_sigma=0.5,
-    coarse_noise=0.004,
+    psf_sigma=None,
+    coarse_noise=None,
     fine_noise=0.002,
-    misregistration=0.1,
+    misregistration=None,
     resolution=FINE_RESOLUTION,
+    sensor=None,
+    gain_jitter=None,
+    offset_jitter=None,
+    date_gain_jitter=None,
+    date_offset_jitter=None,
+    coarse_error=None,
 ):
     """Build a scene; with ``dates`` (two or more) also plan abrupt changes over them.
 
     ``change_fraction``: share of the fine image that changes abruptly at least once over the dates
     (default per kind, see ``KIND_DEFAULTS``); ``change_mix``: {"harvest", "flood", "build"}
-    weights of that share.
+    weights of that share. ``sensor``: a ``SENSOR_PRESETS`` name ("ideal" by default,
+    "realistic"); the sensor arguments left None come from it.
     """
+    preset, sensor_values = sensor_settings(
+        sensor, psf_sigma=psf_sigma, coarse_noise=coarse_noise, misregistration=misregistration,
+        gain_jitter=gain_jitter, offset_jitter=offset_jitter, date_gain_jitter=date_gain_jitter,
+        date_offset_jitter=date_offset_jitter, coarse_error=coarse_error,
+    )
+    psf_sigma, coarse_noise = sensor_values["psf_sigma"], sensor_values["coarse_noise"]
+    misregistration = sensor_values["misregistration"]
     if kind not in KINDS:
         raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
     width = int(width or size)
@@ -694,8 +757,8 @@ def make_scene(
         raise CtstfmError("psf_sigma is in coarse pixels and must lie between 0 and 3.")
     if not 0 <= misregistration <= 1:
         raise CtstfmError("misregistration is in coarse pixels and must lie between 0 and 1.")
-    if coarse_noise < 0 or fine_noise < 0:
-        raise CtstfmError("Noise levels must not be negative.")
+    if coarse_noise < 0 or fine_noise < 0 or min(sensor_values.values()) < 0:
+        raise CtstfmError("Noise levels, jitters and the coarse error must not be negative.")
     defaults = KIND_DEFAULTS[kind]
 
     hc = int(math.ceil(height / factor - 1e-9))
@@ -814,14 +877,19 @@ def make_scene(
 
     # Sensor.
     rng_sensor = _rng(seed, "sensor")
+    gain_jitter, offset_jitter = sensor_values["gain_jitter"], sensor_values["offset_jitter"]
     sensor = SensorModel(
         factor=factor,
-        gain=SENSOR_GAIN * rng_sensor.uniform(1.0 - SENSOR_GAIN_JITTER, 1.0 + SENSOR_GAIN_JITTER, 6),
-        offset=SENSOR_OFFSET + rng_sensor.uniform(-SENSOR_OFFSET_JITTER, SENSOR_OFFSET_JITTER, 6),
+        gain=SENSOR_GAIN * rng_sensor.uniform(1.0 - gain_jitter, 1.0 + gain_jitter, 6),
+        offset=SENSOR_OFFSET + rng_sensor.uniform(-offset_jitter, offset_jitter, 6),
         psf_sigma=float(psf_sigma),
         noise_sigma=float(coarse_noise),
         misregistration=float(misregistration),
         seed=int(seed),
+        date_gain_jitter=float(sensor_values["date_gain_jitter"]),
+        date_offset_jitter=float(sensor_values["date_offset_jitter"]),
+        coarse_error=float(sensor_values["coarse_error"]),
+        preset=preset,
     )
     scene = Scene(
         kind=kind,
@@ -1025,18 +1093,33 @@ def coarse_image(scene, date, noise=True, world_image=None):
         world_image = scene_reflectance(scene, day, world=True)
     s = scene.sensor
     rng = _rng(scene.seed, scene.kind, "coarse-noise", day.toordinal()) if noise else None
-    return coarse_from_fine(
+    gain, offset = s.gain_offset(day)
+    out = coarse_from_fine(
         world_image,
         factor=s.factor,
         psf_sigma=s.psf_sigma,
-        gain=s.gain,
-        offset=s.offset,
+        gain=gain,
+        offset=offset,
         shift=s.shift(day),
         noise_sigma=s.noise_sigma if noise else 0.0,
         rng=rng,
         shape=scene.coarse_shape,
         origin=(scene.margin, scene.margin),
     )
+    if noise and s.coarse_error > 0:
+        out *= 1.0 + np.float32(s.coarse_error) * coarse_error_field(scene, day)
+    return out
+
+
+def coarse_error_field(scene, date):
+    """The coarse image's smooth relative error of ``date`` (unit std, ~one coarse pixel long), (hc, wc).
+
+    Real coarse surface reflectance disagrees with the aggregated fine image of the same day far
+    beyond white noise: gridding of the swath, footprints that grow off nadir, view-angle effects
+    and adjacency vary over a few coarse pixels. The same field scales every band, as these
+    effects are mostly geometric."""
+    rng = _rng(scene.seed, scene.kind, "coarse-error", _as_date(date).toordinal())
+    return smooth_noise(rng, scene.coarse_shape, COARSE_ERROR_SCALE)
 
 
 def cloud_mask(scene, date, fraction, world=False):
@@ -1286,7 +1369,84 @@ def change_report(scene, date_a, date_b, image_a=None, image_b=None):
 
 
 # --------------------------------------------------------------------------------------------
+# How different the two sensors are (the quantities of the real pair, docs/simulator.md)
+
+
+def box_mean(image, box):
+    """``box`` x ``box`` moving mean of (..., H, W), edges replicated (numpy, via cumulative sums)."""
+    before, after = box // 2, box - 1 - box // 2
+    pad = [(0, 0)] * (image.ndim - 2) + [(before, after), (before, after)]
+    padded = np.pad(np.asarray(image, dtype=np.float64), pad, mode="edge")
+    cum = np.cumsum(np.cumsum(padded, axis=-2), axis=-1)
+    cum = np.pad(cum, [(0, 0)] * (image.ndim - 2) + [(1, 0), (1, 0)])
+    h, w = image.shape[-2:]
+    total = cum[..., box:box + h, box:box + w] - cum[..., :h, box:box + w] - cum[..., box:box + h, :w] + cum[..., :h, :w]
+    return (total / (box * box)).astype(np.float32)
+
+
+def pair_statistics(fine_a, coarse_a, fine_b, coarse_b, border=16):
+    """The sensor-difference statistics of two dates, per band (lists), as measured on the real pair.
+
+    Arrays are reflectance (B, H, W) on the fine grid (coarse images resampled onto it). Keys:
+    ``bias17``/``std17``: mean and std of ``coarse_a - box17(fine_a)``; ``coarse_change``: mean of
+    ``coarse_b - coarse_a``; ``slope``/``intercept``: least-squares ``box33(fine) ~ slope * coarse +
+    intercept`` over both dates. ``border`` pixels at the edges are left out.
+    """
+    inner = (slice(None), slice(border, -border or None), slice(border, -border or None))
+    diff = (coarse_a - box_mean(fine_a, 17))[inner]
+    stats = {
+        "bias17": diff.mean(axis=(1, 2)).tolist(),
+        "std17": diff.std(axis=(1, 2)).tolist(),
+        "coarse_change": (coarse_b - coarse_a)[inner].mean(axis=(1, 2)).tolist(),
+        "slope": [],
+        "intercept": [],
+    }
+    for band in range(fine_a.shape[0]):
+        x = np.concatenate([coarse_a[inner][band].ravel(), coarse_b[inner][band].ravel()]).astype(np.float64)
+        y = np.concatenate([box_mean(f[band], 33)[inner[1:]].ravel() for f in (fine_a, fine_b)]).astype(np.float64)
+        slope, intercept = np.polyfit(x, y, 1)
+        stats["slope"].append(float(slope))
+        stats["intercept"].append(float(intercept))
+    return stats
+
+
+def scene_pair_statistics(scene, date_a, date_b, bands=None):
+    """:func:`pair_statistics` of a simulated scene's two dates, the coarse images brought onto the
+    fine grid by nearest neighbour (as in the real pair); ``bands``: names (default all)."""
+    index = select_bands(bands)
+    images = []
+    for day in (date_a, date_b):
+        world = scene_reflectance(scene, day, world=True)
+        images.append(fine_image(scene, day, world_image=world)[index])
+        images.append(coarse_on_fine_grid(coarse_image(scene, day, world_image=world), scene)[index])
+    return pair_statistics(*images)
+
+
+# --------------------------------------------------------------------------------------------
 # Files
+
+
+def select_bands(bands=None):
+    """Indices into ``BANDS`` of the band names ``bands`` (None: all six), in the order given."""
+    if bands is None:
+        return list(range(len(BANDS)))
+    if isinstance(bands, str):
+        bands = [part for part in (p.strip() for p in bands.split(",")) if part]
+    names = [str(b).strip().lower() for b in bands]
+    unknown = [b for b in names if b not in BANDS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise CtstfmError(
+            f"Bands {', '.join(names) or '(none)'}: give distinct names among {', '.join(BANDS)}, e.g. green,red,nir."
+        )
+    return [BANDS.index(b) for b in names]
+
+
+def coarse_on_fine_grid(coarse, scene):
+    """A coarse image (B, hc, wc) brought onto the fine grid (B, H, W) by nearest neighbour."""
+    f = scene.sensor.factor
+    rows = np.minimum(((np.arange(scene.height) + 0.5) / f).astype(int), coarse.shape[-2] - 1)
+    cols = np.minimum(((np.arange(scene.width) + 0.5) / f).astype(int), coarse.shape[-1] - 1)
+    return np.ascontiguousarray(coarse[:, rows[:, None], cols[None, :]])
 
 
 def _srs_wkt(epsg):
@@ -1352,12 +1512,17 @@ def simulate_series(
     coarse_resolution=480.0,
     change_fraction=None,
     change_mix=None,
-    psf_sigma=0.5,
-    coarse_noise=0.004,
+    psf_sigma=None,
+    coarse_noise=None,
     fine_noise=0.002,
-    misregistration=0.1,
+    misregistration=None,
     write_landcover=False,
     progress=None,
+    sensor=None,
+    bands=None,
+    resolution=FINE_RESOLUTION,
+    coarse_grid="own",
+    **sensor_overrides,
 ):
     """Simulate and write a dated Landsat/MODIS series; returns a :class:`SimulatedSeries`.
 
@@ -1365,7 +1530,19 @@ def simulate_series(
     ``manifest.csv`` (``date,fine,coarse``, paths relative to it), ``simulation.json`` (parameters,
     sensor model, per-date misregistration, changes) and, with ``write_landcover``,
     ``landcover_YYYY-MM-DD.tif`` (class codes, see ``CLASS_NAMES``).
+    ``sensor``: a ``SENSOR_PRESETS`` name ("ideal" by default, or "realistic"); ``sensor_overrides``:
+    ``gain_jitter``, ``offset_jitter``, ``date_gain_jitter``, ``date_offset_jitter``, ``coarse_error``
+    (see :func:`make_scene`). ``bands``: band names to write (default all of ``BANDS``), e.g.
+    ``("green", "red", "nir")``. ``resolution``: fine pixel size in metres (layouts are in pixels).
+    ``coarse_grid``: "own" (the coarse sensor's grid) or "fine" (already resampled onto the fine grid
+    by nearest neighbour, as many distributed MODIS/Landsat pairs are).
     """
+    band_index = select_bands(bands)
+    if coarse_grid not in ("own", "fine"):
+        raise CtstfmError("coarse_grid must be 'own' (the coarse sensor's grid) or 'fine' (resampled onto the fine grid).")
+    unknown = set(sensor_overrides) - set(SENSOR_PRESETS["ideal"])
+    if unknown:
+        raise TypeError(f"simulate_series() got unexpected arguments: {', '.join(sorted(unknown))}")
     if kind not in KINDS:
         raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
     if dates is None:
@@ -1391,7 +1568,11 @@ def simulate_series(
         coarse_noise=coarse_noise,
         fine_noise=fine_noise,
         misregistration=misregistration,
+        resolution=resolution,
+        sensor=sensor,
+        **sensor_overrides,
     )
+    band_names = tuple(BANDS[i] for i in band_index)
     if progress is not None:
         progress.update(0.05, "scene ready")
     items, changes, per_date = [], [], []
@@ -1418,18 +1599,25 @@ def simulate_series(
         fine_path = out_dir / f"fine_{stamp}.tif"
         coarse_path = out_dir / f"coarse_{stamp}.tif"
         meta = {"ACQUISITION_DATE": stamp, "SCALE_FACTOR": SCALE, "SIMULATOR": f"model_core.simulate {kind} seed={seed}"}
+        coarse_geotransform = scene.coarse_geotransform
+        if coarse_grid == "fine":
+            coarse = coarse_on_fine_grid(coarse, scene)
+            coarse_mask = None if coarse_mask is None else coarse_on_fine_grid(coarse_mask[None], scene)[0]
+            coarse_geotransform = scene.fine_geotransform
         write_geotiff(
             fine_path,
-            to_dn(fine, fine_mask),
+            to_dn(fine[band_index], fine_mask),
             scene.fine_geotransform,
             scene.epsg,
-            metadata=dict(meta, SENSOR="simulated Landsat (30 m)"),
+            descriptions=band_names,
+            metadata=dict(meta, SENSOR=f"simulated Landsat ({scene.resolution:g} m)"),
         )
         write_geotiff(
             coarse_path,
-            to_dn(coarse, coarse_mask),
-            scene.coarse_geotransform,
+            to_dn(coarse[band_index], coarse_mask),
+            coarse_geotransform,
             scene.epsg,
+            descriptions=band_names,
             metadata=dict(meta, SENSOR=f"simulated MODIS ({scene.coarse_resolution:g} m)"),
         )
         if write_landcover:
@@ -1475,7 +1663,7 @@ def simulate_series(
         "coarse_shape": list(scene.coarse_shape),
         "epsg": scene.epsg,
         "fine_geotransform": list(scene.fine_geotransform),
-        "coarse_geotransform": list(scene.coarse_geotransform),
+        "coarse_geotransform": list(scene.fine_geotransform if coarse_grid == "fine" else scene.coarse_geotransform),
         "clouds": float(clouds),
         "cloud_target": cloud_target,
         "change_fraction": scene.events.requested_fraction if scene.events else 0.0,
@@ -1484,7 +1672,8 @@ def simulate_series(
         "fine_noise": scene.fine_noise,
         "sensor": scene.sensor.to_dict(),
         "per_date": per_date,
-        "bands": list(BANDS),
+        "bands": list(band_names),
+        "coarse_grid": coarse_grid,
         "scale": SCALE,
         "nodata": NODATA,
         "classes": {str(k): v for k, v in CLASS_NAMES.items()},

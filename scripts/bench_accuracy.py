@@ -377,12 +377,12 @@ def report(scenes, info, args, seconds):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_section(path, section):
-    """Put ``section`` into ``path`` in place of the one under HEADING (or append it)."""
+def replace_section(path, section, heading=HEADING):
+    """Put ``section`` into ``path`` in place of the one under ``heading`` (or append it)."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == HEADING), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:
@@ -420,7 +420,14 @@ def main(argv=None):
                              "with --quick build/bench_accuracy/quick/benchmarks.md)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 128 px, 6 dates, 1 min training, 8 patches per epoch")
+    parser.add_argument("--few-dates", action="store_true",
+                        help="run the 'few dates, real-like sensors' table instead (scripts/bench_few_dates.py: "
+                             "realistic sensors, 3 bands, 2 training dates; --few-minutes per training)")
+    parser.add_argument("--few-minutes", type=float, default=10.0, help="MAX_MINUTES of each few-dates training")
+    parser.add_argument("--few-size", type=int, default=320, help="fine pixels per side of the few-dates cases")
     args = parser.parse_args(argv)
+    if args.few_dates:
+        return few_dates(args)
     if args.quick:
         defaults = {"size": 128, "dates": 6, "train_minutes": 1.0, "patches_per_epoch": 8, "validation_windows": 4}
         for name, value in defaults.items():
@@ -464,6 +471,21 @@ def main(argv=None):
     print("\n" + section)
     replace_section(docs, section)
     print(f"Wrote the section into {docs}; rasters, models, tables and error maps in {work}.")
+    return 0
+
+
+def few_dates(args):
+    """The few-dates table (scripts/bench_few_dates.py) into its own section of docs/benchmarks.md."""
+    import bench_few_dates
+
+    work = Path(getattr(args, "work", None) or ROOT / "build" / "bench_few_dates")
+    docs = Path(getattr(args, "docs", None) or ROOT / "docs" / "benchmarks.md")
+    options = argparse.Namespace(train_minutes=args.few_minutes, size=args.few_size, cases=len(bench_few_dates.CASES),
+                                 work=str(work))
+    section, _ = bench_few_dates.run(options)
+    print("\n" + section)
+    replace_section(docs, section, heading=bench_few_dates.HEADING)
+    print(f"Wrote the section into {docs}.")
     return 0
 
 

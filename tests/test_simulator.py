@@ -307,3 +307,54 @@ def test_command_line_writes_a_manifest(tmp_path):
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+
+
+# The real Landsat TM / MODIS pair (/work/shared/notes/real-pair-facts.md), bands green, red, NIR.
+REAL_PAIR = {"bias17": (-0.001, -0.002, 0.009), "std17": (0.004, 0.005, 0.022), "slope": (0.70, 0.85, 0.76)}
+PAIR_CASES = [("fields", 1, "2021-12-01"), ("fields", 2, "2022-02-01"), ("urban", 3, "2021-05-01"),
+              ("urban", 4, "2021-08-01")]
+
+
+def _mean_pair_statistics(sensor):
+    import datetime as dt
+
+    stats = []
+    for kind, seed, start in PAIR_CASES:
+        first = dt.date.fromisoformat(start)
+        second = first + dt.timedelta(days=28)
+        scene = sim.make_scene(kind=kind, size=256, seed=seed, dates=[first, second], sensor=sensor)
+        stats.append(sim.scene_pair_statistics(scene, first, second, bands=("green", "red", "nir")))
+    return {key: np.mean([s[key] for s in stats], axis=0) for key in stats[0]}, stats
+
+
+def test_realistic_sensor_reproduces_the_real_pair_statistics():
+    realistic, per_scene = _mean_pair_statistics("realistic")
+    ideal, _ = _mean_pair_statistics("ideal")
+    # Regression dilution as on the real pair: slopes of box33(fine) on coarse well below 1, per band
+    # within 0.1 of the real ones; the ideal sensor stays close to 1 in NIR.
+    assert np.all(np.abs(realistic["slope"] - np.array(REAL_PAIR["slope"])) < 0.1), realistic["slope"]
+    assert ideal["slope"][2] > 0.9 > realistic["slope"][2] + 0.05
+    # Same-date disagreement at least as large as the real pair's (the simulated landscapes have more
+    # sub-coarse-pixel contrast than the real site, so it is up to about 2.5 times larger).
+    assert np.all(realistic["std17"] >= np.array(REAL_PAIR["std17"])), realistic["std17"]
+    assert np.all(realistic["std17"] <= 3.0 * np.array(REAL_PAIR["std17"]) + 0.01), realistic["std17"]
+    assert np.all(realistic["std17"] > ideal["std17"] * 1.3)
+    # Per-scene biases as large as the real ones (a few 0.001 up to ~0.01-0.02), never absurd.
+    biases = np.abs([s["bias17"] for s in per_scene])
+    assert biases.max() >= 0.009 and biases.max() < 0.03, biases
+
+
+def test_bands_coarse_grid_and_sensor_choices(make_series):
+    series = make_series(count=2, size=64, seed=5, sensor="realistic", bands="green,red,nir", coarse_grid="fine")
+    fine = gdal.Open(str(series.items[0].fine))
+    coarse = gdal.Open(str(series.items[0].coarse))
+    assert fine.RasterCount == coarse.RasterCount == 3
+    assert [fine.GetRasterBand(i + 1).GetDescription() for i in range(3)] == ["green", "red", "nir"]
+    assert coarse.GetGeoTransform() == fine.GetGeoTransform()
+    assert (coarse.RasterXSize, coarse.RasterYSize) == (64, 64)
+    blocks = coarse.GetRasterBand(3).ReadAsArray()
+    assert np.all(blocks[:16, :16] == blocks[0, 0])  # nearest neighbour: one value per coarse pixel
+    assert series.parameters["sensor"]["preset"] == "realistic"
+    assert series.parameters["bands"] == ["green", "red", "nir"]
+    with pytest.raises(sim.CtstfmError, match="green,red,nir"):
+        sim.simulate_series(series.out_dir / "bad", size=32, count=2, bands="green,rededge")

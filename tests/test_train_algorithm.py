@@ -18,6 +18,7 @@ TINY = {
     "WIDTH": 8,
     "SEED": 0,
     "DEVICE": 1,  # cpu
+    "FROM_SCRATCH": True,
 }
 
 
@@ -51,8 +52,9 @@ def make_feedback(cancel_at=None):
 
 
 def rows(path):
+    """The epoch rows of a training report (the baselines and epoch 0 come first)."""
     with open(path) as handle:
-        return list(csv.DictReader(handle))
+        return [row for row in csv.DictReader(handle) if row["epoch"] not in ("no_change", "first_guess", "0")]
 
 
 def test_train_algorithm_is_declared(qgis_app):
@@ -66,13 +68,17 @@ def test_train_algorithm_is_declared(qgis_app):
     assert {
         "MANIFEST", "FINE_LAYERS", "COARSE_LAYERS", "DATES", "INIT_MODEL", "OUTPUT_MODEL", "EPOCHS", "BATCH_SIZE",
         "PATCH_SIZE", "PATCHES_PER_EPOCH", "DEVICE", "SEED", "RESUME", "LEARNING_RATE", "VALIDATION_FRACTION",
-        "REFERENCES",
+        "REFERENCES", "MAX_MINUTES", "BANDS", "FROM_SCRATCH", "START", "RESIDUAL_BLUR", "SCALE",
     } <= names
     advanced = {
         p.name() for p in alg.parameterDefinitions() if p.flags() & FLAG_ADVANCED
     }
-    assert {"LEARNING_RATE", "VALIDATION_FRACTION", "REFERENCES"} <= advanced
-    assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT_MODEL", "REPORT_CSV", "REPORT_PNG", "OUTPUT_HTML"}
+    assert {"LEARNING_RATE", "VALIDATION_FRACTION", "REFERENCES", "FROM_SCRATCH", "START"} <= advanced
+    assert "MAX_MINUTES" not in advanced
+    assert {o.name() for o in alg.outputDefinitions()} >= {
+        "OUTPUT_MODEL", "REPORT_CSV", "REPORT_PNG", "OUTPUT_HTML", "VALIDATION_MAE", "NO_CHANGE_MAE",
+        "FIRST_GUESS_MAE", "IMPROVEMENT_PERCENT", "VERDICT",
+    }
     assert alg.outputDefinition("OUTPUT_HTML").type() == "outputHtml"  # listed in the Results Viewer
     assert "manifest" in alg.shortHelpString().lower()
 
@@ -112,6 +118,11 @@ def test_train_from_layers_then_fuse(qgis_app, sim_series, tmp_path):
     assert_html_report(result["OUTPUT_HTML"], best_epoch=max(1, load_model(out).provenance["best_epoch"]))
     assert [int(r["epoch"]) for r in rows(result["REPORT_CSV"])] == [1, 2]
     assert Path(result["REPORT_PNG"]).exists()
+    # The results put the model next to the two baselines, and say how it compares.
+    assert result["VALIDATION_MAE"] == pytest.approx(load_model(out).provenance["best_validation"]["mae"])
+    assert result["NO_CHANGE_MAE"] > 0 and result["FIRST_GUESS_MAE"] > 0
+    assert result["IMPROVEMENT_PERCENT"] == pytest.approx(100 * (1 - result["VALIDATION_MAE"] / result["NO_CHANGE_MAE"]))
+    assert result["VERDICT"].startswith(("The model improves on the unchanged fine image", "WARNING"))
     infos = "\n".join(feedback.infos)
     assert "Dates read from the file names" in infos and "patches/s" in infos
     loaded = load_model(out)

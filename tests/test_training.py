@@ -28,7 +28,7 @@ from model_core.training import (
     write_manifest,
 )
 
-TINY = dict(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, lr=3e-3, width=8, seed=0)
+TINY = dict(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, lr=3e-3, width=8, seed=0, from_scratch=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -189,7 +189,12 @@ def test_training_learns_and_writes_everything(trained, sim_series):
     assert prov["device"] == "cpu" and prov["best_validation"]["mae"] == pytest.approx(result.best_metrics["mae"])
     csv_path, png_path = report_paths(out)
     rows = list(csv.DictReader(open(csv_path)))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    # The two baselines and the starting model (epoch 0) on the same windows come first.
+    assert [r["epoch"] for r in rows] == ["no_change", "first_guess", "0", "1", "2"]
+    assert float(rows[0]["val_mae"]) == pytest.approx(result.baselines["no_change"]["mae"], rel=1e-5)
+    assert float(rows[2]["val_mae"]) == pytest.approx(result.initial_metrics["mae"], rel=1e-5)
+    assert prov["baselines"] == result.baselines and prov["stopped"] == "done"
+    rows = rows[3:]
     assert set(rows[0]) == {
         "epoch", "train_loss", "val_mae", "val_rmse", "val_psnr", "val_ssim", "val_sam", "seconds",
         "patches_per_second",
@@ -199,7 +204,57 @@ def test_training_learns_and_writes_everything(trained, sim_series):
     assert Path(result.checkpoint).exists()
     text = log.text()
     assert "Chronological split" in text and "patches/s" in text
+    assert "Unchanged fine image, same windows: validation MAE" in text and "First guess (fine + coarse" in text
     assert log.fractions[-1] == 1.0 and all(0 <= f <= 1 for f in log.fractions)
+    # The log ends with the verdict against the unchanged fine image.
+    gain = 100 * (1 - result.best_metrics["mae"] / result.baselines["no_change"]["mae"])
+    if gain > 0:
+        assert log.messages[-1].startswith(f"The model improves on the unchanged fine image by {gain:.1f} % MAE")
+    else:
+        assert log.messages[-1].startswith("WARNING: the model does not improve on the unchanged fine image")
+
+
+def test_a_model_worse_than_its_start_is_never_kept(trained, sim_series, tmp_path):
+    """Fine-tuning with an absurd learning rate: every epoch is worse, so the output is the start."""
+    from model_core.model_file import load_model
+
+    start = load_model(trained[0].model_path).model.state_dict()
+    log = Log()
+    result = train(sim_series.manifest, tmp_path / "worse.pt", init_model=trained[0].model_path, progress=log,
+                   **dict(TINY, epochs=2, lr=5.0, width=None))
+    # (NaN weights give NaN metrics: never "better", never kept)
+    assert result.best_epoch == 0 and not any(row["val_mae"] <= result.initial_metrics["mae"] for row in result.history)
+    assert "No epoch beat the starting model" in log.text()
+    kept = load_model(result.model_path).model.state_dict()
+    assert all(torch.equal(kept[key], start[key]) for key in start)
+
+
+def test_a_residual_network_starts_from_the_best_of_itself_and_the_references(make_series, tmp_path):
+    """Realistic sensors make the first guess worse than no change: the run starts from no change."""
+    series = make_series(kind="fields", count=3, size=64, seed=5, sensor="realistic", bands="green,red,nir")
+    log = Log()
+    result = train(series.manifest, tmp_path / "start.pt", progress=log, predict_residual=True, residual_blur=33,
+                   **dict(TINY, epochs=1, patches_per_epoch=4))
+    references = result.baselines
+    best = min([references["no_change"]["mae"], references["first_guess"]["mae"]])
+    assert result.initial_metrics["mae"] <= best + 1e-9
+    assert "Starting point:" in log.text()
+    if references["no_change"]["mae"] < references["first_guess"]["mae"]:
+        assert result.initial_metrics == pytest.approx(references["no_change"], rel=1e-5)
+        assert result.provenance["best_epoch"] > 0 or "the unchanged fine image" in log.text()
+    # The kept model never validates worse than the start.
+    assert result.best_metrics["mae"] <= result.initial_metrics["mae"]
+
+
+def test_max_minutes_stops_with_the_best_model_so_far(sim_series, tmp_path):
+    log = Log()
+    result = train(sim_series.manifest, tmp_path / "budget.pt", progress=log,
+                   **dict(TINY, epochs=10000, patches_per_epoch=400, max_minutes=0.1))
+    assert result.stopped == "time budget" and not result.cancelled
+    assert 1 <= result.epochs < 10000 and result.seconds < 0.1 * 60 + 20
+    assert "stopped at the 0.1-minute budget" in log.text() and Path(result.model_path).exists()
+    with pytest.raises(CtstfmError, match="max_minutes"):
+        train(sim_series.manifest, tmp_path / "bad.pt", **dict(TINY, max_minutes=-1))
 
 
 def test_trained_model_fuses(trained, sim_series, tmp_path):
@@ -223,7 +278,7 @@ def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(train
     assert resumed.epochs == 2 and [row["epoch"] for row in resumed.history] == [1, 2]
     assert "Resuming" in log.text()
     rows = list(csv.DictReader(open(report_paths(out)[0])))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [r["epoch"] for r in rows] == ["no_change", "first_guess", "0", "1", "2"]
     # Same seed, same patches, same weights as the uninterrupted run.
     for key in ("train_loss", "val_mae"):
         assert [row[key] for row in resumed.history] == pytest.approx([row[key] for row in result.history], rel=1e-5)
@@ -243,7 +298,7 @@ def test_cancel_keeps_the_best_model(sim_series, tmp_path):
     result = train(sim_series.manifest, out, progress=log, **dict(TINY, epochs=3))
     assert result.cancelled and result.epochs == 1 and result.best_epoch == 1
     assert "best model so far" in result.message and out.exists()
-    assert len(list(csv.DictReader(open(report_paths(out)[0])))) == 1
+    assert len(list(csv.DictReader(open(report_paths(out)[0])))) == 3 + 1
 
 
 def test_cancel_before_the_first_epoch_writes_nothing(sim_series, tmp_path):

@@ -3,7 +3,7 @@
 A thin face on :func:`model_core.training.train_from_inputs` (parameters: :data:`model_core.options.TRAIN`).
 """
 
-from qgis.core import QgsProcessingOutputFile
+from qgis.core import QgsProcessingOutputFile, QgsProcessingOutputNumber, QgsProcessingOutputString
 
 from model_core.options import TRAIN
 
@@ -22,31 +22,44 @@ Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of f
 - At least two dates; every fine image on the same grid with the same bands; each coarse image must cover its
   fine image (it is resampled onto the fine grid exactly as fusion does). With a scene column these rules hold
   within each scene, and every scene needs the same bands.
-- **Model to fine-tune** (optional): start from an existing model instead of from scratch.
+- **Band names** (optional): the fine images' bands, e.g. green,red,nir, when their band descriptions do not
+  name them; the model to fine-tune is cut down to these bands.
+- **Model to fine-tune** (optional): empty = the plugin's embedded model (band-mapped).
 
 ## How it trains
 Each target date T1 is predicted from the coarse image at T1 and the fine image at the nearest other date(s)
 (references). The latest share of the dates (validation fraction) validates, the earlier ones train; with two
 or three dates the bottom rows of every date are held out instead. Random patches, flipped and rotated, skip
-mostly-nodata areas; nodata is left out of the L1 loss. After every epoch the model is validated (MAE, RMSE,
-PSNR, SSIM, SAM) and the best by validation MAE is written.
+mostly-nodata areas; nodata is left out of the L1 loss.
+
+**Default recipe** (a few dates and a CPU): fine-tune the embedded model, cut down to your bands by name. It
+predicts a correction to a first guess; training starts from whichever validates best of the model itself,
+the unchanged fine image and the first guess fine(T0) + coarse(T1) - box33(fine(T0)) (*Starting point*), and
+only an epoch that beats that start replaces it: the result is never worse on validation than the start.
+*Time budget* (MAX_MINUTES, default 15) stops training with the best model so far. *Train from scratch*
+(advanced) is the paper's recipe: it needs many dates and a GPU.
 
 ## Outputs
-- **Trained model** (e.g. cia.pt), plus next to it cia_training.csv (one row per epoch), cia_training.png (the
-  curves) and cia.pt.checkpoint.pt, saved after every epoch: tick *Resume* to continue an interrupted run.
-  Cancelling writes the best model so far.
+- **Trained model** (e.g. cia.pt), plus next to it cia_training.csv (the unchanged fine image and the first
+  guess on the same validation windows, epoch 0 = the start, then one row per epoch), cia_training.png (the
+  curves, both baselines dashed) and cia.pt.checkpoint.pt, saved after every epoch: tick *Resume* to continue
+  an interrupted run. Cancelling writes the best model so far.
+- The results give the validation MAE of the model, of the unchanged fine image and of the first guess, the
+  improvement in percent, and the verdict the log ends with ("the model improves on the unchanged fine image
+  by X % MAE", or a warning with what to try).
 - **Training report** (HTML) in the Results Viewer: the curves, the best epoch, the baselines the training
   measured and the verdict.
 
 ## Typical values
-The paper's settings: Adam with learning rate 1e-4, batch 4, patches of 256 pixels, 150 epochs. Training is slow
-on a CPU (the plugin's own model took 45 minutes on 2 cores); fine-tuning it for a few epochs on patches of
-96-128 pixels is the quick start. A CUDA or Apple GPU is used with mixed precision when the device is auto.
+Defaults are measured for a CPU (docs/benchmarks.md, few dates): patches of 64 pixels, Adam with learning rate
+2e-4, batch 4, at most 150 epochs within 15 minutes. The paper's settings (from scratch, learning rate 1e-4,
+patches of 256 pixels, 150 epochs) suit many dates and a GPU. A CUDA or Apple GPU is used with mixed precision
+when the device is auto.
 
 ## Example
-Six Landsat/MODIS dates of one area listed in series.csv, fine-tuning the plugin's model for 20 epochs:
+Two Landsat/MODIS dates of one area with green, red and NIR bands, listed in series.csv, 10 minutes:
 
-$ qgis_process run ctstfm:train -- MANIFEST=series.csv INIT_MODEL=default_model.pt EPOCHS=20 PATCH_SIZE=128 OUTPUT_MODEL=my_area.pt OUTPUT_HTML=my_area_report.html
+$ qgis_process run ctstfm:train -- MANIFEST=series.csv BANDS=green,red,nir MAX_MINUTES=10 OUTPUT_MODEL=my_area.pt OUTPUT_HTML=my_area_report.html
 """
 
 
@@ -57,23 +70,41 @@ class TrainAlgorithm(CtstfmAlgorithm):
     operation = TRAIN
     REPORT_CSV = "REPORT_CSV"
     REPORT_PNG = "REPORT_PNG"
+    VERDICT = "VERDICT"
+    # Validation MAE of the kept model and of the two baselines on the same windows.
+    RESULT_NUMBERS = (
+        ("VALIDATION_MAE", "Validation MAE of the trained model"),
+        ("NO_CHANGE_MAE", "Validation MAE of the unchanged fine image (same windows)"),
+        ("FIRST_GUESS_MAE", "Validation MAE of the first guess (same windows)"),
+        ("IMPROVEMENT_PERCENT", "MAE improvement on the unchanged fine image (%)"),
+    )
     help_text = HELP
 
     def add_outputs(self):
         self.addOutput(QgsProcessingOutputFile(self.REPORT_CSV, self.tr("Training report (CSV, one row per epoch)")))
         self.addOutput(QgsProcessingOutputFile(self.REPORT_PNG, self.tr("Training curves (PNG)")))
+        for name, label in self.RESULT_NUMBERS:
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+        self.addOutput(QgsProcessingOutputString(self.VERDICT, self.tr("How the model compares with the baselines")))
 
     def process(self, parameters, context, feedback, progress):
         from model_core.training import train_from_inputs
 
         kwargs, _ = self.arguments(parameters, context)
         result = train_from_inputs(**kwargs, progress=progress)
-        if result.cancelled:
+        verdict = result.message.splitlines()[-1]
+        if result.cancelled or verdict.startswith("WARNING"):
             feedback.pushWarning(result.message)
+        no_change = result.baselines.get("no_change", {}).get("mae")
         outputs = {
             self.OUTPUT_MODEL: result.model_path,
             self.REPORT_CSV: result.report_csv,
             self.REPORT_PNG: result.report_png or "",
+            "VALIDATION_MAE": result.best_metrics.get("mae"),
+            "NO_CHANGE_MAE": no_change,
+            "FIRST_GUESS_MAE": result.baselines.get("first_guess", {}).get("mae"),
+            "IMPROVEMENT_PERCENT": 100.0 * (1.0 - result.best_metrics["mae"] / no_change) if no_change else None,
+            self.VERDICT: verdict,
         }
         if result.report_html:
             from model_core.training.report_html import verdict

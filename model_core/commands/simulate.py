@@ -33,14 +33,23 @@ def configure(parser):
         help="weights of the abrupt change kinds, e.g. harvest=0.5,flood=0.35,build=0.15 (default per kind)",
     )
     parser.add_argument(
-        "--psf-sigma", type=float, default=0.5, help="coarse PSF Gaussian sigma in coarse pixels (default 0.5)"
+        "--sensor", choices=("ideal", "realistic"), default="ideal",
+        help="sensor difference preset: ideal (clean aggregate, default) or realistic (as different as real "
+             "MODIS and Landsat: gain/offset per scene and date, misregistration, smooth coarse error)",
+    )
+    parser.add_argument("--bands", help="bands to write, e.g. green,red,nir (default blue,green,red,nir,swir1,swir2)")
+    parser.add_argument("--resolution", type=float, default=30.0, help="fine pixel size in metres (default 30)")
+    parser.add_argument("--coarse-grid", choices=("own", "fine"), default="own",
+                        help="coarse images on their own grid (default) or resampled onto the fine grid (nearest)")
+    parser.add_argument(
+        "--psf-sigma", type=float, help="coarse PSF Gaussian sigma in coarse pixels (default from --sensor: 0.5 / 0.8)"
     )
     parser.add_argument(
-        "--coarse-noise", type=float, default=0.004, help="coarse noise sigma, reflectance (default 0.004)"
+        "--coarse-noise", type=float, help="coarse noise sigma, reflectance (default from --sensor: 0.004)"
     )
     parser.add_argument("--fine-noise", type=float, default=0.002, help="fine noise sigma, reflectance (default 0.002)")
-    parser.add_argument("--misregistration", type=float, default=0.1,
-                        help="largest per-date coarse shift in coarse pixels (default 0.1)")
+    parser.add_argument("--misregistration", type=float,
+                        help="largest per-date coarse shift in coarse pixels (default from --sensor: 0.1 / 0.5)")
     parser.add_argument("--landcover", action="store_true", help="also write landcover_DATE.tif class maps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -87,6 +96,10 @@ def run(args):
         fine_noise=args.fine_noise,
         misregistration=args.misregistration,
         write_landcover=args.landcover,
+        sensor=args.sensor,
+        bands=args.bands,
+        resolution=args.resolution,
+        coarse_grid=args.coarse_grid,
         progress=ConsoleProgress("simulate", quiet=args.quiet),
     )
     print(f"manifest: {series.manifest}")

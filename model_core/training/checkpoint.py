@@ -38,6 +38,18 @@ class TrainingState:
     best_metrics: dict = field(default_factory=dict)
     initial_metrics: dict | None = None  # the starting model's validation metrics
     seconds_before: float = 0.0  # training time of the runs this one resumes
+    baselines: dict = field(default_factory=dict)  # "no_change"/"first_guess" -> metrics on the same windows
+    band_means: list = field(default_factory=list)  # mean reflectance per band of the validation windows
+
+    def start(self, metrics, model):
+        """Epoch 0: the starting model, validated, is the best so far; training must beat it to replace it."""
+        self.initial_metrics = dict(metrics)
+        self._keep(0, metrics, model)
+
+    def _keep(self, epoch, metrics, model):
+        self.best_state = {key: value.detach().to("cpu").clone() for key, value in model.state_dict().items()}
+        self.best_epoch = epoch
+        self.best_metrics = dict(metrics)
 
     def record(self, row, metrics, model):
         """Add one epoch's report row; keep the weights when validation MAE improved. Returns whether it did."""
@@ -45,9 +57,7 @@ class TrainingState:
         self.epoch = int(row["epoch"])
         improved = self.best_state is None or metrics["mae"] < self.best_metrics["mae"]
         if improved:
-            self.best_state = {key: value.detach().to("cpu").clone() for key, value in model.state_dict().items()}
-            self.best_epoch = self.epoch
-            self.best_metrics = dict(metrics)
+            self._keep(self.epoch, metrics, model)
         return improved
 
     def save(self, path, *, model, optimizer, scaler, rng, seconds):
@@ -69,6 +79,8 @@ class TrainingState:
             "best_epoch": self.best_epoch,
             "best_metrics": self.best_metrics,
             "initial_metrics": self.initial_metrics,
+            "baselines": self.baselines,
+            "band_means": self.band_means,
             "seconds": seconds,
         }
         atomic_torch_save(payload, path)
@@ -108,6 +120,8 @@ class TrainingState:
             best_epoch=int(saved["best_epoch"]),
             best_metrics=dict(saved["best_metrics"]),
             initial_metrics=dict(saved["initial_metrics"]),
+            baselines=dict(saved.get("baselines") or {}),
+            band_means=list(saved.get("band_means") or []),
             seconds_before=float(saved.get("seconds", 0.0)),
         )
 

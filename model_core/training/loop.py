@@ -11,17 +11,24 @@ from .step import train_step
 from .validation import metrics_text
 
 
+STOP_DONE, STOP_CANCELLED, STOP_BUDGET = "done", "cancelled", "time budget"
+
+
 def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *, ckpt_path, csv_path, started,
-               progress):
-    """Train from epoch ``state.epoch + 1`` up to ``run.settings.epochs``; returns whether it was cancelled.
+               progress, validation_seconds=0.0):
+    """Train from epoch ``state.epoch + 1`` up to ``run.settings.epochs``; returns why it stopped
+    (``STOP_DONE``, ``STOP_CANCELLED`` or ``STOP_BUDGET``).
 
     After every epoch: validate, record the epoch in ``state`` (best weights kept
     by validation MAE), rewrite the report CSV and the checkpoint. A cancel during
-    an epoch drops that epoch and stops.
+    an epoch drops that epoch and stops. With ``settings.max_minutes``, the epoch that
+    would run past the budget (counted from ``started``, leaving time to validate)
+    ends early, is validated and recorded, and training stops.
     """
     import torch
 
     settings = run.settings
+    deadline = started + 60.0 * settings.max_minutes if settings.max_minutes else None
     epochs, batch_size, per_epoch = settings.epochs, settings.batch_size, run.patches_per_epoch
     counts = [min(batch_size, per_epoch - step * batch_size) for step in range(run.steps)]
     epochs_to_run = max(epochs - state.epoch, 0)
@@ -35,8 +42,12 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
             model.train()
             loss_sum = 0.0
             seen = 0
+            out_of_time = False
             for step, arrays in enumerate(prefetch):
                 epoch_progress.check()
+                if deadline is not None and seen and time.monotonic() + validation_seconds > deadline:
+                    out_of_time = True
+                    break
                 coarse, fine0, fine1, valid, *coarse0 = (torch.from_numpy(array).to(run.device) for array in arrays)
                 loss = train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, run.device, run.amp_dtype,
                                   coarse0[0] if coarse0 else None)
@@ -45,8 +56,9 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
                 epoch_progress.update(0.9 * (step + 1) / run.steps, f"epoch {epoch}/{epochs}")
             train_seconds = time.monotonic() - epoch_started
             metrics = validator.run(model, epoch_progress.sub(0.9, 1.0))
+            validation_seconds = time.monotonic() - epoch_started - train_seconds
         except Cancelled:
-            return True
+            return STOP_CANCELLED
         finally:
             prefetch.close()
         seconds = time.monotonic() - epoch_started
@@ -61,10 +73,13 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
         progress.info(
             f"Epoch {epoch}/{epochs}: train L1 {row['train_loss']:.5f}; validation {metrics_text(metrics)}; "
             f"{row['patches_per_second']:.2f} patches/s; {seconds:.1f} s" + (" (best so far)" if improved else "")
+            + (f" (cut short at the {settings.max_minutes:g}-minute budget after {seen} patches)" if out_of_time else "")
         )
-        write_report_csv(state.history, csv_path)
+        write_report_csv(state.history, csv_path, state.initial_metrics, state.baselines)
         state.save(
             ckpt_path, model=model, optimizer=optimizer, scaler=scaler, rng=rng,
             seconds=state.seconds_before + time.monotonic() - started,
         )
-    return False
+        if out_of_time or (deadline is not None and time.monotonic() + validation_seconds >= deadline):
+            return STOP_BUDGET
+    return STOP_DONE

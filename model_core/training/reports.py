@@ -31,11 +31,28 @@ def report_paths(out_model):
     return Path(str(stem) + "_training.csv"), Path(str(stem) + "_training.png")
 
 
-def write_report_csv(history, path):
+# The report's first rows: the two references on the validation windows, then the starting model.
+BASELINE_ROWS = (("no_change", "the unchanged fine image"), ("first_guess", "the first guess"))
+
+
+def reference_rows(initial_metrics=None, baselines=None):
+    """Report rows for the baselines (``epoch`` = ``no_change``, ``first_guess``) and epoch 0 (the start)."""
+    rows = [
+        {"epoch": key, **{f"val_{name}": value for name, value in baselines[key].items()}}
+        for key, _ in BASELINE_ROWS
+        if baselines and key in baselines
+    ]
+    if initial_metrics:
+        rows.append({"epoch": 0, **{f"val_{name}": value for name, value in initial_metrics.items()}})
+    return rows
+
+
+def write_report_csv(history, path, initial_metrics=None, baselines=None):
+    """The epoch report: the baselines and epoch 0 (the starting model), then one row per epoch."""
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        for row in history:
+        for row in reference_rows(initial_metrics, baselines) + list(history):
             writer.writerow({key: format_number(row.get(key)) for key in REPORT_COLUMNS})
 
 
@@ -46,7 +63,7 @@ def format_number(value):
     return value
 
 
-def write_curve_png(history, path, initial_metrics=None, best_epoch=None):
+def write_curve_png(history, path, initial_metrics=None, best_epoch=None, baselines=None):
     """Training loss and validation metrics per epoch as a PNG (matplotlib Agg, no pyplot).
 
     Returns the path, or None when matplotlib is not installed.
@@ -68,7 +85,10 @@ def write_curve_png(history, path, initial_metrics=None, best_epoch=None):
         val_mae = [initial_metrics["mae"]] + val_mae
     left.plot(epochs, [row["train_loss"] for row in history], "o-", label="training L1 loss")
     left.plot(val_epochs, val_mae, "s-", label="validation MAE")
-    if best_epoch:
+    for (key, label), colour in zip(BASELINE_ROWS, ("tab:red", "tab:purple")):
+        if baselines and key in baselines:
+            left.axhline(baselines[key]["mae"], color=colour, linestyle="--", label=f"MAE of {label}")
+    if best_epoch is not None:
         left.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
     left.set_xlabel("epoch")
     left.set_ylabel("reflectance")
@@ -109,7 +129,7 @@ def scene_records(scenes, window_counts):
     ]
 
 
-def build_provenance(run, state, *, data_source, scenes, cancelled, seconds):
+def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
     """The provenance a trained model file carries: data, split, settings and results.
 
     ``run`` is the :class:`~model_core.training.trainer.TrainingRun` (settings, split,
@@ -133,7 +153,12 @@ def build_provenance(run, state, *, data_source, scenes, cancelled, seconds):
         "best_epoch": state.best_epoch,
         "best_validation": state.best_metrics,
         "initial_validation": state.initial_metrics,
-        "cancelled": cancelled,
+        "cancelled": stopped == "cancelled",
+        "stopped": stopped,
+        "max_minutes": settings.max_minutes,
+        "baselines": state.baselines,
+        "band_means": state.band_means,
+        "start": settings.start,
         "seed": settings.seed,
         "device": run.device,
         "mixed_precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None,
@@ -153,16 +178,63 @@ def build_provenance(run, state, *, data_source, scenes, cancelled, seconds):
     }
 
 
-def closing_message(state, *, epochs, out_model, ckpt_path, cancelled, seconds):
-    """The sentence that ends a training log."""
-    if cancelled:
-        return (
+def log_start(state, first_guess_box, progress):
+    """Log the starting model and the two baselines on the validation windows."""
+    progress.info(f"Initial model (epoch 0): validation {metrics_text(state.initial_metrics)}.")
+    names = {"no_change": "Unchanged fine image", "first_guess": f"First guess (fine + coarse - box{first_guess_box}(fine))"}
+    for key, values in (state.baselines or {}).items():
+        progress.info(f"{names.get(key, key)}, same windows: validation {metrics_text(values)}.")
+
+
+def improvement(best, reference):
+    """Relative MAE improvement of ``best`` over ``reference`` in percent (positive: better)."""
+    return 100.0 * (reference["mae"] - best["mae"]) / reference["mae"] if reference.get("mae") else math.nan
+
+
+def verdict(state):
+    """The last sentence of a training log: how the kept model compares with the unchanged fine image."""
+    best, baselines = state.best_metrics, state.baselines or {}
+    lines = []
+    if state.best_epoch == 0:
+        lines.append(
+            f"No epoch beat the starting model (validation MAE {state.initial_metrics['mae']:.5f}): the output is the "
+            "starting model unchanged."
+        )
+    if "no_change" not in baselines:
+        return lines
+    gain = improvement(best, baselines["no_change"])
+    versus_guess = ""
+    if "first_guess" in baselines:
+        versus_guess = f"; against the first guess: {improvement(best, baselines['first_guess']):+.1f} % MAE"
+    if gain > 0:
+        lines.append(
+            f"The model improves on the unchanged fine image by {gain:.1f} % MAE (validation MAE "
+            f"{best['mae']:.5f} vs {baselines['no_change']['mae']:.5f}){versus_guess}."
+        )
+    else:
+        lines.append(
+            f"WARNING: the model does not improve on the unchanged fine image (validation MAE {best['mae']:.5f} vs "
+            f"{baselines['no_change']['mae']:.5f}){versus_guess}. Try: more training dates (4 or more) or a longer "
+            "MAX_MINUTES; fine-tuning the default model (leave INIT_MODEL empty, do not train from scratch); check that "
+            "the coarse images are co-registered with the fine ones and use the same SCALE; or use the unchanged fine "
+            "image or the temporal difference (ctstfm:temporaldifference) for these dates."
+        )
+    return lines
+
+
+def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, max_minutes=0):
+    """The lines that end a training log: what was trained and written, then the verdict."""
+    if stopped == "cancelled":
+        head = (
             f"Cancelled after {state.epoch} of {epochs} epochs: {out_model} holds the best model so far "
             f"(epoch {state.best_epoch}, validation MAE {state.best_metrics['mae']:.5f}); resume to continue from "
             f"{Path(ckpt_path).name}."
         )
-    return (
-        f"Trained {state.epoch} epochs in {seconds:.0f} s; best epoch {state.best_epoch}: validation "
-        f"{metrics_text(state.best_metrics)} (initial model: MAE {state.initial_metrics['mae']:.5f}). "
-        f"Wrote {out_model}."
-    )
+    else:
+        why = f"stopped at the {max_minutes:g}-minute budget" if stopped == "time budget" else "done"
+        head = (
+            f"Trained {state.epoch} epochs in {seconds:.0f} s ({why}); best epoch {state.best_epoch}: validation "
+            f"{metrics_text(state.best_metrics)} (initial model: MAE {state.initial_metrics['mae']:.5f}). "
+            f"Wrote {out_model}."
+        )
+    return "\n".join([head] + verdict(state))

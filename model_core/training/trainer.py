@@ -23,9 +23,10 @@ from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
-from .loop import run_epochs
-from .reports import build_provenance, closing_message, report_paths, scene_records, write_curve_png
+from .loop import STOP_CANCELLED, run_epochs
+from .reports import build_provenance, closing_message, log_start, report_paths, scene_records, write_curve_png
 from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
+from .start import adopt_saved_start, check_start, choose_start
 from .split import pooled_split, split_scenes
 from ..device import grad_scaler
 from .validation import Validator, metrics_text
@@ -51,6 +52,8 @@ class TrainResult:
     seconds: float
     cancelled: bool = False
     message: str = ""
+    stopped: str = "done"  # why training stopped: done, cancelled or time budget
+    baselines: dict = field(default_factory=dict)  # "no_change"/"first_guess" -> validation metrics
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
     report_html: str = ""  # the HTML report (report_html.py), when one was asked for
@@ -69,15 +72,17 @@ class TrainSettings:
 
     epochs: int = 150
     batch_size: int = 4
-    patch_size: int = 256
+    patch_size: int = 64
     patches_per_epoch: int | None = None  # None: as many as tile the training data (see clamp_patches)
-    lr: float = 1e-4
+    lr: float = 2e-4
     references: int = 1
     max_gap_days: int | None = None
     validation_fraction: float = 0.2
     seed: int = 0
     min_valid: float = 0.5
     max_validation_windows: int = 64
+    max_minutes: float = 15.0  # time budget of the run in minutes; 0: none
+    start: str = "best"  # "best": the best of the model and the references (training/start.py); "model"
 
     @classmethod
     def checked(cls, **values):
@@ -86,6 +91,11 @@ class TrainSettings:
         lr = float(s.lr)
         if not lr > 0:
             raise OptionError(f"The learning rate {{lr}} is {lr}; give a positive value, e.g. 0.0001.", "lr")
+        if not float(s.max_minutes or 0) >= 0:
+            raise OptionError(
+                f"The time budget {{max_minutes}} is {s.max_minutes}; give 0 (no limit) or a number of minutes, e.g. 10.",
+                "max_minutes",
+            )
         if not 0.0 < float(s.min_valid) <= 1.0:
             raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
         return cls(
@@ -100,7 +110,12 @@ class TrainSettings:
             seed=int(s.seed),
             min_valid=float(s.min_valid),
             max_validation_windows=int(s.max_validation_windows),
+            max_minutes=float(s.max_minutes or 0),
+            start=check_start(s.start),
         )
+
+
+DEFAULT_FIRST_GUESS_BOX = 33
 
 
 @dataclass
@@ -113,28 +128,25 @@ class NetworkChoice:
     init_model: str | None = None
     init_state: dict | None = None  # weights of init_model
 
+    @property
+    def first_guess_box(self):
+        """The box of the first-guess baseline: the network's own, else 33 px (about two 480 m pixels)."""
+        return int(getattr(self.config, "residual_blur", 0) or DEFAULT_FIRST_GUESS_BOX)
 
-def choose_network(info, *, init_model=None, width=None, predict_residual=False, residual_blur=0, scale=None,
-                   progress):
-    """A new network for the series' bands, or the configuration of ``init_model`` to fine-tune."""
+
+def choose_network(info, *, init_model=None, from_scratch=False, bands=None, width=None, predict_residual=False,
+                   residual_blur=0, scale=None, progress):
+    """The network a run trains: the model to fine-tune (``init_model``, by default the embedded
+    model, cut down to the series' bands by name), or with ``from_scratch`` a new one."""
     from ..network import DEFAULT_BANDS, CTSTFMConfig
     from ..scales import check_scale_value
 
-    if init_model:
-        from ..model_file import load_model
-
-        loaded = load_model(str(init_model), map_location="cpu")
-        model_bands = list(loaded.band_names)
-        if loaded.config.bands != info.bands:
-            raise OptionError(
-                f"The initial model {init_model} has {loaded.config.bands} bands ({', '.join(model_bands)}) "
-                f"but the fine rasters have {info.bands}; give rasters with the model's bands, or leave the initial "
-                "model ({init_model}) empty to train from scratch.", "init_model",
-            )
+    if init_model or not from_scratch:
+        loaded, label = start_model_for_bands(init_model, info, bands, progress)
         if width and int(width) != loaded.config.width:
             progress.info(f"Width {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
         return NetworkChoice(
-            loaded.config, model_bands, float(scale) if scale else float(loaded.scale), str(init_model),
+            loaded.config, list(loaded.band_names), float(scale) if scale else float(loaded.scale), label,
             loaded.model.state_dict(),
         )
     band_names = list(info.band_names or (DEFAULT_BANDS if info.bands == len(DEFAULT_BANDS) else []))
@@ -146,6 +158,55 @@ def choose_network(info, *, init_model=None, width=None, predict_residual=False,
         kwargs["width"] = int(width)
     scale = check_scale_value(scale, "scale") if scale else 1e-4
     return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, scale)
+
+
+def start_model_for_bands(init_model, info, bands, progress):
+    """``(loaded, label)``: ``init_model`` (default: the embedded model) for the series' bands.
+
+    A model with other bands than the fine rasters is cut down to them by name
+    (:func:`model_core.bands.select_bands_by_name`): the names come from ``bands``
+    (e.g. ``"green,red,nir"``) or the fine rasters' band descriptions."""
+    from ..model_file import load_model
+    from ..paths import DEFAULT_MODEL
+
+    path = str(init_model) if init_model else str(DEFAULT_MODEL)
+    label = path if init_model else f"the default model ({path})"
+    loaded = load_model(path, map_location="cpu")
+    model_bands = list(loaded.band_names)
+    names = bands or (list(info.band_names) if info.band_names else None)
+    if loaded.config.bands == info.bands and (
+        names is None or [str(n).strip().lower() for n in (names.split(",") if isinstance(names, str) else names)]
+        == [n.lower() for n in model_bands]
+    ):
+        return loaded, label
+    if names is None:
+        raise OptionError(
+            f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
+            f"rasters have {info.bands} without band names; name them ({{bands}}, e.g. green,red,nir, or the rasters' "
+            "band descriptions), or give rasters with the model's bands, or train from scratch ({from_scratch}).",
+            "bands", "from_scratch",
+        )
+    if info.bands > loaded.config.bands:
+        raise OptionError(
+            f"The initial model {label} has {loaded.config.bands} bands ({', '.join(model_bands)}) but the fine "
+            f"rasters have {info.bands}; give rasters with (a subset of) the model's bands, or train from scratch "
+            "({from_scratch}).", "from_scratch",
+        )
+    from ..bands import parse_band_names, select_bands_by_name
+
+    wanted = parse_band_names(names)
+    if len(wanted) != info.bands:
+        raise OptionError(
+            f"{{bands}} names {len(wanted)} bands ({', '.join(wanted)}) but the fine rasters have {info.bands}; name "
+            "every band of the fine rasters, in their order.", "bands",
+        )
+    cut = select_bands_by_name(loaded, wanted)
+    if cut is not loaded:
+        progress.info(
+            f"The {loaded.config.bands}-band model {label} is cut down to the series' bands "
+            f"{', '.join(cut.band_names)} (matched by name) to start from."
+        )
+    return cut, label
 
 
 @dataclass
@@ -278,6 +339,7 @@ def start_model(run, *, ckpt_path, resume, progress):
     optimizer = torch.optim.Adam(model.parameters(), lr=run.settings.lr, betas=(0.9, 0.999))
     scaler = grad_scaler(run.amp_dtype, run.device)
     if resume:
+        adopt_saved_start(run, model, ckpt_path)
         state = TrainingState.resume(
             ckpt_path, run.identity, model=model, optimizer=optimizer, scaler=scaler, rng=rng, lr=run.settings.lr
         )
@@ -324,30 +386,33 @@ def open_data(run, data, rng, progress):
     return validator, sampler
 
 
-def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_source, window_counts, cancelled,
+def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_source, window_counts, stopped,
            seconds, progress):
     """Write the best model with its provenance and the curves; the :class:`TrainResult`."""
     from ..model_file import save_model
 
+    cancelled = stopped == STOP_CANCELLED
     model.load_state_dict(state.best_state)
     model.to("cpu")
     scenes = scene_records(run.scenes, window_counts)
     provenance = build_provenance(
-        run, state, data_source=data_source, scenes=scenes, cancelled=cancelled, seconds=seconds
+        run, state, data_source=data_source, scenes=scenes, stopped=stopped, seconds=seconds
     )
     network = run.network
     save_model(
         str(out_model), model, config=network.config, band_names=network.band_names, scale=network.scale,
         provenance=provenance,
     )
-    png = write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch) if state.history else None
+    png = (write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch, state.baselines)
+           if state.history else None)
     if png is None:
         progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
     message = closing_message(
-        state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, cancelled=cancelled,
-        seconds=seconds,
+        state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
+        seconds=seconds, max_minutes=run.settings.max_minutes,
     )
-    progress.info(message)
+    for line in message.splitlines():
+        progress.info(line)
     progress.update(1.0, "done")
     return TrainResult(
         model_path=str(out_model), report_csv=str(csv_path) if state.history else "", report_png=png,
@@ -355,6 +420,7 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         initial_metrics=state.initial_metrics, history=state.history, train_dates=list(run.split.train_dates),
         validation_dates=list(run.split.validation_dates), validation_mode=run.split.mode, device=run.device,
         seconds=seconds, cancelled=cancelled, message=message, provenance=provenance, scenes=scenes,
+        stopped=stopped, baselines=dict(state.baselines),
     )
 
 
@@ -398,13 +464,15 @@ def train(
     *,
     epochs=150,
     batch_size=4,
-    patch_size=256,
+    patch_size=64,
     patches_per_epoch=None,
-    lr=1e-4,
+    lr=2e-4,
     references=1,
     max_gap_days=None,
     validation_fraction=0.2,
     init_model=None,
+    from_scratch=False,
+    bands=None,
     resume=False,
     device="auto",
     seed=0,
@@ -414,6 +482,8 @@ def train(
     scale=None,
     min_valid=0.5,
     max_validation_windows=64,
+    max_minutes=15.0,
+    start="best",
     data_source=None,
     report_html=None,
     progress=None,
@@ -425,6 +495,12 @@ def train(
     :class:`~.series.Pair` (from one or several scenes).
     ``epochs`` is the total epoch count (a resumed run continues up to it).
     ``patches_per_epoch`` None or 0: as many as tile the training data (at most 1000).
+    ``init_model``: the model to fine-tune; None (default): the embedded default model. Either is cut
+    down to the series' bands by name (``bands``, e.g. ``"green,red,nir"``, else the fine rasters' band
+    descriptions). ``from_scratch``: a new network instead (the paper's recipe unless
+    ``predict_residual``). ``start``: "best" starts a residual network from the best of itself, the
+    unchanged fine image and the first guess (:mod:`.start`); "model" from the model as it is.
+    ``max_minutes``: time budget in minutes (0: none); training stops there with the best model so far.
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
@@ -438,14 +514,15 @@ def train(
     settings = TrainSettings.checked(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
-        min_valid=min_valid, max_validation_windows=max_validation_windows,
+        min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes,
+        start=start,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
         out_model, pairs, manifests, init_model, report_html
     )
-    network_options = dict(init_model=init_model, width=width, predict_residual=predict_residual,
-                           residual_blur=residual_blur, scale=scale)
+    network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
+                           predict_residual=predict_residual, residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
     model, optimizer, scaler, rng, state = start_model(run, ckpt_path=ckpt_path, resume=resume, progress=progress)
 
@@ -457,24 +534,31 @@ def train(
         stack.enter_context(gdal_cache_limit())
         stack.callback(data.close)
         validator, sampler = open_data(run, data, rng, progress)
+        validation_seconds = time.monotonic()
         if state.initial_metrics is None:
             progress.update(0.01, "validating the initial model")
-            state.initial_metrics = validator.run(model)
-            progress.info(f"Initial model: validation {metrics_text(state.initial_metrics)}.")
+            initial = validator.run(model)
+            state.baselines = validator.baselines(run.network.first_guess_box)
+            state.band_means = validator.band_means
+            _, initial = choose_start(run, model, initial, state.baselines, settings.start, progress)
+            state.identity = run.identity
+            state.start(initial, model)
+        validation_seconds = time.monotonic() - validation_seconds
+        log_start(state, run.network.first_guess_box, progress)
         precision = f" with {str(run.amp_dtype).replace('torch.', '')} mixed precision" if run.amp_dtype else ""
         progress.info(
             f"Training on {run.device}{precision}: {run.patches_per_epoch} patches of {run.patch} x {run.patch} px "
             f"per epoch, batch {settings.batch_size}, lr {settings.lr:g}, epochs {state.epoch + 1} to {settings.epochs}."
         )
-        cancelled = run_epochs(
+        stopped = run_epochs(
             run, model, optimizer, scaler, rng, state, sampler, validator, ckpt_path=ckpt_path, csv_path=csv_path,
-            started=started, progress=progress,
+            started=started, progress=progress, validation_seconds=validation_seconds,
         )
-    if state.best_state is None:
+    if stopped == STOP_CANCELLED and not state.history:
         raise Cancelled("Cancelled before the first epoch finished; no model was written.")
     result = finish(
         run, model, state, out_model=out_model, ckpt_path=ckpt_path, png_path=png_path, csv_path=csv_path,
-        data_source=data_source, window_counts=validator.scene_counts, cancelled=cancelled,
+        data_source=data_source, window_counts=validator.scene_counts, stopped=stopped,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
     if html_path:

@@ -83,6 +83,34 @@ class Validator:
             members[start : start + batch_size] for members in groups.values() for start in range(0, len(members), batch_size)
         ]
 
+    def baselines(self, first_guess_box, progress=None):
+        """Metrics of the two references on the same windows: ``{"no_change": ..., "first_guess": ...}``.
+
+        "no change" is the fine image of the reference date unchanged; "first guess" is
+        ``fine_t0 + coarse_t1 - box(fine_t0)`` (:func:`~model_core.network.coarse_change_first_guess`),
+        what a residual model starts from. A trained model should beat both."""
+        import torch
+
+        from ..metrics import MetricsAccumulator
+        from ..network import coarse_change_first_guess
+
+        progress = progress or Progress()
+        unchanged, guessed = MetricsAccumulator(), MetricsAccumulator()
+        sums = counts = 0.0
+        for index, item in enumerate(self.windows):
+            progress.check()
+            coarse, fine0, fine1, valid = self.cache[index] if self.cache is not None else self.data.read(*item)
+            guess = coarse_change_first_guess(torch.from_numpy(coarse)[None], torch.from_numpy(fine0)[None],
+                                              int(first_guess_box))[0].clamp(min=0.0).numpy()
+            unchanged.update(fine0, fine1, valid)
+            guessed.update(guess, fine1, valid)
+            sums = sums + (fine1 * valid).sum(axis=(1, 2), dtype=np.float64)
+            counts = counts + float(valid.sum())
+        # The mean reflectance per band (provenance "band_means": what a band-subset model assumes
+        # for a band it does not get).
+        self.band_means = [float(v) for v in sums / max(counts, 1.0)]
+        return {"no_change": summarise(unchanged.result()), "first_guess": summarise(guessed.result())}
+
     def run(self, model, progress=None):
         """Validation metrics (MAE, RMSE, PSNR, SSIM, SAM over all windows' valid pixels)
         of ``model``; predictions are clipped at 0 as fusion clips them."""
