@@ -136,6 +136,7 @@ def build_provenance(run, state, *, data_source, scenes, cancelled, seconds):
         "cancelled": cancelled,
         "seed": settings.seed,
         "device": run.device,
+        "world_size": _world_size(),  # ranks that trained it (torchrun); 1 for a single process
         "mixed_precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None,
         "batch_size": settings.batch_size,
         "patch_size": run.patch,
@@ -166,3 +167,9 @@ def closing_message(state, *, epochs, out_model, ckpt_path, cancelled, seconds):
         f"{metrics_text(state.best_metrics)} (initial model: MAE {state.initial_metrics['mae']:.5f}). "
         f"Wrote {out_model}."
     )
+
+
+def _world_size():
+    from ..distributed import world
+
+    return world().size
