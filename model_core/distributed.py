@@ -3,7 +3,7 @@
 ``torchrun`` starts one process per rank and sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` (plus the rendezvous address) in each; :func:`session` (entered by the
 CLI around every command) then joins the process group, with the ``nccl`` backend
-when CUDA is there and ``gloo`` otherwise. A plain ``python -m model_core`` run has no
+for CUDA tensors when CUDA is there and ``gloo`` otherwise (and for CPU tensors). A plain ``python -m model_core`` run has no
 such environment: :func:`world` says one rank, no process group is made, no model is
 wrapped and every helper below is a no-op, so single-process runs are untouched.
 
@@ -64,10 +64,11 @@ def launched_by_torchrun(environ=None):
 
 
 def choose_backend():
-    """``nccl`` when CUDA is there, else ``gloo`` (CPU)."""
+    """``nccl`` for CUDA tensors when CUDA is there, ``gloo`` for CPU tensors always (so a ``--device cpu`` run,
+    and the small stop/loss reductions done on the CPU, work on a GPU machine too)."""
     import torch
 
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
 def world():
@@ -78,7 +79,7 @@ def world():
         return World()
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_backend())
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), str(dist.get_backend()))
 
 
 @contextlib.contextmanager
@@ -91,7 +92,7 @@ def session():
     import torch.distributed as dist
 
     backend = choose_backend()
-    if backend == "nccl":
+    if "nccl" in backend:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend)
     try:
@@ -159,7 +160,7 @@ def check_stop(progress):
     import torch
     import torch.distributed as dist
 
-    flag = torch.tensor([1.0 if progress.stop_asked() else 0.0], device=_collective_device())
+    flag = torch.tensor([1.0 if progress.stop_asked() else 0.0])  # on the CPU: gloo
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     if flag.item() > 0:
         raise Cancelled()
@@ -172,7 +173,7 @@ def sum_over_ranks(*values):
     import torch
     import torch.distributed as dist
 
-    total = torch.tensor([float(value) for value in values], dtype=torch.float64, device=_collective_device())
+    total = torch.tensor([float(value) for value in values], dtype=torch.float64)
     dist.all_reduce(total)
     return tuple(total.tolist())
 
@@ -194,10 +195,6 @@ def main_first():
     yield
     if here.main:
         barrier()
-
-
-def _collective_device():
-    return f"cuda:{world().local_rank}" if world().backend == "nccl" else "cpu"
 
 
 class RankProgress(Progress):

@@ -165,3 +165,19 @@ def test_a_rank_killed_leaves_its_last_checkpoint_which_one_process_resumes(tiny
                    patches_per_epoch=4, lr=3e-3, width=8, seed=SEED, device="cpu", resume=True)
     assert result.epochs == done + 1 and len(result.history) == done + 1
     assert load_model(str(out), map_location="cpu").provenance["world_size"] == 1
+
+
+def test_a_plain_process_is_one_rank_without_a_process_group():
+    from model_core import distributed
+    from model_core.progress import Progress
+
+    assert distributed.launched_by_torchrun({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert not distributed.launched_by_torchrun({"RANK": "1"})
+    here = distributed.world()
+    assert (here.rank, here.size, here.distributed, here.main) == (0, 1, False, True)
+    layer = torch.nn.Linear(2, 2)
+    assert distributed.wrap_model(layer, "cpu") is layer  # no DDP wrapper
+    progress = Progress()
+    assert distributed.rank_progress(progress) is progress
+    assert distributed.rank_counts([4, 3]) == [4, 3] and distributed.share_patches(3, 7, progress) == 7
+    assert distributed.rank_device("cuda") == "cuda"
