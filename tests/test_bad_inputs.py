@@ -336,3 +336,26 @@ def test_qgis_process_prints_our_error_no_more_often_than_qgis_prints_its_own(in
     assert "is the coarse image at T0, one of the inputs" in message
     assert count == copies(theirs)[1], (ours.stderr, theirs.stderr)
     assert checksums(inputs["folder"], out, sidecars=False) == before
+
+
+def test_atomic_writes_keep_the_old_file_until_the_new_one_is_complete(tmp_path):
+    from model_core.outputs import atomic_open, atomic_torch_save, atomic_write_text
+
+    target = tmp_path / "table.csv"
+    atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with atomic_open(target, "w") as handle:
+            handle.write("half of the new")
+            raise RuntimeError("disk on fire")
+    assert target.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["table.csv"]
+    with pytest.raises(CtstfmError, match=r"Writing '.*nowhere.*' failed"):
+        atomic_write_text(tmp_path / "nowhere" / "x.csv", "text")
+    atomic_torch_save({"a": 1}, tmp_path / "state.pt")
+    assert sorted(os.listdir(tmp_path)) == ["state.pt", "table.csv"]
+    assert oct(os.stat(tmp_path / "state.pt").st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
