@@ -27,8 +27,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 from benchutil import load_average, machine  # noqa: E402
 
 
-def run_training(manifest, out, ranks, options):
-    threads = max(1, (os.cpu_count() or 1) // ranks)
+def run_training(manifest, out, ranks, threads, options):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
     launcher = [sys.executable, "-m", "model_core"] if ranks == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "model_core"]
@@ -58,14 +57,18 @@ def main(argv=None):
                "--patches-per-epoch", str(args.patches), "--device", "cpu", "--validation-fraction", "0.2"]
     with tempfile.TemporaryDirectory() as folder:
         series = simulate_series(Path(folder) / "sim", kind="fields", count=4, size=160, seed=11)
-        results = {ranks: run_training(series.manifest, Path(folder) / f"r{ranks}.pt", ranks, options)
-                   for ranks in (1, args.ranks)}
+        cores = os.cpu_count() or 1
+        # One process with all cores, K ranks sharing them, and one process on one thread: the last
+        # separates the cost of threads fighting over busy cores from the gain of ranks.
+        runs = [(1, cores), (args.ranks, max(1, cores // args.ranks)), (1, 1)]
+        results = {(ranks, threads): run_training(series.manifest, Path(folder) / f"r{ranks}t{threads}.pt", ranks,
+                                                  threads, options) for ranks, threads in runs}
     print(f"\npatch {args.patch}, global batch {args.batch}, {args.patches} patches/epoch, {args.epochs} epochs")
-    print("| ranks | training patches/s (last epoch) | speed-up | whole command (s) |")
-    print("|---|---|---|---|")
-    base = results[1][0]
-    for ranks, (speed, wall) in results.items():
-        print(f"| {ranks} | {speed:.2f} | {speed / base:.2f} x | {wall:.1f} |")
+    print("| ranks | threads per rank | training patches/s (last epoch) | vs first row | whole command (s) |")
+    print("|---|---|---|---|---|")
+    base = next(iter(results.values()))[0]
+    for (ranks, threads), (speed, wall) in results.items():
+        print(f"| {ranks} | {threads} | {speed:.2f} | {speed / base:.2f} x | {wall:.1f} |")
     print(f"load average after: {load_average()}")
     return 0
 
