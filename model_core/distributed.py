@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 
 from .errors import Cancelled, OptionError
@@ -95,10 +96,18 @@ def session():
     if "nccl" in backend:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield world()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         dist.destroy_process_group()
+
+
+def _interrupt(signum, frame):
+    """torchrun ends the other ranks with SIGTERM when one fails: stop as on Ctrl-C, so that a file
+    being written is removed (the atomic writers clean up on any exception) instead of left half-done."""
+    raise KeyboardInterrupt
 
 
 def rank_device(device):
