@@ -132,29 +132,50 @@ def _rank_pid(parent, rank):
     return None
 
 
+def _long_run(series, out):
+    many = list(TINY)
+    many[many.index("--epochs") + 1] = "500"  # far more than run before the signal
+    return _torchrun(["train", "--manifest", str(series.manifest), "--out", str(out), *many])
+
+
+def _signal_rank_after_first_epoch(launch, checkpoint, signum, rank=1):
+    """Once the first checkpoint exists, send ``signum`` to ``rank`` alone; wait for the run's end."""
+    try:
+        deadline = time.monotonic() + 240
+        while not checkpoint.exists() and launch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoint.exists(), launch.communicate(timeout=30)[1][-3000:]
+        victim = _rank_pid(launch.pid, rank)
+        assert victim, f"rank {rank}'s worker process was not found"
+        os.kill(victim, signum)
+        launch.communicate(timeout=120)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+
+
+def test_a_stop_asked_on_one_rank_stops_all_and_writes_the_best_model(tiny_series, tmp_path):
+    from model_core.model_file import load_model
+    from model_core.training.checkpoint import checkpoint_path
+
+    out = tmp_path / "stopped.pt"
+    launch = _long_run(tiny_series, out)
+    _signal_rank_after_first_epoch(launch, checkpoint_path(out), signal.SIGINT)  # Ctrl-C on rank 1 only
+    provenance = load_model(str(out), map_location="cpu").provenance  # rank 0 wrote it: it heard the stop
+    assert provenance["cancelled"] and provenance["world_size"] == 2
+    assert 1 <= provenance["epochs"] < 500
+
+
 def test_a_rank_killed_leaves_its_last_checkpoint_which_one_process_resumes(tiny_series, tmp_path):
     from model_core.model_file import load_model
     from model_core.training import train
     from model_core.training.checkpoint import checkpoint_path, load_checkpoint
 
     out = tmp_path / "killed.pt"
-    many = list(TINY)
-    many[many.index("--epochs") + 1] = "500"  # far more than run before the kill
-    launch = _torchrun(["train", "--manifest", str(tiny_series.manifest), "--out", str(out), *many])
     checkpoint = checkpoint_path(out)
-    try:
-        deadline = time.monotonic() + 240
-        while not checkpoint.exists() and launch.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert checkpoint.exists(), launch.communicate(timeout=30)[1][-3000:]
-        victim = _rank_pid(launch.pid, 1)
-        assert victim, "rank 1's worker process was not found"
-        os.kill(victim, signal.SIGKILL)
-        _, stderr = launch.communicate(timeout=120)
-    finally:
-        if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGKILL)
-            launch.wait()
+    launch = _long_run(tiny_series, out)
+    _signal_rank_after_first_epoch(launch, checkpoint, signal.SIGKILL)
     assert launch.returncode != 0, "killing a rank must fail the whole run"
     left = sorted(path.name for path in tmp_path.iterdir())
     assert left == [checkpoint.name, "killed_training.csv"], left  # no model, no half-written file
