@@ -3,8 +3,8 @@
 ``torchrun`` starts one process per rank and sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` (plus the rendezvous address) in each; :func:`session` (entered by the
 CLI around every command) then joins the process group, with the ``nccl`` backend
-for CUDA tensors when CUDA is there and ``gloo`` otherwise (and for CPU tensors). A plain ``python -m model_core`` run has no
-such environment: :func:`world` says one rank, no process group is made, no model is
+for CUDA tensors when CUDA is there and ``gloo`` otherwise (and for CPU tensors). A
+plain ``python -m model_core`` run has no such environment: :func:`world` says one rank, no process group is made, no model is
 wrapped and every helper below is a no-op, so single-process runs are untouched.
 
 Training semantics under ``torchrun`` (docs/training.md, docs/scale-out.md):
@@ -131,7 +131,8 @@ def share_patches(batch_size, patches_per_epoch, progress):
         )
     rounded = -(-patches_per_epoch // size) * size
     if rounded != patches_per_epoch:
-        progress.info(f"{patches_per_epoch} patches per epoch rounded up to {rounded} to share them among {size} ranks.")
+        progress.info(f"{patches_per_epoch} patches per epoch rounded up to {rounded} to share them among "
+                      f"{size} ranks.")
     return rounded
 
 
@@ -232,6 +233,6 @@ class RankProgress(Progress):
 
 
 def rank_progress(progress):
-    """``progress`` as this rank should use it: unchanged in a single-process run, a :class:`RankProgress` under torchrun."""
+    """``progress`` as this rank uses it: itself in a single process, a :class:`RankProgress` under torchrun."""
     here = world()
     return RankProgress(progress, here.main) if here.distributed else progress

@@ -1,9 +1,10 @@
 """Training under ``torchrun`` with the gloo backend on this machine's CPUs (model_core/distributed.py).
 
-Two launches of two ranks each, on a tiny 3-date series (48 x 48 px, width-8 network,
+Three launches of two ranks each, on a tiny 3-date series (48 x 48 px, width-8 network,
 16 px patches): one trains an epoch and is compared, weight by weight, with one
-process doing the same steps on the whole global batch; the other is killed on one
-rank and must leave only its last complete checkpoint, which a single process resumes.
+process doing the same steps on the whole global batch; one is stopped (SIGINT) on
+rank 1 alone and must stop everywhere with rank 0 writing the model; one is killed on
+rank 1 and must leave only its last complete checkpoint, which a single process resumes.
 """
 
 import copy
@@ -99,7 +100,8 @@ def test_two_ranks_train_the_model_of_one_process_on_the_global_batch(tiny_serie
     steps, lr = 2, 3e-3
     reference = _one_process_reference(tiny_series.manifest, steps=steps)
     initial = _initial_weights()
-    differences = torch.cat([(trained[name].float() - value.float()).abs().flatten() for name, value in reference.items()])
+    differences = torch.cat([(trained[name].float() - value.float()).abs().flatten()
+                             for name, value in reference.items()])
     # The same steps up to the order of float sums (gloo's all-reduce of two half-batch gradients vs
     # one batch) -- except where a gradient is itself at float-noise level (the conv biases just before a
     # GroupNorm, ~0.05% of the weights): Adam divides it by its own size, so the noise becomes an update of
