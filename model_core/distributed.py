@@ -4,8 +4,9 @@
 ``LOCAL_RANK`` (plus the rendezvous address) in each; :func:`session` (entered by the
 CLI around every command) then joins the process group, with the ``nccl`` backend
 for CUDA tensors when CUDA is there and ``gloo`` otherwise (and for CPU tensors). A
-plain ``python -m model_core`` run has no such environment: :func:`world` says one rank, no process group is made, no model is
-wrapped and every helper below is a no-op, so single-process runs are untouched.
+plain ``python -m model_core`` run has no such environment: :func:`world` says one
+rank, no process group is made, no model is wrapped and every helper below is a
+no-op, so single-process runs are untouched.
 
 Training semantics under ``torchrun`` (docs/training.md, docs/scale-out.md):
 
