@@ -64,7 +64,7 @@ def main(argv=None):
     from .distributed import session
 
     try:
-        with session():  # joins the process group under torchrun; nothing otherwise
+        with session(args.command):  # joins the process group under torchrun; nothing otherwise
             return args._run(args) or 0
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)

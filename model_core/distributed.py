@@ -34,10 +34,11 @@ import os
 import signal
 from dataclasses import dataclass
 
-from .errors import Cancelled, OptionError
+from .errors import Cancelled, CtstfmError, OptionError
 from .progress import Progress
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+SHARED_COMMANDS = ("train",)  # the commands that share their work between torchrun's ranks
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,17 @@ def world():
 
 
 @contextlib.contextmanager
-def session():
-    """Join the process group for the duration of a command when run under torchrun; else nothing."""
+def session(command):
+    """Join the process group for the duration of ``command`` when run under torchrun; else nothing.
+    A command that cannot share its work between ranks is refused (each rank would redo it all)."""
     if not launched_by_torchrun():
         yield World()
         return
+    if command not in SHARED_COMMANDS and int(os.environ["WORLD_SIZE"]) > 1:
+        raise CtstfmError(
+            f"'{command}' does not share its work between torchrun's ranks (only {', '.join(SHARED_COMMANDS)} "
+            f"does); run it as python -m model_core {command} ..."
+        )
     import torch
     import torch.distributed as dist
 

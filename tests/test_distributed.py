@@ -204,3 +204,14 @@ def test_a_plain_process_is_one_rank_without_a_process_group():
     assert distributed.rank_progress(progress) is progress
     assert distributed.rank_counts([4, 3]) == [4, 3] and distributed.share_patches(3, 7, progress) == 7
     assert distributed.rank_device("cuda") == "cuda"
+
+
+def test_a_command_that_cannot_share_its_work_is_refused_under_torchrun(monkeypatch):
+    from model_core import distributed
+    from model_core.errors import CtstfmError
+
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(CtstfmError, match="'fuse' does not share its work"):
+        with distributed.session("fuse"):
+            pass
