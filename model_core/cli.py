@@ -62,8 +62,11 @@ def main(argv=None):
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
+    from .distributed import session
+
     try:
-        return args._run(args) or 0
+        with session(args.command):  # joins the process group under torchrun; nothing otherwise
+            return args._run(args) or 0
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130

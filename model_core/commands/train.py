@@ -13,6 +13,7 @@ The options are :data:`model_core.options.TRAIN`.
 import json
 import signal
 
+from model_core import distributed
 from model_core.commands._options import add_operation_options, operation_kwargs
 from model_core.options import TRAIN
 
@@ -62,6 +63,8 @@ def run(args):
         result = train_from_inputs(**operation_kwargs(args, TRAIN), progress=progress)
     finally:
         signal.signal(signal.SIGINT, previous)
+    if not distributed.world().main:
+        return 130 if result.cancelled else 0  # rank 0 prints the result
     if args.json:
         print(
             json.dumps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .. import distributed
 from ..errors import Cancelled
 from ..prefetch import Prefetcher
 from .reports import write_report_csv
@@ -31,28 +32,35 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
     deadline = started + 60.0 * settings.max_minutes if settings.max_minutes else None
     epochs, batch_size, per_epoch = settings.epochs, settings.batch_size, run.patches_per_epoch
     counts = [min(batch_size, per_epoch - step * batch_size) for step in range(run.steps)]
+    rank_counts = distributed.rank_counts(counts)  # this rank's share (all of it in a single process)
+    trained = distributed.wrap_model(model, run.device)  # DDP under torchrun: gradients all-reduced
+    main = distributed.world().main
     epochs_to_run = max(epochs - state.epoch, 0)
     first = 0.02
     for index, epoch in enumerate(range(state.epoch + 1, epochs + 1)):
         span = (1.0 - first) / epochs_to_run
         epoch_progress = progress.sub(first + index * span, first + (index + 1) * span)
         epoch_started = time.monotonic()
-        prefetch = Prefetcher(sampler.batch, counts)
+        distributed.seed_epoch(sampler, settings.seed, epoch)
+        prefetch = Prefetcher(sampler.batch, rank_counts)
         try:
             model.train()
             loss_sum = 0.0
             seen = 0
             out_of_time = False
             for step, arrays in enumerate(prefetch):
-                epoch_progress.check()
-                if deadline is not None and seen and time.monotonic() + validation_seconds > deadline:
+                distributed.check_stop(progress)  # every rank stops at the same step
+                # every rank agrees on the time budget too, or one would wait for the others for ever
+                if distributed.any_rank(
+                    deadline is not None and seen > 0 and time.monotonic() + validation_seconds > deadline
+                ):
                     out_of_time = True
                     break
                 coarse, fine0, fine1, valid, *coarse0 = (torch.from_numpy(array).to(run.device) for array in arrays)
-                loss = train_step(model, optimizer, scaler, coarse, fine0, fine1, valid, run.device, run.amp_dtype,
+                loss = train_step(trained, optimizer, scaler, coarse, fine0, fine1, valid, run.device, run.amp_dtype,
                                   coarse0[0] if coarse0 else None)
-                loss_sum += float(loss.detach()) * counts[step]
-                seen += counts[step]
+                loss_sum += float(loss.detach()) * rank_counts[step]
+                seen += rank_counts[step]
                 epoch_progress.update(0.9 * (step + 1) / run.steps, f"epoch {epoch}/{epochs}")
             train_seconds = time.monotonic() - epoch_started
             metrics = validator.run(model, epoch_progress.sub(0.9, 1.0))
@@ -61,6 +69,7 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
             return STOP_CANCELLED
         finally:
             prefetch.close()
+        loss_sum, seen = distributed.sum_over_ranks(loss_sum, seen)
         seconds = time.monotonic() - epoch_started
         row = {
             "epoch": epoch,
@@ -75,11 +84,13 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
             f"{row['patches_per_second']:.2f} patches/s; {seconds:.1f} s" + (" (best so far)" if improved else "")
             + (f" (cut short at the {settings.max_minutes:g}-minute budget after {seen} patches)" if out_of_time else "")
         )
-        write_report_csv(state.history, csv_path, state.initial_metrics, state.baselines)
-        state.save(
-            ckpt_path, model=model, optimizer=optimizer, scaler=scaler, rng=rng,
-            seconds=state.seconds_before + time.monotonic() - started,
-        )
-        if out_of_time or (deadline is not None and time.monotonic() + validation_seconds >= deadline):
+        if main:
+            write_report_csv(state.history, csv_path, state.initial_metrics, state.baselines)
+            state.save(
+                ckpt_path, model=model, optimizer=optimizer, scaler=scaler, rng=rng,
+                seconds=state.seconds_before + time.monotonic() - started,
+            )
+        distributed.barrier()  # the epoch's checkpoint is complete before any rank goes on
+        if out_of_time or distributed.any_rank(deadline is not None and time.monotonic() + validation_seconds >= deadline):
             return STOP_BUDGET
     return STOP_DONE

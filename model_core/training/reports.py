@@ -161,6 +161,7 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
         "start": settings.start,
         "seed": settings.seed,
         "device": run.device,
+        "world_size": _world_size(),  # ranks that trained it (torchrun); 1 for a single process
         "mixed_precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None,
         "batch_size": settings.batch_size,
         "patch_size": run.patch,
@@ -238,3 +239,9 @@ def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, ma
             f"Wrote {out_model}."
         )
     return "\n".join([head] + verdict(state))
+
+
+def _world_size():
+    from ..distributed import world
+
+    return world().size

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed
 from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
@@ -309,8 +310,9 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     )
     split = pooled_split(scenes) if several else scenes[0].split
     patch, per_epoch = _plan_patches(scenes, settings, progress)
+    per_epoch = distributed.share_patches(settings.batch_size, per_epoch, progress)
     dates = [pair.date for pair in pairs]
-    torch_device = str(resolve_device(device))
+    torch_device = distributed.rank_device(resolve_device(device))
     if device_note(torch_device):
         progress.info(device_note(torch_device))
     run = TrainingRun(
@@ -399,13 +401,16 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         run, state, data_source=data_source, scenes=scenes, stopped=stopped, seconds=seconds
     )
     network = run.network
-    save_model(
-        str(out_model), model, config=network.config, band_names=network.band_names, scale=network.scale,
-        provenance=provenance,
-    )
-    png = (write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch, state.baselines)
-           if state.history else None)
-    if png is None:
+    main = distributed.world().main  # under torchrun rank 0 alone writes
+    if main:
+        save_model(
+            str(out_model), model, config=network.config, band_names=network.band_names, scale=network.scale,
+            provenance=provenance,
+        )
+    png = None
+    if state.history and main:
+        png = write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch, state.baselines)
+    if png is None and main:
         progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
     message = closing_message(
         state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
@@ -510,7 +515,7 @@ def train(
     cancelled before the first epoch finished (nothing written).
     """
     started = time.monotonic()
-    progress = progress or Progress()
+    progress = distributed.rank_progress(progress or Progress())
     settings = TrainSettings.checked(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
@@ -518,9 +523,10 @@ def train(
         start=start,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
-    out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
-        out_model, pairs, manifests, init_model, report_html
-    )
+    with distributed.main_first():  # rank 0 creates the output folder
+        out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
+            out_model, pairs, manifests, init_model, report_html
+        )
     network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
                            predict_residual=predict_residual, residual_blur=residual_blur, scale=scale)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
@@ -561,10 +567,11 @@ def train(
         data_source=data_source, window_counts=validator.scene_counts, stopped=stopped,
         seconds=state.seconds_before + time.monotonic() - started, progress=progress,
     )
-    if html_path:
+    if html_path and distributed.world().main:
         from .report_html import write_report_html
 
         result.report_html = write_report_html(result, html_path)
+    distributed.barrier()  # no rank leaves before rank 0 has written everything
     return result
 
 
