@@ -242,8 +242,8 @@ def test_training_feeds_the_reference_the_model_was_made_for(sim_series, tmp_pat
                 np.testing.assert_array_equal(arrays[4], pair.read_inputs(Window(*window)).coarse_t0)
 
     torch.set_num_threads(1)
-    settings = dict(epochs=1, batch_size=4, patch_size=32, patches_per_epoch=4, lr=1e-3, seed=0,
-                    max_validation_windows=8)
+    settings = dict(start="model", max_minutes=0, epochs=1, batch_size=4, patch_size=32, patches_per_epoch=4,
+                    lr=1e-3, seed=0, max_validation_windows=8)
     initial = {}
     for name, images in (("box", 2), ("three", 3)):
         start = zero_correction_model(tmp_path / f"{name}_start.pt", images, "box")

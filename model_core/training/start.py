@@ -46,7 +46,12 @@ def choose_start(run, model, initial_metrics, baselines, start, progress):
     Only a residual network can take a reference; ``start="model"`` keeps the model as it is."""
     if start == "model" or not run.network.config.predict_residual or not baselines:
         return "model", initial_metrics
-    candidates = {"model": initial_metrics, **{key: baselines[key] for key in ("no_change", "first_guess")}}
+    config = run.network.config
+    # A model fed its own reference (the footprint of F0, or C0) always adds the coarse change: it has
+    # no zero-headed "unchanged image" form.
+    fed_reference = getattr(config, "reference", "box") != "box" or getattr(config, "images", 2) == 3
+    references = ("first_guess",) if fed_reference else ("no_change", "first_guess")
+    candidates = {"model": initial_metrics, **{key: baselines[key] for key in references}}
     name = min(candidates, key=lambda key: candidates[key]["mae"])
     others = ", ".join(f"{_NAMES[key]} {candidates[key]['mae']:.5f}" for key in candidates if key != name)
     progress.info(

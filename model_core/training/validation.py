@@ -88,7 +88,8 @@ class Validator:
 
         "no change" is the fine image of the reference date unchanged; "first guess" is
         ``fine_t0 + coarse_t1 - box(fine_t0)`` (:func:`~model_core.network.coarse_change_first_guess`),
-        what a residual model starts from. A trained model should beat both."""
+        or ``fine_t0 + coarse_t1 - reference`` when the data carry the model's reference (the footprint
+        of F0, or C0 for a three-image model): what a residual model starts from. A trained model should beat both."""
         import torch
 
         from ..metrics import MetricsAccumulator
@@ -99,9 +100,14 @@ class Validator:
         sums = counts = 0.0
         for index, item in enumerate(self.windows):
             progress.check()
-            coarse, fine0, fine1, valid = self.cache[index] if self.cache is not None else self.data.read(*item)
-            guess = coarse_change_first_guess(torch.from_numpy(coarse)[None], torch.from_numpy(fine0)[None],
-                                              int(first_guess_box))[0].clamp(min=0.0).numpy()
+            coarse, fine0, fine1, valid, *reference = (
+                self.cache[index] if self.cache is not None else self.data.read(*item)
+            )
+            if reference:  # the model's own stand-in for coarse T0 (footprint of F0, or C0 itself)
+                guess = np.maximum(fine0 + coarse - reference[0], 0.0)
+            else:
+                guess = coarse_change_first_guess(torch.from_numpy(coarse)[None], torch.from_numpy(fine0)[None],
+                                                  int(first_guess_box))[0].clamp(min=0.0).numpy()
             unchanged.update(fine0, fine1, valid)
             guessed.update(guess, fine1, valid)
             sums = sums + (fine1 * valid).sum(axis=(1, 2), dtype=np.float64)
