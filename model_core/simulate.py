@@ -706,51 +706,12 @@ def _crop_types(kind):
     ]
 
 
-def make_scene(
-    kind="fields",
-    size=256,
-    width=None,
-    height=None,
-    seed=0,
-    dates=None,
-    change_fraction=None,
-    change_mix=None,
-    coarse_resolution=480.0,
-    psf_sigma=None,
-    coarse_noise=None,
-    fine_noise=0.002,
-    misregistration=None,
-    resolution=FINE_RESOLUTION,
-    sensor=None,
-    gain_jitter=None,
-    offset_jitter=None,
-    date_gain_jitter=None,
-    date_offset_jitter=None,
-    coarse_error=None,
-):
-    """Build a scene; with ``dates`` (two or more) also plan abrupt changes over them.
-
-    ``change_fraction``: share of the fine image that changes abruptly at least once over the dates
-    (default per kind, see ``KIND_DEFAULTS``); ``change_mix``: {"harvest", "flood", "build"}
-    weights of that share. ``sensor``: a ``SENSOR_PRESETS`` name ("ideal" by default,
-    "realistic"); the sensor arguments left None come from it.
-    """
-    preset, sensor_values = sensor_settings(
-        sensor, psf_sigma=psf_sigma, coarse_noise=coarse_noise, misregistration=misregistration,
-        gain_jitter=gain_jitter, offset_jitter=offset_jitter, date_gain_jitter=date_gain_jitter,
-        date_offset_jitter=date_offset_jitter, coarse_error=coarse_error,
-    )
-    psf_sigma, coarse_noise = sensor_values["psf_sigma"], sensor_values["coarse_noise"]
-    misregistration = sensor_values["misregistration"]
-    if kind not in KINDS:
-        raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
-    width = int(width or size)
-    height = int(height or size)
+def _check_scene_size(width, height, factor, psf_sigma, misregistration, coarse_noise, fine_noise, sensor_values):
+    """Reject scene sizes and sensor settings the simulator cannot honour, naming the fix."""
     if width < 8 or height < 8:
         raise CtstfmError("The fine image must be at least 8 x 8 pixels; raise --size.")
     if width * height > 20000 * 20000:
         raise CtstfmError("The fine image is too large to simulate in memory; lower --size.")
-    factor = float(coarse_resolution) / float(resolution)
     if factor < 2:
         raise CtstfmError("The coarse resolution must be at least twice the fine resolution (30 m).")
     if not 0 <= psf_sigma <= 3:
@@ -759,23 +720,21 @@ def make_scene(
         raise CtstfmError("misregistration is in coarse pixels and must lie between 0 and 1.")
     if coarse_noise < 0 or fine_noise < 0 or min(sensor_values.values()) < 0:
         raise CtstfmError("Noise levels, jitters and the coarse error must not be negative.")
-    defaults = KIND_DEFAULTS[kind]
 
+
+def _world_shape(width, height, factor, psf_sigma, misregistration):
+    """(margin, world shape): whole coarse pixels over the image plus a margin the PSF and shift can reach."""
     hc = int(math.ceil(height / factor - 1e-9))
     wc = int(math.ceil(width / factor - 1e-9))
     margin = int(math.ceil(4 * psf_sigma * factor + misregistration * factor + 2))
     world = (hc * factor, wc * factor)
     world_shape = (int(math.ceil(world[0])) + 2 * margin, int(math.ceil(world[1])) + 2 * margin)
+    return margin, world_shape
 
-    rng_layout = _rng(seed, kind, "layout")
-    if kind == "fields":
-        code, sub, town = _layout_fields(rng_layout, world_shape)
-    else:
-        code, sub, town = _layout_urban(rng_layout, world_shape)
-    parcel, pcode, _ = _relabel(code, sub)
+
+def _parcel_classes(rng, kind, pcode):
+    """Land-cover class of each parcel from its layout code (fields and blocks drawn per kind)."""
     n = len(pcode)
-
-    rng = _rng(seed, kind, "parcels")
     cls = np.empty(n, dtype=np.uint8)
     draw = rng.random(n)
     if kind == "fields":
@@ -804,8 +763,12 @@ def make_scene(
         [field_classes, NATURAL, ROAD, WATER, block_classes, NATURAL, WATER, BARE, BUILT, NATURAL],
         BARE,
     )
+    return cls
 
-    # Phenology: up to two cycles per parcel.
+
+def _parcel_phenology(rng, kind, cls):
+    """(cycles, vmin, dry_fraction, irrigated): up to two green-up cycles per parcel, by class and crop type."""
+    n = len(cls)
     cycles = np.zeros((n, 2, 5))
     vmin = np.zeros(n)
     dry_fraction = rng.uniform(0.6, 0.9, n)
@@ -849,8 +812,12 @@ def make_scene(
     cycles[sel, 0, 2] = 12
     cycles[sel, 0, 3] = 15
     cycles[sel, 0, 4] = rng.uniform(0.0, 0.05, k)
+    return cycles, vmin, dry_fraction, irrigated
 
-    # Spectra: per-parcel variants of the endmembers.
+
+def _parcel_spectra(rng, kind, irrigated):
+    """Per-parcel variants of the endmember spectra, shape (parcels, endmembers, bands)."""
+    n = len(irrigated)
     soil = SOIL_RED_BROWN if kind == "fields" else SOIL_LOESS
     spectra = np.zeros((n, 6, 6))
     spectra[:, _G] = GREEN_VEG * rng.uniform(0.9, 1.1, (n, 1))
@@ -862,35 +829,117 @@ def make_scene(
     spectra[:, _W] = WATER_CLEAR * (1 - turbid) + WATER_TURBID * turbid
     spectra[:, _B] = BUILT_UP * rng.uniform(0.8, 1.25, (n, 1)) + rng.normal(0, 0.005, (n, 6))
     spectra[:, _A] = ASPHALT * rng.uniform(0.9, 1.2, (n, 1))
-    spectra = np.clip(spectra, 0.001, 1.0)
+    return np.clip(spectra, 0.001, 1.0)
 
-    # Static texture.
+
+def _static_texture(seed, kind, world_shape, pixel_class):
+    """(texture, veg_texture): the per-pixel brightness texture by class and the vegetation texture."""
     rng_tex = _rng(seed, kind, "texture")
     amp = np.array([_TEXTURE.get(int(c), (0.04, 0.01)) for c in range(7)])
     smooth = smooth_noise(rng_tex, world_shape, 3.0)
     speckle = smooth_noise(rng_tex, world_shape, 0.6)
     veg_texture = smooth_noise(rng_tex, world_shape, 2.5)
-    pc = cls[parcel]
+    pc = pixel_class
     texture = 1.0 + amp[pc, 0].astype(np.float32) * smooth + amp[pc, 1].astype(np.float32) * speckle
     texture = texture.astype(np.float32)
     np.clip(texture, 0.5, 1.6, out=texture)
+    return texture, veg_texture
 
-    # Sensor.
+
+def _sensor_model(seed, factor, preset, sensor_values):
+    """The coarse sensor of a scene: per-band gain/offset drawn once per seed, the rest from the settings."""
     rng_sensor = _rng(seed, "sensor")
     gain_jitter, offset_jitter = sensor_values["gain_jitter"], sensor_values["offset_jitter"]
-    sensor = SensorModel(
+    return SensorModel(
         factor=factor,
         gain=SENSOR_GAIN * rng_sensor.uniform(1.0 - gain_jitter, 1.0 + gain_jitter, 6),
         offset=SENSOR_OFFSET + rng_sensor.uniform(-offset_jitter, offset_jitter, 6),
-        psf_sigma=float(psf_sigma),
-        noise_sigma=float(coarse_noise),
-        misregistration=float(misregistration),
+        psf_sigma=float(sensor_values["psf_sigma"]),
+        noise_sigma=float(sensor_values["coarse_noise"]),
+        misregistration=float(sensor_values["misregistration"]),
         seed=int(seed),
         date_gain_jitter=float(sensor_values["date_gain_jitter"]),
         date_offset_jitter=float(sensor_values["date_offset_jitter"]),
         coarse_error=float(sensor_values["coarse_error"]),
         preset=preset,
     )
+
+
+def _scene_layout(seed, kind, world_shape):
+    """(parcel id per pixel, layout code per parcel, town centre) of the kind's drawn layout."""
+    rng_layout = _rng(seed, kind, "layout")
+    if kind == "fields":
+        code, sub, town = _layout_fields(rng_layout, world_shape)
+    else:
+        code, sub, town = _layout_urban(rng_layout, world_shape)
+    parcel, pcode, _ = _relabel(code, sub)
+    return parcel, pcode, town
+
+
+def _add_scene_changes(scene, dates, change_fraction, change_mix):
+    """Set the scene's dates and plan its abrupt changes over them (defaults per kind)."""
+    defaults = KIND_DEFAULTS[scene.kind]
+    dates = _check_dates(dates)
+    scene.dates = tuple(dates)
+    if change_fraction is None:
+        change_fraction = defaults["change_fraction"]
+    if not 0 <= change_fraction <= 0.6:
+        raise CtstfmError("change_fraction is a share of the image between 0 and 0.6.")
+    scene.events = _plan_events(scene, dates, float(change_fraction), change_mix or defaults["change_mix"])
+
+
+def make_scene(
+    kind="fields",
+    size=256,
+    width=None,
+    height=None,
+    seed=0,
+    dates=None,
+    change_fraction=None,
+    change_mix=None,
+    coarse_resolution=480.0,
+    psf_sigma=None,
+    coarse_noise=None,
+    fine_noise=0.002,
+    misregistration=None,
+    resolution=FINE_RESOLUTION,
+    sensor=None,
+    gain_jitter=None,
+    offset_jitter=None,
+    date_gain_jitter=None,
+    date_offset_jitter=None,
+    coarse_error=None,
+):
+    """Build a scene; with ``dates`` (two or more) also plan abrupt changes over them.
+
+    ``change_fraction``: share of the fine image that changes abruptly at least once over the dates
+    (default per kind, see ``KIND_DEFAULTS``); ``change_mix``: {"harvest", "flood", "build"}
+    weights of that share. ``sensor``: a ``SENSOR_PRESETS`` name ("ideal" by default,
+    "realistic"); the sensor arguments left None come from it.
+    """
+    preset, sensor_values = sensor_settings(
+        sensor, psf_sigma=psf_sigma, coarse_noise=coarse_noise, misregistration=misregistration,
+        gain_jitter=gain_jitter, offset_jitter=offset_jitter, date_gain_jitter=date_gain_jitter,
+        date_offset_jitter=date_offset_jitter, coarse_error=coarse_error,
+    )
+    psf_sigma, coarse_noise = sensor_values["psf_sigma"], sensor_values["coarse_noise"]
+    misregistration = sensor_values["misregistration"]
+    if kind not in KINDS:
+        raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
+    width = int(width or size)
+    height = int(height or size)
+    factor = float(coarse_resolution) / float(resolution)
+    _check_scene_size(width, height, factor, psf_sigma, misregistration, coarse_noise, fine_noise, sensor_values)
+    defaults = KIND_DEFAULTS[kind]
+    margin, world_shape = _world_shape(width, height, factor, psf_sigma, misregistration)
+
+    parcel, pcode, town = _scene_layout(seed, kind, world_shape)
+    # One generator for classes, phenology and spectra, drawn in that order.
+    rng = _rng(seed, kind, "parcels")
+    cls = _parcel_classes(rng, kind, pcode)
+    cycles, vmin, dry_fraction, irrigated = _parcel_phenology(rng, kind, cls)
+    spectra = _parcel_spectra(rng, kind, irrigated)
+    texture, veg_texture = _static_texture(seed, kind, world_shape, cls[parcel])
     scene = Scene(
         kind=kind,
         seed=int(seed),
@@ -909,18 +958,12 @@ def make_scene(
         texture=texture,
         veg_texture=veg_texture,
         fine_noise=float(fine_noise),
-        sensor=sensor,
+        sensor=_sensor_model(seed, factor, preset, sensor_values),
         town_center=town,
         irrigated=irrigated,
     )
     if dates is not None:
-        dates = _check_dates(dates)
-        scene.dates = tuple(dates)
-        if change_fraction is None:
-            change_fraction = defaults["change_fraction"]
-        if not 0 <= change_fraction <= 0.6:
-            raise CtstfmError("change_fraction is a share of the image between 0 and 0.6.")
-        scene.events = _plan_events(scene, dates, float(change_fraction), change_mix or defaults["change_mix"])
+        _add_scene_changes(scene, dates, change_fraction, change_mix)
     return scene
 
 
