@@ -183,30 +183,102 @@ def describe_reference(config, pair):
     return "First guess: fine T0 (the network predicts the change)."
 
 
+def _check_fuse_options(tile, overlap, resampling, output_type, output_format, batch_size, inference, threads):
+    """Refuse bad fuse options before any file is opened."""
+    from .inference import check_path, check_threads
+
+    check_output_options(tile, overlap, resampling, output_type, output_format)
+    if batch_size is not None and int(batch_size) < 1:
+        raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    check_path(inference)
+    check_threads(threads)
+
+
+def _model_for_inputs(model_path, fine_path, coarse_path, progress, bands, fine_bands, coarse_bands):
+    """(loaded model cut down to the matched bands, band match) for this fine/coarse pair."""
+    from .bands import model_for_rasters
+    from .model_file import load_model
+
+    loaded = load_model(model_path, map_location="cpu")
+    mode = "three-image" if loaded.config.images == 3 else "two-image"
+    progress.info(
+        f"Model {os.path.basename(str(model_path))}: {len(loaded.band_names)} bands "
+        f"({', '.join(loaded.band_names)}), {mode}."
+    )
+    loaded, match = model_for_rasters(
+        loaded, RasterInfo.read(fine_path, "fine image"), RasterInfo.read(coarse_path, "coarse image"),
+        bands=bands, fine_bands=fine_bands, coarse_bands=coarse_bands,
+    )
+    progress.info(match.describe())
+    return loaded, match
+
+
+def _check_pair_scales(pair):
+    """The fine and coarse images (and coarse T0 when used) must look like reflectance at their scales."""
+    check_scales(
+        ScaledImage("fine image", pair.fine, pair.scale, "scale"),
+        [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")]
+        + ([ScaledImage("coarse image at T0", pair.coarse_t0, pair.coarse_scale, "coarse_scale")]
+           if pair.reference == "coarse_t0" else []),
+    )
+
+
+def _fused_band_descriptions(pair, band_names):
+    """Output band descriptions: the fine image's, else the model's band names."""
+    return [
+        pair.grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
+        for i, b in enumerate(pair.fine.bands)
+    ]
+
+
+def _fused_metadata(pair, loaded, model_path, paths_in, spec, predictor, torch_device, options):
+    """The fused output's metadata: inputs, model, bands, first guess, device and inference path.
+
+    ``paths_in``: (fine T0, coarse T1, coarse T0 or None); ``options``: resampling, tile, overlap, output_type.
+    """
+    fine_path, coarse_path, coarse_t0_path = paths_in
+    return output_metadata(
+        "CTSTFM fused fine image at T1",
+        {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T1": coarse_path,
+         **({"CTSTFM_COARSE_T0": coarse_t0_path} if pair.reference == "coarse_t0" else {})},
+        fine_bands=pair.fine.bands, coarse_bands=pair.coarse.bands, resampling=options["resampling"],
+        warped=pair.coarse.warped, tile=options["tile"], overlap=options["overlap"],
+        output_type=options["output_type"], spec=spec,
+        extra={
+            "CTSTFM_MODEL": os.path.abspath(str(model_path)),
+            "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
+            "CTSTFM_BANDS": ",".join(loaded.band_names),
+            "CTSTFM_FIRST_GUESS": describe_reference(loaded.config, pair),
+            "CTSTFM_DEVICE": str(torch_device),
+            "CTSTFM_INFERENCE": predictor.inference_path,
+        },
+    )
+
+
+def _tile_predictor(loaded, grid, torch_device, tiling, mixed_precision, inference, n_threads, progress):
+    """(TileModel, batch size) for this grid; ``tiling``: (tile, overlap, batch size or None for automatic)."""
+    tile, overlap, batch_size = tiling
+    tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
+    if batch_size is None:
+        batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
+    n_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
+    predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress,
+                          inference=inference, n_tiles=n_tiles, tile_shape=(tile_h, tile_w))
+    progress.info(
+        f"Fusing {grid.width} x {grid.height} px on {torch_device} "
+        f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size}, "
+        f"inference path {predictor.inference_path}, {n_threads} thread(s))."
+    )
+    if device_note(torch_device):
+        progress.info(device_note(torch_device))
+    return predictor, batch_size
+
+
 def fuse(
-    fine_path,
-    coarse_path,
-    model_path,
-    out_path,
-    *,
-    tile=DEFAULT_TILE,
-    overlap=DEFAULT_OVERLAP,
-    device="auto",
-    batch_size=None,
-    fine_bands=None,
-    coarse_bands=None,
-    resampling=DEFAULT_RESAMPLING,
-    output_type="input",
-    output_format="GTiff",
-    progress=None,
-    mixed_precision=True,
-    max_strips=None,
-    scale=None,
-    coarse_scale=None,
-    bands=None,
-    coarse_t0_path=None,
-    inference="auto",
-    threads=None,
+    fine_path, coarse_path, model_path, out_path, *, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, device="auto",
+    batch_size=None, fine_bands=None, coarse_bands=None, resampling=DEFAULT_RESAMPLING, output_type="input",
+    output_format="GTiff", progress=None, mixed_precision=True, max_strips=None, scale=None, coarse_scale=None,
+    bands=None, coarse_t0_path=None, inference="auto", threads=None,
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1
     (and the coarse image at T0, for a three-image model).
@@ -246,94 +318,38 @@ def fuse(
     """
     progress = progress or Progress()
     model_path = paths.model_or_default(model_path)
-    check_output_options(tile, overlap, resampling, output_type, output_format)
-    if batch_size is not None and int(batch_size) < 1:
-        raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
+    _check_fuse_options(tile, overlap, resampling, output_type, output_format, batch_size, inference, threads)
     scale = check_scale_value(scale, "scale")
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
-    from .inference import check_path, check_threads, job_threads
+    from .inference import job_threads
 
-    check_path(inference)
-    check_threads(threads)
-    inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path}
-    if coarse_t0_path:
-        inputs["coarse image at T0"] = coarse_t0_path
+    inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path,
+              **({"coarse image at T0": coarse_t0_path} if coarse_t0_path else {})}
     job = RasterJob("CTSTFM", out_path, inputs, progress=progress)
     torch_device = resolve_device(device)
-
-    from .bands import model_for_rasters
-    from .model_file import load_model
-
-    loaded = load_model(model_path, map_location="cpu")
-    mode = "three-image" if loaded.config.images == 3 else "two-image"
-    progress.info(
-        f"Model {os.path.basename(str(model_path))}: {len(loaded.band_names)} bands "
-        f"({', '.join(loaded.band_names)}), {mode}."
-    )
-    loaded, match = model_for_rasters(
-        loaded, RasterInfo.read(fine_path, "fine image"), RasterInfo.read(coarse_path, "coarse image"),
-        bands=bands, fine_bands=fine_bands, coarse_bands=coarse_bands,
-    )
-    progress.info(match.describe())
+    loaded, match = _model_for_inputs(model_path, fine_path, coarse_path, progress, bands, fine_bands, coarse_bands)
     band_names = list(loaded.band_names)
 
     with job_threads(threads) as n_threads, job.open(
-        PairReader,
-        fine_path,
-        coarse_path,
-        fine_bands=list(match.fine_bands),
-        coarse_bands=list(match.coarse_bands),
-        n_bands=len(band_names),
-        band_names=band_names,
-        scale=scale or loaded.scale,
-        coarse_scale=coarse_scale,
-        resampling=resampling,
-        **reference_options(loaded.config, coarse_t0_path, progress),
+        PairReader, fine_path, coarse_path, fine_bands=list(match.fine_bands), coarse_bands=list(match.coarse_bands),
+        n_bands=len(band_names), band_names=band_names, scale=scale or loaded.scale, coarse_scale=coarse_scale,
+        resampling=resampling, **reference_options(loaded.config, coarse_t0_path, progress),
     ) as pair:
-        check_scales(
-            ScaledImage("fine image", pair.fine, pair.scale, "scale"),
-            [ScaledImage("coarse image", pair.coarse, pair.coarse_scale, "coarse_scale")]
-            + ([ScaledImage("coarse image at T0", pair.coarse_t0, pair.coarse_scale, "coarse_scale")]
-               if pair.reference == "coarse_t0" else []),
-        )
+        _check_pair_scales(pair)
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
         progress.info(describe_reference(loaded.config, pair))
         spec = output_spec(grid, output_type, pair.scale)
-        tile_h, tile_w = min(int(tile), grid.height), min(int(tile), grid.width)
-        if batch_size is None:
-            batch_size = auto_batch_size(torch_device, tile_h, tile_w, getattr(loaded.config, "width", 20))
-        n_tiles = plan_tiles(grid.width, grid.height, tile, overlap).n_tiles
-        predictor = TileModel(loaded.model, torch_device, batch_size, mixed_precision, progress,
-                              inference=inference, n_tiles=n_tiles, tile_shape=(tile_h, tile_w))
-        progress.info(
-            f"Fusing {grid.width} x {grid.height} px on {torch_device} "
-            f"(tiles {tile_w} x {tile_h}, overlap {overlap}, batch {batch_size}, "
-            f"inference path {predictor.inference_path}, {n_threads} thread(s))."
+        predictor, batch_size = _tile_predictor(
+            loaded, grid, torch_device, (tile, overlap, batch_size), mixed_precision, inference, n_threads, progress
         )
-        if device_note(torch_device):
-            progress.info(device_note(torch_device))
-        descriptions = [
-            grid.descriptions[b - 1] or (band_names[i] if i < len(band_names) else "")
-            for i, b in enumerate(pair.fine.bands)
-        ]
-        metadata = output_metadata(
-            "CTSTFM fused fine image at T1",
-            {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T1": coarse_path,
-             **({"CTSTFM_COARSE_T0": coarse_t0_path} if pair.reference == "coarse_t0" else {})},
-            fine_bands=pair.fine.bands, coarse_bands=pair.coarse.bands, resampling=resampling,
-            warped=pair.coarse.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
-            extra={
-                "CTSTFM_MODEL": os.path.abspath(str(model_path)),
-                "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
-                "CTSTFM_BANDS": ",".join(band_names),
-                "CTSTFM_FIRST_GUESS": describe_reference(loaded.config, pair),
-                "CTSTFM_DEVICE": str(torch_device),
-                "CTSTFM_INFERENCE": predictor.inference_path,
-            },
+        metadata = _fused_metadata(
+            pair, loaded, model_path, (fine_path, coarse_path, coarse_t0_path), spec, predictor, torch_device,
+            {"resampling": resampling, "tile": tile, "overlap": overlap, "output_type": output_type},
         )
-        output = JobOutput(predictor, spec, pair.count, descriptions, metadata, batch_size=batch_size)
+        output = JobOutput(predictor, spec, pair.count, _fused_band_descriptions(pair, band_names), metadata,
+                           batch_size=batch_size)
         result = job.run(pair, output, tile=tile, overlap=overlap, output_format=output_format, device=torch_device,
                          max_strips=max_strips)
     result.batch_size = predictor.batch_size  # lowered when the GPU ran out of memory
