@@ -1191,6 +1191,52 @@ def coarse_cloud_mask(scene, world_mask):
 # Events
 
 
+def _event_candidates(scene, name, used, area, crop_pid, rng):
+    """Parcels eligible for a change of kind ``name``, in the order they are tried."""
+    cls = scene.parcel_class
+    if name == "harvest":
+        eligible = (cls == CROP) & ~used & (area > 0)
+    elif name == "flood":
+        eligible = np.isin(cls, (CROP, BARE)) & ~used & (area > 0)
+        if scene.kind == "fields":
+            eligible &= scene.irrigated | (cls == BARE)
+    else:
+        eligible = np.isin(cls, (CROP, BARE, NATURAL)) & ~used & (area > 0)
+    candidates = np.flatnonzero(eligible)
+    if name != "build":
+        return rng.permutation(candidates)
+    # New buildings grow next to the town / city.
+    n = len(area)
+    cy, cx = scene.town_center
+    ys, xs = np.indices(crop_pid.shape)
+    yc = np.bincount(crop_pid.ravel(), weights=ys.ravel() + scene.margin, minlength=n) / np.maximum(area, 1)
+    xc = np.bincount(crop_pid.ravel(), weights=xs.ravel() + scene.margin, minlength=n) / np.maximum(area, 1)
+    dist = np.hypot(yc - cy, xc - cx)[candidates] * rng.uniform(0.5, 1.5, len(candidates))
+    return candidates[np.argsort(dist)]
+
+
+def _plan_airport(scene, rng, ev, target_px, planned, pick_times):
+    """The airport: an overlay of runways, aprons and grass, from one date on, for part of the build share.
+
+    Updates ``ev``, ``target_px`` and ``planned``; returns the parcels it touched (None: no room for one).
+    """
+    n = scene.n_parcels
+    overlay, changed_px, touched = _airport(scene, rng, target_px["build"] * 0.6)
+    if overlay is None:
+        return None
+    pair, t0 = pick_times(1)
+    ev.overlay = overlay
+    ev.overlay_t0 = float(t0[0])
+    planned["build"] += changed_px
+    target_px["build"] -= changed_px
+    # The overlay's own parcels were appended to the scene: extend the tables.
+    extra = scene.n_parcels - n
+    ev.kind = np.concatenate([ev.kind, np.zeros(extra, dtype=np.int8)])
+    ev.t0 = np.concatenate([ev.t0, np.full(extra, np.inf)])
+    ev.t1 = np.concatenate([ev.t1, np.full(extra, np.inf)])
+    return touched
+
+
 def _plan_events(scene, dates, change_fraction, change_mix):
     """Pick parcels (and, in ``urban``, an airport) so that ``change_fraction`` of the image changes."""
     n = scene.n_parcels
@@ -1221,48 +1267,17 @@ def _plan_events(scene, dates, change_fraction, change_mix):
         gap = np.array([ords[p + 1] - ords[p] for p in pair])
         return pair, np.array([ords[p] for p in pair]) + np.floor(rng.random(k) * gap) + 1
 
-    # The airport: an overlay of runways, aprons and grass, from one date on.
     if scene.kind == "urban" and target_px["build"] * 0.6 >= 300:
-        want = target_px["build"] * 0.6
-        overlay, changed_px, touched = _airport(scene, rng, want)
-        if overlay is not None:
-            pair, t0 = pick_times(1)
-            ev.overlay = overlay
-            ev.overlay_t0 = float(t0[0])
-            used = touched
-            planned["build"] += changed_px
-            target_px["build"] -= changed_px
-            # The overlay's own parcels were appended to the scene: extend the tables.
-            extra = scene.n_parcels - n
-            ev.kind = np.concatenate([ev.kind, np.zeros(extra, dtype=np.int8)])
-            ev.t0 = np.concatenate([ev.t0, np.full(extra, np.inf)])
-            ev.t1 = np.concatenate([ev.t1, np.full(extra, np.inf)])
-            n = scene.n_parcels
-    cls = scene.parcel_class
+        touched = _plan_airport(scene, rng, ev, target_px, planned, pick_times)
+        if touched is not None:
+            used, n = touched, scene.n_parcels
     area = np.bincount(crop_pid.ravel(), minlength=n).astype(np.float64)
     green_at = [green_cover(scene, d) for d in dates[:-1]]
     order = ("harvest", "flood", "build")
     carry = 0.0
     for name in order:
         want = target_px[name] + carry
-        if name == "harvest":
-            eligible = (cls == CROP) & ~used & (area > 0)
-        elif name == "flood":
-            eligible = np.isin(cls, (CROP, BARE)) & ~used & (area > 0)
-            if scene.kind == "fields":
-                eligible &= scene.irrigated | (cls == BARE)
-        else:
-            eligible = np.isin(cls, (CROP, BARE, NATURAL)) & ~used & (area > 0)
-        candidates = np.flatnonzero(eligible)
-        if name == "build":  # new buildings grow next to the town / city
-            cy, cx = scene.town_center
-            ys, xs = np.indices(crop_pid.shape)
-            yc = np.bincount(crop_pid.ravel(), weights=ys.ravel() + scene.margin, minlength=n) / np.maximum(area, 1)
-            xc = np.bincount(crop_pid.ravel(), weights=xs.ravel() + scene.margin, minlength=n) / np.maximum(area, 1)
-            dist = np.hypot(yc - cy, xc - cx)[candidates] * rng.uniform(0.5, 1.5, len(candidates))
-            candidates = candidates[np.argsort(dist)]
-        else:
-            candidates = rng.permutation(candidates)
+        candidates = _event_candidates(scene, name, used, area, crop_pid, rng)
         chosen, got = [], 0.0
         times = {}
         for p in candidates:
