@@ -5,6 +5,8 @@ Three launches of two ranks each, on a tiny 3-date series (48 x 48 px, width-8 n
 process doing the same steps on the whole global batch; one is stopped (SIGINT) on
 rank 1 alone and must stop everywhere with rank 0 writing the model; one is killed on
 rank 1 and must leave only its last complete checkpoint, which a single process resumes.
+A fourth launch fuses a 5-date series (two groups of targets, one per rank) and must write the
+files of one process.
 """
 
 import copy
@@ -189,6 +191,36 @@ def test_a_rank_killed_leaves_its_last_checkpoint_which_one_process_resumes(tiny
                    from_scratch=True, max_minutes=0)
     assert result.epochs == done + 1 and len(result.history) == done + 1
     assert load_model(str(out), map_location="cpu").provenance["world_size"] == 1
+
+
+def test_two_ranks_fuse_the_series_files_of_one_process(make_series, tmp_path):
+    from osgeo import gdal
+
+    from model_core import paths
+    from model_core.raster import read_metadata
+    from model_core.series import fuse_series
+    from model_core.training.series import write_manifest
+
+    torch.set_num_threads(1)
+    series = make_series(kind="fields", count=5, size=64, seed=3, interval_days=16)  # test_series's five_dates
+    rows = [(it.date, it.fine if i in (0, 2, 4) else "", it.coarse) for i, it in enumerate(series.items)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)  # targets 1 and 3: two groups, one per rank
+    options = ["--tile", "64", "--overlap", "8", "--device", "cpu"]
+    launch = _torchrun(["fuse-series", "--manifest", str(manifest), "--model", str(paths.DEFAULT_MODEL),
+                        "--out", str(tmp_path / "two"), "--json", *options])
+    stdout, stderr = launch.communicate(timeout=300)
+    assert launch.returncode == 0, stderr[-3000:]
+    two = json.loads(stdout)  # rank 0 alone prints, and knows rank 1's date
+    one = fuse_series(manifest, str(paths.DEFAULT_MODEL), tmp_path / "one", tile=64, overlap=8, device="cpu")
+    assert one.groups == two["groups"] == 2 and len(two["written"]) == 2
+    assert two["tiles"] == one.tiles  # summed over the ranks: each group was fused once, not on both ranks
+    assert sorted(two["files"]) == sorted(one.files) == [str(series.dates[1]), str(series.dates[3])]
+    for day, path in one.files.items():
+        ours, theirs = gdal.Open(path), gdal.Open(two["files"][day])
+        np.testing.assert_array_equal(theirs.ReadAsArray(), ours.ReadAsArray())
+        assert theirs.GetGeoTransform() == ours.GetGeoTransform() and read_metadata(two["files"][day]) == read_metadata(path)
+    assert (tmp_path / "two" / "index.csv").read_bytes() == Path(one.index).read_bytes()
+    assert (tmp_path / "two" / "stack.vrt").read_bytes() == Path(one.stack).read_bytes()
 
 
 def test_a_plain_process_is_one_rank_without_a_process_group():
