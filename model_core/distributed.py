@@ -25,11 +25,17 @@ Training semantics under ``torchrun`` (docs/training.md, docs/scale-out.md):
 * A stop asked on any rank (Ctrl-C, QGIS cancel) is all-reduced before every step, so
   all ranks stop at the same step. A rank that dies makes torchrun end the others;
   nothing partial is left because every write is atomic.
+
+Series fusion under ``torchrun`` (``fuse-series``, model_core/series.py): every rank plans the same
+targets and groups, rank r fuses groups r, r + K, r + 2K, ... (round robin in date order) with the
+same atomic writer; after the ranks meet, rank 0 alone checks every date's file on disk and writes
+the index, the stack and the quicklook. The files equal those of one process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 from dataclasses import dataclass
@@ -38,7 +44,10 @@ from .errors import Cancelled, CtstfmError, OptionError
 from .progress import Progress
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-SHARED_COMMANDS = ("train",)  # the commands that share their work between torchrun's ranks
+SHARED_COMMANDS = ("train", "fuse-series")  # the commands that share their work between torchrun's ranks
+# How long a rank waits in a collective for the others, per command (torch's default otherwise): fuse-series
+# ranks meet once at the end, and the last rank's dates may take hours longer than the first's.
+WAIT_LIMITS = {"fuse-series": datetime.timedelta(days=7)}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ def session(command):
     backend = choose_backend()
     if "nccl" in backend:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=WAIT_LIMITS.get(command))  # None: torch's default
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield world()

@@ -53,7 +53,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from . import __version__, paths
+from . import __version__, distributed, paths
 from .errors import Cancelled, CtstfmError
 from .options import SERIES_TARGETS
 from .outputs import atomic_write_text, check_outputs, check_writable
@@ -620,7 +620,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     outputs.update({name: os.path.join(out_folder, name) for name in (INDEX_NAME, STACK_NAME, QUICKLOOK_NAME)})
     geotiffs = [f"fused image of {t.date}" for t in plan]
     check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=geotiffs)
-    torch_device = resolve_device(device)
+    torch_device = distributed.rank_device(resolve_device(device))  # under torchrun: this rank's GPU
     loaded = load_model(model_path, map_location="cpu")
     band_names = list(loaded.band_names)
     grid, fine_bands, coarse_bands = check_series_rasters(
@@ -667,7 +667,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     """
     from .raster_job import check_choice, check_output_options
 
-    progress = progress or Progress()
+    progress = distributed.rank_progress(progress or Progress())  # under torchrun: rank 0 reports
     started = time.perf_counter()
     check_output_options(tile, overlap, resampling, output_type, output_format)
     check_choice(weighting, WEIGHTINGS, "weighting")
@@ -691,23 +691,14 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     if kept:
         progress.info(f"{len(kept)} of {len(plan)} date(s) already fused with these inputs and settings: kept.")
     groups = group_targets(todo, per_group)
-    written, tiles, done = [], 0, 0
-    with gdal_cache_limit():
-        try:
-            for group in groups:
-                refs = ", ".join(sorted({r.date.isoformat() for t in group for r in t.references}))
-                progress.info(f"Fusing {', '.join(t.date.isoformat() for t in group)} from {refs}.")
-                sub = progress.sub(done / len(todo), (done + len(group)) / len(todo))
-                tiles += _run_group(job, group, sub).n_tiles
-                written += [t.path for t in group]
-                done += len(group)
-                write_series_outputs(plan, out_folder, kept, written)
-        except Cancelled:
-            write_series_outputs(plan, out_folder, kept, written)
-            raise Cancelled(
-                f"Cancelled; {len(written) + len(kept)} finished date(s) are kept in {out_folder}, no partial file "
-                "was left; run again with the same settings to resume."
-            ) from None
+    distributed.barrier()  # every rank has judged what is done before any rank writes a date
+    written, tiles = _fuse_groups(job, share_groups(groups), plan, out_folder, kept, progress)
+    here = distributed.world()
+    if here.distributed:
+        tiles = int(distributed.sum_over_ranks(tiles)[0])  # also waits for every rank's last date
+        written = _finished_by_all_ranks(job, todo)
+    if not here.main:
+        return None  # rank 0 alone writes the index, stack and quicklook and returns the result
     index, stack = write_series_outputs(plan, out_folder, kept, written)
     picture = write_quicklook(plan, os.path.join(out_folder, QUICKLOOK_NAME), job) if quicklook else ""
     progress.update(1.0, "done")
@@ -719,6 +710,49 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
         bands=len(job.fine_bands), device=str(job.device), groups=len(groups),
         files={t.date.isoformat(): t.path for t in plan if t.path in set(written) | set(kept)},
     )
+
+
+def share_groups(groups):
+    """This rank's groups: round robin over the groups in date order (all of them in a single process),
+    so every rank knows every rank's share without talking."""
+    here = distributed.world()
+    return groups[here.rank::here.size]
+
+
+def _fuse_groups(job, groups, plan, out_folder, kept, progress):
+    """Fuse ``groups`` one after the other; returns the paths written and the tile count. A single
+    process rewrites the index after each group, so a cancelled run lists what it finished."""
+    alone = not distributed.world().distributed  # under torchrun rank 0 writes the index at the end only
+    count = sum(len(group) for group in groups)
+    written, tiles = [], 0
+    with gdal_cache_limit():
+        try:
+            for group in groups:
+                refs = ", ".join(sorted({r.date.isoformat() for t in group for r in t.references}))
+                progress.info(f"Fusing {', '.join(t.date.isoformat() for t in group)} from {refs}.")
+                sub = progress.sub(len(written) / count, (len(written) + len(group)) / count)
+                tiles += _run_group(job, group, sub).n_tiles
+                written += [t.path for t in group]
+                if alone:
+                    write_series_outputs(plan, out_folder, kept, written)
+        except Cancelled:
+            if alone:
+                write_series_outputs(plan, out_folder, kept, written)
+            raise Cancelled(
+                f"Cancelled; {len(written) + len(kept)} finished date(s) are kept in {out_folder}, no partial file "
+                "was left; run again with the same settings to resume."
+            ) from None
+    return written, tiles
+
+
+def _finished_by_all_ranks(job, todo):
+    """The paths of ``todo`` that every rank has written, read back from the files' metadata (after the
+    ranks have met, so every file is complete); a date missing is an error, not a gap in the index."""
+    missing = [t.date.isoformat() for t in todo if not is_done(t, job.keys[t.date])]
+    if missing:
+        raise CtstfmError(f"The ranks finished but no fused file was found for {', '.join(missing)}; "
+                          "run the same command again to fuse the missing dates.")
+    return [t.path for t in todo]
 
 
 def _output_folder(path):

@@ -5,6 +5,8 @@ Three launches of two ranks each, on a tiny 3-date series (48 x 48 px, width-8 n
 process doing the same steps on the whole global batch; one is stopped (SIGINT) on
 rank 1 alone and must stop everywhere with rank 0 writing the model; one is killed on
 rank 1 and must leave only its last complete checkpoint, which a single process resumes.
+A fourth launch fuses a 5-date series (two groups of targets, one per rank) and must write the
+files of one process.
 """
 
 import copy
@@ -36,6 +38,23 @@ def _env():
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     return env
+
+
+def _torchrun_works():
+    """Whether torchrun can start here: its rendezvous store uses libuv, which some builds lack
+    (Debian's python3-torch 2.6: "use_libuv was requested but PyTorch was build without libuv
+    support"); there torchrun itself cannot run, whatever model_core does."""
+    import datetime
+
+    try:
+        store = torch.distributed.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=5))
+    except RuntimeError as exc:
+        return "libuv" not in str(exc)
+    del store
+    return True
+
+
+needs_torchrun = pytest.mark.skipif(not _torchrun_works(), reason="this torch build's torchrun cannot start (no libuv)")
 
 
 def _torchrun(args, ranks=2):
@@ -81,6 +100,7 @@ def _one_process_reference(manifest, steps, epoch=1):
     return model.state_dict()
 
 
+@needs_torchrun
 def test_two_ranks_train_the_model_of_one_process_on_the_global_batch(tiny_series, tmp_path):
     from model_core.model_file import load_model
 
@@ -157,6 +177,7 @@ def _signal_rank_after_first_epoch(launch, checkpoint, signum, rank=1):
             launch.wait()
 
 
+@needs_torchrun
 def test_a_stop_asked_on_one_rank_stops_all_and_writes_the_best_model(tiny_series, tmp_path):
     from model_core.model_file import load_model
     from model_core.training.checkpoint import checkpoint_path
@@ -169,6 +190,7 @@ def test_a_stop_asked_on_one_rank_stops_all_and_writes_the_best_model(tiny_serie
     assert 1 <= provenance["epochs"] < 500
 
 
+@needs_torchrun
 def test_a_rank_killed_leaves_its_last_checkpoint_which_one_process_resumes(tiny_series, tmp_path):
     from model_core.model_file import load_model
     from model_core.training import train
@@ -189,6 +211,37 @@ def test_a_rank_killed_leaves_its_last_checkpoint_which_one_process_resumes(tiny
                    from_scratch=True, max_minutes=0)
     assert result.epochs == done + 1 and len(result.history) == done + 1
     assert load_model(str(out), map_location="cpu").provenance["world_size"] == 1
+
+
+@needs_torchrun
+def test_two_ranks_fuse_the_series_files_of_one_process(make_series, tmp_path):
+    from osgeo import gdal
+
+    from model_core import paths
+    from model_core.raster import read_metadata
+    from model_core.series import fuse_series
+    from model_core.training.series import write_manifest
+
+    torch.set_num_threads(1)
+    series = make_series(kind="fields", count=5, size=64, seed=3, interval_days=16)  # test_series's five_dates
+    rows = [(it.date, it.fine if i in (0, 2, 4) else "", it.coarse) for i, it in enumerate(series.items)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)  # targets 1 and 3: two groups, one per rank
+    options = ["--tile", "64", "--overlap", "8", "--device", "cpu"]
+    launch = _torchrun(["fuse-series", "--manifest", str(manifest), "--model", str(paths.DEFAULT_MODEL),
+                        "--out", str(tmp_path / "two"), "--json", *options])
+    stdout, stderr = launch.communicate(timeout=300)
+    assert launch.returncode == 0, stderr[-3000:]
+    two = json.loads(stdout)  # rank 0 alone prints, and knows rank 1's date
+    one = fuse_series(manifest, str(paths.DEFAULT_MODEL), tmp_path / "one", tile=64, overlap=8, device="cpu")
+    assert one.groups == two["groups"] == 2 and len(two["written"]) == 2
+    assert two["tiles"] == one.tiles  # summed over the ranks: each group was fused once, not on both ranks
+    assert sorted(two["files"]) == sorted(one.files) == [str(series.dates[1]), str(series.dates[3])]
+    for day, path in one.files.items():
+        ours, theirs = gdal.Open(path), gdal.Open(two["files"][day])
+        np.testing.assert_array_equal(theirs.ReadAsArray(), ours.ReadAsArray())
+        assert theirs.GetGeoTransform() == ours.GetGeoTransform() and read_metadata(two["files"][day]) == read_metadata(path)
+    assert (tmp_path / "two" / "index.csv").read_bytes() == Path(one.index).read_bytes()
+    assert (tmp_path / "two" / "stack.vrt").read_bytes() == Path(one.stack).read_bytes()
 
 
 def test_a_plain_process_is_one_rank_without_a_process_group():

@@ -6,7 +6,8 @@
         --coarse m_2021-04-17.tif m_2021-05-03.tif --out fused/
 
 The manifest is a CSV ``date,fine,coarse[,mask]`` in which either path may be empty. Ctrl-C keeps the
-dates already finished; the same command again resumes. The options are
+dates already finished; the same command again resumes. Under ``torchrun --nproc_per_node=K -m model_core
+fuse-series ...`` the K ranks share the dates (docs/scale-out.md). The options are
 :data:`model_core.options.FUSE_SERIES`.
 """
 
@@ -25,6 +26,8 @@ def run(args):
 
     progress = console_progress(args, "fuse-series")
     result = fuse_series_from_inputs(**operation_kwargs(args, FUSE_SERIES), progress=progress)
+    if result is None:
+        return 0  # another rank than 0 under torchrun: rank 0 prints the whole job's result
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
