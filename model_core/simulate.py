@@ -1554,6 +1554,53 @@ def write_geotiff(path, dn, geotransform, epsg, descriptions=BANDS, nodata=NODAT
         ds = None
 
 
+def _date_clouds(scene, day, clouds, cloud_target):
+    """(fine mask, coarse mask, fine cloud share, coarse cloud share) of one date; masks None where clear."""
+    fine_mask = coarse_mask = None
+    cloud_fraction_fine = cloud_fraction_coarse = 0.0
+    if clouds > 0:
+        wmask = cloud_mask(scene, day, clouds, world=True)
+        if cloud_target in ("fine", "both"):
+            fine_mask = wmask[scene.crop]
+            cloud_fraction_fine = float(fine_mask.mean())
+        if cloud_target in ("coarse", "both"):
+            coarse_mask = coarse_cloud_mask(scene, wmask)
+            cloud_fraction_coarse = float(coarse_mask.mean())
+    return fine_mask, coarse_mask, cloud_fraction_fine, cloud_fraction_coarse
+
+
+def _series_parameters(scene, kind, seed, dates, cloud_settings, change_mix, per_date, band_names, coarse_grid):
+    """The parameters recorded in simulation.json; ``cloud_settings``: (clouds, cloud_target)."""
+    clouds, cloud_target = cloud_settings
+    return {
+        "kind": kind,
+        "site": KIND_DEFAULTS[kind]["site"],
+        "seed": int(seed),
+        "dates": [d.isoformat() for d in dates],
+        "width": scene.width,
+        "height": scene.height,
+        "resolution": scene.resolution,
+        "coarse_resolution": scene.coarse_resolution,
+        "coarse_shape": list(scene.coarse_shape),
+        "epsg": scene.epsg,
+        "fine_geotransform": list(scene.fine_geotransform),
+        "coarse_geotransform": list(scene.fine_geotransform if coarse_grid == "fine" else scene.coarse_geotransform),
+        "clouds": float(clouds),
+        "cloud_target": cloud_target,
+        "change_fraction": scene.events.requested_fraction if scene.events else 0.0,
+        "change_mix": change_mix or KIND_DEFAULTS[kind]["change_mix"],
+        "planned_change": scene.events.planned if scene.events else {},
+        "fine_noise": scene.fine_noise,
+        "sensor": scene.sensor.to_dict(),
+        "per_date": per_date,
+        "bands": list(band_names),
+        "coarse_grid": coarse_grid,
+        "scale": SCALE,
+        "nodata": NODATA,
+        "classes": {str(k): v for k, v in CLASS_NAMES.items()},
+    }
+
+
 def simulate_series(
     out_dir,
     kind="fields",
@@ -1643,16 +1690,9 @@ def simulate_series(
         fine_clean = fine_image(scene, day, noise=False, world_image=world)
         fine = fine_clean + fine_noise_image(scene, day)
         coarse = coarse_image(scene, day, noise=True, world_image=world)
-        fine_mask = coarse_mask = None
-        cloud_fraction_fine = cloud_fraction_coarse = 0.0
-        if clouds > 0:
-            wmask = cloud_mask(scene, day, clouds, world=True)
-            if cloud_target in ("fine", "both"):
-                fine_mask = wmask[scene.crop]
-                cloud_fraction_fine = float(fine_mask.mean())
-            if cloud_target in ("coarse", "both"):
-                coarse_mask = coarse_cloud_mask(scene, wmask)
-                cloud_fraction_coarse = float(coarse_mask.mean())
+        fine_mask, coarse_mask, cloud_fraction_fine, cloud_fraction_coarse = _date_clouds(
+            scene, day, clouds, cloud_target
+        )
         stamp = day.isoformat()
         fine_path = out_dir / f"fine_{stamp}.tif"
         coarse_path = out_dir / f"coarse_{stamp}.tif"
@@ -1709,33 +1749,9 @@ def simulate_series(
     from .training.series import write_manifest
 
     manifest = write_manifest(out_dir / "manifest.csv", [(item.date, item.fine, item.coarse) for item in items])
-    parameters = {
-        "kind": kind,
-        "site": KIND_DEFAULTS[kind]["site"],
-        "seed": int(seed),
-        "dates": [d.isoformat() for d in dates],
-        "width": scene.width,
-        "height": scene.height,
-        "resolution": scene.resolution,
-        "coarse_resolution": scene.coarse_resolution,
-        "coarse_shape": list(scene.coarse_shape),
-        "epsg": scene.epsg,
-        "fine_geotransform": list(scene.fine_geotransform),
-        "coarse_geotransform": list(scene.fine_geotransform if coarse_grid == "fine" else scene.coarse_geotransform),
-        "clouds": float(clouds),
-        "cloud_target": cloud_target,
-        "change_fraction": scene.events.requested_fraction if scene.events else 0.0,
-        "change_mix": change_mix or KIND_DEFAULTS[kind]["change_mix"],
-        "planned_change": scene.events.planned if scene.events else {},
-        "fine_noise": scene.fine_noise,
-        "sensor": scene.sensor.to_dict(),
-        "per_date": per_date,
-        "bands": list(band_names),
-        "coarse_grid": coarse_grid,
-        "scale": SCALE,
-        "nodata": NODATA,
-        "classes": {str(k): v for k, v in CLASS_NAMES.items()},
-    }
+    parameters = _series_parameters(
+        scene, kind, seed, dates, (clouds, cloud_target), change_mix, per_date, band_names, coarse_grid
+    )
     total_changed = float(union.mean())
     summary = dict(parameters, changes=[c.to_dict() for c in changes], total_changed_fraction=total_changed)
     (out_dir / "simulation.json").write_text(json.dumps(summary, indent=2))
