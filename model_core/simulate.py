@@ -1601,6 +1601,54 @@ def _series_parameters(scene, kind, seed, dates, cloud_settings, change_mix, per
     }
 
 
+def _write_date_images(out_dir, scene, day, fine_masked, coarse_masked, band_index, settings):
+    """Write one date's fine, coarse (and land-cover) GeoTIFFs; returns (fine path, coarse path).
+
+    ``fine_masked`` / ``coarse_masked``: (reflectance, cloud mask or None); ``settings``:
+    (kind, seed, coarse_grid, write_landcover).
+    """
+    fine, fine_mask = fine_masked
+    coarse, coarse_mask = coarse_masked
+    kind, seed, coarse_grid, write_landcover = settings
+    band_names = tuple(BANDS[i] for i in band_index)
+    stamp = day.isoformat()
+    fine_path = out_dir / f"fine_{stamp}.tif"
+    coarse_path = out_dir / f"coarse_{stamp}.tif"
+    meta = {"ACQUISITION_DATE": stamp, "SCALE_FACTOR": SCALE, "SIMULATOR": f"model_core.simulate {kind} seed={seed}"}
+    coarse_geotransform = scene.coarse_geotransform
+    if coarse_grid == "fine":
+        coarse = coarse_on_fine_grid(coarse, scene)
+        coarse_mask = None if coarse_mask is None else coarse_on_fine_grid(coarse_mask[None], scene)[0]
+        coarse_geotransform = scene.fine_geotransform
+    write_geotiff(
+        fine_path,
+        to_dn(fine[band_index], fine_mask),
+        scene.fine_geotransform,
+        scene.epsg,
+        descriptions=band_names,
+        metadata=dict(meta, SENSOR=f"simulated Landsat ({scene.resolution:g} m)"),
+    )
+    write_geotiff(
+        coarse_path,
+        to_dn(coarse[band_index], coarse_mask),
+        coarse_geotransform,
+        scene.epsg,
+        descriptions=band_names,
+        metadata=dict(meta, SENSOR=f"simulated MODIS ({scene.coarse_resolution:g} m)"),
+    )
+    if write_landcover:
+        write_geotiff(
+            out_dir / f"landcover_{stamp}.tif",
+            land_cover(scene, day)[None],
+            scene.fine_geotransform,
+            scene.epsg,
+            descriptions=("land cover",),
+            nodata=0,
+            metadata={"ACQUISITION_DATE": stamp, "CLASSES": json.dumps(CLASS_NAMES)},
+        )
+    return fine_path, coarse_path
+
+
 def simulate_series(
     out_dir,
     kind="fields",
@@ -1660,21 +1708,9 @@ def simulate_series(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = make_scene(
-        kind=kind,
-        size=size,
-        width=width,
-        height=height,
-        seed=seed,
-        dates=dates,
-        change_fraction=change_fraction,
-        change_mix=change_mix,
-        coarse_resolution=coarse_resolution,
-        psf_sigma=psf_sigma,
-        coarse_noise=coarse_noise,
-        fine_noise=fine_noise,
-        misregistration=misregistration,
-        resolution=resolution,
-        sensor=sensor,
+        kind=kind, size=size, width=width, height=height, seed=seed, dates=dates, change_fraction=change_fraction,
+        change_mix=change_mix, coarse_resolution=coarse_resolution, psf_sigma=psf_sigma, coarse_noise=coarse_noise,
+        fine_noise=fine_noise, misregistration=misregistration, resolution=resolution, sensor=sensor,
         **sensor_overrides,
     )
     band_names = tuple(BANDS[i] for i in band_index)
@@ -1693,41 +1729,11 @@ def simulate_series(
         fine_mask, coarse_mask, cloud_fraction_fine, cloud_fraction_coarse = _date_clouds(
             scene, day, clouds, cloud_target
         )
+        fine_path, coarse_path = _write_date_images(
+            out_dir, scene, day, (fine, fine_mask), (coarse, coarse_mask), band_index,
+            (kind, seed, coarse_grid, write_landcover),
+        )
         stamp = day.isoformat()
-        fine_path = out_dir / f"fine_{stamp}.tif"
-        coarse_path = out_dir / f"coarse_{stamp}.tif"
-        meta = {"ACQUISITION_DATE": stamp, "SCALE_FACTOR": SCALE, "SIMULATOR": f"model_core.simulate {kind} seed={seed}"}
-        coarse_geotransform = scene.coarse_geotransform
-        if coarse_grid == "fine":
-            coarse = coarse_on_fine_grid(coarse, scene)
-            coarse_mask = None if coarse_mask is None else coarse_on_fine_grid(coarse_mask[None], scene)[0]
-            coarse_geotransform = scene.fine_geotransform
-        write_geotiff(
-            fine_path,
-            to_dn(fine[band_index], fine_mask),
-            scene.fine_geotransform,
-            scene.epsg,
-            descriptions=band_names,
-            metadata=dict(meta, SENSOR=f"simulated Landsat ({scene.resolution:g} m)"),
-        )
-        write_geotiff(
-            coarse_path,
-            to_dn(coarse[band_index], coarse_mask),
-            coarse_geotransform,
-            scene.epsg,
-            descriptions=band_names,
-            metadata=dict(meta, SENSOR=f"simulated MODIS ({scene.coarse_resolution:g} m)"),
-        )
-        if write_landcover:
-            write_geotiff(
-                out_dir / f"landcover_{stamp}.tif",
-                land_cover(scene, day)[None],
-                scene.fine_geotransform,
-                scene.epsg,
-                descriptions=("land cover",),
-                nodata=0,
-                metadata={"ACQUISITION_DATE": stamp, "CLASSES": json.dumps(CLASS_NAMES)},
-            )
         items.append(SeriesItem(day, fine_path, coarse_path))
         dy, dx = scene.sensor.shift(day)
         per_date.append(
