@@ -1649,33 +1649,26 @@ def _write_date_images(out_dir, scene, day, fine_masked, coarse_masked, band_ind
     return fine_path, coarse_path
 
 
+def _check_series_options(kind, coarse_grid, sensor_overrides, clouds, cloud_target):
+    """Refuse series options the simulator does not know, before anything is written."""
+    if coarse_grid not in ("own", "fine"):
+        raise CtstfmError("coarse_grid must be 'own' (the coarse sensor's grid) or 'fine' (resampled onto the fine grid).")
+    unknown = set(sensor_overrides) - set(SENSOR_PRESETS["ideal"])
+    if unknown:
+        raise TypeError(f"simulate_series() got unexpected arguments: {', '.join(sorted(unknown))}")
+    if kind not in KINDS:
+        raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
+    if not 0 <= clouds <= 0.9:
+        raise CtstfmError("clouds is the cloud-covered share of each image, between 0 and 0.9.")
+    if cloud_target not in ("fine", "coarse", "both"):
+        raise CtstfmError("cloud_target must be fine, coarse or both.")
+
+
 def simulate_series(
-    out_dir,
-    kind="fields",
-    dates=None,
-    start=None,
-    count=6,
-    interval_days=16,
-    size=256,
-    width=None,
-    height=None,
-    seed=0,
-    clouds=0.0,
-    cloud_target="both",
-    coarse_resolution=480.0,
-    change_fraction=None,
-    change_mix=None,
-    psf_sigma=None,
-    coarse_noise=None,
-    fine_noise=0.002,
-    misregistration=None,
-    write_landcover=False,
-    progress=None,
-    sensor=None,
-    bands=None,
-    resolution=FINE_RESOLUTION,
-    coarse_grid="own",
-    **sensor_overrides,
+    out_dir, kind="fields", dates=None, start=None, count=6, interval_days=16, size=256, width=None, height=None,
+    seed=0, clouds=0.0, cloud_target="both", coarse_resolution=480.0, change_fraction=None, change_mix=None,
+    psf_sigma=None, coarse_noise=None, fine_noise=0.002, misregistration=None, write_landcover=False,
+    progress=None, sensor=None, bands=None, resolution=FINE_RESOLUTION, coarse_grid="own", **sensor_overrides,
 ):
     """Simulate and write a dated Landsat/MODIS series; returns a :class:`SimulatedSeries`.
 
@@ -1691,20 +1684,10 @@ def simulate_series(
     by nearest neighbour, as many distributed MODIS/Landsat pairs are).
     """
     band_index = select_bands(bands)
-    if coarse_grid not in ("own", "fine"):
-        raise CtstfmError("coarse_grid must be 'own' (the coarse sensor's grid) or 'fine' (resampled onto the fine grid).")
-    unknown = set(sensor_overrides) - set(SENSOR_PRESETS["ideal"])
-    if unknown:
-        raise TypeError(f"simulate_series() got unexpected arguments: {', '.join(sorted(unknown))}")
-    if kind not in KINDS:
-        raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
+    _check_series_options(kind, coarse_grid, sensor_overrides, clouds, cloud_target)
     if dates is None:
         dates = make_dates(start or KIND_DEFAULTS[kind]["start"], count, interval_days)
     dates = _check_dates(dates)
-    if not 0 <= clouds <= 0.9:
-        raise CtstfmError("clouds is the cloud-covered share of each image, between 0 and 0.9.")
-    if cloud_target not in ("fine", "coarse", "both"):
-        raise CtstfmError("cloud_target must be fine, coarse or both.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = make_scene(
@@ -1736,14 +1719,8 @@ def simulate_series(
         stamp = day.isoformat()
         items.append(SeriesItem(day, fine_path, coarse_path))
         dy, dx = scene.sensor.shift(day)
-        per_date.append(
-            {
-                "date": stamp,
-                "misregistration_coarse_pixels": [dy, dx],
-                "cloud_fraction_fine": cloud_fraction_fine,
-                "cloud_fraction_coarse": cloud_fraction_coarse,
-            }
-        )
+        per_date.append({"date": stamp, "misregistration_coarse_pixels": [dy, dx],
+                         "cloud_fraction_fine": cloud_fraction_fine, "cloud_fraction_coarse": cloud_fraction_coarse})
         if previous is not None:
             report = change_report(scene, previous[0], day, previous[1], fine_clean)
             changes.append(report)
