@@ -1740,12 +1740,5 @@ def simulate_series(
     (out_dir / "simulation.json").write_text(json.dumps(summary, indent=2))
     if progress is not None:
         progress.update(1.0, "done")
-    return SimulatedSeries(
-        out_dir=out_dir,
-        manifest=manifest,
-        items=items,
-        parameters=parameters,
-        changes=changes,
-        total_changed_fraction=total_changed,
-        scene=scene,
-    )
+    return SimulatedSeries(out_dir=out_dir, manifest=manifest, items=items, parameters=parameters, changes=changes,
+                           total_changed_fraction=total_changed, scene=scene)
