@@ -203,19 +203,8 @@ class TilingStats:
 
 
 def run_tiled(
-    width,
-    height,
-    read: Callable,
-    process: Callable,
-    write: Callable,
-    *,
-    tile=DEFAULT_TILE,
-    overlap=DEFAULT_OVERLAP,
-    halo=0,
-    batch_size=1,
-    progress=None,
-    max_strips=None,
-    prefetch=True,
+    width, height, read: Callable, process: Callable, write: Callable, *, tile=DEFAULT_TILE,
+    overlap=DEFAULT_OVERLAP, halo=0, batch_size=1, progress=None, max_strips=None, prefetch=True,
 ):
     """Run a per-tile function over a raster and write the blended result.
 
