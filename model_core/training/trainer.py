@@ -463,35 +463,26 @@ def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
     return (*paths[:4], paths[4] if report_html else None)
 
 
+def _validate_start(run, model, state, validator, start, progress):
+    """Validate the initial model, its baselines and the chosen start once per run (not on resume);
+    returns the seconds it took."""
+    started = time.monotonic()
+    if state.initial_metrics is None:
+        progress.update(0.01, "validating the initial model")
+        initial = validator.run(model)
+        state.baselines = validator.baselines(run.network.first_guess_box)
+        state.band_means = validator.band_means
+        _, initial = choose_start(run, model, initial, state.baselines, start, progress)
+        state.identity = run.identity
+        state.start(initial, model)
+    return time.monotonic() - started
+
+
 def train(
-    series,
-    out_model,
-    *,
-    epochs=150,
-    batch_size=4,
-    patch_size=64,
-    patches_per_epoch=None,
-    lr=2e-4,
-    references=1,
-    max_gap_days=None,
-    validation_fraction=0.2,
-    init_model=None,
-    from_scratch=False,
-    bands=None,
-    resume=False,
-    device="auto",
-    seed=0,
-    width=None,
-    predict_residual=False,
-    residual_blur=0,
-    scale=None,
-    min_valid=0.5,
-    max_validation_windows=64,
-    max_minutes=15.0,
-    start="best",
-    data_source=None,
-    report_html=None,
-    progress=None,
+    series, out_model, *, epochs=150, batch_size=4, patch_size=64, patches_per_epoch=None, lr=2e-4, references=1,
+    max_gap_days=None, validation_fraction=0.2, init_model=None, from_scratch=False, bands=None, resume=False,
+    device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, min_valid=0.5,
+    max_validation_windows=64, max_minutes=15.0, start="best", data_source=None, report_html=None, progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
@@ -540,16 +531,7 @@ def train(
         stack.enter_context(gdal_cache_limit())
         stack.callback(data.close)
         validator, sampler = open_data(run, data, rng, progress)
-        validation_seconds = time.monotonic()
-        if state.initial_metrics is None:
-            progress.update(0.01, "validating the initial model")
-            initial = validator.run(model)
-            state.baselines = validator.baselines(run.network.first_guess_box)
-            state.band_means = validator.band_means
-            _, initial = choose_start(run, model, initial, state.baselines, settings.start, progress)
-            state.identity = run.identity
-            state.start(initial, model)
-        validation_seconds = time.monotonic() - validation_seconds
+        validation_seconds = _validate_start(run, model, state, validator, settings.start, progress)
         log_start(state, run.network.first_guess_box, progress)
         precision = f" with {str(run.amp_dtype).replace('torch.', '')} mixed precision" if run.amp_dtype else ""
         progress.info(
