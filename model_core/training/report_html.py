@@ -55,15 +55,14 @@ def verdict(result):
         )
     baselines = baselines_of(result)
     if baselines and "mae" in best:
-        beaten = [name for name, values in baselines.items() if best["mae"] < values.get("mae", math.inf)]
-        missed = [name for name in baselines if name not in beaten]
-        if not missed:
-            parts.append("It beats every baseline by MAE (" + ", ".join(beaten) + ").")
-        else:
-            parts.append(
-                "It does not beat " + ", ".join(missed) + " by MAE: more data, more epochs or a closer reference "
-                "date may help; until then the baseline is the better prediction on this validation data."
-            )
+        # The same sentences as the training log (reports.verdict), not a second wording of them.
+        from types import SimpleNamespace
+
+        from .reports import verdict as log_verdict
+
+        state = SimpleNamespace(best_metrics=best, baselines=baselines, best_epoch=result.best_epoch,
+                                initial_metrics=initial)
+        parts.extend(line for line in log_verdict(state) if not line.startswith("No epoch beat"))
     elif not baselines:
         parts.append("The training measured no baselines; compare fused images with Assess Fusion Accuracy.")
     return " ".join(parts)
