@@ -60,6 +60,7 @@ demo: setup
 
 train-default: setup
 	$(PY) scripts/train_default.py
+	$(PY) scripts/train_default.py --images 3 --init-model resources/default_model.pt --minutes 40
 
 sample: setup
 	$(PY) scripts/make_sample.py

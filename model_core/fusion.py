@@ -144,13 +144,11 @@ def reference_options(config, coarse_t0_path=None, progress=None):
     if config.images == 3:
         if coarse_t0_path:
             return {"coarse_t0_path": coarse_t0_path}
-        if config.reference != "footprint" and not config.residual_blur:
-            raise CtstfmError(
-                "This three-image model needs the coarse image at T0 (COARSE_T0, --coarse-t0) and has no two-image "
-                "first guess to fall back on; give the coarse image of the fine image's date."
-            )
+        from .network import STAND_IN_BOX
+
+        box = config.residual_blur or STAND_IN_BOX
         stand_in = "seen through the coarse sensor's footprint" if config.reference == "footprint" else \
-            f"averaged over {config.residual_blur} x {config.residual_blur} pixels"
+            f"averaged over {box} x {box} pixels"
         progress.warning(
             "This model was trained with the coarse image at T0 (three-image mode), but none was given: the fine "
             f"image at T0 {stand_in} stands in for it. That is usually less accurate (the two sensors' difference "
@@ -167,6 +165,14 @@ def reference_options(config, coarse_t0_path=None, progress=None):
 
 def describe_reference(config, pair):
     """One sentence: the first guess the network corrects, as read by ``pair``."""
+    text = _describe_first_guess(config, pair)
+    if config.change_gain and config.predict_residual and "coarse T1" in text:
+        gains = ", ".join(f"{g:.2f}" for g in config.change_gain)
+        text = text.rstrip(".") + f"; the coarse change scaled per band by the fitted change gain ({gains})."
+    return text
+
+
+def _describe_first_guess(config, pair):
     if not config.predict_residual:
         return "The network predicts the fine image directly (no first guess)."
     if pair.reference == "coarse_t0":
@@ -317,7 +323,7 @@ def fuse(
     cancelled; in both cases nothing is left at ``out_path``.
     """
     progress = progress or Progress()
-    model_path = paths.model_or_default(model_path)
+    model_path = paths.model_or_default(model_path, three_image=bool(coarse_t0_path))
     _check_fuse_options(tile, overlap, resampling, output_type, output_format, batch_size, inference, threads)
     scale = check_scale_value(scale, "scale")
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")

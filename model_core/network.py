@@ -34,6 +34,9 @@ DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 #: ``footprint``: the fine image aggregated onto the coarse raster's own grid and resampled back
 #: like the coarse image (:func:`model_core.raster.footprint_reader`), handed in as ``coarse_t0``.
 REFERENCES = ("box", "footprint")
+#: The box (fine pixels) that stands for the coarse image at T0 where a network has no ``residual_blur`` of
+#: its own: about two 480 m coarse pixels at 30 m (the coarse footprint plus the resampling onto the fine grid).
+STAND_IN_BOX = 33
 
 
 #: The allowed range of each integer network setting. A model file is user input: its
@@ -83,6 +86,9 @@ class CTSTFMConfig:
     (``coarse_t0``), the first guess is ``fine_t0 + coarse_t1 - coarse_t0`` and the coarse stream
     gets the coarse change ``coarse_t1 - coarse_t0`` instead of ``coarse_t1`` (a documented deviation,
     chosen by measurement over ``coarse_t0`` as extra channels; ``docs/architecture.md``).
+    ``change_gain`` (one per band, fitted by training on the training dates) scales the coarse change
+    in the first guess, ``fine_t0 + gain * (coarse_t1 - reference)``: real coarse changes hold
+    misregistration and noise, so the fine change is smaller than the coarse one (a slope below 1).
     """
 
     bands: int = 6
@@ -101,10 +107,21 @@ class CTSTFMConfig:
     reference: str = "box"
     footprint_psf: float = 0.5
     images: int = 2
+    change_gain: tuple = ()  # per band: first guess F0 + gain * (C1 - reference); empty: 1 for every band
+
+    @property
+    def takes_coarse_t0(self):
+        """Whether the network reads a ``coarse_t0`` input: the coarse image at T0 (three-image mode) or
+        the fine image seen through the coarse footprint. A two-image box model ignores one."""
+        return self.images == 3 or self.reference == "footprint"
 
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
             object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
+        if isinstance(self.change_gain, (list, tuple)):
+            gains = self.change_gain
+            if all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in gains):
+                object.__setattr__(self, "change_gain", tuple(float(g) for g in gains))
         for name, (low, high) in CONFIG_LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -133,6 +150,18 @@ class CTSTFMConfig:
             )
         if self.images not in (2, 3) or isinstance(self.images, bool):
             raise ConfigError(f"Network setting images={self.images!r} is invalid; use 2 (fine T0, coarse T1) or 3 (plus coarse T0).")
+        gains = self.change_gain
+        if not isinstance(gains, tuple) or len(gains) not in (0, self.bands) or any(
+            not isinstance(g, float) or not 0.0 <= g <= 2.0 for g in gains
+        ):
+            raise ConfigError(
+                f"Network setting change_gain={gains!r} is invalid; give one gain between 0 and 2 per band "
+                f"({self.bands}), or none."
+            )
+        if gains and not self.predict_residual:
+            raise ConfigError(
+                "change_gain only applies with predict_residual=true (it scales the first guess's change)."
+            )
         ks = self.kernel_sizes
         if (
             not isinstance(ks, tuple)
@@ -173,6 +202,7 @@ class CTSTFMConfig:
         """Plain data (ints, bools, a list) for model files and JSON."""
         data = dataclasses.asdict(self)
         data["kernel_sizes"] = list(self.kernel_sizes)
+        data["change_gain"] = list(self.change_gain)
         return data
 
     @classmethod
@@ -544,20 +574,27 @@ class CTSTFM(nn.Module):
         return self.coarse_encoder(coarse_t1)
 
     def reference(self, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None) -> torch.Tensor | None:
-        """What stands for the coarse image at T0: ``coarse_t0`` when given, else ``box_k(fine_t0)``
-        with ``k = residual_blur``, else ``None``."""
-        if coarse_t0 is not None:
+        """What stands for the coarse image at T0: ``coarse_t0`` when given to a network that takes one
+        (:attr:`CTSTFMConfig.takes_coarse_t0`), else ``box_k(fine_t0)`` with ``k = residual_blur`` (or
+        :data:`STAND_IN_BOX` for a three-image network without one), else ``None``."""
+        if coarse_t0 is not None and self.config.takes_coarse_t0:
             return coarse_t0
         if self.config.residual_blur:
             return box_mean(fine_t0, self.config.residual_blur)
+        if self.config.images == 3:  # its coarse stream reads C1 - C0: the box stands in for C0
+            return box_mean(fine_t0, STAND_IN_BOX)
         return None
 
     def first_guess(self, coarse_t1, fine_t0, reference):
-        """``fine_t0 + coarse_t1 - reference`` (the coarse change moved onto the fine image), or
-        ``fine_t0`` when there is no reference."""
+        """``fine_t0 + gain * (coarse_t1 - reference)`` (the coarse change moved onto the fine image;
+        ``gain`` is ``config.change_gain`` per band, 1 when empty), or ``fine_t0`` when there is no
+        reference."""
         if reference is None:
             return fine_t0
-        return fine_t0 + coarse_t1 - reference
+        if not self.config.change_gain:
+            return fine_t0 + coarse_t1 - reference
+        gain = torch.tensor(self.config.change_gain, dtype=fine_t0.dtype, device=fine_t0.device).view(1, -1, 1, 1)
+        return fine_t0 + gain * (coarse_t1 - reference)
 
     def _check_inputs(self, coarse_t1, fine_t0, coarse_t0):
         bands = self.config.bands
@@ -568,8 +605,6 @@ class CTSTFM(nn.Module):
                 f"{', '.join(str(tuple(shape)) for shape in shapes)} — resample the coarse images onto the fine "
                 f"grid and give them the model's {bands} bands."
             )
-        if self.config.images == 3 and coarse_t0 is None and not self.config.residual_blur:
-            raise CtstfmError("This three-image model needs the coarse image at T0 (coarse_t0); give it.")
 
     def forward(self, coarse_t1: torch.Tensor, fine_t0: torch.Tensor, coarse_t0: torch.Tensor | None = None, *,
                 fine_features: torch.Tensor | None = None, coarse_features: torch.Tensor | None = None):
@@ -607,7 +642,8 @@ class CTSTFM(nn.Module):
             raise CtstfmError(f"Band indices {indices} do not select distinct bands of a {bands}-band model.")
         missing = [i for i in range(bands) if i not in indices]
         fill = torch.zeros(bands) if fill is None else torch.as_tensor(fill, dtype=torch.float32).reshape(bands)
-        subset = CTSTFM(dataclasses.replace(self.config, bands=len(indices)))
+        gains = tuple(self.config.change_gain[i] for i in indices) if self.config.change_gain else ()
+        subset = CTSTFM(dataclasses.replace(self.config, bands=len(indices), change_gain=gains))
         state = {key: value.detach().clone() for key, value in self.state_dict().items()}
         for stem in ("coarse_encoder.stem", "fine_encoder.stem"):
             weight = state[f"{stem}.weight"]

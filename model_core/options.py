@@ -402,6 +402,12 @@ TRAIN = Operation(
             "the model to fine-tune is cut down to them",
         ),
         Option(
+            "use_coarse_t0", "bool",
+            "Three-image mode: also use each reference date's coarse image (first guess fine T0 + coarse T1 - "
+            "coarse T0; fusion then takes COARSE_T0); off: fine T0 and coarse T1 only",
+            True, qgis="USE_COARSE_T0",
+        ),
+        Option(
             "max_minutes", "float",
             "Time budget in minutes: training stops there with the best model so far (0: no limit)", 15.0,
             minimum=0.0, decimals=1,
@@ -426,7 +432,8 @@ TRAIN = Operation(
         ),
         Option(
             "from_scratch", "bool",
-            "Train a new network from scratch, as in the paper (instead of fine-tuning; needs many dates and a GPU)",
+            "Train a new network from scratch, as in the paper (instead of fine-tuning; needs many dates and a GPU; "
+            "the paper's two-image network with the coarse image at T0 switch off)",
             False, advanced=True,
         ),
         Option(
@@ -434,6 +441,12 @@ TRAIN = Operation(
             "Starting point: best = the best on validation of the model, the unchanged fine image and the first "
             "guess (residual models); model = the model as it is",
             "best", choices=START_CHOICES, advanced=True,
+        ),
+        Option(
+            "fit_change_gain", "bool",
+            "Fit the first guess's coarse-change gain per band on the training dates (the fine change is usually "
+            "smaller than the coarse one); off: the coarse change at face value",
+            True, advanced=True,
         ),
         Option(
             "validation_fraction", "float", "Fraction of the dates (the latest) that validate", 0.2, minimum=0.01,

@@ -10,16 +10,28 @@ from pathlib import Path
 
 RESOURCES_DIR = Path(__file__).resolve().parent.parent / "resources"
 DEFAULT_MODEL = RESOURCES_DIR / "default_model.pt"
+#: The embedded model's three-image form (fine T0, coarse T0, coarse T1; docs/default_model.md).
+DEFAULT_MODEL_THREE_IMAGE = RESOURCES_DIR / "default_model_three_image.pt"
 SAMPLE_DIR = RESOURCES_DIR / "sample"
 
 
-def model_or_default(model_path=None):
-    """The chosen model file, or the bundled default model when none was chosen (``None`` or empty)."""
+def default_model(three_image=False):
+    """The bundled model for the mode: its three-image form when the coarse image at T0 is used (and
+    bundled), else the two-image one; ``None`` when this installation has neither."""
+    for path in ((DEFAULT_MODEL_THREE_IMAGE, DEFAULT_MODEL) if three_image else (DEFAULT_MODEL,)):
+        if os.path.isfile(str(path)):
+            return str(path)
+    return None
+
+
+def model_or_default(model_path=None, three_image=False):
+    """The chosen model file, or the bundled default model when none was chosen (``None`` or empty):
+    the three-image one with ``three_image`` (a coarse image at T0 is given)."""
     chosen = str(model_path or "").strip()
     if chosen:
         return chosen
-    if os.path.isfile(str(DEFAULT_MODEL)):
-        return str(DEFAULT_MODEL)
+    if default_model(three_image):
+        return default_model(three_image)
     from .errors import CtstfmError
 
     raise CtstfmError(

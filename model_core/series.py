@@ -446,6 +446,14 @@ class SeriesPredictor:
         # The coarse stream's encoding is shared by a target's references only when it sees the coarse
         # image alone (a network whose coarse stream also takes a reference input encodes per pair).
         self.coarse_alone = getattr(model.config, "images", 2) == 2
+        # A three-image model gets each reference date's own coarse image as C0 where the series has it
+        # (else its two-image stand-in, the box of the fine image).
+        three_image = getattr(model.config, "images", 2) == 3
+        self.gets_coarse_t0 = [three_image and bool(ref.coarse) for ref in references]
+
+    def _coarse_t0(self, seen, r):
+        """The coarse image of reference ``r``'s date for a three-image model, else ``None``."""
+        return seen[:, r].contiguous(memory_format=self.torch.channels_last) if self.gets_coarse_t0[r] else None
 
     def _tensor(self, array):
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -469,8 +477,11 @@ class SeriesPredictor:
                 image = coarse[:, k].contiguous(memory_format=channels_last)
                 with autocast(self.amp_dtype, self.device):
                     encoded = self.model.encode_coarse(image) if self.coarse_alone else None
-                    predictions = [self.model(image, fines[r], fine_features=features[r], coarse_features=encoded)
-                                   for r in uses]
+                    predictions = [
+                        self.model(image, fines[r], self._coarse_t0(seen, r), fine_features=features[r],
+                                   coarse_features=encoded)
+                        for r in uses
+                    ]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
                 outputs.append(blend_predictions(
                     predictions, [seen[:, r] for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
@@ -609,6 +620,21 @@ def _run_group(job, group, progress):
     return stats
 
 
+def _say_mode(config, model_path, plan, progress):
+    """Log which first guess the model makes, and warn where a three-image model lacks a reference's C0."""
+    name = os.path.basename(str(model_path))
+    if config.images != 3:
+        progress.info(f"Model {name}: two-image (fine T0, coarse T1); the reference dates' coarse images are not used.")
+        return
+    lacking = sorted({ref.date.isoformat() for t in plan for ref in t.references if not ref.coarse})
+    progress.info(f"Model {name}: three-image: each reference date's own coarse image is its coarse T0.")
+    if lacking:
+        progress.warning(
+            f"The fine dates {', '.join(lacking)} have no coarse image: from them this three-image model falls back "
+            "to its two-image first guess (less accurate); add their coarse images to the series."
+        )
+
+
 def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options, progress):
     """Load the model, check every input and work out the shared settings (a :class:`_Job`)."""
     from .device import resolve_device
@@ -622,6 +648,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=geotiffs)
     torch_device = distributed.rank_device(resolve_device(device))  # under torchrun: this rank's GPU
     loaded = load_model(model_path, map_location="cpu")
+    _say_mode(loaded.config, model_path, plan, progress)
     band_names = list(loaded.band_names)
     grid, fine_bands, coarse_bands = check_series_rasters(
         plan, len(band_names), band_names, options["fine_bands"], options["coarse_bands"], options["mask_band"]
@@ -674,11 +701,12 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     out_folder = _output_folder(out_folder)
-    model_path = paths.model_or_default(model_path)
     if isinstance(series, (str, os.PathLike)):
         pairs = load_series(manifest=series)
     else:
         pairs = sorted(series, key=lambda pair: pair.date)
+    # The bundled model's three-image form when every fine date has its coarse image (the references' C0).
+    model_path = paths.model_or_default(model_path, three_image=all(pair.coarse for pair in pairs if pair.fine))
     plan = plan_targets(pairs, out_folder, targets=targets, start=start, end=end, every_days=every_days,
                         references=references, max_gap_days=max_gap_days)
     options = dict(tile=int(tile), overlap=int(overlap), fine_bands=fine_bands, coarse_bands=coarse_bands,

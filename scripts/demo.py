@@ -2,7 +2,8 @@
 
 1. installs the packaged plugin into a throwaway QGIS profile (demo_output/qgis_home),
 2. runs ``ctstfm:fuse`` through ``qgis_process.bin`` on the sample's fine image at T0
-   and coarse image at T1 with the embedded default model,
+   and coarse image at T1 with the embedded default model, then again with the coarse image at
+   T0 too (COARSE_T0: the embedded model's three-image form),
 3. scores the fused image against the true fine image at T1, next to the simple
    baselines, with the project's metrics module,
 4. writes a PNG a person can look at: fine T0 | coarse T1 | fused T1 | true fine T1 |
@@ -57,9 +58,9 @@ def install_plugin(home):
     return env
 
 
-def run_fuse(env, fine, coarse, output):
+def run_fuse(env, fine, coarse, output, coarse_t0=None):
     command = [QGIS_PROCESS, "run", "ctstfm:fuse", "--", f"FINE={fine}", f"COARSE={coarse}",
-               f"OUTPUT={output}"]
+               *([f"COARSE_T0={coarse_t0}"] if coarse_t0 else []), f"OUTPUT={output}"]
     print("$ " + " ".join(command[:1] + ["run", "ctstfm:fuse", "--"] + command[4:]), flush=True)
     started = time.monotonic()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -111,10 +112,12 @@ def main():
         raise SystemExit(f"demo: the default model {DEFAULT_MODEL} is missing; run 'make train-default'.")
     OUT.mkdir(exist_ok=True)
     fine_t0, coarse_t1 = SAMPLE_DIR / f"fine_{T0}.tif", SAMPLE_DIR / f"coarse_{T1}.tif"
-    fused_path = OUT / f"fused_{T1}.tif"
-    fused_path.unlink(missing_ok=True)
+    fused_path, three_path = OUT / f"fused_{T1}.tif", OUT / f"fused_three_image_{T1}.tif"
+    for path in (fused_path, three_path):
+        path.unlink(missing_ok=True)
     env = install_plugin(OUT / "qgis_home")
     seconds = run_fuse(env, fine_t0, coarse_t1, fused_path)
+    run_fuse(env, fine_t0, coarse_t1, three_path, coarse_t0=SAMPLE_DIR / f"coarse_{T0}.tif")
 
     grid = RasterInfo.read(str(SAMPLE_DIR / f"fine_{T1}.tif"))
     truth, valid = read_on_grid(SAMPLE_DIR / f"fine_{T1}.tif", grid)
@@ -122,10 +125,12 @@ def main():
     coarse1, valid1 = read_on_grid(coarse_t1, grid)
     coarse0, valid2 = read_on_grid(SAMPLE_DIR / f"coarse_{T0}.tif", grid)
     fused, valid3 = read_on_grid(fused_path, grid)
-    valid = valid & valid0 & valid1 & valid2 & valid3
+    three, valid4 = read_on_grid(three_path, grid)
+    valid = valid & valid0 & valid1 & valid2 & valid3 & valid4
 
     estimates = {
         "CTSTFM (default model)": fused,
+        "CTSTFM, three-image (default model's three-image form, + coarse T0)": three,
         "no change (fine T0)": fine0,
         "coarse only (coarse T1 on fine grid)": coarse1,
         "temporal difference (fine T0 + coarse T1 - coarse T0; uses one image more)": fine0 + coarse1 - coarse0,

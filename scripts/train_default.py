@@ -7,6 +7,11 @@ command, data, epochs, time and machine end up in the model file's provenance;
 docs/default_model.md describes the run that produced the committed file.
 
     python scripts/train_default.py [--minutes 30] [--epochs 150] [--init-model OLD.pt] [--out resources/default_model.pt]
+    python scripts/train_default.py --images 3 --init-model resources/default_model.pt --minutes 40
+
+``--images 3`` trains the three-image form (resources/default_model_three_image.pt): the given
+two-image model's weights with its correction head zeroed, so that it starts exactly at the
+three-image first guess F0 + C1 - C0, then trained with each reference date's coarse image.
 
 Training stops after ``--epochs`` or when ``--minutes`` have passed, whichever comes
 first (the training's own time budget, MAX_MINUTES), keeping the best model so far.
@@ -22,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
 from benchutil import machine  # noqa: E402
-from model_core.paths import DEFAULT_MODEL  # noqa: E402
+from model_core.paths import DEFAULT_MODEL, DEFAULT_MODEL_THREE_IMAGE  # noqa: E402
 from model_core.progress import ConsoleProgress  # noqa: E402
 from model_core.simulate import simulate_series  # noqa: E402
 from model_core.training import train, write_manifest  # noqa: E402
@@ -60,9 +65,29 @@ def simulate_scenes(work, size, count, interval):
     return write_manifest(work / "manifest.csv", rows)
 
 
+def three_image_start(two_image_model, path):
+    """The three-image start: ``two_image_model``'s weights, three-image, correction head at zero
+    (its output is exactly the first guess F0 + C1 - C0)."""
+    import dataclasses
+
+    from model_core.model_file import load_model, save_model
+    from model_core.training.start import zero_head
+
+    loaded = load_model(two_image_model, map_location="cpu")
+    config = dataclasses.replace(loaded.config, images=3)
+    model = loaded.model
+    model.config = config
+    zero_head(model)
+    provenance = dict(loaded.provenance or {}, three_image_start=f"{two_image_model} with a zeroed correction head")
+    return save_model(str(path), model, config=config, band_names=loaded.band_names, scale=loaded.scale,
+                      provenance=provenance)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_MODEL))
+    parser.add_argument("--out", help="default: resources/default_model.pt, or default_model_three_image.pt")
+    parser.add_argument("--images", type=int, choices=(2, 3), default=2,
+                        help="2: fine T0 + coarse T1; 3: also coarse T0 (the three-image form)")
     parser.add_argument("--work", default=str(ROOT / "build" / "default_training"))
     parser.add_argument("--size", type=int, default=384, help="fine pixels per scene side")
     parser.add_argument("--dates", type=int, default=8, help="dates per scene")
@@ -85,13 +110,18 @@ def main():
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
+    three_image = args.images == 3
+    out = args.out or str(DEFAULT_MODEL_THREE_IMAGE if three_image else DEFAULT_MODEL)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     manifest = simulate_scenes(work, args.size, args.dates, args.interval)
+    init_model = args.init_model
+    if three_image and init_model:
+        init_model = three_image_start(init_model, work / "three_image_start.pt")
     started = time.time()
     result = train(
         manifest,
-        args.out,
+        out,
         epochs=args.epochs,
         batch_size=args.batch_size,
         patch_size=args.patch_size,
@@ -102,8 +132,10 @@ def main():
         device=args.device,
         seed=args.seed,
         resume=args.resume,
-        init_model=args.init_model,
-        from_scratch=not args.init_model,
+        init_model=init_model,
+        from_scratch=not init_model,
+        use_coarse_t0=three_image,
+        fit_change_gain=False,  # one family, many sensors: the model learns the correction; users' runs fit their own
         start="model",  # continue the given model as it is (its learned correction), never a reference
         max_minutes=args.minutes,
         max_validation_windows=args.validation_windows,
@@ -116,9 +148,9 @@ def main():
         progress=ConsoleProgress("train-default"),
     )
     if args.report_dir:
-        for source, name in ((result.report_csv, "default_model_training.csv"),
-                             (result.report_png, "default_model_training.png")):
-            if source:
+        stem = "default_model_three_image_training" if three_image else "default_model_training"
+        for source, name in ((result.report_csv, f"{stem}.csv"), (result.report_png, f"{stem}.png")):
+            if source and Path(source).resolve() != (Path(args.report_dir) / name).resolve():
                 shutil.copyfile(source, Path(args.report_dir) / name)
     print(f"default model: {result.model_path}; best epoch {result.best_epoch} of {result.epochs}; "
           f"validation MAE {result.best_metrics.get('mae')}; {(time.time() - started) / 60:.1f} min on {machine()}")

@@ -8,6 +8,8 @@ is at most a few hundred pixels a side.
 import numpy as np
 from osgeo import gdal, osr
 
+from model_core.progress import Progress as _Progress
+
 UTM33 = 32633
 #: MODIS sinusoidal grid (as in MOD09GA files).
 SINUSOIDAL = (
@@ -144,3 +146,27 @@ def border_gradient_ratio(out, grid, margin=8):
     at = [e - 1 for e in sorted(edges)]
     elsewhere = [j for j in range(margin, gx.size - margin) if j not in at]
     return gx[at].mean() / gx[elsewhere].mean()
+
+
+class Log(_Progress):
+    """A progress that records the messages (and fractions), and can cancel after an epoch."""
+
+    def __init__(self, cancel_after_epoch=None, cancel_at_once=False):
+        self.messages = []
+        self.fractions = []
+        self.cancel_after_epoch = cancel_after_epoch
+        self.cancelled = cancel_at_once
+
+    def info(self, message):
+        self.messages.append(message)
+        if self.cancel_after_epoch and message.startswith(f"Epoch {self.cancel_after_epoch}/"):
+            self.cancelled = True
+
+    def update(self, fraction, message=None):
+        self.fractions.append(fraction)
+
+    def canceled(self):
+        return self.cancelled
+
+    def text(self):
+        return "\n".join(self.messages)

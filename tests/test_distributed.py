@@ -24,8 +24,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 3
-TINY = ["--from-scratch", "--max-minutes", "0", "--epochs", "1", "--batch-size", "2", "--patch-size", "16", "--patches-per-epoch", "4", "--width", "8",
-        "--lr", "3e-3", "--seed", str(SEED), "--device", "cpu", "--quiet"]
+# Two-image (the reference run below feeds no coarse image at T0).
+TINY = ["--from-scratch", "--no-use-coarse-t0", "--max-minutes", "0", "--epochs", "1", "--batch-size", "2",
+        "--patch-size", "16", "--patches-per-epoch", "4", "--width", "8", "--lr", "3e-3", "--seed", str(SEED),
+        "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,8 @@ def _one_process_reference(manifest, steps, epoch=1):
     torch.set_num_threads(1)
     settings = TrainSettings.checked(epochs=1, batch_size=2, patch_size=16, patches_per_epoch=4, lr=3e-3, seed=SEED)
     pairs, manifests, _ = resolve_series(str(manifest), None)
-    network = dict(init_model=None, from_scratch=True, width=8, predict_residual=False, residual_blur=0, scale=None)
+    network = dict(init_model=None, from_scratch=True, width=8, predict_residual=False, residual_blur=0, scale=None,
+                   use_coarse_t0=False)
     run = prepare_run(pairs, manifests, settings, network_options=network, device="cpu", progress=Progress())
     model, optimizer, scaler, rng, _ = start_model(run, ckpt_path=Path("/nonexistent.pt"), resume=False,
                                                    progress=Progress())
@@ -208,7 +211,7 @@ def test_a_rank_killed_leaves_its_last_checkpoint_which_one_process_resumes(tiny
 
     result = train(str(tiny_series.manifest), str(out), epochs=done + 1, batch_size=2, patch_size=16,
                    patches_per_epoch=4, lr=3e-3, width=8, seed=SEED, device="cpu", resume=True,
-                   from_scratch=True, max_minutes=0)
+                   from_scratch=True, use_coarse_t0=False, max_minutes=0)
     assert result.epochs == done + 1 and len(result.history) == done + 1
     assert load_model(str(out), map_location="cpu").provenance["world_size"] == 1
 

@@ -10,27 +10,18 @@ import torch
 from osgeo import gdal
 
 from conftest import ROOT
+from helpers import Log
 from test_raster import SINUSOIDAL, UTM33, fine_geotransform, read_all, smooth_field, write_coarse, write_raster
 
-from model_core.errors import CtstfmError
 from model_core.fusion import fuse
 from model_core.model_file import save_model
 from model_core.network import CTSTFM, CTSTFMConfig, box_mean
-from model_core.progress import Progress
 from model_core.raster import PairReader, RasterInfo, Window, read_metadata
 from model_core.simulate import coarse_from_fine
 
 FACTOR = 16  # 480 m coarse pixels over 30 m fine pixels
 OFFSET = (40, 45)  # the fine image's corner in the world, in fine pixels: not on a coarse pixel edge
 SIZE = 160
-
-
-class Log(Progress):
-    def __init__(self):
-        self.messages = []
-
-    def info(self, message):
-        self.messages.append(message)
 
 
 def parcels(height, width, seed):
@@ -184,13 +175,18 @@ def test_three_image_model_without_coarse_t0_falls_back_with_a_warning(three, tm
     np.testing.assert_allclose(read_all(out), first_guess(three, footprint=True, psf_sigma=0.5), atol=1e-5)
     assert "CTSTFM_COARSE_T0" not in read_metadata(out)
 
-    # Without any two-image stand-in (no footprint, no box) it cannot run: a clear error, before any work.
+    # Without a stand-in of its own (no footprint, no residual_blur) the 33-pixel box stands in for C0.
     config = CTSTFMConfig(bands=6, width=8, encoder_blocks=1, fusion_blocks=1, predict_residual=True, images=3)
-    strict = save_model(tmp_path / "strict.pt", CTSTFM(config), config=config,
-                        band_names=["blue", "green", "red", "nir", "swir1", "swir2"], scale=1e-4)
-    with pytest.raises(CtstfmError, match="needs the coarse image at T0"):
-        fuse(three["fine"], three["coarse_t1"], strict, tmp_path / "none.tif", tile=96, overlap=16)
-    assert not (tmp_path / "none.tif").exists()
+    bare = save_model(tmp_path / "bare.pt", CTSTFM(config), config=config,
+                      band_names=["blue", "green", "red", "nir", "swir1", "swir2"], scale=1e-4)
+    log = Log()
+    fuse(three["fine"], three["coarse_t1"], bare, tmp_path / "bare.tif", tile=96, overlap=16, output_type="float32",
+         progress=log)
+    assert any(m.startswith("Warning:") and "averaged over 33 x 33 pixels" in m for m in log.messages), log.messages
+    with PairReader(three["fine"], three["coarse_t1"]) as pair:
+        fine, c1, _, _ = pair.read_inputs(Window(0, 0, 96, 96))
+    box = box_mean(torch.from_numpy(fine)[None], 33)[0].numpy()
+    np.testing.assert_allclose(read_all(tmp_path / "bare.tif"), np.maximum(fine + c1 - box, 0), atol=1e-5)
 
 
 def test_two_image_model_says_it_does_not_use_coarse_t0(three, tmp_path):
@@ -245,9 +241,47 @@ def test_training_feeds_the_reference_the_model_was_made_for(sim_series, tmp_pat
     settings = dict(start="model", max_minutes=0, epochs=1, batch_size=4, patch_size=32, patches_per_epoch=4,
                     lr=1e-3, seed=0, max_validation_windows=8)
     initial = {}
-    for name, images in (("box", 2), ("three", 3)):
+    # USE_COARSE_T0 sets the mode, whatever the mode of the model fine-tuned (a three-image start trained
+    # as two-image, a two-image start as three-image).
+    for name, images, use_coarse_t0 in (("box", 3, False), ("three", 2, True)):
         start = zero_correction_model(tmp_path / f"{name}_start.pt", images, "box")
-        result = train(sim_series.manifest, tmp_path / f"{name}.pt", init_model=start, **settings)
+        result = train(sim_series.manifest, tmp_path / f"{name}.pt", init_model=start, use_coarse_t0=use_coarse_t0,
+                       **settings)
         initial[name] = result.initial_metrics["mae"]
-        assert read_model_metadata(tmp_path / f"{name}.pt").config.images == images
+        assert read_model_metadata(tmp_path / f"{name}.pt").config.images == (3 if use_coarse_t0 else 2)
     assert initial["three"] < initial["box"], initial
+
+
+def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
+    """Where the fine image changes by half the coarse change, the fitted gain is 0.5 per band, the
+    model file keeps it, and the network applies it: F0 + 0.5 (C1 - C0) from a zero correction."""
+    from model_core.model_file import load_model, read_model_metadata
+    from model_core.training import train, write_manifest
+    from model_core.training.start import zero_head
+
+    size, gt = 96, fine_geotransform()
+    fine0 = smooth_field(3, size, size, seed=11)
+    change = smooth_field(3, size, size, seed=12, base=0.0, amplitude=300.0, noise=60.0)
+    names = ["green", "red", "nir"]
+    paths = {
+        name: write_raster(tmp_path / f"{name}.tif", data.astype(np.int16), gt, nodata=-9999, descriptions=names)
+        for name, data in (("f0", fine0), ("c0", fine0), ("f1", fine0 + 0.5 * change), ("c1", fine0 + change))
+    }
+    manifest = write_manifest(tmp_path / "m.csv", [("2021-06-01", paths["f0"], paths["c0"]),
+                                                  ("2021-07-01", paths["f1"], paths["c1"])])
+    log = Log()
+    torch.set_num_threads(1)
+    train(manifest, tmp_path / "model.pt", epochs=1, patches_per_epoch=4, patch_size=32, device="cpu", seed=0,
+          max_validation_windows=4, progress=log)
+    gains = read_model_metadata(tmp_path / "model.pt").config.change_gain
+    assert len(gains) == 3 and all(abs(g - 0.5) < 0.02 for g in gains), (gains, log.text())
+    assert any(m.startswith("Change gain fitted on the training dates") for m in log.messages)
+    # The fitted first guess is a start of its own, next to the parameter-free one.
+    assert "the first guess with the fitted change gain" in log.text() and "the first guess 0." in log.text()
+    loaded = load_model(tmp_path / "model.pt")
+    zero_head(loaded.model)
+    f0, c0, c1 = (torch.rand(1, 3, 32, 32) for _ in range(3))
+    with torch.no_grad():
+        out = loaded.model.eval()(c1, f0, c0)
+    expected = f0 + torch.tensor(gains).view(1, 3, 1, 1) * (c1 - c0)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)

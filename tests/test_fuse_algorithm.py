@@ -217,8 +217,8 @@ def test_qgis_process_runs_the_installed_plugin(installed_plugin_env, inputs, tm
 
 
 def test_embedded_model_on_a_three_band_image_named_by_bands_with_coarse_t0(qgis_app, inputs, tmp_path):
-    """No model file, a 3-band image without band names: BANDS names them; COARSE_T0 (another CRS) is
-    accepted and, the embedded model being a two-image one, reported as unused."""
+    """No model file, a 3-band image without band names: BANDS names them; with COARSE_T0 (another CRS)
+    the embedded model's three-image form runs, band-mapped, and uses it."""
     import processing
     from osgeo import gdal
 
@@ -233,4 +233,5 @@ def test_embedded_model_on_a_three_band_image_named_by_bands_with_coarse_t0(qgis
     assert result["OUTPUT"] == out and RasterInfo.read(out).count == 3
     meta = read_metadata(out)
     assert meta["CTSTFM_BANDS"] == "green,red,nir" and meta["CTSTFM_COARSE_BANDS"] == "4,1,2"
-    assert "CTSTFM_COARSE_T0" not in meta  # a two-image model does not use it
+    assert meta["CTSTFM_COARSE_T0"] == coarse_t0 and "coarse T1 - coarse T0" in meta["CTSTFM_FIRST_GUESS"]
+    assert os.path.basename(meta["CTSTFM_MODEL"]) == "default_model_three_image.pt"

@@ -14,8 +14,9 @@ import pytest
 import torch
 from osgeo import gdal
 
+from helpers import Log
+
 from model_core.errors import Cancelled, CtstfmError
-from model_core.progress import Progress
 from model_core.training import (
     Pair,
     choose_references,
@@ -39,28 +40,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class Log(Progress):
-    def __init__(self, cancel_after_epoch=None, cancel_at_once=False):
-        self.messages = []
-        self.fractions = []
-        self.cancel_after_epoch = cancel_after_epoch
-        self.cancelled = cancel_at_once
-
-    def info(self, message):
-        self.messages.append(message)
-        if self.cancel_after_epoch and message.startswith(f"Epoch {self.cancel_after_epoch}/"):
-            self.cancelled = True
-
-    def update(self, fraction, message=None):
-        self.fractions.append(fraction)
-
-    def canceled(self):
-        return self.cancelled
-
-    def text(self):
-        return "\n".join(self.messages)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +183,7 @@ def test_training_learns_and_writes_everything(trained, sim_series):
     assert Path(result.checkpoint).exists()
     text = log.text()
     assert "Chronological split" in text and "patches/s" in text
-    assert "Unchanged fine image, same windows: validation MAE" in text and "First guess (fine + coarse" in text
+    assert "Unchanged fine image, same windows: validation MAE" in text and "First guess (fine T0 + coarse T1 - coarse T0)" in text
     assert log.fractions[-1] == 1.0 and all(0 <= f <= 1 for f in log.fractions)
     # The log ends with the verdict against the unchanged fine image.
     gain = 100 * (1 - result.best_metrics["mae"] / result.baselines["no_change"]["mae"])
@@ -234,7 +213,7 @@ def test_a_residual_network_starts_from_the_best_of_itself_and_the_references(ma
     series = make_series(kind="fields", count=3, size=64, seed=5, sensor="realistic", bands="green,red,nir")
     log = Log()
     result = train(series.manifest, tmp_path / "start.pt", progress=log, predict_residual=True, residual_blur=33,
-                   **dict(TINY, epochs=1, patches_per_epoch=4))
+                   fit_change_gain=False, **dict(TINY, epochs=1, patches_per_epoch=4))
     references = result.baselines
     best = min([references["no_change"]["mae"], references["first_guess"]["mae"]])
     assert result.initial_metrics["mae"] <= best + 1e-9
@@ -263,7 +242,9 @@ def test_trained_model_fuses(trained, sim_series, tmp_path):
     result, _, _ = trained
     items = sim_series.items
     fused = tmp_path / "fused.tif"
-    fuse(items[2].fine, items[3].coarse, result.model_path, fused, tile=128, overlap=0, device="cpu")
+    # Trained with the default USE_COARSE_T0: a three-image model, fused with the coarse image at T0.
+    fuse(items[2].fine, items[3].coarse, result.model_path, fused, coarse_t0_path=items[2].coarse, tile=128,
+         overlap=0, device="cpu")
     dataset = gdal.Open(str(fused))
     assert (dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount) == (128, 128, 6)
 

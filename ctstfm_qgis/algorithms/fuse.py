@@ -142,7 +142,7 @@ class FuseAlgorithm(CtstfmAlgorithm):
         )
         output = kwargs["out_path"]
         name_output_layer(context, output, f"CTSTFM fused {layers['coarse_path'].name()}")
-        model = paths.model_or_default(kwargs["model_path"])
+        model = paths.model_or_default(kwargs["model_path"], bool(kwargs.get("coarse_t0_path")))
         self.style_fused_output(context, output, kwargs["fine_path"], read_model_metadata(model).scale)
         return {self.OUTPUT: output, "SECONDS": result.seconds, "DEVICE": result.device}
 

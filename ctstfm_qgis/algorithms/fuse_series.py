@@ -43,7 +43,9 @@ Each date is predicted from the nearest fine date before it and the nearest afte
 predictions are blended per pixel: more weight to the reference closer in time and to the one whose
 surroundings, seen at the coarse scale, changed less since then. A pixel that is nodata or cloud in one
 reference comes from the other; in both, it is nodata. Each reference is encoded once per tile for all the
-dates around it.
+dates around it. A three-image model (the default of *Train CTSTFM*) gets each reference date's own coarse
+image as its coarse image at T0, from the series itself; without a model chosen, the plugin's model in its
+three-image form is used when every fine date has its coarse image.
 
 ## Outputs
 In the output folder: `fused_YYYY-MM-DD.tif` per date (date and references in its metadata), `index.csv`,

@@ -32,10 +32,16 @@ Each target date T1 is predicted from the coarse image at T1 and the fine image 
 or three dates the bottom rows of every date are held out instead. Random patches, flipped and rotated, skip
 mostly-nodata areas; nodata is left out of the L1 loss.
 
-**Default recipe** (a few dates and a CPU): fine-tune the embedded model, cut down to your bands by name. It
-predicts a correction to a first guess; training starts from whichever validates best of the model itself,
-the unchanged fine image and the first guess fine(T0) + coarse(T1) - box33(fine(T0)) (*Starting point*), and
-only an epoch that beats that start replaces it: the result is never worse on validation than the start.
+**Default recipe** (a few dates and a CPU): fine-tune the embedded model, cut down to your bands by name, in
+the three-image mode (*Use the coarse image at T0*, on): each sample also gets the coarse image of its
+reference date, and the model predicts a correction to the first guess fine(T0) + gain x (coarse(T1) -
+coarse(T0)), in which the two sensors' own difference cancels; the gain per band is fitted on the training
+dates (*Fit the change gain*, advanced). Training starts from whichever validates best of the model itself,
+the unchanged fine image and the first guess (*Starting point*), and only an epoch that beats that start
+replaces it: the result is never worse on validation than the start. Fuse a three-image model with
+*Coarse image at T0* (COARSE_T0); *Fuse Time Series* passes each reference date's coarse image by itself.
+Turned off, the model needs only fine(T0) and coarse(T1), as in the paper (first guess fine(T0) +
+coarse(T1) - box33(fine(T0))).
 *Time budget* (MAX_MINUTES, default 15) stops training with the best model so far. *Train from scratch*
 (advanced) is the paper's recipe: it needs many dates and a GPU.
 
@@ -60,6 +66,7 @@ when the device is auto.
 Two Landsat/MODIS dates of one area with green, red and NIR bands, listed in series.csv, 10 minutes:
 
 $ qgis_process run ctstfm:train -- MANIFEST=series.csv BANDS=green,red,nir MAX_MINUTES=10 OUTPUT_MODEL=my_area.pt OUTPUT_HTML=my_area_report.html
+$ qgis_process run ctstfm:fuse -- FINE=landsat_t0.tif COARSE=modis_t1.tif COARSE_T0=modis_t0.tif MODEL=my_area.pt OUTPUT=fused_t1.tif
 """
 
 

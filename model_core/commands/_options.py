@@ -44,7 +44,9 @@ def add_option(parser, option):
     if kind in ("int", "float"):
         kwargs.update(type=_ranged(kind, option), default=option.shown_default)
     elif kind == "bool":
-        kwargs.update(action="store_true")
+        # An option on by default is switched off with --no-<name>.
+        kwargs.update(action=argparse.BooleanOptionalAction if option.default else "store_true",
+                      default=bool(option.default))
     elif kind == "choice":
         kwargs.update(choices=list(option.choices), default=option.default)
     elif kind == "rasters":

@@ -179,10 +179,20 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
     }
 
 
-def log_start(state, first_guess_box, progress):
-    """Log the starting model and the two baselines on the validation windows."""
+def first_guess_text(config, first_guess_box):
+    """How the first-guess baseline is made for a network of ``config``."""
+    if config.images == 3:
+        return "fine T0 + coarse T1 - coarse T0"
+    if config.reference == "footprint":
+        return "fine T0 + coarse T1 - footprint of fine T0"
+    return f"fine + coarse - box{first_guess_box}(fine)"
+
+
+def log_start(state, first_guess, progress):
+    """Log the starting model and the two baselines on the validation windows (``first_guess``: how
+    the first guess is made, :func:`first_guess_text`)."""
     progress.info(f"Initial model (epoch 0): validation {metrics_text(state.initial_metrics)}.")
-    names = {"no_change": "Unchanged fine image", "first_guess": f"First guess (fine + coarse - box{first_guess_box}(fine))"}
+    names = {"no_change": "Unchanged fine image", "first_guess": f"First guess ({first_guess})"}
     for key, values in (state.baselines or {}).items():
         progress.info(f"{names.get(key, key)}, same windows: validation {metrics_text(values)}.")
 

@@ -1,12 +1,18 @@
 """Where a training run starts (issue 11): with few dates the start carries the result.
 
 A residual network (``predict_residual``) whose last convolution is zero outputs its base exactly:
-the unchanged fine image (``residual_blur`` 0) or the first guess ``fine_t0 + coarse_t1 -
-box(fine_t0)``. So, besides the model itself (a fine-tuned model, or a new one), both references
-are starts the network can take without retraining. With ``start="best"`` the run begins from
-whichever of the three validates best (MAE on the validation windows); the epoch loop then only
-ever keeps an epoch that beats it (:meth:`~.checkpoint.TrainingState.start`), so the output is never
-worse on validation than the best of the model, the unchanged image and the first guess.
+the unchanged fine image (``residual_blur`` 0, two images) or the first guess ``fine_t0 + coarse_t1 -
+reference``, the reference being ``box(fine_t0)`` or, in the three-image mode, ``coarse_t0``. So,
+besides the model itself (a fine-tuned model, or a new one), the references are starts the network
+can take without retraining. With ``start="best"`` the run begins from whichever validates best
+(MAE on the validation windows); the epoch loop then only ever keeps an epoch that beats it
+(:meth:`~.checkpoint.TrainingState.start`), so the output is never worse on validation than the
+best of the model, the unchanged image and the first guess (with and without the fitted gain).
+
+The first guess's coarse change is first scaled per band by a gain fitted on the training dates
+(:func:`fit_change_gain`): the fine change is smaller than the coarse change the sensors report
+(misregistration, PSF and noise dilute the regression; on the real TM/MODIS pair the slopes were
+0.70-0.85), so a first guess that takes the coarse change at face value over-predicts change.
 """
 
 from __future__ import annotations
@@ -15,7 +21,47 @@ import dataclasses
 
 from ..errors import OptionError
 from ..options import START_CHOICES
-_NAMES = {"model": "the model itself", "no_change": "the unchanged fine image", "first_guess": "the first guess"}
+_NAMES = {"model": "the model itself", "no_change": "the unchanged fine image", "first_guess": "the first guess",
+          "fitted_first_guess": "the first guess with the fitted change gain"}
+#: Training windows the change gain is fitted on, at most.
+GAIN_WINDOWS = 64
+
+
+def has_first_guess(config):
+    """Whether a network of ``config`` adds a coarse change to the fine image (a residual with a reference)."""
+    return bool(config.predict_residual and (config.residual_blur or config.takes_coarse_t0))
+
+
+def fit_change_gain(run, data, progress):
+    """Per band, the least-squares slope of the fine change ``F1 - F0`` on the first guess's coarse
+    change ``C1 - reference`` over (at most :data:`GAIN_WINDOWS`) windows of the training samples,
+    clamped to [0, 1]; a tuple, or ``()`` when the network has no first guess."""
+    import numpy as np
+    import torch
+
+    from ..network import STAND_IN_BOX, box_mean
+    from .data import grid_windows
+
+    config = run.network.config
+    if not has_first_guess(config):
+        return ()
+    scenes = [scene for scene in run.scenes for _ in scene.split.train_samples]
+    windows = [(sample, window) for sample, scene in zip(run.split.train_samples, scenes)
+               for window in grid_windows(0, scene.train_rows, scene.info.width, run.patch)]
+    picks = np.unique(np.linspace(0, len(windows) - 1, min(GAIN_WINDOWS, len(windows))).round().astype(int))
+    product = square = np.zeros(config.bands)
+    for index in picks:
+        progress.check()
+        coarse, fine0, fine1, valid, *reference = data.read(*windows[index])
+        if reference and config.takes_coarse_t0:
+            reference = reference[0]
+        else:
+            reference = box_mean(torch.from_numpy(fine0)[None], int(config.residual_blur or STAND_IN_BOX))[0].numpy()
+        change = (coarse - reference)[:, valid].astype(np.float64)
+        product = product + (change * (fine1 - fine0)[:, valid]).sum(axis=1)
+        square = square + (change * change).sum(axis=1)
+    gains = np.where(square > 0, product / np.maximum(square, 1e-12), 1.0).clip(0.0, 1.0)
+    return tuple(round(float(g), 4) for g in gains)
 
 
 def check_start(start):
@@ -25,9 +71,16 @@ def check_start(start):
 
 
 def reference_config(config, reference, first_guess_box):
-    """The network configuration whose zero-headed output is ``reference`` (no_change, first_guess)."""
-    blur = 0 if reference == "no_change" else int(config.residual_blur or first_guess_box)
-    return dataclasses.replace(config, residual_blur=blur)
+    """The network configuration whose zero-headed output is ``reference`` (no_change, first_guess,
+    fitted_first_guess: the first guess with the config's change gain).
+
+    The unchanged fine image is a two-image network without a first guess: a model fed its own
+    reference (the footprint of F0, or C0 in the three-image mode) always adds the coarse change, so it
+    switches to the two-image box form (and ignores the reference the data still carry)."""
+    if reference == "no_change":
+        return dataclasses.replace(config, residual_blur=0, reference="box", images=2, change_gain=())
+    gains = config.change_gain if reference == "fitted_first_guess" else ()
+    return dataclasses.replace(config, residual_blur=int(config.residual_blur or first_guess_box), change_gain=gains)
 
 
 def zero_head(model):
@@ -40,23 +93,29 @@ def zero_head(model):
         last.bias.zero_()
 
 
-def choose_start(run, model, initial_metrics, baselines, start, progress):
+def choose_start(run, model, initial_metrics, baselines, start, progress, fitted_metrics=None):
     """``(name, metrics)`` of the start: the model as it is, or a reference it is switched to in place.
 
-    Only a residual network can take a reference; ``start="model"`` keeps the model as it is."""
+    Only a residual network can take a reference; ``start="model"`` keeps the model as it is.
+    ``fitted_metrics``: the zero-headed model's validation when its first guess has a fitted change
+    gain (a fourth candidate: the first guess with the gain, next to the parameter-free one)."""
     if start == "model" or not run.network.config.predict_residual or not baselines:
         return "model", initial_metrics
-    config = run.network.config
-    # A model fed its own reference (the footprint of F0, or C0) always adds the coarse change: it has
-    # no zero-headed "unchanged image" form.
-    fed_reference = getattr(config, "reference", "box") != "box" or getattr(config, "images", 2) == 3
-    references = ("first_guess",) if fed_reference else ("no_change", "first_guess")
-    candidates = {"model": initial_metrics, **{key: baselines[key] for key in references}}
+    candidates = {"model": initial_metrics, "no_change": baselines["no_change"],
+                  "first_guess": baselines["first_guess"]}
+    if fitted_metrics:
+        candidates["fitted_first_guess"] = fitted_metrics
     name = min(candidates, key=lambda key: candidates[key]["mae"])
     others = ", ".join(f"{_NAMES[key]} {candidates[key]['mae']:.5f}" for key in candidates if key != name)
     progress.info(
         f"Starting point: {_NAMES[name]} (validation MAE {candidates[name]['mae']:.5f}; {others})."
     )
+    if name == "no_change" and run.network.config.takes_coarse_t0:
+        what = "the coarse image at T0" if run.network.config.images == 3 else "the coarse footprint of F0"
+        progress.info(
+            f"The coarse change measured with {what} did not help on the validation windows, so this model "
+            "becomes a two-image model that corrects the unchanged fine image."
+        )
     if name != "model":
         config = reference_config(run.network.config, name, run.network.first_guess_box)
         run.network.config = config
@@ -76,6 +135,9 @@ def adopt_saved_start(run, model, ckpt_path):
     saved = (load_checkpoint(ckpt_path).get("identity") or {}).get("config") or {}
     config = run.network.config
     if saved.get("predict_residual") and config.predict_residual and "residual_blur" in saved:
-        config = dataclasses.replace(config, residual_blur=int(saved["residual_blur"]))
+        config = dataclasses.replace(
+            config, residual_blur=int(saved["residual_blur"]), reference=saved.get("reference", config.reference),
+            images=int(saved.get("images", config.images)), change_gain=tuple(saved.get("change_gain", ())),
+        )
         run.network.config = config
         model.config = config

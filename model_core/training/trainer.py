@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,9 +27,11 @@ from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
 from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
 from .loop import STOP_CANCELLED, run_epochs
-from .reports import build_provenance, closing_message, log_start, report_paths, scene_records, write_curve_png
+from .reports import (
+    build_provenance, closing_message, first_guess_text, log_start, report_paths, scene_records, write_curve_png,
+)
 from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
-from .start import adopt_saved_start, check_start, choose_start
+from .start import adopt_saved_start, check_start, choose_start, fit_change_gain, zero_head
 from .split import pooled_split, split_scenes
 from ..device import grad_scaler
 from .validation import Validator, metrics_text
@@ -84,6 +88,7 @@ class TrainSettings:
     max_validation_windows: int = 64
     max_minutes: float = 15.0  # time budget of the run in minutes; 0: none
     start: str = "best"  # "best": the best of the model and the references (training/start.py); "model"
+    fit_change_gain: bool = True  # scale the first guess's coarse change by a gain fitted on the training dates
 
     @classmethod
     def checked(cls, **values):
@@ -113,10 +118,10 @@ class TrainSettings:
             max_validation_windows=int(s.max_validation_windows),
             max_minutes=float(s.max_minutes or 0),
             start=check_start(s.start),
+            fit_change_gain=bool(s.fit_change_gain),
         )
 
 
-DEFAULT_FIRST_GUESS_BOX = 33
 
 
 @dataclass
@@ -132,45 +137,68 @@ class NetworkChoice:
     @property
     def first_guess_box(self):
         """The box of the first-guess baseline: the network's own, else 33 px (about two 480 m pixels)."""
-        return int(getattr(self.config, "residual_blur", 0) or DEFAULT_FIRST_GUESS_BOX)
+        from ..network import STAND_IN_BOX
+
+        return int(getattr(self.config, "residual_blur", 0) or STAND_IN_BOX)
 
 
 def choose_network(info, *, init_model=None, from_scratch=False, bands=None, width=None, predict_residual=False,
-                   residual_blur=0, scale=None, progress):
+                   residual_blur=0, scale=None, use_coarse_t0=True, progress):
     """The network a run trains: the model to fine-tune (``init_model``, by default the embedded
-    model, cut down to the series' bands by name), or with ``from_scratch`` a new one."""
+    model in the mode's form, cut down to the series' bands by name), or with ``from_scratch`` a new
+    one; in the three-image mode with ``use_coarse_t0``, else the two-image one."""
     from ..network import DEFAULT_BANDS, CTSTFMConfig
     from ..scales import check_scale_value
 
+    images = 3 if use_coarse_t0 else 2
     if init_model or not from_scratch:
-        loaded, label = start_model_for_bands(init_model, info, bands, progress)
+        loaded, label = start_model_for_bands(init_model, info, bands, progress, three_image=bool(use_coarse_t0))
         if width and int(width) != loaded.config.width:
             progress.info(f"Width {width} ignored: fine-tuning keeps the initial model's width {loaded.config.width}.")
         return NetworkChoice(
-            loaded.config, list(loaded.band_names), float(scale) if scale else float(loaded.scale), label,
-            loaded.model.state_dict(),
+            _in_mode(loaded.config, images, label, progress), list(loaded.band_names),
+            float(scale) if scale else float(loaded.scale), label, loaded.model.state_dict(),
         )
     band_names = list(info.band_names or (DEFAULT_BANDS if info.bands == len(DEFAULT_BANDS) else []))
     if len(band_names) != info.bands:
         band_names = [f"band{i + 1}" for i in range(info.bands)]
     kwargs = {"bands": info.bands, "predict_residual": bool(predict_residual) or bool(residual_blur),
-              "residual_blur": int(residual_blur)}
+              "residual_blur": int(residual_blur), "images": images}
     if width:
         kwargs["width"] = int(width)
     scale = check_scale_value(scale, "scale") if scale else 1e-4
     return NetworkChoice(CTSTFMConfig(**kwargs).check_size(), band_names, scale)
 
 
-def start_model_for_bands(init_model, info, bands, progress):
-    """``(loaded, label)``: ``init_model`` (default: the embedded model) for the series' bands.
+def _in_mode(config, images, label, progress):
+    """``config`` in the run's mode (two or three images): a model is fine-tuned into the other mode by
+    feeding its coarse stream the other input (its weights fit both; training adapts them)."""
+    if config.images == images:
+        return config
+    mode = {2: "two-image (fine T0, coarse T1)", 3: "three-image (fine T0, coarse T0, coarse T1)"}
+    progress.info(
+        f"The model to fine-tune ({label}) is {mode[config.images]}; it is trained here as {mode[images]}"
+        + (" because USE_COARSE_T0 is off." if images == 2 else " because USE_COARSE_T0 is on.")
+    )
+    return dataclasses.replace(config, images=images)
+
+
+def start_model_for_bands(init_model, info, bands, progress, three_image=False):
+    """``(loaded, label)``: ``init_model`` (default: the embedded model, its three-image form with
+    ``three_image``) for the series' bands.
 
     A model with other bands than the fine rasters is cut down to them by name
     (:func:`model_core.bands.select_bands_by_name`): the names come from ``bands``
     (e.g. ``"green,red,nir"``) or the fine rasters' band descriptions."""
     from ..model_file import load_model
-    from ..paths import DEFAULT_MODEL
+    from ..paths import default_model
 
-    path = str(init_model) if init_model else str(DEFAULT_MODEL)
+    path = str(init_model) if init_model else default_model(three_image)
+    if path is None:
+        raise OptionError(
+            "This installation has no built-in model to fine-tune; give a model ({init_model}) or train from "
+            "scratch ({from_scratch}).", "init_model", "from_scratch",
+        )
     label = path if init_model else f"the default model ({path})"
     loaded = load_model(path, map_location="cpu")
     model_bands = list(loaded.band_names)
@@ -463,16 +491,37 @@ def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
     return (*paths[:4], paths[4] if report_html else None)
 
 
-def _validate_start(run, model, state, validator, start, progress):
-    """Validate the initial model, its baselines and the chosen start once per run (not on resume);
-    returns the seconds it took."""
+def _adopt_change_gain(run, model, gains, progress):
+    """Give the run's network the fitted change gain (``()``: none), and say what it is."""
+    if not gains:
+        return
+    config = dataclasses.replace(run.network.config, change_gain=gains)
+    run.network.config = config
+    model.config = config
+    progress.info(
+        "Change gain fitted on the training dates (fine change / coarse change, per band; the first guess "
+        "scales the coarse change by it): "
+        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(run.network.band_names, gains)) + "."
+    )
+
+
+def _validate_start(run, model, state, validator, data, progress):
+    """Fit the change gain, validate the initial model, its baselines and the chosen start once per run
+    (not on resume); returns the seconds it took."""
     started = time.monotonic()
     if state.initial_metrics is None:
+        fitted = None
+        if run.settings.fit_change_gain and run.network.config.predict_residual:
+            _adopt_change_gain(run, model, fit_change_gain(run, data, progress), progress)
         progress.update(0.01, "validating the initial model")
         initial = validator.run(model)
         state.baselines = validator.baselines(run.network.first_guess_box)
         state.band_means = validator.band_means
-        _, initial = choose_start(run, model, initial, state.baselines, start, progress)
+        if run.network.config.change_gain and run.settings.start == "best":
+            guess = copy.deepcopy(model)
+            zero_head(guess)
+            fitted = validator.run(guess)
+        _, initial = choose_start(run, model, initial, state.baselines, run.settings.start, progress, fitted)
         state.identity = run.identity
         state.start(initial, model)
     return time.monotonic() - started
@@ -481,8 +530,9 @@ def _validate_start(run, model, state, validator, start, progress):
 def train(
     series, out_model, *, epochs=150, batch_size=4, patch_size=64, patches_per_epoch=None, lr=2e-4, references=1,
     max_gap_days=None, validation_fraction=0.2, init_model=None, from_scratch=False, bands=None, resume=False,
-    device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, min_valid=0.5,
-    max_validation_windows=64, max_minutes=15.0, start="best", data_source=None, report_html=None, progress=None,
+    device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, use_coarse_t0=True,
+    fit_change_gain=True, min_valid=0.5, max_validation_windows=64, max_minutes=15.0, start="best", data_source=None,
+    report_html=None, progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
@@ -499,7 +549,11 @@ def train(
     ``max_minutes``: time budget in minutes (0: none); training stops there with the best model so far.
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
-    x scale (None: the init model's, else 1e-4). ``data_source``: what provenance
+    x scale (None: the init model's, else 1e-4). ``use_coarse_t0``: the three-image mode (docs/architecture.md):
+    each sample also gets its reference date's coarse image, the first guess is ``F0 + C1 - C0``, and the
+    default start is the embedded model's three-image form; off: two images (F0, C1). ``fit_change_gain``:
+    scale the first guess's coarse change per band by its slope on the training dates (:mod:`.start`).
+    ``data_source``: what provenance
     records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
     write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
     Returns a :class:`TrainResult`; raises :class:`~model_core.errors.Cancelled` when
@@ -511,7 +565,7 @@ def train(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
         min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes,
-        start=start,
+        start=start, fit_change_gain=fit_change_gain,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     with distributed.main_first():  # rank 0 creates the output folder
@@ -519,7 +573,8 @@ def train(
             out_model, pairs, manifests, init_model, report_html
         )
     network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
-                           predict_residual=predict_residual, residual_blur=residual_blur, scale=scale)
+                           predict_residual=predict_residual, residual_blur=residual_blur, scale=scale,
+                           use_coarse_t0=use_coarse_t0)
     run = prepare_run(pairs, manifests, settings, network_options=network_options, device=device, progress=progress)
     model, optimizer, scaler, rng, state = start_model(run, ckpt_path=ckpt_path, resume=resume, progress=progress)
 
@@ -531,8 +586,9 @@ def train(
         stack.enter_context(gdal_cache_limit())
         stack.callback(data.close)
         validator, sampler = open_data(run, data, rng, progress)
-        validation_seconds = _validate_start(run, model, state, validator, settings.start, progress)
-        log_start(state, run.network.first_guess_box, progress)
+        first_guess = first_guess_text(run.network.config, run.network.first_guess_box)  # before the start is chosen
+        validation_seconds = _validate_start(run, model, state, validator, data, progress)
+        log_start(state, first_guess, progress)
         precision = f" with {str(run.amp_dtype).replace('torch.', '')} mixed precision" if run.amp_dtype else ""
         progress.info(
             f"Training on {run.device}{precision}: {run.patches_per_epoch} patches of {run.patch} x {run.patch} px "
