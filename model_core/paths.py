@@ -30,8 +30,9 @@ def model_or_default(model_path=None, three_image=False):
     chosen = str(model_path or "").strip()
     if chosen:
         return chosen
-    if default_model(three_image):
-        return default_model(three_image)
+    bundled = default_model(three_image)
+    if bundled:
+        return bundled
     from .errors import CtstfmError
 
     raise CtstfmError(
