@@ -413,6 +413,11 @@ TRAIN = Operation(
             minimum=0.0, decimals=1,
         ),
         Option(
+            "patience", "int",
+            "Stop after this many epochs without a new best (an epoch must validate 1 % better; 0: never)", 5,
+            minimum=0, advanced=True,
+        ),
+        Option(
             "init_model", "file", "Model to fine-tune (empty: the embedded default model, cut down to the bands)",
             extension="pt",
         ),
@@ -439,7 +444,8 @@ TRAIN = Operation(
         Option(
             "start", "choice",
             "Starting point: best = the best on validation of the model, the unchanged fine image and the first "
-            "guess (residual models); model = the model as it is",
+            "guess (residual models; with fewer than four dates a reference must be 10 % better than a pretrained "
+            "model); model = the model as it is",
             "best", choices=START_CHOICES, advanced=True,
         ),
         Option(
@@ -447,6 +453,12 @@ TRAIN = Operation(
             "Fit the first guess's coarse-change gain per band on the training dates (the fine change is usually "
             "smaller than the coarse one); off: the coarse change at face value",
             True, advanced=True,
+        ),
+        Option(
+            "coarse_shift", "float",
+            "Augmentation: shift each training patch's coarse images by a random offset of up to this many coarse "
+            "pixels, each date its own, so the network does not learn the training dates' misregistration (0: off)",
+            0.3, minimum=0.0, maximum=1.0, advanced=True, decimals=2,
         ),
         Option(
             "validation_fraction", "float", "Fraction of the dates (the latest) that validate", 0.2, minimum=0.01,

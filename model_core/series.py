@@ -263,13 +263,18 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
     return grid, bands, coarse_list
 
 
-def footprint_pixels(grid, coarse_path):
-    """The coarse pixel's size in fine pixels (odd, at least 3): the scale the misfit is measured at."""
+def coarse_pixel_ratio(grid, coarse_path):
+    """The coarse raster's pixel size in pixels of ``grid`` (the fine grid; any CRS): about 16 for MODIS
+    over Landsat, about 1 for a coarse image already resampled onto the fine grid."""
     info = RasterInfo.read(coarse_path)
     bounds = info.bounds_in(grid.crs_wkt) or info.bounds
     size = math.sqrt((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]) / max(info.width * info.height, 1))
-    ratio = size / max(abs(grid.geotransform[1]), 1e-12)
-    return max(3, int(round(ratio)) // 2 * 2 + 1)
+    return size / max(abs(grid.geotransform[1]), 1e-12)
+
+
+def footprint_pixels(grid, coarse_path):
+    """The coarse pixel's size in fine pixels (odd, at least 3): the scale the misfit is measured at."""
+    return max(3, int(round(coarse_pixel_ratio(grid, coarse_path))) // 2 * 2 + 1)
 
 
 def series_key(target, model_path, options):

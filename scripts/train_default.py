@@ -138,6 +138,8 @@ def main():
         fit_change_gain=False,  # one family, many sensors: the model learns the correction; users' runs fit their own
         start="model",  # continue the given model as it is (its learned correction), never a reference
         max_minutes=args.minutes,
+        patience=0,  # many dates, a chronological split: train for the whole budget
+        coarse_shift=0.0,  # as the committed models were trained (the family draws its own misregistration)
         max_validation_windows=args.validation_windows,
         data_source={
             "description": "project simulator, scenes " + "; ".join(describe(spec) for spec in SCENES)

@@ -285,3 +285,31 @@ def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
         out = loaded.model.eval()(c1, f0, c0)
     expected = f0 + torch.tensor(gains).view(1, 3, 1, 1) * (c1 - c0)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_a_pretrained_model_keeps_its_start_unless_a_reference_is_clearly_better():
+    """With a spatial split (two or three dates) a reference must validate 10 % better than a pretrained
+    model to replace it; with a chronological split, or a new network, the plain best wins."""
+    from types import SimpleNamespace
+
+    from model_core.network import CTSTFM, CTSTFMConfig
+    from model_core.training.start import PRETRAINED_START_MARGIN, choose_start
+    from model_core.training.trainer import NetworkChoice
+
+    def start(model_mae, fitted_mae, *, pretrained=True, mode="spatial"):
+        config = CTSTFMConfig(bands=3, width=8, predict_residual=True, images=3, change_gain=(0.8, 0.9, 1.0))
+        model = CTSTFM(config)
+        run = SimpleNamespace(
+            network=NetworkChoice(config, ["green", "red", "nir"], 1e-4, init_state={} if pretrained else None),
+            split=SimpleNamespace(mode=mode))
+        baselines = {"no_change": {"mae": 0.05}, "first_guess": {"mae": 0.04}}
+        log = Log()
+        name, metrics = choose_start(run, model, {"mae": model_mae}, baselines, "best", log, {"mae": fitted_mae})
+        return name, metrics["mae"], log.text()
+
+    name, mae, text = start(0.0268, 0.0257)  # the few-dates case: the reference 4 % better
+    assert (name, mae) == ("model", 0.0268) and f"{100 * PRETRAINED_START_MARGIN:.0f} % better" in text
+    assert start(0.0268, 0.0268 * (1 - PRETRAINED_START_MARGIN) - 1e-4)[0] == "fitted_first_guess"
+    assert start(0.0268, 0.0257, mode="dates")[0] == "fitted_first_guess"
+    assert start(0.0268, 0.0257, pretrained=False)[0] == "fitted_first_guess"
+    assert start(0.0250, 0.0257)[0] == "model"

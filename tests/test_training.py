@@ -208,6 +208,18 @@ def test_a_model_worse_than_its_start_is_never_kept(trained, sim_series, tmp_pat
     assert all(torch.equal(kept[key], start[key]) for key in start)
 
 
+def test_training_stops_after_patience_epochs_without_a_new_best(trained, sim_series, tmp_path):
+    """Every epoch worse than the start: with PATIENCE 2 the run stops after epoch 2 and keeps the start."""
+    log = Log()
+    result = train(sim_series.manifest, tmp_path / "patient.pt", init_model=trained[0].model_path, progress=log,
+                   **dict(TINY, epochs=10, lr=5.0, width=None, patience=2))
+    assert (result.epochs, result.best_epoch, result.stopped) == (2, 0, "no improvement")
+    assert "stopped: no new best for 2 epochs" in log.text()
+    assert result.provenance["patience"] == 2 and result.provenance["stopped"] == "no improvement"
+    with pytest.raises(CtstfmError, match="patience"):
+        train(sim_series.manifest, tmp_path / "bad.pt", **dict(TINY, patience=-1))
+
+
 def test_a_residual_network_starts_from_the_best_of_itself_and_the_references(make_series, tmp_path):
     """Realistic sensors make the first guess worse than no change: the run starts from no change."""
     series = make_series(kind="fields", count=3, size=64, seed=5, sensor="realistic", bands="green,red,nir")
@@ -509,6 +521,41 @@ def test_patches_are_drawn_in_proportion_to_the_training_area():
     assert fair_shares([100], 64) == [64]
     assert fair_shares([3, 100, 100], 64) == [3, 30, 31]
     assert fair_shares([2, 2], 64) == [2, 2]
+
+
+def test_coarse_images_are_shifted_each_by_its_own_offset():
+    """The fine images, label and mask stay at the window's centre; C1 and C0 each move by up to the margin."""
+    from model_core.training import PatchSampler, Sample
+    from model_core.training.data import ASSUMED_COARSE_RATIO, coarse_shift_pixels
+
+    rows, cols = np.mgrid[0:40, 0:40].astype(np.float32)
+    position = rows * 100 + cols  # each pixel says where it is
+
+    class Data:
+        def read(self, sample, window):
+            col, row, width, height = window
+            crop = position[None, row: row + height, col: col + width]
+            return (crop + 0.25, crop.copy(), crop + 0.5, np.ones(crop.shape[1:], bool), crop + 0.75)
+
+    sampler = PatchSampler(Data(), [Sample(1, 0)], 40, 40, 8, 0.5, np.random.default_rng(1), shift=3)
+    offsets = set()
+    for _ in range(200):
+        coarse1, fine0, fine1, valid, coarse0 = sampler._draw()[0]
+        assert fine0.shape == coarse1.shape == coarse0.shape == (1, 8, 8) and valid.shape == (8, 8)
+        np.testing.assert_array_equal(fine1, fine0 + 0.5)
+        moves = []
+        for coarse, tag in ((coarse1, 0.25), (coarse0, 0.75)):
+            dy, dx = divmod(float(coarse[0, 0, 0] - tag - fine0[0, 0, 0]), 100)
+            dy, dx = (dy + 1, dx - 100) if dx > 50 else (dy, dx)
+            assert abs(dy) <= 3 and abs(dx) <= 3
+            np.testing.assert_array_equal(coarse - tag, fine0 + 100 * dy + dx)  # a rigid shift
+            moves.append((dy, dx))
+        offsets.add(tuple(moves))
+    assert len({move for pair in offsets for move in pair}) == 49  # every offset within +-3 px is drawn
+    assert any(c1 != c0 for c1, c0 in offsets)  # C1 and C0 move independently
+    assert coarse_shift_pixels(0.3, 16.0) == 5 and coarse_shift_pixels(0.5, 8.0) == 4
+    assert coarse_shift_pixels(0.3, 1.0) == round(0.3 * ASSUMED_COARSE_RATIO)  # already on the fine grid
+    assert coarse_shift_pixels(0.0, 16.0) == 0
 
 
 def test_scenes_need_the_same_bands(two_scenes, tmp_path):

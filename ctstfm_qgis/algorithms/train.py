@@ -37,8 +37,12 @@ the three-image mode (*Use the coarse image at T0*, on): each sample also gets t
 reference date, and the model predicts a correction to the first guess fine(T0) + gain x (coarse(T1) -
 coarse(T0)), in which the two sensors' own difference cancels; the gain per band is fitted on the training
 dates (*Fit the change gain*, advanced). Training starts from whichever validates best of the model itself,
-the unchanged fine image and the first guess (*Starting point*), and only an epoch that beats that start
-replaces it: the result is never worse on validation than the start. Fuse a three-image model with
+the unchanged fine image and the first guess (*Starting point*; with two or three dates a reference must be
+10 % better to replace the embedded model), and only an epoch that beats that start by 1 % replaces it: the
+result is never worse on validation than the start. Each coarse image of a training patch is shifted by its
+own random sub-pixel offset (*Coarse shift*, advanced), and training stops after 5 epochs without a new
+best (*Patience*, advanced): with few dates, longer training fits those dates' own change and transfers
+worse to the next date. Fuse a three-image model with
 *Coarse image at T0* (COARSE_T0); *Fuse Time Series* passes each reference date's coarse image by itself.
 Turned off, the model needs only fine(T0) and coarse(T1), as in the paper (first guess fine(T0) +
 coarse(T1) - box33(fine(T0))).

@@ -26,6 +26,12 @@ def checkpoint_path(out_model):
     return Path(str(out_model) + CHECKPOINT_SUFFIX)
 
 
+#: How much better (a fraction of its MAE) an epoch must validate to become the best: smaller steps are
+#: within the noise of the validation windows, and with few dates the later epochs that only fit the
+#: training dates a little better are the ones that transfer worst (docs/training.md).
+MIN_IMPROVEMENT = 0.01
+
+
 @dataclass
 class TrainingState:
     """What the epoch loop carries from epoch to epoch (and across a resume)."""
@@ -52,10 +58,11 @@ class TrainingState:
         self.best_metrics = dict(metrics)
 
     def record(self, row, metrics, model):
-        """Add one epoch's report row; keep the weights when validation MAE improved. Returns whether it did."""
+        """Add one epoch's report row; keep the weights when validation MAE improved by at least
+        :data:`MIN_IMPROVEMENT`. Returns whether it did."""
         self.history.append(row)
         self.epoch = int(row["epoch"])
-        improved = self.best_state is None or metrics["mae"] < self.best_metrics["mae"]
+        improved = self.best_state is None or metrics["mae"] < self.best_metrics["mae"] * (1.0 - MIN_IMPROVEMENT)
         if improved:
             self._keep(self.epoch, metrics, model)
         return improved

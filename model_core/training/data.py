@@ -4,7 +4,8 @@
 the same :class:`~model_core.raster.PairReader` as fusion. :class:`PatchSampler`
 draws random crops of ``patch_size`` from a sample chosen in proportion to its
 training area, redraws crops with less than ``min_valid`` valid pixels, and flips
-and rotates them (:func:`augment`); the epoch loop reads the next batches ahead with
+and rotates them (:func:`augment`) and shifts each coarse image by its own random
+sub-pixel offset (:func:`shift_coarse`); the epoch loop reads the next batches ahead with
 :class:`~model_core.prefetch.Prefetcher` while the network trains.
 """
 
@@ -16,6 +17,9 @@ from ..errors import OptionError
 from .series import scene_suffix
 
 AUTO_PATCHES_CAP = 1000
+#: A coarse pixel in fine pixels when the coarse images come already resampled onto the fine grid:
+#: MODIS's 463 m over Landsat's 30 m.
+ASSUMED_COARSE_RATIO = 16
 
 
 class SeriesData:
@@ -132,6 +136,31 @@ def augment(arrays, rng):
     return out
 
 
+def coarse_shift_pixels(coarse_shift, ratio):
+    """The largest coarse-image offset in fine pixels for ``coarse_shift`` coarse pixels, the coarse pixel
+    being ``ratio`` fine pixels; a coarse image already on the fine grid (ratio below 2) is taken as
+    :data:`ASSUMED_COARSE_RATIO` fine pixels, its real resolution being unknown."""
+    if ratio < 2:
+        ratio = ASSUMED_COARSE_RATIO
+    return int(round(float(coarse_shift) * ratio))
+
+
+def shift_coarse(arrays, margin, patch, rng):
+    """Crop a window read ``margin`` px wider on every side: the fine images, label and mask at
+    its centre, each coarse image (T1, and T0 when there is one) at its own random offset of up to
+    ``margin`` px, so that the network cannot learn one date's misregistration."""
+    coarse1, fine0, fine1, valid, *coarse0 = arrays
+
+    def crop(array, dy=0, dx=0):
+        return np.ascontiguousarray(array[..., margin + dy: margin + dy + patch, margin + dx: margin + dx + patch])
+
+    def shifted(array):
+        dy, dx = (int(v) for v in rng.integers(-margin, margin + 1, 2))
+        return crop(array, dy, dx)
+
+    return (shifted(coarse1), crop(fine0), crop(fine1), crop(valid)) + tuple(shifted(c) for c in coarse0)
+
+
 def grid_windows(row0, row1, width, tile):
     """Non-overlapping (col, row, w, h) tiles of a row band; a band or raster smaller
     than one tile gives one tile that size."""
@@ -151,17 +180,20 @@ class PatchSampler:
     one value for all samples, or one per sample when the samples come from
     scenes of different sizes; a sample is then drawn in proportion to its
     training area, so every training pixel of every scene is equally likely.
+    ``shift`` (fine pixels, one value or one per sample): the largest random offset of each
+    coarse image against the fine ones (:func:`shift_coarse`); 0: none.
     """
 
     TRIES = 30
     PROBE_TRIES = 200
 
-    def __init__(self, data, samples, rows, width, patch, min_valid, rng):
+    def __init__(self, data, samples, rows, width, patch, min_valid, rng, shift=0):
         self.data, self.samples, self.patch = data, list(samples), patch
         count = len(self.samples)
         self.rows = [int(rows)] * count if np.isscalar(rows) else [int(value) for value in rows]
         self.widths = [int(width)] * count if np.isscalar(width) else [int(value) for value in width]
         self.min_valid, self.rng = min_valid, rng
+        self.shifts = [int(shift)] * count if np.isscalar(shift) else [int(value) for value in shift]
         areas = np.array(self.rows, dtype=float) * np.array(self.widths, dtype=float)
         # Equal areas (one scene): a plain uniform draw, the patch sequence of a one-scene series.
         self.cumulative = None if np.all(areas == areas[0]) else np.cumsum(areas)
@@ -172,9 +204,13 @@ class PatchSampler:
         else:
             position = self.rng.random() * self.cumulative[-1]
             index = min(int(np.searchsorted(self.cumulative, position, side="right")), len(self.samples) - 1)
-        row = int(self.rng.integers(self.rows[index] - self.patch + 1))
-        col = int(self.rng.integers(self.widths[index] - self.patch + 1))
-        arrays = self.data.read(self.samples[index], (col, row, self.patch, self.patch))
+        margin = max(0, min(self.shifts[index], (self.rows[index] - self.patch) // 2, (self.widths[index] - self.patch) // 2))
+        size = self.patch + 2 * margin
+        row = int(self.rng.integers(self.rows[index] - size + 1))
+        col = int(self.rng.integers(self.widths[index] - size + 1))
+        arrays = self.data.read(self.samples[index], (col, row, size, size))
+        if margin > 0:
+            arrays = shift_coarse(arrays, margin, self.patch, self.rng)
         return arrays, float(arrays[3].mean())
 
     def probe(self):

@@ -12,19 +12,20 @@ from .step import train_step
 from .validation import metrics_text
 
 
-STOP_DONE, STOP_CANCELLED, STOP_BUDGET = "done", "cancelled", "time budget"
+STOP_DONE, STOP_CANCELLED, STOP_BUDGET, STOP_PATIENCE = "done", "cancelled", "time budget", "no improvement"
 
 
 def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *, ckpt_path, csv_path, started,
                progress, validation_seconds=0.0):
     """Train from epoch ``state.epoch + 1`` up to ``run.settings.epochs``; returns why it stopped
-    (``STOP_DONE``, ``STOP_CANCELLED`` or ``STOP_BUDGET``).
+    (``STOP_DONE``, ``STOP_CANCELLED``, ``STOP_BUDGET`` or ``STOP_PATIENCE``).
 
     After every epoch: validate, record the epoch in ``state`` (best weights kept
     by validation MAE), rewrite the report CSV and the checkpoint. A cancel during
     an epoch drops that epoch and stops. With ``settings.max_minutes``, the epoch that
     would run past the budget (counted from ``started``, leaving time to validate)
-    ends early, is validated and recorded, and training stops.
+    ends early, is validated and recorded, and training stops. With ``settings.patience``, training
+    stops once that many epochs have passed without a new best (early stopping).
     """
     import torch
 
@@ -93,4 +94,6 @@ def run_epochs(run, model, optimizer, scaler, rng, state, sampler, validator, *,
         distributed.barrier()  # the epoch's checkpoint is complete before any rank goes on
         if out_of_time or distributed.any_rank(deadline is not None and time.monotonic() + validation_seconds >= deadline):
             return STOP_BUDGET
+        if settings.patience and state.epoch - state.best_epoch >= settings.patience:
+            return STOP_PATIENCE
     return STOP_DONE

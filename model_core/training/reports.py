@@ -156,9 +156,11 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
         "cancelled": stopped == "cancelled",
         "stopped": stopped,
         "max_minutes": settings.max_minutes,
+        "patience": settings.patience,
         "baselines": state.baselines,
         "band_means": state.band_means,
         "start": settings.start,
+        "coarse_shift": settings.coarse_shift,
         "seed": settings.seed,
         "device": run.device,
         "world_size": _world_size(),  # ranks that trained it (torchrun); 1 for a single process
@@ -233,7 +235,7 @@ def verdict(state):
     return lines
 
 
-def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, max_minutes=0):
+def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, max_minutes=0, patience=0):
     """The lines that end a training log: what was trained and written, then the verdict."""
     if stopped == "cancelled":
         head = (
@@ -242,7 +244,8 @@ def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, ma
             f"{Path(ckpt_path).name}."
         )
     else:
-        why = f"stopped at the {max_minutes:g}-minute budget" if stopped == "time budget" else "done"
+        why = {"time budget": f"stopped at the {max_minutes:g}-minute budget",
+               "no improvement": f"stopped: no new best for {patience} epochs"}.get(stopped, "done")
         head = (
             f"Trained {state.epoch} epochs in {seconds:.0f} s ({why}); best epoch {state.best_epoch}: validation "
             f"{metrics_text(state.best_metrics)} (initial model: MAE {state.initial_metrics['mae']:.5f}). "

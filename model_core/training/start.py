@@ -6,8 +6,9 @@ reference``, the reference being ``box(fine_t0)`` or, in the three-image mode, `
 besides the model itself (a fine-tuned model, or a new one), the references are starts the network
 can take without retraining. With ``start="best"`` the run begins from whichever validates best
 (MAE on the validation windows); the epoch loop then only ever keeps an epoch that beats it
-(:meth:`~.checkpoint.TrainingState.start`), so the output is never worse on validation than the
-best of the model, the unchanged image and the first guess (with and without the fitted gain).
+(:meth:`~.checkpoint.TrainingState.start`), so the output is never worse on validation than its start.
+With fewer than four dates a pretrained model keeps its place unless a reference is clearly better
+(:func:`start_margin`).
 
 The first guess's coarse change is first scaled per band by a gain fitted on the training dates
 (:func:`fit_change_gain`): the fine change is smaller than the coarse change the sensors report
@@ -25,6 +26,8 @@ _NAMES = {"model": "the model itself", "no_change": "the unchanged fine image", 
           "fitted_first_guess": "the first guess with the fitted change gain"}
 #: Training windows the change gain is fitted on, at most.
 GAIN_WINDOWS = 64
+#: With a spatial split, how much better a reference must validate to replace a pretrained model as the start.
+PRETRAINED_START_MARGIN = 0.10
 
 
 def has_first_guess(config):
@@ -62,6 +65,19 @@ def fit_change_gain(run, data, progress):
         square = square + (change * change).sum(axis=1)
     gains = np.where(square > 0, product / np.maximum(square, 1e-12), 1.0).clip(0.0, 1.0)
     return tuple(round(float(g), 4) for g in gains)
+
+
+def start_margin(run):
+    """How much better (a fraction of MAE) a reference must validate to replace the model as the start.
+
+    0 unless a pretrained model is fine-tuned with a spatial split (fewer than four dates): its validation
+    windows then come from the training dates themselves, and a few windows of one pair of dates judge the
+    pair's own change (its misregistration, its sensor offsets) more than what carries to the next date.
+    In the few-dates benchmark's second case the embedded model validated 4 % worse than the fitted first
+    guess on such windows (MAE 0.02686 against 0.02569) yet beat the temporal difference on the held-out
+    date (0.03054 against 0.03130); starting from the first guess threw that prior away."""
+    pretrained = run.network.init_state is not None
+    return PRETRAINED_START_MARGIN if pretrained and run.split.mode != "dates" else 0.0
 
 
 def check_start(start):
@@ -105,10 +121,14 @@ def choose_start(run, model, initial_metrics, baselines, start, progress, fitted
                   "first_guess": baselines["first_guess"]}
     if fitted_metrics:
         candidates["fitted_first_guess"] = fitted_metrics
-    name = min(candidates, key=lambda key: candidates[key]["mae"])
+    margin = start_margin(run)
+    # the model keeps its place unless a reference's MAE is below (1 - margin) times its own
+    name = min(candidates, key=lambda key: candidates[key]["mae"] * (1.0 - margin if key == "model" else 1.0))
     others = ", ".join(f"{_NAMES[key]} {candidates[key]['mae']:.5f}" for key in candidates if key != name)
+    kept = (f"; a reference replaces a pretrained model only when it validates {100 * margin:.0f} % better on "
+            "windows of the training dates" if margin else "")
     progress.info(
-        f"Starting point: {_NAMES[name]} (validation MAE {candidates[name]['mae']:.5f}; {others})."
+        f"Starting point: {_NAMES[name]} (validation MAE {candidates[name]['mae']:.5f}; {others}{kept})."
     )
     if name == "no_change" and run.network.config.takes_coarse_t0:
         what = "the coarse image at T0" if run.network.config.images == 3 else "the coarse footprint of F0"

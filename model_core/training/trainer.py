@@ -25,7 +25,7 @@ from .. import distributed
 from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
-from .data import PatchSampler, SeriesData, clamp_patches, training_tiles
+from .data import ASSUMED_COARSE_RATIO, PatchSampler, SeriesData, clamp_patches, coarse_shift_pixels, training_tiles
 from .loop import STOP_CANCELLED, run_epochs
 from .reports import (
     build_provenance, closing_message, first_guess_text, log_start, report_paths, scene_records, write_curve_png,
@@ -57,7 +57,7 @@ class TrainResult:
     seconds: float
     cancelled: bool = False
     message: str = ""
-    stopped: str = "done"  # why training stopped: done, cancelled or time budget
+    stopped: str = "done"  # why training stopped: done, cancelled, time budget or no improvement
     baselines: dict = field(default_factory=dict)  # "no_change"/"first_guess" -> validation metrics
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
@@ -89,6 +89,8 @@ class TrainSettings:
     max_minutes: float = 15.0  # time budget of the run in minutes; 0: none
     start: str = "best"  # "best": the best of the model and the references (training/start.py); "model"
     fit_change_gain: bool = True  # scale the first guess's coarse change by a gain fitted on the training dates
+    coarse_shift: float = 0.3  # augmentation: largest random offset of each coarse image, in coarse pixels
+    patience: int = 5  # stop after this many epochs without a new best (0: never)
 
     @classmethod
     def checked(cls, **values):
@@ -101,6 +103,11 @@ class TrainSettings:
             raise OptionError(
                 f"The time budget {{max_minutes}} is {s.max_minutes}; give 0 (no limit) or a number of minutes, e.g. 10.",
                 "max_minutes",
+            )
+        if not 0.0 <= float(s.coarse_shift) <= 1.0:
+            raise OptionError(
+                f"The coarse shift {{coarse_shift}} is {s.coarse_shift}; give a value between 0 (off) and 1 coarse "
+                "pixel, e.g. 0.3.", "coarse_shift",
             )
         if not 0.0 < float(s.min_valid) <= 1.0:
             raise CtstfmError(f"The minimum valid fraction of a patch is {s.min_valid}; give a value in (0, 1].")
@@ -119,6 +126,8 @@ class TrainSettings:
             max_minutes=float(s.max_minutes or 0),
             start=check_start(s.start),
             fit_change_gain=bool(s.fit_change_gain),
+            coarse_shift=float(s.coarse_shift),
+            patience=_check_positive("patience", s.patience, 0),
         )
 
 
@@ -408,12 +417,33 @@ def open_data(run, data, rng, progress):
         if several and not count:
             progress.info(f"Scene '{scene.label}' has no validation window with valid pixels: it is not validated.")
     train_scenes = [scene for scene in run.scenes for _ in scene.split.train_samples]
+    shifts = coarse_shifts(run.scenes, run.settings.coarse_shift, progress)
     sampler = PatchSampler(
         data, run.split.train_samples, [scene.train_rows for scene in train_scenes],
         [scene.info.width for scene in train_scenes], run.patch, run.settings.min_valid, rng,
+        shift=[shifts[scene.name] for scene in train_scenes],
     )
     sampler.probe()
     return validator, sampler
+
+
+def coarse_shifts(scenes, coarse_shift, progress):
+    """Per scene name, the largest random offset of a training patch's coarse images in fine pixels
+    (``coarse_shift`` coarse pixels), logged."""
+    from ..series import coarse_pixel_ratio
+
+    if not coarse_shift:
+        return {scene.name: 0 for scene in scenes}
+    ratios = {scene.name: coarse_pixel_ratio(scene.info, scene.pairs[0].coarse) for scene in scenes}
+    shifts = {name: coarse_shift_pixels(coarse_shift, ratio) for name, ratio in ratios.items()}
+    assumed = (f" (coarse images on the fine grid: a coarse pixel taken as {ASSUMED_COARSE_RATIO} fine pixels)"
+               if min(ratios.values()) < 2 else "")
+    progress.info(
+        f"Augmentation: each coarse image of a training patch is shifted by its own random offset of up to "
+        f"{coarse_shift:g} coarse pixel ({', '.join(sorted({str(v) for v in shifts.values()}))} fine pixels{assumed}), "
+        "so the network cannot learn the training dates' misregistration."
+    )
+    return shifts
 
 
 def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_source, window_counts, stopped,
@@ -442,7 +472,7 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
     message = closing_message(
         state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
-        seconds=seconds, max_minutes=run.settings.max_minutes,
+        seconds=seconds, max_minutes=run.settings.max_minutes, patience=run.settings.patience,
     )
     for line in message.splitlines():
         progress.info(line)
@@ -531,8 +561,8 @@ def train(
     series, out_model, *, epochs=150, batch_size=4, patch_size=64, patches_per_epoch=None, lr=2e-4, references=1,
     max_gap_days=None, validation_fraction=0.2, init_model=None, from_scratch=False, bands=None, resume=False,
     device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, use_coarse_t0=True,
-    fit_change_gain=True, min_valid=0.5, max_validation_windows=64, max_minutes=15.0, start="best", data_source=None,
-    report_html=None, progress=None,
+    fit_change_gain=True, coarse_shift=0.3, min_valid=0.5, max_validation_windows=64, max_minutes=15.0, patience=5,
+    start="best", data_source=None, report_html=None, progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
@@ -547,12 +577,16 @@ def train(
     ``predict_residual``). ``start``: "best" starts a residual network from the best of itself, the
     unchanged fine image and the first guess (:mod:`.start`); "model" from the model as it is.
     ``max_minutes``: time budget in minutes (0: none); training stops there with the best model so far.
+    ``patience``: stop after this many epochs without a new best (an epoch must validate 1 % better,
+    :data:`~.checkpoint.MIN_IMPROVEMENT`); 0: never.
     ``width``/``predict_residual``/``residual_blur`` shape a new network (ignored with ``init_model``,
     whose configuration, band names and scale are kept). ``scale``: reflectance = DN
     x scale (None: the init model's, else 1e-4). ``use_coarse_t0``: the three-image mode (docs/architecture.md):
     each sample also gets its reference date's coarse image, the first guess is ``F0 + C1 - C0``, and the
     default start is the embedded model's three-image form; off: two images (F0, C1). ``fit_change_gain``:
     scale the first guess's coarse change per band by its slope on the training dates (:mod:`.start`).
+    ``coarse_shift``: shift each training patch's coarse images by a random offset of up to this many coarse
+    pixels, each date its own (0: off), so that the network does not learn one date's misregistration.
     ``data_source``: what provenance
     records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
     write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
@@ -564,8 +598,8 @@ def train(
     settings = TrainSettings.checked(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
-        min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes,
-        start=start, fit_change_gain=fit_change_gain,
+        min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes, patience=patience,
+        start=start, fit_change_gain=fit_change_gain, coarse_shift=coarse_shift,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     with distributed.main_first():  # rank 0 creates the output folder
