@@ -553,6 +553,12 @@ def test_coarse_images_are_shifted_each_by_its_own_offset():
         offsets.add(tuple(moves))
     assert len({move for pair in offsets for move in pair}) == 49  # every offset within +-3 px is drawn
     assert any(c1 != c0 for c1, c0 in offsets)  # C1 and C0 move independently
+    # a footprint of F0 (two-image model, reference "footprint") is made from the fine image: it stays in place
+    from model_core.training.data import shift_coarse
+
+    wide = Data().read(None, (0, 0, 14, 14))
+    _, fine0, _, _, footprint = shift_coarse(wide, 3, 8, np.random.default_rng(2), shift_t0=False)
+    np.testing.assert_array_equal(footprint, fine0 + 0.75)
     assert coarse_shift_pixels(0.3, 16.0) == 5 and coarse_shift_pixels(0.5, 8.0) == 4
     assert coarse_shift_pixels(0.3, 1.0) == round(0.3 * ASSUMED_COARSE_RATIO)  # already on the fine grid
     assert coarse_shift_pixels(0.0, 16.0) == 0

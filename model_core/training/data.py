@@ -45,6 +45,9 @@ class SeriesData:
         # ``reference="footprint"`` model; None for the others (the network makes its own box).
         self.config = config
         self.needs_reference = config is not None and (config.images == 3 or config.reference == "footprint")
+        # The third input is a coarse image of its own (misregistered like C1) only in the three-image mode;
+        # a footprint of F0 is made from the fine image and stays in place.
+        self.coarse_t0_observed = config is not None and config.images == 3
         self._pair_readers = {}
         self._label_readers = {}
 
@@ -145,10 +148,10 @@ def coarse_shift_pixels(coarse_shift, ratio):
     return int(round(float(coarse_shift) * ratio))
 
 
-def shift_coarse(arrays, margin, patch, rng):
+def shift_coarse(arrays, margin, patch, rng, shift_t0=True):
     """Crop a window read ``margin`` px wider on every side: the fine images, label and mask at
-    its centre, each coarse image (T1, and T0 when there is one) at its own random offset of up to
-    ``margin`` px, so that the network cannot learn one date's misregistration."""
+    its centre, each coarse image (T1, and T0 when there is one and ``shift_t0``) at its own random
+    offset of up to ``margin`` px, so that the network cannot learn one date's misregistration."""
     coarse1, fine0, fine1, valid, *coarse0 = arrays
 
     def crop(array, dy=0, dx=0):
@@ -158,7 +161,8 @@ def shift_coarse(arrays, margin, patch, rng):
         dy, dx = (int(v) for v in rng.integers(-margin, margin + 1, 2))
         return crop(array, dy, dx)
 
-    return (shifted(coarse1), crop(fine0), crop(fine1), crop(valid)) + tuple(shifted(c) for c in coarse0)
+    return (shifted(coarse1), crop(fine0), crop(fine1), crop(valid)) + tuple(
+        shifted(c) if shift_t0 else crop(c) for c in coarse0)
 
 
 def grid_windows(row0, row1, width, tile):
@@ -210,7 +214,7 @@ class PatchSampler:
         col = int(self.rng.integers(self.widths[index] - size + 1))
         arrays = self.data.read(self.samples[index], (col, row, size, size))
         if margin > 0:
-            arrays = shift_coarse(arrays, margin, self.patch, self.rng)
+            arrays = shift_coarse(arrays, margin, self.patch, self.rng, getattr(self.data, "coarse_t0_observed", True))
         return arrays, float(arrays[3].mean())
 
     def probe(self):
