@@ -166,7 +166,17 @@ def reference_options(config, coarse_t0_path=None, progress=None):
 def describe_reference(config, pair):
     """One sentence: the first guess the network corrects, as read by ``pair``."""
     text = _describe_first_guess(config, pair)
-    if config.change_gain and config.predict_residual and "coarse T1" in text:
+    if not (config.predict_residual and "coarse T1" in text):
+        return text
+    if config.box_change_gain:
+        from .network import STAND_IN_BOX
+
+        box = config.residual_blur or STAND_IN_BOX
+        gains = ", ".join(f"{a:.2f} and {b:.2f}" for a, b in zip(config.change_gain or (1.0,) * config.bands,
+                                                                   config.box_change_gain))
+        return text.rstrip(".") + (f"; fitted per band: that change times a plus (coarse T1 - box{box}(fine T0)) "
+                                   f"times b (a and b: {gains}).")
+    if config.change_gain:
         gains = ", ".join(f"{g:.2f}" for g in config.change_gain)
         text = text.rstrip(".") + f"; the coarse change scaled per band by the fitted change gain ({gains})."
     return text

@@ -37,6 +37,8 @@ REFERENCES = ("box", "footprint")
 #: The box (fine pixels) that stands for the coarse image at T0 where a network has no ``residual_blur`` of
 #: its own: about two 480 m coarse pixels at 30 m (the coarse footprint plus the resampling onto the fine grid).
 STAND_IN_BOX = 33
+#: The per-band first-guess gains of :class:`CTSTFMConfig`, fitted by training (``fit_change_gain``).
+GAIN_FIELDS = ("change_gain", "box_change_gain")
 
 
 #: The allowed range of each integer network setting. A model file is user input: its
@@ -89,6 +91,11 @@ class CTSTFMConfig:
     ``change_gain`` (one per band, fitted by training on the training dates) scales the coarse change
     in the first guess, ``fine_t0 + gain * (coarse_t1 - reference)``: real coarse changes hold
     misregistration and noise, so the fine change is smaller than the coarse one (a slope below 1).
+    ``box_change_gain`` (three-image mode, one per band, fitted with ``change_gain``) adds the coarse
+    change measured against the fine image itself: ``fine_t0 + gain * (coarse_t1 - coarse_t0) +
+    box_gain * (coarse_t1 - box_k(fine_t0))``. The two changes err differently (``C1 - C0`` carries
+    both dates' misregistration, ``C1 - box_k(F0)`` the sensors' difference), so a fitted mix of the
+    two beats either alone (docs/architecture.md, *First guess*).
     """
 
     bands: int = 6
@@ -108,6 +115,7 @@ class CTSTFMConfig:
     footprint_psf: float = 0.5
     images: int = 2
     change_gain: tuple = ()  # per band: first guess F0 + gain * (C1 - reference); empty: 1 for every band
+    box_change_gain: tuple = ()  # per band, three-image mode: + box_gain * (C1 - box_k(F0)); empty: none
 
     @property
     def takes_coarse_t0(self):
@@ -118,10 +126,12 @@ class CTSTFMConfig:
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
             object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
-        if isinstance(self.change_gain, (list, tuple)):
-            gains = self.change_gain
-            if all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in gains):
-                object.__setattr__(self, "change_gain", tuple(float(g) for g in gains))
+        for name in GAIN_FIELDS:
+            gains = getattr(self, name)
+            if isinstance(gains, (list, tuple)) and all(
+                isinstance(g, (int, float)) and not isinstance(g, bool) for g in gains
+            ):
+                object.__setattr__(self, name, tuple(float(g) for g in gains))
         for name, (low, high) in CONFIG_LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -150,18 +160,21 @@ class CTSTFMConfig:
             )
         if self.images not in (2, 3) or isinstance(self.images, bool):
             raise ConfigError(f"Network setting images={self.images!r} is invalid; use 2 (fine T0, coarse T1) or 3 (plus coarse T0).")
-        gains = self.change_gain
-        if not isinstance(gains, tuple) or len(gains) not in (0, self.bands) or any(
-            not isinstance(g, float) or not 0.0 <= g <= 2.0 for g in gains
-        ):
-            raise ConfigError(
-                f"Network setting change_gain={gains!r} is invalid; give one gain between 0 and 2 per band "
-                f"({self.bands}), or none."
-            )
-        if gains and not self.predict_residual:
-            raise ConfigError(
-                "change_gain only applies with predict_residual=true (it scales the first guess's change)."
-            )
+        for name in GAIN_FIELDS:
+            gains = getattr(self, name)
+            if not isinstance(gains, tuple) or len(gains) not in (0, self.bands) or any(
+                not isinstance(g, float) or not 0.0 <= g <= 2.0 for g in gains
+            ):
+                raise ConfigError(
+                    f"Network setting {name}={gains!r} is invalid; give one gain between 0 and 2 per band "
+                    f"({self.bands}), or none."
+                )
+            if gains and not self.predict_residual:
+                raise ConfigError(
+                    f"{name} only applies with predict_residual=true (it scales the first guess's change)."
+                )
+        if self.box_change_gain and self.images != 3:
+            raise ConfigError("box_change_gain only applies with images=3 (it mixes C1 - box(F0) into C1 - C0).")
         ks = self.kernel_sizes
         if (
             not isinstance(ks, tuple)
@@ -202,7 +215,8 @@ class CTSTFMConfig:
         """Plain data (ints, bools, a list) for model files and JSON."""
         data = dataclasses.asdict(self)
         data["kernel_sizes"] = list(self.kernel_sizes)
-        data["change_gain"] = list(self.change_gain)
+        for name in GAIN_FIELDS:
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -587,14 +601,22 @@ class CTSTFM(nn.Module):
 
     def first_guess(self, coarse_t1, fine_t0, reference):
         """``fine_t0 + gain * (coarse_t1 - reference)`` (the coarse change moved onto the fine image;
-        ``gain`` is ``config.change_gain`` per band, 1 when empty), or ``fine_t0`` when there is no
-        reference."""
+        ``gain`` is ``config.change_gain`` per band, 1 when empty), plus ``box_gain * (coarse_t1 -
+        box_k(fine_t0))`` with a ``config.box_change_gain``; ``fine_t0`` when there is no reference."""
         if reference is None:
             return fine_t0
-        if not self.config.change_gain:
-            return fine_t0 + coarse_t1 - reference
-        gain = torch.tensor(self.config.change_gain, dtype=fine_t0.dtype, device=fine_t0.device).view(1, -1, 1, 1)
-        return fine_t0 + gain * (coarse_t1 - reference)
+        guess = fine_t0 + self._per_band(self.config.change_gain, fine_t0) * (coarse_t1 - reference)
+        if self.config.box_change_gain:
+            box = box_mean(fine_t0, self.config.residual_blur or STAND_IN_BOX)
+            guess = guess + self._per_band(self.config.box_change_gain, fine_t0) * (coarse_t1 - box)
+        return guess
+
+    @staticmethod
+    def _per_band(gains, like):
+        """``gains`` as a ``(1, C, 1, 1)`` tensor like ``like``; 1 when there are none."""
+        if not gains:
+            return 1.0
+        return torch.tensor(gains, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
 
     def _check_inputs(self, coarse_t1, fine_t0, coarse_t0):
         bands = self.config.bands
@@ -642,8 +664,9 @@ class CTSTFM(nn.Module):
             raise CtstfmError(f"Band indices {indices} do not select distinct bands of a {bands}-band model.")
         missing = [i for i in range(bands) if i not in indices]
         fill = torch.zeros(bands) if fill is None else torch.as_tensor(fill, dtype=torch.float32).reshape(bands)
-        gains = tuple(self.config.change_gain[i] for i in indices) if self.config.change_gain else ()
-        subset = CTSTFM(dataclasses.replace(self.config, bands=len(indices), change_gain=gains))
+        gains = {name: tuple(getattr(self.config, name)[i] for i in indices) if getattr(self.config, name) else ()
+                 for name in GAIN_FIELDS}
+        subset = CTSTFM(dataclasses.replace(self.config, bands=len(indices), **gains))
         state = {key: value.detach().clone() for key, value in self.state_dict().items()}
         for stem in ("coarse_encoder.stem", "fine_encoder.stem"):
             weight = state[f"{stem}.weight"]

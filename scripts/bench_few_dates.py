@@ -30,10 +30,12 @@ BANDS = ("green", "red", "nir")
 # than no change). The second: the hard-case test's milder misregistration (0.3) and coarse error (4 %), where
 # the first guess beats no change in MAE by ~10 %, as it did on the real pair (by 18 %). The third: the same
 # with a strong per-scene sensor difference (gain +-12 %, offset +-0.015), which C1 - C0 cancels (the
-# three-image test's case, tests/test_hard_case.py).
+# three-image test's case, tests/test_hard_case.py). The fourth: the second with the coarse images already
+# resampled onto the fine grid (nearest neighbour), as the real pair was delivered.
 MILD = {"coarse_error": 0.04, "misregistration": 0.3}
 CASES = [("fields", 911, "2022-02-05", {}), ("fields", 932, "2021-10-10", MILD),
-         ("fields", 932, "2021-10-10", dict(MILD, gain_jitter=0.12, offset_jitter=0.015))]
+         ("fields", 932, "2021-10-10", dict(MILD, gain_jitter=0.12, offset_jitter=0.015)),
+         ("fields", 932, "2021-10-10", dict(MILD, coarse_grid="fine"))]
 METHODS = {
     "no_change": ("unchanged fine image", "F0", False),
     "first_guess": ("first guess F0 + C1 - box33(F0)", "F0, C1", False),
@@ -84,13 +86,18 @@ def scores(estimate, truth, valid):
     return {key: float(m[key]["mean"]) for key in ("mae", "rmse", "ssim", "sam")}
 
 
+def _text(value):
+    """A case setting as it appears in folder names and headings: numbers without trailing zeros."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def run_case(kind, seed, start, overrides, args, work):
     from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
     from model_core.fusion import fuse
     from model_core.simulate import simulate_series
     from model_core.training import train, write_manifest
 
-    folder = work / "_".join([kind, str(seed)] + [f"{key}{value:g}" for key, value in sorted(overrides.items())])
+    folder = work / "_".join([kind, str(seed)] + [f"{key}{_text(value)}" for key, value in sorted(overrides.items())])
     series = simulate_series(folder / "series", kind=kind, seed=seed, size=args.size, count=3, interval_days=32,
                              start=start, sensor="realistic", bands=BANDS, **overrides)
     (d0, f0, c0), (d1, f1, c1), (d2, f2, c2) = series.items
@@ -137,7 +144,7 @@ def markdown(cases, info, args, seconds):
         "(`scripts/bench_few_dates.py`, issue 11). Each case is a simulated series with the *realistic* sensor "
         "difference (`simulate --sensor realistic`: per-scene and per-date gain/offset, misregistration up to half "
         "a coarse pixel, wide PSF, smooth coarse error; its same-date statistics match the real TM/MODIS pair, "
-        "docs/simulator.md), 480 m coarse pixels on their own grid, three dates 32 days apart with strong "
+        "docs/simulator.md), 480 m coarse pixels on their own grid (the last case: already resampled onto the fine grid, as the real pair came), three dates 32 days apart with strong "
         "seasonal change. Dates 1 and 2 train; date 3 is predicted from date 2 (F0) and its coarse image (C1, "
         "C0 = coarse date 2) and scored on the whole image against its true fine image. Each training got "
         f"MAX_MINUTES {args.train_minutes:g} (the column gives the wall minutes, setup and validation included).",
@@ -152,7 +159,7 @@ def markdown(cases, info, args, seconds):
         rows = case["rows"]
         lines += [
             f"**{case['kind']}, seed {case['seed']}**, realistic sensor"
-            + "".join(f", {k.replace('_', ' ')} {v:g}" for k, v in case["overrides"].items())
+            + "".join(f", {k.replace('_', ' ')} {_text(v)}" for k, v in case["overrides"].items())
             + f" (dates {', '.join(case['dates'])}):",
             "",
             "| method | inputs | MAE | RMSE | SSIM | SAM (°) | training min |",

@@ -273,9 +273,12 @@ def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
     torch.set_num_threads(1)
     train(manifest, tmp_path / "model.pt", epochs=1, patches_per_epoch=4, patch_size=32, device="cpu", seed=0,
           max_validation_windows=4, progress=log)
-    gains = read_model_metadata(tmp_path / "model.pt").config.change_gain
+    config = read_model_metadata(tmp_path / "model.pt").config
+    gains = config.change_gain
     assert len(gains) == 3 and all(abs(g - 0.5) < 0.02 for g in gains), (gains, log.text())
-    assert any(m.startswith("Change gain fitted on the training dates") for m in log.messages)
+    # the fine change is all in C1 - C0: the fitted mix takes nothing of C1 - box(F0)
+    assert all(g < 0.02 for g in config.box_change_gain), (config.box_change_gain, log.text())
+    assert any(m.startswith("First guess fitted on the training dates") for m in log.messages)
     # The fitted first guess is a start of its own, next to the parameter-free one.
     assert "the first guess with the fitted change gain" in log.text() and "the first guess 0." in log.text()
     loaded = load_model(tmp_path / "model.pt")
@@ -283,8 +286,63 @@ def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
     f0, c0, c1 = (torch.rand(1, 3, 32, 32) for _ in range(3))
     with torch.no_grad():
         out = loaded.model.eval()(c1, f0, c0)
-    expected = f0 + torch.tensor(gains).view(1, 3, 1, 1) * (c1 - c0)
+    expected = f0 + torch.tensor(gains).view(1, 3, 1, 1) * (c1 - c0) + \
+        torch.tensor(config.box_change_gain).view(1, 3, 1, 1) * (c1 - box_mean(f0, 33))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_the_mix_slopes_are_a_non_negative_least_squares_fit():
+    """``_mix_slopes`` (the three-image first guess's fit) recovers two known slopes from the normal
+    equations, falls back to the better single regressor when the joint fit has a negative slope, and
+    caps each slope at 1."""
+    from model_core.training.start import _mix_slopes
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 20000))
+    x[1] += 0.5 * x[0]  # correlated, as C1 - C0 and C1 - box(F0) are
+
+    def fit(a, b, noise=0.05):
+        y = a * x[0] + b * x[1] + noise * rng.normal(size=x.shape[1])
+        return _mix_slopes(x @ x.T, x @ y)
+
+    np.testing.assert_allclose(fit(0.3, 0.6), [0.3, 0.6], atol=0.01)
+    np.testing.assert_allclose(fit(0.8, 0.0), [0.8, 0.0], atol=0.01)
+    a, b = fit(0.9, -0.4)  # the joint fit's b is negative: the better single slope, the other 0
+    assert b == 0.0 and 0.5 < a <= 1.0
+    np.testing.assert_allclose(fit(1.6, 0.2), [1.0, 0.2], atol=0.1)  # capped at 1, the other still fitted
+    np.testing.assert_array_equal(_mix_slopes(np.zeros((2, 2)), np.zeros(2)), [0.0, 0.0])  # nothing to fit
+
+
+def test_the_fitted_mix_is_kept_per_mode_and_survives_band_selection(tmp_path, sim_series):
+    """A three-image run fits both gains and the network applies them; a two-image run one gain only;
+    band selection keeps each band's pair."""
+    from model_core.model_file import load_model, read_model_metadata
+    from model_core.network import CTSTFM
+    from model_core.training import train
+    from model_core.training.start import zero_head
+
+    torch.set_num_threads(1)
+    settings = dict(epochs=1, patches_per_epoch=4, patch_size=32, device="cpu", seed=0, max_validation_windows=4)
+    log = Log()
+    train(sim_series.manifest, tmp_path / "three.pt", start="model", progress=log, **settings)
+    config = read_model_metadata(tmp_path / "three.pt").config
+    assert config.images == 3 and len(config.change_gain) == len(config.box_change_gain) == config.bands
+    assert "x (C1 - C0) +" in log.text() and "x (C1 - box(F0))" in log.text()
+    two = read_model_metadata(train(sim_series.manifest, tmp_path / "two.pt", use_coarse_t0=False, start="model",
+                                    **settings).model_path).config
+    assert two.images == 2 and two.box_change_gain == () and len(two.change_gain) == two.bands
+    loaded = load_model(tmp_path / "three.pt")
+    zero_head(loaded.model)
+    f0, c0, c1 = (torch.rand(1, config.bands, 40, 40) for _ in range(3))
+    with torch.no_grad():
+        out = loaded.model.eval()(c1, f0, c0)
+    per_band = lambda gains: torch.tensor(gains).view(1, -1, 1, 1)  # noqa: E731
+    expected = f0 + per_band(config.change_gain) * (c1 - c0) + \
+        per_band(config.box_change_gain) * (c1 - box_mean(f0, config.residual_blur))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    subset = CTSTFM(config).select_bands([2, 0])
+    assert subset.config.change_gain == (config.change_gain[2], config.change_gain[0])
+    assert subset.config.box_change_gain == (config.box_change_gain[2], config.box_change_gain[0])
 
 
 def test_a_pretrained_model_keeps_its_start_unless_a_reference_is_clearly_better():

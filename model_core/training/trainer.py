@@ -522,16 +522,22 @@ def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
 
 
 def _adopt_change_gain(run, model, gains, progress):
-    """Give the run's network the fitted change gain (``()``: none), and say what it is."""
+    """Give the run's network the fitted first-guess gains (``{}``: none), and say what they are."""
     if not gains:
         return
-    config = dataclasses.replace(run.network.config, change_gain=gains)
+    config = dataclasses.replace(run.network.config, **gains)
     run.network.config = config
     model.config = config
+    names = run.network.band_names
+    if config.box_change_gain:
+        terms = ", ".join(f"{name} {a:.2f} x (C1 - C0) + {b:.2f} x (C1 - box(F0))"
+                          for name, a, b in zip(names, config.change_gain, config.box_change_gain))
+        progress.info(f"First guess fitted on the training dates (F0 plus, per band): {terms}.")
+        return
     progress.info(
         "Change gain fitted on the training dates (fine change / coarse change, per band; the first guess "
         "scales the coarse change by it): "
-        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(run.network.band_names, gains)) + "."
+        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(names, config.change_gain)) + "."
     )
 
 
