@@ -172,10 +172,10 @@ def describe_reference(config, pair):
         from .network import STAND_IN_BOX
 
         box = config.residual_blur or STAND_IN_BOX
-        gains = ", ".join(f"{a:.2f} and {b:.2f}" for a, b in zip(config.change_gain or (1.0,) * config.bands,
-                                                                   config.box_change_gain))
-        return text.rstrip(".") + (f"; fitted per band: that change times a plus (coarse T1 - box{box}(fine T0)) "
-                                   f"times b (a and b: {gains}).")
+        pairs = ", ".join(f"({a:.2f}, {b:.2f})" for a, b in zip(config.change_gain or (1.0,) * config.bands,
+                                                                  config.box_change_gain))
+        return text.rstrip(".") + (f"; fitted per band: a x that coarse change + b x (coarse T1 - box{box}(fine T0)), "
+                                   f"(a, b) = {pairs}.")
     if config.change_gain:
         gains = ", ".join(f"{g:.2f}" for g in config.change_gain)
         text = text.rstrip(".") + f"; the coarse change scaled per band by the fitted change gain ({gains})."

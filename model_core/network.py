@@ -95,7 +95,7 @@ class CTSTFMConfig:
     change measured against the fine image itself: ``fine_t0 + gain * (coarse_t1 - coarse_t0) +
     box_gain * (coarse_t1 - box_k(fine_t0))``. The two changes err differently (``C1 - C0`` carries
     both dates' misregistration, ``C1 - box_k(F0)`` the sensors' difference), so a fitted mix of the
-    two beats either alone (docs/architecture.md, *First guess*).
+    two beats either alone (docs/architecture.md, *Change gain*).
     """
 
     bands: int = 6

@@ -343,6 +343,15 @@ def test_the_fitted_mix_is_kept_per_mode_and_survives_band_selection(tmp_path, s
     subset = CTSTFM(config).select_bands([2, 0])
     assert subset.config.change_gain == (config.change_gain[2], config.change_gain[0])
     assert subset.config.box_change_gain == (config.box_change_gain[2], config.box_change_gain[0])
+    # the fused file says which first guess it corrected, with the fitted pair of each band
+    from model_core.training import read_manifest
+
+    pairs = read_manifest(sim_series.manifest)
+    fuse(pairs[2].fine, pairs[3].coarse, str(tmp_path / "three.pt"), str(tmp_path / "fused.tif"), device="cpu",
+         coarse_t0_path=pairs[2].coarse)
+    text = read_metadata(str(tmp_path / "fused.tif"))["CTSTFM_FIRST_GUESS"]
+    pair = f"({config.change_gain[0]:.2f}, {config.box_change_gain[0]:.2f})"
+    assert "coarse T1 - coarse T0" in text and f"(a, b) = {pair}" in text, text
 
 
 def test_a_pretrained_model_keeps_its_start_unless_a_reference_is_clearly_better():
