@@ -13,7 +13,8 @@ With fewer than four dates a pretrained model keeps its place unless a reference
 The first guess's coarse change is first scaled per band by a gain fitted on the training dates
 (:func:`fit_change_gain`): the fine change is smaller than the coarse change the sensors report
 (misregistration, PSF and noise dilute the regression; on the real TM/MODIS pair the slopes were
-0.70-0.85), so a first guess that takes the coarse change at face value over-predicts change.
+0.70-0.85), so a first guess that takes the coarse change at face value over-predicts change. In the
+three-image mode two slopes are fitted together, on ``C1 - C0`` and on ``C1 - box(F0)`` (:func:`_mix_slopes`).
 """
 
 from __future__ import annotations

@@ -590,7 +590,8 @@ def train(
     x scale (None: the init model's, else 1e-4). ``use_coarse_t0``: the three-image mode (docs/architecture.md):
     each sample also gets its reference date's coarse image, the first guess is ``F0 + C1 - C0``, and the
     default start is the embedded model's three-image form; off: two images (F0, C1). ``fit_change_gain``:
-    scale the first guess's coarse change per band by its slope on the training dates (:mod:`.start`).
+    scale the first guess's coarse change per band by its slope on the training dates, in the three-image
+    mode a fitted mix of ``C1 - C0`` and ``C1 - box(F0)`` (:func:`.start.fit_change_gain`).
     ``coarse_shift``: shift each training patch's coarse images by a random offset of up to this many coarse
     pixels, each date its own (0: off), so that the network does not learn one date's misregistration.
     ``data_source``: what provenance
