@@ -72,6 +72,8 @@ def test_defaults_beat_the_baselines_and_three_images_beat_two(qgis_app, make_se
             **({} if use_coarse_t0 else {"USE_COARSE_T0": False}),
         })
         assert trained["VERDICT"].startswith("The model improves on the unchanged fine image"), trained["VERDICT"]
+        # two dates: the validation windows are rows of the training dates, and the verdict says what that cannot show
+        assert trained["VERDICT"].endswith("score it with Assess Fusion Accuracy (ctstfm:assess)."), trained["VERDICT"]
         fused[name] = processing.run("ctstfm:fuse", {
             "FINE": str(f2), "COARSE": str(c3), "MODEL": str(model), "DEVICE": 1,
             "OUTPUT": str(tmp_path / f"{name}.tif"), **({"COARSE_T0": str(c2)} if use_coarse_t0 else {}),

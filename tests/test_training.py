@@ -604,3 +604,21 @@ def test_command_line_repeated_manifest(two_scenes, tmp_path):
     assert [s["name"] for s in report["scenes"]] == names
     assert [s["manifest"] for s in report["scenes"]] == [str(Path(s.manifest).resolve()) for s in (fields, urban)]
     assert [len(s["dates"]) for s in report["scenes"]] == [4, 4] and out.exists()
+
+
+def test_a_favourable_verdict_from_a_spatial_split_says_what_it_cannot_show():
+    """With fewer than four dates the validation rows belong to the training dates: the verdict says so."""
+    from types import SimpleNamespace
+
+    from model_core.training.reports import SPATIAL_CAVEAT, verdict
+
+    def state(model_mae):
+        return SimpleNamespace(best_metrics={"mae": model_mae}, initial_metrics={"mae": 0.02}, best_epoch=3,
+                               baselines={"no_change": {"mae": 0.02}, "first_guess": {"mae": 0.03}})
+
+    better = verdict(state(0.015), "spatial")[-1]
+    assert better.startswith("The model improves on the unchanged fine image by 25.0 % MAE")
+    assert better.endswith(SPATIAL_CAVEAT) and "ctstfm:assess" in better
+    assert not verdict(state(0.015), "dates")[-1].endswith(SPATIAL_CAVEAT)
+    worse = verdict(state(0.025), "spatial")[-1]
+    assert worse.startswith("WARNING") and SPATIAL_CAVEAT not in worse

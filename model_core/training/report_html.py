@@ -62,7 +62,7 @@ def verdict(result):
 
         state = SimpleNamespace(best_metrics=best, baselines=baselines, best_epoch=result.best_epoch,
                                 initial_metrics=initial)
-        parts.extend(line for line in log_verdict(state) if not line.startswith("No epoch beat"))
+        parts.extend(line for line in log_verdict(state, result.validation_mode) if not line.startswith("No epoch beat"))
     elif not baselines:
         parts.append("The training measured no baselines; compare fused images with Assess Fusion Accuracy.")
     return " ".join(parts)

@@ -473,6 +473,7 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
     message = closing_message(
         state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
         seconds=seconds, max_minutes=run.settings.max_minutes, patience=run.settings.patience,
+        validation_mode=run.split.mode,
     )
     for line in message.splitlines():
         progress.info(line)
