@@ -168,6 +168,8 @@ def describe_reference(config, pair):
     text = _describe_first_guess(config, pair)
     if not (config.predict_residual and "coarse T1" in text):
         return text
+    if config.change_blur > 1:
+        text = text.rstrip(".") + f"; each coarse change averaged over {config.change_blur} x {config.change_blur} pixels."
     if config.box_change_gain:
         from .network import STAND_IN_BOX
 

@@ -53,6 +53,7 @@ CONFIG_LIMITS = {
     "heads": (1, 64),
     "norm_groups": (1, 256),
     "residual_blur": (0, 255),
+    "change_blur": (0, 63),
 }
 MAX_KERNELS = 5  # kernel sizes per multi-kernel block
 MAX_KERNEL = 31
@@ -95,7 +96,10 @@ class CTSTFMConfig:
     change measured against the fine image itself: ``fine_t0 + gain * (coarse_t1 - coarse_t0) +
     box_gain * (coarse_t1 - box_k(fine_t0))``. The two changes err differently (``C1 - C0`` carries
     both dates' misregistration, ``C1 - box_k(F0)`` the sensors' difference), so a fitted mix of the
-    two beats either alone (docs/architecture.md, *Change gain*).
+    two beats either alone (docs/architecture.md, *Change gain*). ``change_blur=m > 1`` (fitted with the
+    gains) averages each coarse change over ``m x m`` fine pixels before it is added: a coarse image
+    delivered on the fine grid by nearest neighbour is blocky, and its change would print the block
+    edges onto the fine image (docs/architecture.md, *Change blur*).
     """
 
     bands: int = 6
@@ -116,6 +120,7 @@ class CTSTFMConfig:
     images: int = 2
     change_gain: tuple = ()  # per band: first guess F0 + gain * (C1 - reference); empty: 1 for every band
     box_change_gain: tuple = ()  # per band, three-image mode: + box_gain * (C1 - box_k(F0)); empty: none
+    change_blur: int = 0  # the first guess's coarse changes averaged over m x m fine pixels; 0 or 1: as they are
 
     @property
     def takes_coarse_t0(self):
@@ -173,6 +178,8 @@ class CTSTFMConfig:
                 raise ConfigError(
                     f"{name} only applies with predict_residual=true (it scales the first guess's change)."
                 )
+        if self.change_blur > 1 and not self.predict_residual:
+            raise ConfigError("change_blur only applies with predict_residual=true (it smooths the first guess's change).")
         if self.box_change_gain and self.images != 3:
             raise ConfigError("box_change_gain only applies with images=3 (it mixes C1 - box(F0) into C1 - C0).")
         ks = self.kernel_sizes
@@ -602,14 +609,19 @@ class CTSTFM(nn.Module):
     def first_guess(self, coarse_t1, fine_t0, reference):
         """``fine_t0 + gain * (coarse_t1 - reference)`` (the coarse change moved onto the fine image;
         ``gain`` is ``config.change_gain`` per band, 1 when empty), plus ``box_gain * (coarse_t1 -
-        box_k(fine_t0))`` with a ``config.box_change_gain``; ``fine_t0`` when there is no reference."""
+        box_k(fine_t0))`` with a ``config.box_change_gain``; ``fine_t0`` when there is no reference.
+        With a ``config.change_blur`` each coarse change is first averaged over that box."""
         if reference is None:
             return fine_t0
-        guess = fine_t0 + self._per_band(self.config.change_gain, fine_t0) * (coarse_t1 - reference)
+        guess = fine_t0 + self._per_band(self.config.change_gain, fine_t0) * self._smoothed(coarse_t1 - reference)
         if self.config.box_change_gain:
             box = box_mean(fine_t0, self.config.residual_blur or STAND_IN_BOX)
-            guess = guess + self._per_band(self.config.box_change_gain, fine_t0) * (coarse_t1 - box)
+            guess = guess + self._per_band(self.config.box_change_gain, fine_t0) * self._smoothed(coarse_t1 - box)
         return guess
+
+    def _smoothed(self, change):
+        """``change`` averaged over ``config.change_blur`` pixels (as it is for 0 or 1)."""
+        return box_mean(change, self.config.change_blur) if self.config.change_blur > 1 else change
 
     @staticmethod
     def _per_band(gains, like):

@@ -451,8 +451,9 @@ TRAIN = Operation(
         Option(
             "fit_change_gain", "bool",
             "Fit the first guess's coarse-change gain per band on the training dates (the fine change is usually "
-            "smaller than the coarse one; with the coarse image at T0, a fitted mix of C1 - C0 and C1 - box(F0)); "
-            "off: the coarse change C1 - C0 (or C1 - box(F0)) at face value",
+            "smaller than the coarse one; with the coarse image at T0, a fitted mix of C1 - C0 and C1 - box(F0)), and "
+            "the box the coarse change is averaged over first (none, or 5 to 17 fine pixels where that fits the "
+            "training dates better); off: the coarse change C1 - C0 (or C1 - box(F0)) at face value",
             True, advanced=True,
         ),
         Option(

@@ -276,8 +276,9 @@ def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
     config = read_model_metadata(tmp_path / "model.pt").config
     gains = config.change_gain
     assert len(gains) == 3 and all(abs(g - 0.5) < 0.02 for g in gains), (gains, log.text())
-    # the fine change is all in C1 - C0: the fitted mix takes nothing of C1 - box(F0)
+    # the fine change is all in C1 - C0: the fitted mix takes nothing of C1 - box(F0), and nothing is blurred
     assert all(g < 0.02 for g in config.box_change_gain), (config.box_change_gain, log.text())
+    assert config.change_blur == 0
     assert any(m.startswith("First guess fitted on the training dates") for m in log.messages)
     # The fitted first guess is a start of its own, next to the parameter-free one.
     assert "the first guess with the fitted change gain" in log.text() and "the first guess 0." in log.text()
@@ -289,6 +290,52 @@ def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
     expected = f0 + torch.tensor(gains).view(1, 3, 1, 1) * (c1 - c0) + \
         torch.tensor(config.box_change_gain).view(1, 3, 1, 1) * (c1 - box_mean(f0, 33))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_a_blocky_coarse_change_is_averaged_before_it_is_added(tmp_path):
+    """Coarse images delivered on the fine grid by nearest neighbour hold the change as 16-pixel blocks:
+    the fit picks a change blur, the log and the model file say so, and the network averages each coarse
+    change over that box."""
+    from model_core.model_file import load_model, read_model_metadata
+    from model_core.training import train, write_manifest
+    from model_core.training.start import CHANGE_BLURS, zero_head
+
+    size, block, gt = 96, 16, fine_geotransform()
+    fine0 = smooth_field(3, size, size, seed=21)
+    change = smooth_field(3, size, size, seed=22, base=0.0, amplitude=400.0, noise=20.0)
+    blocks = change.reshape(3, size // block, block, size // block, block).mean(axis=(2, 4))
+    blocky = np.repeat(np.repeat(blocks, block, axis=1), block, axis=2)
+    names = ["green", "red", "nir"]
+    paths = {
+        name: write_raster(tmp_path / f"{name}.tif", data.astype(np.int16), gt, nodata=-9999, descriptions=names)
+        for name, data in (("f0", fine0), ("c0", fine0), ("f1", fine0 + change), ("c1", fine0 + blocky))
+    }
+    manifest = write_manifest(tmp_path / "m.csv", [("2021-06-01", paths["f0"], paths["c0"]),
+                                                  ("2021-07-01", paths["f1"], paths["c1"])])
+    log = Log()
+    torch.set_num_threads(1)
+    train(manifest, tmp_path / "model.pt", epochs=1, patches_per_epoch=4, patch_size=32, device="cpu", seed=0,
+          max_validation_windows=4, start="model", progress=log)
+    config = read_model_metadata(tmp_path / "model.pt").config
+    assert config.change_blur in CHANGE_BLURS and config.change_blur > 1, (config, log.text())
+    assert f"averaged over {config.change_blur} x {config.change_blur} fine pixels" in log.text()
+    loaded = load_model(tmp_path / "model.pt")
+    zero_head(loaded.model)
+    f0, c0, c1 = (torch.rand(1, 3, 40, 40) for _ in range(3))
+    with torch.no_grad():
+        out = loaded.model.eval()(c1, f0, c0)
+    per_band = lambda gains: torch.tensor(gains).view(1, -1, 1, 1)  # noqa: E731
+    expected = f0 + per_band(config.change_gain) * box_mean(c1 - c0, config.change_blur) + \
+        per_band(config.box_change_gain) * box_mean(c1 - box_mean(f0, 33), config.change_blur)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_a_change_blur_must_fit_clearly_better_to_be_chosen():
+    from model_core.training.start import CHANGE_BLUR_MARGIN, _pick_blur
+
+    assert _pick_blur([1.0, 0.99, 0.98, 0.985, 0.99]) == 2  # 2 % lower: the best box
+    assert _pick_blur([1.0, 1.0 - CHANGE_BLUR_MARGIN / 2, 1.0, 1.0, 1.0]) == 0  # a hair lower: the raw change
+    assert _pick_blur([1.0, 1.01, 1.02, 1.03, 1.04]) == 0
 
 
 def test_the_mix_slopes_are_a_non_negative_least_squares_fit():
@@ -337,10 +384,12 @@ def test_the_fitted_mix_is_kept_per_mode_and_survives_band_selection(tmp_path, s
     with torch.no_grad():
         out = loaded.model.eval()(c1, f0, c0)
     per_band = lambda gains: torch.tensor(gains).view(1, -1, 1, 1)  # noqa: E731
-    expected = f0 + per_band(config.change_gain) * (c1 - c0) + \
-        per_band(config.box_change_gain) * (c1 - box_mean(f0, config.residual_blur))
+    smooth = (lambda change: box_mean(change, config.change_blur)) if config.change_blur > 1 else (lambda c: c)
+    expected = f0 + per_band(config.change_gain) * smooth(c1 - c0) + \
+        per_band(config.box_change_gain) * smooth(c1 - box_mean(f0, config.residual_blur))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     subset = CTSTFM(config).select_bands([2, 0])
+    assert subset.config.change_blur == config.change_blur
     assert subset.config.change_gain == (config.change_gain[2], config.change_gain[0])
     assert subset.config.box_change_gain == (config.box_change_gain[2], config.box_change_gain[0])
     # the fused file says which first guess it corrected, with the fitted pair of each band

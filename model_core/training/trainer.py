@@ -530,15 +530,18 @@ def _adopt_change_gain(run, model, gains, progress):
     run.network.config = config
     model.config = config
     names = run.network.band_names
+    blur = (f" Each coarse change is averaged over {config.change_blur} x {config.change_blur} fine pixels first: "
+            "that fitted the training dates better than the raw change (coarse pixel edges and noise smoothed)."
+            if config.change_blur > 1 else "")
     if config.box_change_gain:
         terms = ", ".join(f"{name} {a:.2f} x (C1 - C0) + {b:.2f} x (C1 - box(F0))"
                           for name, a, b in zip(names, config.change_gain, config.box_change_gain))
-        progress.info(f"First guess fitted on the training dates (F0 plus, per band): {terms}.")
+        progress.info(f"First guess fitted on the training dates (F0 plus, per band): {terms}.{blur}")
         return
     progress.info(
         "Change gain fitted on the training dates (fine change / coarse change, per band; the first guess "
         "scales the coarse change by it): "
-        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(names, config.change_gain)) + "."
+        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(names, config.change_gain)) + f".{blur}"
     )
 
 
