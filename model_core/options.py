@@ -443,9 +443,9 @@ TRAIN = Operation(
         ),
         Option(
             "start", "choice",
-            "Starting point: best = the best on validation of the model, the unchanged fine image and the first "
-            "guess (residual models; with fewer than four dates a reference must be 10 % better than a pretrained "
-            "model); model = the model as it is",
+            "Starting point: best = the best on validation of the model and the first guess, with and without the "
+            "fitted change gain (without a fitted gain, the unchanged fine image too; residual models; with fewer "
+            "than four dates a reference must be 10 % better than a pretrained model); model = the model as it is",
             "best", choices=START_CHOICES, advanced=True,
         ),
         Option(

@@ -429,3 +429,27 @@ def test_a_pretrained_model_keeps_its_start_unless_a_reference_is_clearly_better
     assert start(0.0268, 0.0257, mode="dates")[0] == "fitted_first_guess"
     assert start(0.0268, 0.0257, pretrained=False)[0] == "fitted_first_guess"
     assert start(0.0250, 0.0257)[0] == "model"
+
+
+def test_the_fitted_first_guess_takes_the_place_of_the_unchanged_fine_image():
+    """With a fitted gain the unchanged fine image is no start, even where it validates best: the fitted
+    first guess is that image where the gains are near 0, and scales with a later date's change. Without
+    a fitted gain it is a start as before."""
+    from types import SimpleNamespace
+
+    from model_core.network import CTSTFM, CTSTFMConfig
+    from model_core.training.start import choose_start
+    from model_core.training.trainer import NetworkChoice
+
+    config = CTSTFMConfig(bands=3, width=8, predict_residual=True, images=3, change_gain=(0.1, 0.2, 0.3))
+    run = SimpleNamespace(network=NetworkChoice(config, ["green", "red", "nir"], 1e-4, init_state={}),
+                          split=SimpleNamespace(mode="spatial"))
+    baselines = {"no_change": {"mae": 0.0141}, "first_guess": {"mae": 0.0235}}
+    log = Log()
+    name, metrics = choose_start(run, CTSTFM(config), {"mae": 0.0174}, baselines, "best", log, {"mae": 0.0156})
+    assert (name, metrics["mae"]) == ("fitted_first_guess", 0.0156)
+    assert "the unchanged fine image" not in log.text()
+    new_run = SimpleNamespace(network=NetworkChoice(config, ["green", "red", "nir"], 1e-4, init_state=None),
+                              split=SimpleNamespace(mode="spatial"))
+    name, _ = choose_start(new_run, CTSTFM(config), {"mae": 0.0174}, baselines, "best", Log(), None)
+    assert name == "no_change"
