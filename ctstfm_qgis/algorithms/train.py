@@ -38,10 +38,11 @@ reference date, and the model predicts a correction to the first guess fine(T0) 
 coarse(T0)) + b x (coarse(T1) - box33(fine(T0))): the first change cancels the two sensors' own difference,
 the second has no misregistration between dates, and a and b per band are fitted on the training dates
 (*Fit the change gain*, advanced), with the box each change is averaged over first (none, or 5 to 17
-pixels where that fits better: coarse images delivered on the fine grid are blocky). Training starts from whichever validates best of the model itself
-and the first guess, with and without the fitted gains (*Starting point*; with two or three dates a reference must be
-10 % better to replace the embedded model), and only an epoch that beats that start by 1 % replaces it: the
-result is never worse on validation than the start. Each coarse image of a training patch is shifted by its
+pixels where that fits better: coarse images delivered on the fine grid are blocky). Training starts from
+whichever validates best of the model itself and the first guess, with and without the fitted gains
+(*Starting point*; with two or three dates a reference must be 10 % better to replace the embedded
+model), and only an epoch that beats that start by 1 % replaces it: the result is never worse on
+validation than the start. Each coarse image of a training patch is shifted by its
 own random sub-pixel offset (*Coarse shift*, advanced), and training stops after 5 epochs without a new
 best (*Patience*, advanced): with few dates, longer training fits those dates' own change and transfers
 worse to the next date. Fuse a three-image model with

@@ -216,8 +216,8 @@ def verdict(state, validation_mode="dates"):
     """The last sentence of a training log: how the kept model compares with the unchanged fine image.
 
     ``validation_mode`` is the split's (:class:`~.split.Split`): with "spatial" a favourable verdict says
-    what its windows cannot show. On the few-dates benchmark's hardest small case (128 px, two dates) a
-    model that validated 12 % better than the unchanged fine image was 26 % worse on the next date."""
+    what its windows cannot show. On a hard simulated 128 px case with two training dates a model that
+    validated 12 % better than the unchanged fine image was 26 % worse on the next date (docs/benchmarks.md)."""
     best, baselines = state.best_metrics, state.baselines or {}
     lines = []
     if state.best_epoch == 0:

@@ -35,7 +35,7 @@ GAIN_WINDOWS = 64
 CHANGE_BLURS = (0, 5, 9, 13, 17)
 #: How much lower (a fraction) a blurred change's residual must be on the training windows to be chosen over the raw
 #: one. On the few-dates cases the fit on the training pair picked the held-out date's best box where it helped (the
-#: coarse images on the fine grid: SSIM of the fitted mix 0.849 -> 0.864); the margin keeps the raw change where a box
+#: coarse images on the fine grid: SSIM of the fitted mix 0.849 -> 0.862 with box 9); the margin keeps the raw change where a box
 #: helps the fit by a hair (one 128 px case: 0.15 % in the fit, 0.8 % worse on the next date).
 CHANGE_BLUR_MARGIN = 0.005
 #: With a spatial split, how much better a reference must validate to replace a pretrained model as the start.
@@ -202,7 +202,7 @@ def choose_start(run, model, initial_metrics, baselines, start, progress, fitted
     unchanged image, and where it does, it scales with a later date's change. The unchanged image as
     a start becomes a network without a first guess, which learns how much change to add from the
     training pair alone: on a 400 px three-date case (coarse on the fine grid) whose training pair changed
-    little, it validated best and was then 4 % worse than no change on the next date (MAE 0.03226 against
+    little, it validated best and was then 3 % worse than no change on the next date (MAE 0.03226 against
     0.03119), while the fitted first guess as the start gave 0.02544."""
     if start == "model" or not run.network.config.predict_residual or not baselines:
         return "model", initial_metrics
