@@ -13,8 +13,9 @@ switch parcels to another state from a date on; they are chosen to cover the req
 of the area, and :func:`change_report` measures what changed between two dates. The fine image of a
 date is the scene composed for that date, with static texture, a light 3-tap Landsat blur and
 white noise. The coarse image is what a MODIS-like sensor would see of the same (unblurred) scene
-on its own 480 m grid: a Gaussian PSF convolved with the coarse pixel's box, a per-date sub-pixel
-misregistration, per-band gain and offset, and white noise (:func:`coarse_from_fine`).
+on its own 480 m grid (or on MODIS's sinusoidal grid, whose cells lean against UTM: modis_grid.py):
+a Gaussian PSF convolved with the coarse pixel's box, a per-date sub-pixel misregistration, per-band
+gain and offset, and white noise (:func:`coarse_from_fine`).
 
 Array functions work in reflectance (float32, bands first, ``BANDS`` order); files hold
 reflectance x 10000 as int16 with nodata -9999.
@@ -33,12 +34,18 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import CtstfmError
+from .modis_grid import SinusoidalGrid, footprint_mean, modis_pixel_size, reach, sinusoidal_wkt
 
 BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 SCALE = 1e-4
 NODATA = -9999
 FINE_RESOLUTION = 30.0
 KINDS = ("fields", "urban")
+# Where the coarse images are written: "own" (the coarse sensor's grid, aligned with the fine one in its
+# UTM zone), "fine" (that, resampled onto the fine grid by nearest neighbour), "sinusoidal" (MODIS's own
+# sinusoidal grid, 231.66 / 463.31 / 926.63 m: leaning footprints, see modis_grid.py) and
+# "sinusoidal-fine" (that, brought onto the fine grid by nearest neighbour, as real pairs are often delivered).
+COARSE_GRIDS = ("own", "fine", "sinusoidal", "sinusoidal-fine")
 
 # Land-cover classes (values of land_cover maps; 0 means "none").
 WATER, CROP, NATURAL, BARE, BUILT, ROAD = 1, 2, 3, 4, 5, 6
@@ -231,6 +238,7 @@ class Scene:
     dates: tuple = ()
     town_center: tuple = (0.0, 0.0)
     irrigated: np.ndarray = None  # (n,) bool, crops that may be flooded
+    modis_grid: SinusoidalGrid | None = None  # the coarse sensor's cells when it grids like MODIS, else aligned
 
     @property
     def n_parcels(self):
@@ -256,6 +264,8 @@ class Scene:
 
     @property
     def coarse_shape(self):
+        if self.modis_grid is not None:
+            return self.modis_grid.shape
         f = self.sensor.factor
         return (int(math.ceil(self.height / f - 1e-9)), int(math.ceil(self.width / f - 1e-9)))
 
@@ -266,9 +276,16 @@ class Scene:
 
     @property
     def coarse_geotransform(self):
+        if self.modis_grid is not None:
+            return self.modis_grid.geotransform
         x0, y0 = self.origin
         r = self.coarse_resolution
         return (x0, r, 0.0, y0, 0.0, -r)
+
+    @property
+    def coarse_crs(self):
+        """The coarse grid's CRS: the fine image's EPSG code, or the WKT of MODIS's sinusoidal projection."""
+        return self.epsg if self.modis_grid is None else sinusoidal_wkt()
 
     @property
     def classes(self):
@@ -706,6 +723,14 @@ def _crop_types(kind):
     ]
 
 
+def _check_coarse_grid(coarse_grid):
+    if coarse_grid not in COARSE_GRIDS:
+        raise CtstfmError(
+            f"coarse_grid must be one of {', '.join(COARSE_GRIDS)}: the coarse sensor's own grid, the fine grid, "
+            "MODIS's sinusoidal grid, or that brought onto the fine grid."
+        )
+
+
 def _check_scene_size(width, height, factor, psf_sigma, misregistration, coarse_noise, fine_noise, sensor_values):
     """Reject scene sizes and sensor settings the simulator cannot honour, naming the fix."""
     if width < 8 or height < 8:
@@ -722,11 +747,14 @@ def _check_scene_size(width, height, factor, psf_sigma, misregistration, coarse_
         raise CtstfmError("Noise levels, jitters and the coarse error must not be negative.")
 
 
-def _world_shape(width, height, factor, psf_sigma, misregistration):
-    """(margin, world shape): whole coarse pixels over the image plus a margin the PSF and shift can reach."""
+def _world_shape(width, height, factor, psf_sigma, misregistration, footprint_reach=0.0):
+    """(margin, world shape): whole coarse pixels over the image plus a margin the PSF and shift can reach.
+
+    ``footprint_reach``: fine pixels a coarse cell that touches the image may reach beyond it (a
+    sheared MODIS cell, modis_grid.reach); 0 for cells aligned with the fine grid."""
     hc = int(math.ceil(height / factor - 1e-9))
     wc = int(math.ceil(width / factor - 1e-9))
-    margin = int(math.ceil(4 * psf_sigma * factor + misregistration * factor + 2))
+    margin = int(math.ceil(4 * psf_sigma * factor + misregistration * factor + footprint_reach + 2))
     world = (hc * factor, wc * factor)
     world_shape = (int(math.ceil(world[0])) + 2 * margin, int(math.ceil(world[1])) + 2 * margin)
     return margin, world_shape
@@ -909,13 +937,16 @@ def make_scene(
     date_gain_jitter=None,
     date_offset_jitter=None,
     coarse_error=None,
+    coarse_grid="own",
 ):
     """Build a scene; with ``dates`` (two or more) also plan abrupt changes over them.
 
     ``change_fraction``: share of the fine image that changes abruptly at least once over the dates
     (default per kind, see ``KIND_DEFAULTS``); ``change_mix``: {"harvest", "flood", "build"}
     weights of that share. ``sensor``: a ``SENSOR_PRESETS`` name ("ideal" by default,
-    "realistic"); the sensor arguments left None come from it.
+    "realistic"); the sensor arguments left None come from it. ``coarse_grid``: one of
+    ``COARSE_GRIDS``; the two sinusoidal ones grid the coarse sensor like MODIS, with the MODIS pixel
+    size nearest ``coarse_resolution`` (480 -> 463.31 m).
     """
     preset, sensor_values = sensor_settings(
         sensor, psf_sigma=psf_sigma, coarse_noise=coarse_noise, misregistration=misregistration,
@@ -926,12 +957,21 @@ def make_scene(
     misregistration = sensor_values["misregistration"]
     if kind not in KINDS:
         raise CtstfmError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
+    _check_coarse_grid(coarse_grid)
     width = int(width or size)
     height = int(height or size)
+    defaults = KIND_DEFAULTS[kind]
+    sinusoidal = coarse_grid.startswith("sinusoidal")
+    if sinusoidal:
+        coarse_resolution = modis_pixel_size(coarse_resolution)
     factor = float(coarse_resolution) / float(resolution)
     _check_scene_size(width, height, factor, psf_sigma, misregistration, coarse_noise, fine_noise, sensor_values)
-    defaults = KIND_DEFAULTS[kind]
-    margin, world_shape = _world_shape(width, height, factor, psf_sigma, misregistration)
+    footprint_reach = 0.0
+    if sinusoidal:
+        x0, y0 = defaults["origin"]
+        centre = (x0 + 0.5 * width * resolution, y0 - 0.5 * height * resolution)
+        footprint_reach = reach(defaults["epsg"], *centre, coarse_resolution) / float(resolution)
+    margin, world_shape = _world_shape(width, height, factor, psf_sigma, misregistration, footprint_reach)
 
     parcel, pcode, town = _scene_layout(seed, kind, world_shape)
     # One generator for classes, phenology and spectra, drawn in that order.
@@ -961,6 +1001,8 @@ def make_scene(
         sensor=_sensor_model(seed, factor, preset, sensor_values),
         town_center=town,
         irrigated=irrigated,
+        modis_grid=SinusoidalGrid(defaults["epsg"], defaults["origin"], float(resolution), width, height, margin,
+                                  coarse_resolution) if sinusoidal else None,
     )
     if dates is not None:
         _add_scene_changes(scene, dates, change_fraction, change_mix)
@@ -1137,20 +1179,40 @@ def coarse_image(scene, date, noise=True, world_image=None):
     s = scene.sensor
     rng = _rng(scene.seed, scene.kind, "coarse-noise", day.toordinal()) if noise else None
     gain, offset = s.gain_offset(day)
-    out = coarse_from_fine(
-        world_image,
-        factor=s.factor,
-        psf_sigma=s.psf_sigma,
-        gain=gain,
-        offset=offset,
-        shift=s.shift(day),
-        noise_sigma=s.noise_sigma if noise else 0.0,
-        rng=rng,
-        shape=scene.coarse_shape,
-        origin=(scene.margin, scene.margin),
-    )
+    if scene.modis_grid is not None:
+        out = _modis_coarse_from_world(scene, world_image, s.shift(day), gain, offset)
+        if noise and s.noise_sigma > 0:
+            out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(s.noise_sigma)
+    else:
+        out = coarse_from_fine(
+            world_image,
+            factor=s.factor,
+            psf_sigma=s.psf_sigma,
+            gain=gain,
+            offset=offset,
+            shift=s.shift(day),
+            noise_sigma=s.noise_sigma if noise else 0.0,
+            rng=rng,
+            shape=scene.coarse_shape,
+            origin=(scene.margin, scene.margin),
+        )
     if noise and s.coarse_error > 0:
         out *= 1.0 + np.float32(s.coarse_error) * coarse_error_field(scene, day)
+    return out
+
+
+def _modis_coarse_from_world(scene, world_image, shift, gain, offset):
+    """The noise-free coarse image on MODIS's sinusoidal grid: the world blurred by the Gaussian PSF, then
+    averaged over each cell's (leaning) footprint, moved by the date's misregistration; NaN off the world."""
+    sigma = scene.sensor.psf_sigma * scene.sensor.factor
+    hw, ww = world_image.shape[-2:]
+    ky = psf_weights(hw, hw, 1.0, sigma).astype(np.float32)
+    kx = psf_weights(ww, ww, 1.0, sigma).astype(np.float32)
+    blurred = np.stack([ky @ band @ kx.T for band in np.asarray(world_image, dtype=np.float32)])
+    rows, cols = scene.modis_grid.footprint_points(shift)
+    out = footprint_mean(blurred, rows, cols)
+    out *= np.asarray(gain, dtype=np.float32)[:, None, None]
+    out += np.asarray(offset, dtype=np.float32)[:, None, None]
     return out
 
 
@@ -1180,6 +1242,8 @@ def cloud_mask(scene, date, fraction, world=False):
 
 def coarse_cloud_mask(scene, world_mask):
     """Coarse pixels whose nominal footprint is more than half cloud, bool (hc, wc)."""
+    if scene.modis_grid is not None:
+        return footprint_mean(world_mask.astype(np.float32), *scene.modis_grid.footprint_points())[0] > 0.5
     hc, wc = scene.coarse_shape
     f = scene.sensor.factor
     ky = psf_weights(hc, scene.world_shape[0], f, 0.0, scene.margin).astype(np.float32)
@@ -1500,18 +1564,44 @@ def select_bands(bands=None):
 
 
 def coarse_on_fine_grid(coarse, scene):
-    """A coarse image (B, hc, wc) brought onto the fine grid (B, H, W) by nearest neighbour."""
+    """A coarse image (B, hc, wc) brought onto the fine grid (B, H, W) by nearest neighbour (NaN stays NaN)."""
+    if scene.modis_grid is not None:
+        return _warp_nearest_to_fine(coarse, scene)
     f = scene.sensor.factor
     rows = np.minimum(((np.arange(scene.height) + 0.5) / f).astype(int), coarse.shape[-2] - 1)
     cols = np.minimum(((np.arange(scene.width) + 0.5) / f).astype(int), coarse.shape[-1] - 1)
     return np.ascontiguousarray(coarse[:, rows[:, None], cols[None, :]])
 
 
-def _srs_wkt(epsg):
+def _warp_nearest_to_fine(coarse, scene):
+    """A coarse image on MODIS's sinusoidal grid warped onto the fine grid by nearest neighbour, as GDAL
+    (``gdalwarp -r near``) does when a user or a data portal reprojects MODIS onto the Landsat grid."""
+    from .raster import gdal
+
+    coarse = np.asarray(coarse, dtype=np.float32)
+    bands = coarse.shape[0]
+    source = gdal.GetDriverByName("MEM").Create("", coarse.shape[2], coarse.shape[1], bands, gdal.GDT_Float32)
+    source.SetGeoTransform(scene.coarse_geotransform)
+    source.SetProjection(scene.coarse_crs)
+    for i in range(bands):
+        source.GetRasterBand(i + 1).SetNoDataValue(float("nan"))
+        source.GetRasterBand(i + 1).WriteArray(coarse[i])
+    x0, y0 = scene.origin
+    r = scene.resolution
+    target = gdal.Warp("", source, format="MEM", dstSRS=_srs_wkt(scene.epsg), resampleAlg="near",
+                       outputBounds=(x0, y0 - scene.height * r, x0 + scene.width * r, y0),
+                       width=scene.width, height=scene.height, dstNodata=float("nan"))
+    return target.ReadAsArray().reshape(bands, scene.height, scene.width).astype(np.float32)
+
+
+def _srs_wkt(crs):
+    """WKT of ``crs``: an EPSG code, or WKT already."""
+    if isinstance(crs, str):
+        return crs
     from .raster import osr  # with GDAL's exceptions on, as everywhere in model_core
 
     srs = osr.SpatialReference()
-    srs.ImportFromEPSG(int(epsg))
+    srs.ImportFromEPSG(int(crs))
     return srs.ExportToWkt()
 
 
@@ -1525,8 +1615,8 @@ def to_dn(reflectance, mask=None):
     return dn
 
 
-def write_geotiff(path, dn, geotransform, epsg, descriptions=BANDS, nodata=NODATA, metadata=None):
-    """Write a (B, H, W) array as a GeoTIFF (DEFLATE) with CRS, nodata and band descriptions."""
+def write_geotiff(path, dn, geotransform, crs, descriptions=BANDS, nodata=NODATA, metadata=None):
+    """Write a (B, H, W) array as a GeoTIFF (DEFLATE) with CRS (EPSG code or WKT), nodata and band descriptions."""
     from .raster import gdal  # with GDAL's exceptions on, as everywhere in model_core
 
     dn = np.asarray(dn)
@@ -1540,7 +1630,7 @@ def write_geotiff(path, dn, geotransform, epsg, descriptions=BANDS, nodata=NODAT
     ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, bands, types[dn.dtype], options=options)
     try:
         ds.SetGeoTransform(tuple(float(v) for v in geotransform))
-        ds.SetProjection(_srs_wkt(epsg))
+        ds.SetProjection(_srs_wkt(crs))
         if metadata:
             ds.SetMetadata({str(k): str(v) for k, v in metadata.items()})
         for i in range(bands):
@@ -1584,7 +1674,9 @@ def _series_parameters(scene, kind, seed, dates, cloud_settings, change_mix, per
         "coarse_shape": list(scene.coarse_shape),
         "epsg": scene.epsg,
         "fine_geotransform": list(scene.fine_geotransform),
-        "coarse_geotransform": list(scene.fine_geotransform if coarse_grid == "fine" else scene.coarse_geotransform),
+        "coarse_geotransform": list(
+            scene.fine_geotransform if coarse_grid in ("fine", "sinusoidal-fine") else scene.coarse_geotransform
+        ),
         "clouds": float(clouds),
         "cloud_target": cloud_target,
         "change_fraction": scene.events.requested_fraction if scene.events else 0.0,
@@ -1595,6 +1687,7 @@ def _series_parameters(scene, kind, seed, dates, cloud_settings, change_mix, per
         "per_date": per_date,
         "bands": list(band_names),
         "coarse_grid": coarse_grid,
+        "coarse_crs": "MODIS sinusoidal" if coarse_grid == "sinusoidal" else f"EPSG:{scene.epsg}",
         "scale": SCALE,
         "nodata": NODATA,
         "classes": {str(k): v for k, v in CLASS_NAMES.items()},
@@ -1615,11 +1708,16 @@ def _write_date_images(out_dir, scene, day, fine_masked, coarse_masked, band_ind
     fine_path = out_dir / f"fine_{stamp}.tif"
     coarse_path = out_dir / f"coarse_{stamp}.tif"
     meta = {"ACQUISITION_DATE": stamp, "SCALE_FACTOR": SCALE, "SIMULATOR": f"model_core.simulate {kind} seed={seed}"}
-    coarse_geotransform = scene.coarse_geotransform
-    if coarse_grid == "fine":
+    coarse_geotransform, coarse_crs = scene.coarse_geotransform, scene.coarse_crs
+    if coarse_grid in ("fine", "sinusoidal-fine"):
         coarse = coarse_on_fine_grid(coarse, scene)
-        coarse_mask = None if coarse_mask is None else coarse_on_fine_grid(coarse_mask[None], scene)[0]
-        coarse_geotransform = scene.fine_geotransform
+        if coarse_mask is not None:
+            coarse_mask = coarse_on_fine_grid(coarse_mask[None].astype(np.float32), scene)[0] > 0.5
+        coarse_geotransform, coarse_crs = scene.fine_geotransform, scene.epsg
+    off_world = np.isnan(coarse).any(axis=0)  # MODIS cells the simulated world does not cover
+    if off_world.any():
+        coarse_mask = off_world if coarse_mask is None else coarse_mask | off_world
+        coarse = np.nan_to_num(coarse)
     write_geotiff(
         fine_path,
         to_dn(fine[band_index], fine_mask),
@@ -1632,7 +1730,7 @@ def _write_date_images(out_dir, scene, day, fine_masked, coarse_masked, band_ind
         coarse_path,
         to_dn(coarse[band_index], coarse_mask),
         coarse_geotransform,
-        scene.epsg,
+        coarse_crs,
         descriptions=band_names,
         metadata=dict(meta, SENSOR=f"simulated MODIS ({scene.coarse_resolution:g} m)"),
     )
@@ -1651,8 +1749,7 @@ def _write_date_images(out_dir, scene, day, fine_masked, coarse_masked, band_ind
 
 def _check_series_options(kind, coarse_grid, sensor_overrides, clouds, cloud_target):
     """Refuse series options the simulator does not know, before anything is written."""
-    if coarse_grid not in ("own", "fine"):
-        raise CtstfmError("coarse_grid must be 'own' (the coarse sensor's grid) or 'fine' (resampled onto the fine grid).")
+    _check_coarse_grid(coarse_grid)
     unknown = set(sensor_overrides) - set(SENSOR_PRESETS["ideal"])
     if unknown:
         raise TypeError(f"simulate_series() got unexpected arguments: {', '.join(sorted(unknown))}")
@@ -1680,8 +1777,10 @@ def simulate_series(
     ``gain_jitter``, ``offset_jitter``, ``date_gain_jitter``, ``date_offset_jitter``, ``coarse_error``
     (see :func:`make_scene`). ``bands``: band names to write (default all of ``BANDS``), e.g.
     ``("green", "red", "nir")``. ``resolution``: fine pixel size in metres (layouts are in pixels).
-    ``coarse_grid``: "own" (the coarse sensor's grid) or "fine" (already resampled onto the fine grid
-    by nearest neighbour, as many distributed MODIS/Landsat pairs are).
+    ``coarse_grid``: "own" (the coarse sensor's grid, aligned with the fine one), "fine" (already
+    resampled onto the fine grid by nearest neighbour, as many distributed MODIS/Landsat pairs are),
+    "sinusoidal" (MODIS's own sinusoidal grid, leaning footprints) or "sinusoidal-fine" (that,
+    warped onto the fine grid by nearest neighbour, as a real MODIS product reprojected for Landsat is).
     """
     band_index = select_bands(bands)
     _check_series_options(kind, coarse_grid, sensor_overrides, clouds, cloud_target)
@@ -1694,7 +1793,7 @@ def simulate_series(
         kind=kind, size=size, width=width, height=height, seed=seed, dates=dates, change_fraction=change_fraction,
         change_mix=change_mix, coarse_resolution=coarse_resolution, psf_sigma=psf_sigma, coarse_noise=coarse_noise,
         fine_noise=fine_noise, misregistration=misregistration, resolution=resolution, sensor=sensor,
-        **sensor_overrides,
+        coarse_grid=coarse_grid, **sensor_overrides,
     )
     band_names = tuple(BANDS[i] for i in band_index)
     if progress is not None:

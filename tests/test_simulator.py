@@ -358,3 +358,82 @@ def test_bands_coarse_grid_and_sensor_choices(make_series):
     assert series.parameters["bands"] == ["green", "red", "nir"]
     with pytest.raises(sim.CtstfmError, match="green,red,nir"):
         sim.simulate_series(series.out_dir / "bad", size=32, count=2, bands="green,rededge")
+
+
+def _utm_to_world(x, y, origin, margin, resolution=30.0):
+    """World fine-pixel coordinates (row, col) of UTM points, pixel centres at i + 0.5."""
+    return (origin[1] - y) / resolution + margin, (x - origin[0]) / resolution + margin
+
+
+def test_a_modis_cell_averages_its_own_leaning_footprint():
+    """Independently of modis_grid's sampling: a linear field averaged over a cell is its value at the
+    cell's centre (transformed here with osr), and the footprint leans as far as the sinusoidal
+    projection's shear λ·sin φ says at Coleambally."""
+    from model_core import modis_grid
+
+    origin, margin, size = (398400.0, 6237600.0), 80, 64
+    grid = modis_grid.SinusoidalGrid(32755, origin, 30.0, size, size, margin, modis_grid.PIXEL_SIZES[500])
+    left, p, _, top, _, _ = grid.geotransform
+    assert p == pytest.approx(463.3127, abs=1e-3)
+    assert (left - modis_grid.GRID_LEFT) / p == pytest.approx(round((left - modis_grid.GRID_LEFT) / p), abs=1e-6)
+    assert (modis_grid.GRID_TOP - top) / p == pytest.approx(round((modis_grid.GRID_TOP - top) / p), abs=1e-6)
+
+    world = size + 2 * margin
+    row_ramp, col_ramp = np.meshgrid(np.arange(world) + 0.5, np.arange(world) + 0.5, indexing="ij")
+    rows, cols = grid.footprint_points()
+    mean = modis_grid.footprint_mean(np.stack([row_ramp, col_ramp]), rows, cols)
+    sinusoidal = osr.SpatialReference()
+    sinusoidal.ImportFromProj4(modis_grid.SINUSOIDAL_PROJ4)
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(32755)
+    for srs in (sinusoidal, utm):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    hc, wc = grid.shape
+    centres = [(left + (j + 0.5) * p, top - (i + 0.5) * p) for i in range(hc) for j in range(wc)]
+    utm_centres = np.array(osr.CoordinateTransformation(sinusoidal, utm).TransformPoints(centres))
+    expected_rows, expected_cols = _utm_to_world(utm_centres[:, 0], utm_centres[:, 1], origin, margin)
+    inside = ~np.isnan(mean[0].ravel())
+    assert inside.sum() >= 4
+    np.testing.assert_allclose(mean[0].ravel()[inside], expected_rows[inside], atol=0.05)
+    np.testing.assert_allclose(mean[1].ravel()[inside], expected_cols[inside], atol=0.05)
+
+    # The lean: one cell's left edge, top to bottom, moves by λ·sin φ fine columns per fine row.
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    lon, lat, _ = osr.CoordinateTransformation(utm, wgs84).TransformPoint(*origin)
+    lean = math.radians(lon) * math.sin(math.radians(lat))
+    assert lean == pytest.approx(-1.42, abs=0.03)
+    k = modis_grid.FOOTPRINT_SAMPLES
+    cell_rows, cell_cols = rows[hc // 2, wc // 2].reshape(k, k), cols[hc // 2, wc // 2].reshape(k, k)
+    measured = (cell_cols[-1, 0] - cell_cols[0, 0]) / (cell_rows[-1, 0] - cell_rows[0, 0])
+    assert -measured == pytest.approx(lean, abs=0.05)  # rows run south, the lean is east per metre north
+    assert modis_grid.shear(32755, *origin) == pytest.approx(lean, abs=0.05)
+
+
+def test_sinusoidal_coarse_grids_cover_the_fine_image(make_series):
+    own = make_series(count=2, size=96, seed=5, sensor="realistic", bands="red,nir", coarse_grid="sinusoidal")
+    on_fine = make_series(count=2, size=96, seed=5, sensor="realistic", bands="red,nir", coarse_grid="sinusoidal-fine")
+    fine_path, coarse_path = own.items[0].fine, own.items[0].coarse
+    coarse, coarse_gt, coarse_wkt, coarse_bands = _read(coarse_path)
+    fine, fine_gt, fine_wkt, _ = _read(fine_path)
+    assert "Sinusoidal" in coarse_wkt and coarse_gt[1] == pytest.approx(463.3127, abs=1e-3)
+    assert coarse_bands == [(sim.NODATA, "red"), (sim.NODATA, "nir")]
+    assert own.parameters["coarse_crs"] == "MODIS sinusoidal"
+    # GDAL's own warp of the MODIS-grid image onto the fine grid leaves no fine pixel uncovered.
+    ds = gdal.Open(str(coarse_path))
+    warped = gdal.Warp("", ds, format="MEM", dstSRS=fine_wkt, resampleAlg="near", width=96, height=96,
+                       outputBounds=_extent(fine_gt, (96, 96))).ReadAsArray()
+    ds = None
+    assert (warped != sim.NODATA).all()
+    # The same scene delivered on the fine grid: that warp, done by the simulator.
+    delivered, delivered_gt, _, _ = _read(on_fine.items[0].coarse)
+    assert delivered_gt == fine_gt and delivered.shape == fine.shape
+    np.testing.assert_array_equal(delivered, warped)
+    # Its blocks lean: a pixel equals its lower neighbour one column east (the lean at Coleambally,
+    # 1.42 columns per row) more often than the one straight below, and that one more than the one west.
+    nir = delivered[1]
+    leaning = np.mean(nir[1:, 1:] == nir[:-1, :-1])
+    straight = np.mean(nir[1:, :] == nir[:-1, :])
+    against = np.mean(nir[1:, :-1] == nir[:-1, 1:])
+    assert leaning > straight + 0.03 > against + 0.06, (leaning, straight, against)

@@ -2,6 +2,8 @@
 
 
 def configure(parser):
+    from ..simulate import COARSE_GRIDS
+
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument(
         "--kind", choices=("fields", "urban"), default="fields",
@@ -39,8 +41,10 @@ def configure(parser):
     )
     parser.add_argument("--bands", help="bands to write, e.g. green,red,nir (default blue,green,red,nir,swir1,swir2)")
     parser.add_argument("--resolution", type=float, default=30.0, help="fine pixel size in metres (default 30)")
-    parser.add_argument("--coarse-grid", choices=("own", "fine"), default="own",
-                        help="coarse images on their own grid (default) or resampled onto the fine grid (nearest)")
+    parser.add_argument("--coarse-grid", choices=COARSE_GRIDS, default="own",
+                        help="coarse images on their own grid aligned with the fine one (default), resampled onto "
+                             "the fine grid (nearest), on MODIS's sinusoidal grid (463 m at --coarse-resolution "
+                             "480, leaning footprints), or that warped onto the fine grid (nearest)")
     parser.add_argument(
         "--psf-sigma", type=float, help="coarse PSF Gaussian sigma in coarse pixels (default from --sensor: 0.5 / 0.8)"
     )
