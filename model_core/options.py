@@ -202,11 +202,19 @@ def model_option():
     )
 
 
-def model_band_options():
-    """The band lists of the CTSTFM operations (in the model's band order)."""
-    return band_options(
-        "Fine image bands, in the model's order (e.g. 1,2,3,4,5,6; empty: the first bands)",
-        "Coarse image bands, in the model's order (e.g. 3,4,1,2,6,7 for MODIS; empty: the first bands)",
+def matched_band_options():
+    """The bands of fine and coarse images fed to a model, matched to its bands by name
+    (``model_core.bands.match_bands``): fusion of one date and of a series."""
+    return (
+        Option(
+            "bands", "str", "Names of the fine image's bands (e.g. green,red,nir; empty: from its band descriptions)",
+            advanced=True,
+        ),
+        *band_options(
+            "Fine image bands, in the model's order unless named (e.g. 1,2,3,4,5,6; empty: the first bands)",
+            "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: by name, else the "
+            "first bands)",
+        ),
     )
 
 
@@ -240,15 +248,7 @@ FUSE = Operation(
         tile_option(),
         overlap_option(32),
         device_option(),
-        Option(
-            "bands", "str", "Names of the fine image's bands (e.g. green,red,nir; empty: from its band descriptions)",
-            advanced=True,
-        ),
-        *band_options(
-            "Fine image bands, in the model's order unless named (e.g. 1,2,3,4,5,6; empty: the first bands)",
-            "Coarse image bands, in the fine bands' order (e.g. 3,4,1,2,6,7 for MODIS; empty: by name, else the "
-            "first bands)",
-        ),
+        *matched_band_options(),
         *output_options("Resampling of the coarse image onto the fine grid"),
         batch_size_option(),
         Option(
@@ -541,7 +541,7 @@ FUSE_SERIES = Operation(
         tile_option(),
         overlap_option(32),
         device_option(),
-        *model_band_options(),
+        *matched_band_options(),
         Option(
             "mask_band", "int", "Cloud band of the fine images (non-zero = cloud; 0: none)", unset=0, minimum=0,
             advanced=True,

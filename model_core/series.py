@@ -640,6 +640,19 @@ def _say_mode(config, model_path, plan, progress):
         )
 
 
+def _model_for_series(loaded, plan, options):
+    """(model cut down to the matched bands, :class:`~model_core.bands.BandMatch`): the series' bands matched to
+    the model's by name, on its earliest fine image and first coarse image, as fusion of one date does
+    (every fine image of a series shares its grid and bands, which check_series_rasters then holds)."""
+    from .bands import model_for_rasters
+
+    earliest = min((ref for target in plan for ref in target.references), key=lambda ref: ref.date)
+    fine_info = RasterInfo.read(earliest.fine, f"fine image of {earliest.date.isoformat()}")
+    coarse_info = RasterInfo.read(plan[0].coarse, f"coarse image of {plan[0].coarse_date.isoformat()}")
+    return model_for_rasters(loaded, fine_info, coarse_info, bands=options["bands"],
+                             fine_bands=options["fine_bands"], coarse_bands=options["coarse_bands"])
+
+
 def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options, progress):
     """Load the model, check every input and work out the shared settings (a :class:`_Job`)."""
     from .device import resolve_device
@@ -654,9 +667,11 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     torch_device = distributed.rank_device(resolve_device(device))  # under torchrun: this rank's GPU
     loaded = load_model(model_path, map_location="cpu")
     _say_mode(loaded.config, model_path, plan, progress)
+    loaded, match = _model_for_series(loaded, plan, options)
+    progress.info(match.describe())
     band_names = list(loaded.band_names)
     grid, fine_bands, coarse_bands = check_series_rasters(
-        plan, len(band_names), band_names, options["fine_bands"], options["coarse_bands"], options["mask_band"]
+        plan, len(band_names), band_names, list(match.fine_bands), list(match.coarse_bands), options["mask_band"]
     )
     options = dict(options, fine_bands=fine_bands, coarse_bands=coarse_bands)
     bands = len(fine_bands)
@@ -682,7 +697,7 @@ def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None
 
 def fuse_series(series, model_path, out_folder, *, targets="missing", start=None, end=None, every_days=None,
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
-                device="auto", batch_size=None, fine_bands=None, coarse_bands=None, mask_band=None,
+                device="auto", batch_size=None, bands=None, fine_bands=None, coarse_bands=None, mask_band=None,
                 resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff", quicklook=False,
                 progress=None, mixed_precision=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
@@ -692,7 +707,9 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     (``None``: the bundled default model). ``targets``: ``missing`` (coarse dates
     without a fine image), ``all`` or ``step`` (``start``, ``end``, ``every_days``). ``references``: 2
     (before and after, blended) or 1 (the nearest). ``max_gap_days``: farthest usable reference.
-    ``weighting``: ``fit`` or ``time`` (:func:`blend_predictions`). ``mask_band``: a band of the fine
+    ``weighting``: ``fit`` or ``time`` (:func:`blend_predictions`). ``bands`` / ``fine_bands`` /
+    ``coarse_bands``: the images' bands matched to the model's by name, as in
+    :func:`~model_core.fusion.fuse` (a model with more bands is cut down to them). ``mask_band``: a band of the fine
     images whose non-zero pixels are clouds. The other options are those of
     :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError`
     before any work for bad input, :class:`Cancelled` (keeping the finished dates) when cancelled.
@@ -714,7 +731,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     model_path = paths.model_or_default(model_path, three_image=all(pair.coarse for pair in pairs if pair.fine))
     plan = plan_targets(pairs, out_folder, targets=targets, start=start, end=end, every_days=every_days,
                         references=references, max_gap_days=max_gap_days)
-    options = dict(tile=int(tile), overlap=int(overlap), fine_bands=fine_bands, coarse_bands=coarse_bands,
+    options = dict(tile=int(tile), overlap=int(overlap), bands=bands, fine_bands=fine_bands,
+                   coarse_bands=coarse_bands,
                    mask_band=int(mask_band) if mask_band else None, resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references))
     job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,

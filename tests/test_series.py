@@ -119,6 +119,33 @@ def test_a_three_image_model_gets_each_reference_dates_coarse_image(five_dates, 
     same_up_to_rounding(read_all(result.files[items[1].date.isoformat()]), read_all(tmp_path / "without.tif"))
 
 
+def test_a_three_band_series_runs_with_the_six_band_model_matched_by_name(make_series, tmp_path):
+    """Bands are matched to the model's by name as in ctstfm:fuse: the 6-band model, cut down to green, red
+    and NIR by the band descriptions, fills a 3-band series with fuse's result; BANDS names them too."""
+    from model_core.fusion import fuse
+
+    series = make_series(kind="fields", count=2, size=64, seed=3, interval_days=16, bands="green,red,nir")
+    items = series.items
+    manifest = write_manifest(tmp_path / "m.csv", [(items[0].date, items[0].fine, items[0].coarse),
+                                                   (items[1].date, "", items[1].coarse)])
+    log = Log()
+    result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, progress=log, **FAST)
+    assert any("band descriptions" in m and "specialised to these 3 bands" in m for m in log.messages), log.messages
+    fused = result.files[items[1].date.isoformat()]
+    assert RasterInfo.read(fused).descriptions == ("green", "red", "nir")
+    fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / "fuse.tif", inference="eager",
+         threads=torch.get_num_threads(), **FAST)
+    same_up_to_rounding(read_all(fused), read_all(tmp_path / "fuse.tif"))
+
+    log = Log()
+    named = fuse_series(manifest, MODEL, tmp_path / "named", references=1, bands="green,red", progress=log, **FAST)
+    assert any("the band list 'green,red'" in m for m in log.messages), log.messages
+    assert RasterInfo.read(named.files[items[1].date.isoformat()]).count == 2
+    with pytest.raises(CtstfmError, match="'rededge' is not a band name known here"):
+        fuse_series(manifest, MODEL, tmp_path / "bad", references=1, bands="green,rededge,nir", **FAST)
+    assert not (tmp_path / "bad").exists() or not os.listdir(tmp_path / "bad")
+
+
 def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
     from model_core.simulate import write_geotiff
 

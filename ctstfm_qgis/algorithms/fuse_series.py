@@ -36,7 +36,11 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
 - **Target dates**: the coarse dates without a fine image (default), all coarse dates, or a regular step
   with the nearest coarse image.
 - **Model file**: empty uses the model that comes with the plugin (for trying the plugin; train or
-  fine-tune your own with *Train CTSTFM*). Bands and scale as in *Spatiotemporal Fusion*.
+  fine-tune your own with *Train CTSTFM*).
+- **Bands, by name**, as in *Spatiotemporal Fusion*: the fine images' band descriptions, or **Band names**
+  under Advanced (e.g. `green,red,nir`), so the plugin's 6-band model runs on a 3-band series; the log says
+  which bands were matched. The images are read at the model's reflectance scale (DN × 0.0001 for the
+  plugin's model).
 
 ## How
 Each date is predicted from the nearest fine date before it and the nearest after it, and the two
