@@ -9,7 +9,7 @@ DIST := dist
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test test-lts check-qt6 bench bench-accuracy package install demo train-default sample screenshots clean
+.PHONY: setup test test-lts check-qt6 bench bench-accuracy bench-series-few-dates package install demo train-default sample screenshots clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ bench: setup
 # FEW_DATES=1: the "few dates, real-like sensors" table (realistic sensors, 3 bands, 2 training dates).
 bench-accuracy: setup
 	$(PY) scripts/bench_accuracy.py $(if $(FEW_DATES),--few-dates)
+
+# A gap-free series from three fine dates, realistic sensors: the series job trained or not against simple
+# estimates (scripts/bench_series_few_dates.py, about 15 min; docs/benchmarks.md, Time series).
+bench-series-few-dates: setup
+	$(PY) scripts/bench_series_few_dates.py
 
 package:
 	$(SYSTEM_PYTHON) scripts/package.py --dist $(DIST)

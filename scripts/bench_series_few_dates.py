@@ -1,0 +1,130 @@
+"""A gap-free series from three fine dates: what the time-series job gives, trained or not, against simple estimates.
+
+Per series: the *realistic* sensor difference with the few-dates bench's milder settings (coarse error 4 %,
+misregistration 0.3 coarse pixel; ``bench_few_dates.MILD``), green/red/NIR, 320 x 320 fine pixels, five
+dates 24 days apart. The fine images of dates 1, 3 and 5 are the user's; dates 2 and 4 are filled by
+``ctstfm:fuseseries`` (two references, blended) and scored against their true fine images. Rows:
+
+- the nearest fine date unchanged, the fine dates interpolated linearly in time, the temporal difference
+  from both sides weighted by time (``w_b (F_b + C_t - C_b) + w_a (F_a + C_t - C_a)``);
+- the series job with the plugin's model (no training);
+- the series job with a model trained by ``ctstfm:train``'s defaults on the three fine dates
+  (``--train-minutes``, MAX_MINUTES).
+
+    .venv/bin/python scripts/bench_series_few_dates.py [--train-minutes 3] [--series 3]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+
+from bench_few_dates import BANDS, MILD, read_on_fine_grid, read_raster, scores  # noqa: E402
+from benchutil import load_average, machine_info  # noqa: E402
+
+# (seed, coarse grid): seeds used nowhere else. Two with MODIS's sinusoidal grid warped onto the fine grid
+# (as reprojected MODIS comes), one with the coarse images on their own aligned grid.
+SERIES = [(961, "sinusoidal-fine"), (962, "sinusoidal-fine"), (963, "own")]
+KNOWN, TARGETS = (0, 2, 4), (1, 3)
+METHODS = {
+    "nearest": "nearest fine date unchanged",
+    "linear": "fine dates interpolated linearly in time",
+    "temporal_difference": "temporal difference from both sides, weighted by time",
+    "series_plugin_model": "`ctstfm:fuseseries`, the plugin's model (no training)",
+    "series_trained": "`ctstfm:fuseseries`, a model trained with `ctstfm:train` defaults on the 3 fine dates",
+}
+
+
+def simple_estimate(method, items, target):
+    """One of the simple estimates of a target date from the fine dates on either side (reflectance)."""
+    before, after = items[target - 1], items[target + 1]
+    fine_b, coarse_b, _ = read_on_fine_grid(before.fine, before.coarse)
+    fine_a, coarse_a, _ = read_on_fine_grid(after.fine, after.coarse)
+    _, coarse_t, _ = read_on_fine_grid(before.fine, items[target].coarse)
+    gap_b = (items[target].date - before.date).days
+    gap_a = (after.date - items[target].date).days
+    weight_b, weight_a = gap_a / (gap_b + gap_a), gap_b / (gap_b + gap_a)
+    if method == "nearest":
+        return fine_b if gap_b <= gap_a else fine_a
+    if method == "linear":
+        return weight_b * fine_b + weight_a * fine_a
+    return weight_b * (fine_b + coarse_t - coarse_b) + weight_a * (fine_a + coarse_t - coarse_a)
+
+
+def mean_scores(per_date):
+    return {key: sum(s[key] for s in per_date) / len(per_date) for key in ("mae", "rmse", "ssim")}
+
+
+def run_series(seed, coarse_grid, args, work):
+    from model_core.series import fuse_series
+    from model_core.simulate import simulate_series
+    from model_core.training import train, write_manifest
+
+    folder = work / f"fields_{seed}_{coarse_grid}"
+    series = simulate_series(folder / "series", kind="fields", seed=seed, size=args.size, count=5, interval_days=24,
+                             start="2021-10-01", sensor="realistic", bands=BANDS, coarse_grid=coarse_grid, **MILD)
+    items = series.items
+    rows = [(it.date, it.fine if i in KNOWN else "", it.coarse) for i, it in enumerate(items)]
+    manifest = write_manifest(folder / "series.csv", rows)
+    truths = {t: read_raster(items[t].fine) for t in TARGETS}
+    results, minutes = {}, None
+    for method in ("nearest", "linear", "temporal_difference"):
+        results[method] = mean_scores([scores(simple_estimate(method, items, t), truths[t][0], truths[t][1])
+                                       for t in TARGETS])
+    model = folder / "trained.pt"
+    started = time.monotonic()
+    train(write_manifest(folder / "train.csv", [items[i] for i in KNOWN]), model, max_minutes=args.train_minutes,
+          device="cpu")
+    minutes = (time.monotonic() - started) / 60
+    for method, model_path in (("series_plugin_model", None), ("series_trained", str(model))):
+        fused = fuse_series(str(manifest), model_path, folder / method, device="cpu")
+        per_date = []
+        for t in TARGETS:
+            estimate, valid = read_raster(fused.files[items[t].date.isoformat()])
+            per_date.append(scores(estimate, truths[t][0], truths[t][1] & valid))
+        results[method] = mean_scores(per_date)
+    return {"seed": seed, "coarse_grid": coarse_grid, "rows": results, "minutes": minutes,
+            "dates": [it.date.isoformat() for it in items]}
+
+
+def markdown(runs, info, args, seconds):
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, no GPU; load average "
+        f"{info['load_before'][0] if info['load_before'] else '?'} before, "
+        f"{info['load_after'][0] if info['load_after'] else '?'} after. Whole run {seconds / 60:.1f} min. "
+        f"Training: MAX_MINUTES {args.train_minutes:g}. Cells: MAE / RMSE / SSIM, mean of dates 2 and 4.",
+        "",
+        "| method | " + " | ".join(f"fields {r['seed']}, coarse grid {r['coarse_grid']}" for r in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+    for key, label in METHODS.items():
+        cells = [f"{r['rows'][key]['mae']:.5f} / {r['rows'][key]['rmse']:.5f} / {r['rows'][key]['ssim']:.4f}"
+                 for r in runs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| training minutes | " + " | ".join(f"{r['minutes']:.1f}" for r in runs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-minutes", type=float, default=3.0, help="MAX_MINUTES of each training run (3)")
+    parser.add_argument("--size", type=int, default=320, help="fine pixels per side (320)")
+    parser.add_argument("--series", type=int, default=len(SERIES), help="how many of the series to run")
+    parser.add_argument("--work", default=str(ROOT / "build" / "bench_series_few_dates"))
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    info["load_before"] = load_average()
+    started = time.monotonic()
+    runs = [run_series(seed, grid, args, work) for seed, grid in SERIES[: args.series]]
+    info["load_after"] = load_average()
+    print(markdown(runs, info, args, time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
