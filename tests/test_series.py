@@ -49,6 +49,11 @@ def mae(predicted, truth, nodata=-9999):
     return float(np.abs(predicted.astype(float) - truth)[:, ok].mean()) * 1e-4
 
 
+def fill_second_date(path, items):
+    """A manifest of the first date (fine and coarse) and the second (coarse only): one date to fill."""
+    return write_manifest(path, [(items[0].date, items[0].fine, items[0].coarse), (items[1].date, "", items[1].coarse)])
+
+
 def same_up_to_rounding(a, b):
     """Equal DN for DN, but for the odd pixel whose value sits on a rounding tie: the series blends a
     single prediction with weight w as (w p) / w, which can differ from p in the last float bit."""
@@ -78,8 +83,7 @@ def test_one_reference_equals_a_fuse_run(five_dates, tmp_path):
     from model_core.fusion import fuse
 
     items = five_dates.items
-    manifest = write_manifest(tmp_path / "m.csv", [(items[0].date, items[0].fine, items[0].coarse),
-                                                   (items[1].date, "", items[1].coarse)])
+    manifest = fill_second_date(tmp_path / "m.csv", items)
     result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, **FAST)
     fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / "fuse.tif", inference="eager", threads=torch.get_num_threads(),
          **FAST)
@@ -98,8 +102,7 @@ def test_a_three_image_model_gets_each_reference_dates_coarse_image(five_dates, 
     three = str(save_model(tmp_path / "three.pt", loaded.model, config=dataclasses.replace(loaded.config, images=3),
                            band_names=loaded.band_names, scale=loaded.scale))
     items = five_dates.items
-    manifest = write_manifest(tmp_path / "m.csv", [(items[0].date, items[0].fine, items[0].coarse),
-                                                   (items[1].date, "", items[1].coarse)])
+    manifest = fill_second_date(tmp_path / "m.csv", items)
     log = Log()
     result = fuse_series(manifest, three, tmp_path / "series", references=1, progress=log, **FAST)
     assert any("three-image" in m and "coarse T0" in m for m in log.messages), log.messages
@@ -126,8 +129,7 @@ def test_a_three_band_series_runs_with_the_six_band_model_matched_by_name(make_s
 
     series = make_series(kind="fields", count=2, size=64, seed=3, interval_days=16, bands="green,red,nir")
     items = series.items
-    manifest = write_manifest(tmp_path / "m.csv", [(items[0].date, items[0].fine, items[0].coarse),
-                                                   (items[1].date, "", items[1].coarse)])
+    manifest = fill_second_date(tmp_path / "m.csv", items)
     log = Log()
     result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, progress=log, **FAST)
     assert any("band descriptions" in m and "specialised to these 3 bands" in m for m in log.messages), log.messages
