@@ -4,7 +4,8 @@ Per case: a simulated series with the realistic sensor difference (``sensor="rea
 docs/simulator.md), three bands (green, red, NIR) and three dates; the first two dates train,
 the third is predicted from the second (T0) and scored on the whole image against its true fine
 image. Methods: the unchanged fine image, the first guess ``F0 + C1 - box33(F0)``, temporal
-difference and STARFM (three images), CTSTFM trained from scratch as in the paper, and CTSTFM
+difference and STARFM (three images), the plugin's model untrained (three-image form), CTSTFM trained
+from scratch as in the paper, and CTSTFM
 trained with ``ctstfm:train``'s defaults (the embedded model, band-mapped, fine-tuned) in both modes:
 two images (USE_COARSE_T0 off: F0, C1) and three (the default: F0, C0, C1, fused with COARSE_T0),
 each training run given the same time budget (``--train-minutes``, MAX_MINUTES).
@@ -45,6 +46,7 @@ METHODS = {
     "first_guess": ("first guess F0 + C1 - box33(F0)", "F0, C1", False),
     "temporal_difference": ("temporal difference", "F0, C0, C1", False),
     "starfm": ("STARFM", "F0, C0, C1", False),
+    "ctstfm_untrained": ("CTSTFM, the plugin's model untrained (three-image form)", "F0, C0, C1", False),
     "ctstfm_scratch": ("CTSTFM from scratch (paper recipe)", "F0, C1 + 2 training dates", True),
     "ctstfm_two_image": ("CTSTFM, `ctstfm:train` defaults, USE_COARSE_T0 off", "F0, C1 + 2 training dates", True),
     "ctstfm_default": ("CTSTFM, `ctstfm:train` defaults (three-image)", "F0, C0, C1 + 2 training dates", True),
@@ -117,6 +119,8 @@ def run_case(kind, seed, start, overrides, args, work):
         out = folder / f"{key}.tif"
         function(out)
         rows[key] = scores(read_raster(out)[0], truth, valid)
+    fuse(str(f1), str(c2), None, str(folder / "ctstfm_untrained.tif"), device="cpu", coarse_t0_path=str(c1))
+    rows["ctstfm_untrained"] = scores(read_raster(folder / "ctstfm_untrained.tif")[0], truth, valid)
     for key, options in TRAININGS.items():
         model = folder / f"{key}.pt"
         started = time.monotonic()
