@@ -38,8 +38,8 @@ METHODS = {
 }
 
 
-def simple_estimate(method, items, target):
-    """One of the simple estimates of a target date from the fine dates on either side (reflectance)."""
+def simple_estimates(items, target):
+    """The simple estimates of a target date from the fine dates on either side (reflectance), by method."""
     before, after = items[target - 1], items[target + 1]
     fine_b, coarse_b, _ = read_on_fine_grid(before.fine, before.coarse)
     fine_a, coarse_a, _ = read_on_fine_grid(after.fine, after.coarse)
@@ -47,11 +47,11 @@ def simple_estimate(method, items, target):
     gap_b = (items[target].date - before.date).days
     gap_a = (after.date - items[target].date).days
     weight_b, weight_a = gap_a / (gap_b + gap_a), gap_b / (gap_b + gap_a)
-    if method == "nearest":
-        return fine_b if gap_b <= gap_a else fine_a
-    if method == "linear":
-        return weight_b * fine_b + weight_a * fine_a
-    return weight_b * (fine_b + coarse_t - coarse_b) + weight_a * (fine_a + coarse_t - coarse_a)
+    return {
+        "nearest": fine_b if gap_b <= gap_a else fine_a,
+        "linear": weight_b * fine_b + weight_a * fine_a,
+        "temporal_difference": weight_b * (fine_b + coarse_t - coarse_b) + weight_a * (fine_a + coarse_t - coarse_a),
+    }
 
 
 def mean_scores(per_date):
@@ -70,10 +70,9 @@ def run_series(seed, coarse_grid, args, work):
     rows = [(it.date, it.fine if i in KNOWN else "", it.coarse) for i, it in enumerate(items)]
     manifest = write_manifest(folder / "series.csv", rows)
     truths = {t: read_raster(items[t].fine) for t in TARGETS}
-    results, minutes = {}, None
-    for method in ("nearest", "linear", "temporal_difference"):
-        results[method] = mean_scores([scores(simple_estimate(method, items, t), truths[t][0], truths[t][1])
-                                       for t in TARGETS])
+    estimates = {t: simple_estimates(items, t) for t in TARGETS}
+    results = {method: mean_scores([scores(estimates[t][method], *truths[t]) for t in TARGETS])
+               for method in estimates[TARGETS[0]]}
     model = folder / "trained.pt"
     started = time.monotonic()
     train(write_manifest(folder / "train.csv", [items[i] for i in KNOWN]), model, max_minutes=args.train_minutes,
