@@ -5,6 +5,8 @@ coarse ones, or the same area in EPSG:4326 / the MODIS sinusoidal grid); every o
 is at most a few hundred pixels a side.
 """
 
+from pathlib import Path
+
 import numpy as np
 from osgeo import gdal, osr
 
@@ -170,3 +172,23 @@ class Log(_Progress):
 
     def text(self):
         return "\n".join(self.messages)
+
+
+def write_scaled_change_pair(folder, factor, size=96):
+    """Two dates of green/red/NIR rasters in ``folder`` whose fine image changes by ``factor`` times the coarse
+    change (coarse = fine at the first date, no noise); returns the training manifest's path. A fitted change
+    gain on them is ``factor`` per band."""
+    from model_core.training import write_manifest
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gt = fine_geotransform()
+    fine0 = smooth_field(3, size, size, seed=11)
+    change = smooth_field(3, size, size, seed=12, base=0.0, amplitude=300.0, noise=60.0)
+    names = ["green", "red", "nir"]
+    paths = {
+        name: write_raster(folder / f"{name}.tif", data.astype(np.int16), gt, nodata=-9999, descriptions=names)
+        for name, data in (("f0", fine0), ("c0", fine0), ("f1", fine0 + factor * change), ("c1", fine0 + change))
+    }
+    return write_manifest(folder / "m.csv", [("2021-06-01", paths["f0"], paths["c0"]),
+                                             ("2021-07-01", paths["f1"], paths["c1"])])

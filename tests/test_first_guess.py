@@ -10,7 +10,7 @@ import torch
 from osgeo import gdal
 
 from conftest import ROOT
-from helpers import Log
+from helpers import Log, write_scaled_change_pair
 from test_raster import SINUSOIDAL, UTM33, fine_geotransform, read_all, smooth_field, write_coarse, write_raster
 
 from model_core.fusion import fuse
@@ -252,28 +252,29 @@ def test_training_feeds_the_reference_the_model_was_made_for(sim_series, tmp_pat
     assert initial["three"] < initial["box"], initial
 
 
+def train_on_scaled_change(tmp_path, factor):
+    """Train one epoch on two dates whose fine image changes by ``factor`` times the coarse change (no noise);
+    returns (model config, log, TrainResult)."""
+    from model_core.model_file import read_model_metadata
+    from model_core.training import train
+
+    log = Log()
+    torch.set_num_threads(1)
+    result = train(write_scaled_change_pair(tmp_path, factor), tmp_path / "model.pt", epochs=1, patches_per_epoch=4,
+                   patch_size=32, device="cpu", seed=0, max_validation_windows=4, progress=log)
+    return read_model_metadata(tmp_path / "model.pt").config, log, result
+
+
+LITTLE_CHANGE = "etween the training dates the fine images changed far less than the coarse images show"
+
+
 def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
     """Where the fine image changes by half the coarse change, the fitted gain is 0.5 per band, the
     model file keeps it, and the network applies it: F0 + 0.5 (C1 - C0) from a zero correction."""
-    from model_core.model_file import load_model, read_model_metadata
-    from model_core.training import train, write_manifest
+    from model_core.model_file import load_model
     from model_core.training.start import zero_head
 
-    size, gt = 96, fine_geotransform()
-    fine0 = smooth_field(3, size, size, seed=11)
-    change = smooth_field(3, size, size, seed=12, base=0.0, amplitude=300.0, noise=60.0)
-    names = ["green", "red", "nir"]
-    paths = {
-        name: write_raster(tmp_path / f"{name}.tif", data.astype(np.int16), gt, nodata=-9999, descriptions=names)
-        for name, data in (("f0", fine0), ("c0", fine0), ("f1", fine0 + 0.5 * change), ("c1", fine0 + change))
-    }
-    manifest = write_manifest(tmp_path / "m.csv", [("2021-06-01", paths["f0"], paths["c0"]),
-                                                  ("2021-07-01", paths["f1"], paths["c1"])])
-    log = Log()
-    torch.set_num_threads(1)
-    train(manifest, tmp_path / "model.pt", epochs=1, patches_per_epoch=4, patch_size=32, device="cpu", seed=0,
-          max_validation_windows=4, progress=log)
-    config = read_model_metadata(tmp_path / "model.pt").config
+    config, log, _ = train_on_scaled_change(tmp_path, 0.5)
     gains = config.change_gain
     assert len(gains) == 3 and all(abs(g - 0.5) < 0.02 for g in gains), (gains, log.text())
     # the fine change is all in C1 - C0: the fitted mix takes nothing of C1 - box(F0), and nothing is blurred
@@ -291,6 +292,27 @@ def test_training_fits_the_change_gain_of_the_first_guess(tmp_path):
         torch.tensor(config.box_change_gain).view(1, 3, 1, 1) * (c1 - box_mean(f0, 33))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
+
+
+def test_training_dates_that_barely_change_are_reported(tmp_path):
+    """Gains well below one half (the fine image changed by a quarter of what the coarse images show) are
+    warned about when they are fitted and again at the end of the log, the report and the HTML verdict;
+    gains near 1 are not."""
+    from types import SimpleNamespace
+
+    from model_core.training.report_html import verdict
+
+    config, log, result = train_on_scaled_change(tmp_path / "little", 0.25)
+    assert all(abs(g - 0.25) < 0.02 for g in config.change_gain), config.change_gain
+    assert any(m.startswith("Warning: B" + LITTLE_CHANGE) for m in log.messages), log.text()
+    assert result.notes[0].startswith("WARNING: B" + LITTLE_CHANGE) and "green 0.25" in result.notes[0]
+    lines = result.message.splitlines()  # the note, then the verdict: the log's last line
+    assert result.notes[0] in lines[1:-1] and lines[-1].startswith(("The model improves", "WARNING: the model")), lines
+    assert LITTLE_CHANGE in verdict(result)
+    config, log, result = train_on_scaled_change(tmp_path / "much", 0.9)
+    assert all(g > 0.85 for g in config.change_gain), config.change_gain
+    assert LITTLE_CHANGE not in log.text() and result.notes == []
+    assert LITTLE_CHANGE not in verdict(SimpleNamespace(**{**vars(result), "notes": []}))
 
 def test_a_blocky_coarse_change_is_averaged_before_it_is_added(tmp_path):
     """Coarse images delivered on the fine grid by nearest neighbour hold the change as 16-pixel blocks:

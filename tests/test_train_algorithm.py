@@ -218,3 +218,22 @@ def test_qgis_process_trains_a_model_that_fuses(installed_plugin_env, sim_series
     fused = tmp_path / "fused.tif"
     fuse(sim_series.items[2].fine, sim_series.items[3].coarse, out, fused, tile=128, overlap=0, device="cpu")
     assert fused.exists()
+
+
+def test_training_dates_that_barely_change_warn_in_qgis(qgis_app, tmp_path):
+    """Two dates whose fine image changed by a fifth of the coarse change: the defaults' fitted first guess
+    trusts the coarse change little, and QGIS shows the warning (the verdict stays the VERDICT output)."""
+    import processing
+
+    from helpers import write_scaled_change_pair
+
+    feedback = make_feedback()
+    result = processing.run("ctstfm:train", {
+        "MANIFEST": str(write_scaled_change_pair(tmp_path / "pair", 0.2)), "EPOCHS": 1, "PATCH_SIZE": 32,
+        "PATCHES_PER_EPOCH": 4, "DEVICE": 1, "OUTPUT_MODEL": str(tmp_path / "model.pt"),
+    }, feedback=feedback)
+    warned = "\n".join(feedback.warnings)
+    assert "the fine images changed far less than the coarse images show" in warned, warned
+    assert "green 0.20" in warned, warned
+    assert result["VERDICT"].startswith(("The model improves on the unchanged fine image", "WARNING: the model")), \
+        result["VERDICT"]

@@ -107,7 +107,7 @@ class TrainAlgorithm(CtstfmAlgorithm):
         kwargs, _ = self.arguments(parameters, context)
         result = train_from_inputs(**kwargs, progress=progress)
         verdict = result.message.splitlines()[-1]
-        if result.cancelled or verdict.startswith("WARNING"):
+        if result.cancelled or verdict.startswith("WARNING") or result.notes:
             feedback.pushWarning(result.message)
         no_change = result.baselines.get("no_change", {}).get("mae")
         outputs = {

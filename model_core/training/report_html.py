@@ -65,7 +65,7 @@ def verdict(result):
         parts.extend(line for line in log_verdict(state, result.validation_mode) if not line.startswith("No epoch beat"))
     elif not baselines:
         parts.append("The training measured no baselines; compare fused images with Assess Fusion Accuracy.")
-    return " ".join(parts)
+    return " ".join(parts + list(getattr(result, "notes", None) or ()))
 
 
 def _png_data_uri(path):

@@ -249,8 +249,9 @@ def verdict(state, validation_mode="dates"):
 
 
 def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, max_minutes=0, patience=0,
-                    validation_mode="dates"):
-    """The lines that end a training log: what was trained and written, then the verdict."""
+                    validation_mode="dates", notes=()):
+    """The lines that end a training log: what was trained and written, ``notes`` (warnings about the training
+    data said earlier in the log, repeated where a reader looks), then the verdict, always the last line."""
     if stopped == "cancelled":
         head = (
             f"Cancelled after {state.epoch} of {epochs} epochs: {out_model} holds the best model so far "
@@ -265,7 +266,7 @@ def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, ma
             f"{metrics_text(state.best_metrics)} (initial model: MAE {state.initial_metrics['mae']:.5f}). "
             f"Wrote {out_model}."
         )
-    return "\n".join([head] + verdict(state, validation_mode))
+    return "\n".join([head] + list(notes) + verdict(state, validation_mode))
 
 
 def _world_size():

@@ -31,7 +31,7 @@ from .reports import (
     build_provenance, closing_message, first_guess_text, log_start, report_paths, scene_records, write_curve_png,
 )
 from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
-from .start import adopt_saved_start, check_start, choose_start, fit_change_gain, zero_head
+from .start import adopt_saved_start, check_start, choose_start, fit_change_gain, little_change_note, zero_head
 from .split import pooled_split, split_scenes
 from ..device import grad_scaler
 from .validation import Validator, metrics_text
@@ -62,6 +62,7 @@ class TrainResult:
     provenance: dict = field(default_factory=dict)
     scenes: list = field(default_factory=list)  # per scene: name, manifest, dates, split (as in provenance)
     report_html: str = ""  # the HTML report (report_html.py), when one was asked for
+    notes: list = field(default_factory=list)  # warnings about the training data, repeated where the log ends
 
 
 def _check_positive(key, value, minimum, kind=int):
@@ -470,10 +471,11 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         png = write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch, state.baselines)
     if png is None and main:
         progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
+    notes = [f"WARNING: {note}" for note in (little_change_note(network.config, network.band_names),) if note]
     message = closing_message(
         state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
         seconds=seconds, max_minutes=run.settings.max_minutes, patience=run.settings.patience,
-        validation_mode=run.split.mode,
+        validation_mode=run.split.mode, notes=notes,
     )
     for line in message.splitlines():
         progress.info(line)
@@ -484,7 +486,7 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         initial_metrics=state.initial_metrics, history=state.history, train_dates=list(run.split.train_dates),
         validation_dates=list(run.split.validation_dates), validation_mode=run.split.mode, device=run.device,
         seconds=seconds, cancelled=cancelled, message=message, provenance=provenance, scenes=scenes,
-        stopped=stopped, baselines=dict(state.baselines),
+        stopped=stopped, baselines=dict(state.baselines), notes=notes,
     )
 
 
@@ -537,12 +539,15 @@ def _adopt_change_gain(run, model, gains, progress):
         terms = ", ".join(f"{name} {a:.2f} x (C1 - C0) + {b:.2f} x (C1 - box(F0))"
                           for name, a, b in zip(names, config.change_gain, config.box_change_gain))
         progress.info(f"First guess fitted on the training dates (F0 plus, per band): {terms}.{blur}")
-        return
-    progress.info(
-        "Change gain fitted on the training dates (fine change / coarse change, per band; the first guess "
-        "scales the coarse change by it): "
-        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(names, config.change_gain)) + f".{blur}"
-    )
+    else:
+        progress.info(
+            "Change gain fitted on the training dates (fine change / coarse change, per band; the first guess "
+            "scales the coarse change by it): "
+            + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(names, config.change_gain)) + f".{blur}"
+        )
+    note = little_change_note(config, names)
+    if note:
+        progress.warning(note)
 
 
 def _validate_start(run, model, state, validator, data, progress):
