@@ -218,6 +218,22 @@ def matched_band_options():
     )
 
 
+def model_scale_options(image):
+    """The reflectance scales of the inputs of a model run (``image``: "image" or "images"), the model's by default."""
+    return (
+        Option(
+            "scale", "float",
+            f"Reflectance per DN of the fine {image} and the output (0: the model's, usually 0.0001; 1 for "
+            "reflectance)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+        Option(
+            "coarse_scale", "float", f"Reflectance per DN of the coarse {image}, if it differs (0: the same)",
+            unset=0.0, minimum=0.0, advanced=True, decimals=6,
+        ),
+    )
+
+
 def batch_size_option():
     return Option(
         "batch_size", "int", "Tiles per batch (0: automatic; more only helps on a GPU)", unset=0, minimum=0,
@@ -251,15 +267,7 @@ FUSE = Operation(
         *matched_band_options(),
         *output_options("Resampling of the coarse image onto the fine grid"),
         batch_size_option(),
-        Option(
-            "scale", "float",
-            "Reflectance per DN of the fine image and the output (0: the model's, usually 0.0001; 1 for reflectance)",
-            unset=0.0, minimum=0.0, advanced=True, decimals=6,
-        ),
-        Option(
-            "coarse_scale", "float", "Reflectance per DN of the coarse image, if it differs (0: the same)",
-            unset=0.0, minimum=0.0, advanced=True, decimals=6,
-        ),
+        *model_scale_options("image"),
         Option(
             "inference", "choice", "CPU inference path (auto: the fastest that passed the accuracy check here)",
             "auto", choices=INFERENCE_PATHS, labels=INFERENCE_LABELS, advanced=True,
@@ -548,6 +556,7 @@ FUSE_SERIES = Operation(
         ),
         *output_options("Resampling of the coarse images onto the fine grid"),
         batch_size_option(),
+        *model_scale_options("images"),
         Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,
                advanced=True),
         Option("out_folder", "output_folder", "Output folder", cli="--out", qgis="OUTPUT_FOLDER", required=True),

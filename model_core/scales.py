@@ -10,6 +10,8 @@ coverage check) and refuses, naming the option that fixes it, when
   at most 0.0255): :data:`MIN_REPRESENTABLE`;
 * an image's brightest band has a mean reflectance outside
   :data:`PLAUSIBLE_MEAN` (DN read as reflectance, or reflectance read as DN);
+* an integer image has no dark pixels in any band (:data:`OFFSET_FLOOR_DN`): DN with an additive
+  offset, such as Landsat Collection 2 Level-2 (``DN x 0.0000275 - 0.2``), which a scale alone cannot read;
 * the fine and the coarse images differ by :data:`MISMATCH_FACTOR` or more
   (median over bands of the ratio of their mean reflectance), which real
   change, clouds or haze do not reach in most bands at once.
@@ -33,6 +35,12 @@ MIN_REPRESENTABLE = 0.2
 PLAUSIBLE_MEAN = (0.002, 3.0)
 #: Fine and coarse mean reflectances this many times apart are a scale mistake, not change.
 MISMATCH_FACTOR = 10.0
+#: An integer image whose 1st-percentile DN is at least this in every band (and at least
+#: :data:`OFFSET_FLOOR_REFLECTANCE` at its scale) holds an additive offset: Landsat Collection 2 Level-2 surface
+#: reflectance is DN x 0.0000275 - 0.2, so reflectance 0 is DN 7273 and its darkest pixels stay near it. A DN x
+#: 10000 image would need reflectance above 0.5 almost everywhere in every band (cloud or snow cover).
+OFFSET_FLOOR_DN = 5000
+OFFSET_FLOOR_REFLECTANCE = 0.1
 
 
 @dataclass
@@ -48,12 +56,14 @@ class ScaledImage:
     def path(self):
         return self.reader.source_info.path
 
-    def band_means(self):
-        """Mean reflectance per band over a sample of valid pixels (None when nothing is valid)."""
+    def band_statistics(self):
+        """``(mean reflectance, 1st-percentile DN)`` per band over a sample of valid pixels (``None`` when nothing
+        is valid)."""
         data, valid = self.reader.sample()
         if not valid.any():
             return None
-        return data[:, valid].astype(np.float64).mean(axis=1) * self.scale
+        values = data[:, valid].astype(np.float64)
+        return values.mean(axis=1) * self.scale, np.percentile(values, 1, axis=1)
 
 
 def check_scale_value(value, option):
@@ -91,6 +101,24 @@ def _check_representable(image):
             f"{{{image.option}}} so that its values times the scale are reflectance (0-1).",
             image.option,
         )
+
+
+def _check_offset(image, floor_dn):
+    """Refuse an integer image whose darkest pixels sit far above 0 in every band: DN with an additive offset."""
+    if np.dtype(image.reader.source_info.dtype).kind not in "iu":
+        return
+    floor = float(np.min(floor_dn))
+    if floor < OFFSET_FLOOR_DN or floor * image.scale < OFFSET_FLOOR_REFLECTANCE:
+        return
+    raise OptionError(
+        f"The {image.what} '{_escape(image.path)}' has no dark pixels: in every band 99 % of its values are at least "
+        f"DN {floor:.0f} (reflectance {floor * image.scale:.3g} at scale {image.scale:g}). That is a product with an "
+        "additive offset, such as Landsat Collection 2 Level-2 surface reflectance (reflectance = DN x 0.0000275 - "
+        "0.2), or an image covered by cloud or snow. CTSTFM reads reflectance as DN x scale, without an offset: "
+        "convert the image to reflectance x 10000 first (one GDAL command: docs/fusion.md, What to feed it), or give a "
+        "clear date.",
+        image.option,
+    )
 
 
 def _check_plausible(image, means):
@@ -143,9 +171,11 @@ def check_scales(fine, coarse_images):
     fine_means = None
     for image in (fine, *coarse_images):
         _check_representable(image)
-        means = image.band_means()
-        if means is None:
+        statistics = image.band_statistics()
+        if statistics is None:
             continue
+        means, floor_dn = statistics
+        _check_offset(image, floor_dn)
         _check_plausible(image, means)
         if image is fine:
             fine_means = means
@@ -153,14 +183,25 @@ def check_scales(fine, coarse_images):
             _check_pair(fine, image, fine_means, means)
 
 
-def check_series_scales(pairs, scale, option="scale"):
-    """:func:`check_scales` on every dated fine/coarse pair of a training series (one ``scale`` for all)."""
-    from .raster import PairReader
+def check_series_scales(pairs, scale, option="scale", coarse_scale=None, coarse_option=None):
+    """:func:`check_scales` on every date of a series: its fine and coarse images together, or the one it has
+    (a series to fuse may lack either). ``coarse_scale`` (default ``scale``) reads the coarse images."""
+    from .raster import PairReader, RasterInfo, RasterReader
 
+    coarse_scale = coarse_scale or scale
+    coarse_option = coarse_option or option
     for pair in pairs:
         where = f" of {pair.date}" + (f" in scene '{pair.scene}'" if getattr(pair, "scene", "") else "")
-        with PairReader(pair.fine, pair.coarse, scale=scale) as reader:
-            check_scales(
-                ScaledImage(f"fine image{where}", reader.fine, scale, option),
-                [ScaledImage(f"coarse image{where}", reader.coarse, scale, option)],
-            )
+        if pair.fine and pair.coarse:
+            with PairReader(pair.fine, pair.coarse, scale=scale, coarse_scale=coarse_scale) as reader:
+                check_scales(
+                    ScaledImage(f"fine image{where}", reader.fine, scale, option),
+                    [ScaledImage(f"coarse image{where}", reader.coarse, coarse_scale, coarse_option)],
+                )
+            continue
+        path, what, image_scale, image_option = (
+            (pair.fine, "fine", scale, option) if pair.fine else (pair.coarse, "coarse", coarse_scale, coarse_option)
+        )
+        if path:
+            with RasterReader(path, grid=RasterInfo.read(path)) as reader:
+                check_scales(ScaledImage(f"{what} image{where}", reader, image_scale, image_option), [])

@@ -70,6 +70,7 @@ from .raster import (
     parse_band_list,
     read_metadata,
 )
+from .scales import check_series_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
 
 TARGET_MODES = SERIES_TARGETS
@@ -369,9 +370,11 @@ class GroupReader:
     nodata reaches the network.
     """
 
-    def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, resampling, mask_band=None):
+    def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
+                 mask_band=None):
         self._readers = []
         self.scale = scale
+        self.coarse_scale = coarse_scale
         fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}") for ref in references]
         self.fine = fine
         self.masks = [self._open(ref.mask, [1], grid, f"cloud mask of {ref.date}", "nearest") if ref.mask else None
@@ -407,7 +410,7 @@ class GroupReader:
             if cloud is not None:
                 ok &= ~cloud
             other = self.ref_coarse[index]
-            coarse, coarse_ok = other.read_reflectance(window, self.scale) if other else (None, None)
+            coarse, coarse_ok = other.read_reflectance(window, self.coarse_scale) if other else (None, None)
             if not ok.all():
                 _fill_invalid(data, ok, coarse, coarse_ok)
             if coarse is not None and not coarse_ok.all():
@@ -417,7 +420,7 @@ class GroupReader:
             seen.append(coarse if coarse is not None else data)
         coarses, coarse_ok = [], []
         for reader, nearest in zip(self.coarse, self.nearest):
-            data, ok = reader.read_reflectance(window, self.scale)
+            data, ok = reader.read_reflectance(window, self.coarse_scale)
             if not ok.all():
                 _fill_invalid(data, ok, fines[nearest], fine_ok[nearest])
             coarses.append(data)
@@ -532,7 +535,8 @@ class _Job:
     model: object
     device: object
     spec: object
-    scale: float
+    scale: float  # reflectance per DN of the fine images and the outputs
+    coarse_scale: float
     band_names: list
     fine_bands: list
     coarse_bands: list
@@ -598,7 +602,7 @@ def _run_group(job, group, progress):
                     for i, b in enumerate(job.fine_bands)]
     with ExitStack() as stack:
         reader = GroupReader(group, references, grid, job.fine_bands, job.coarse_bands, scale=job.scale,
-                             resampling=job.options["resampling"], mask_band=job.options["mask_band"])
+                             coarse_scale=job.coarse_scale, resampling=job.options["resampling"], mask_band=job.options["mask_band"])
         stack.callback(reader.close)
         writers = [
             stack.enter_context(RasterWriter(
@@ -674,11 +678,16 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
         plan, len(band_names), band_names, list(match.fine_bands), list(match.coarse_bands), options["mask_band"]
     )
     options = dict(options, fine_bands=fine_bands, coarse_bands=coarse_bands)
+    scale = options["scale"] or loaded.scale
+    coarse_scale = options["coarse_scale"] or scale
+    used = {ref.date for t in plan for ref in t.references} | {t.coarse_date for t in plan}
+    check_series_scales([pair for pair in pairs if pair.date in used], scale, coarse_scale=coarse_scale,
+                        coarse_option="coarse_scale")
     bands = len(fine_bands)
     per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 2) * min(int(options["tile"]), grid.height) * grid.width * 4))
     job = _Job(
-        grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], loaded.scale),
-        scale=loaded.scale, band_names=band_names, fine_bands=fine_bands, coarse_bands=coarse_bands, options=options,
+        grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], scale),
+        scale=scale, coarse_scale=coarse_scale, band_names=band_names, fine_bands=fine_bands, coarse_bands=coarse_bands, options=options,
         keys={t.date: series_key(t, model_path, options) for t in plan},
         footprint=footprint_pixels(grid, plan[0].coarse),
         batch_size=max(1, int(batch_size or 1)), model_path=str(model_path), mixed_precision=mixed_precision,
@@ -699,7 +708,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                 device="auto", batch_size=None, bands=None, fine_bands=None, coarse_bands=None, mask_band=None,
                 resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff", quicklook=False,
-                progress=None, mixed_precision=True):
+                progress=None, mixed_precision=True, scale=None, coarse_scale=None):
     """Fuse a time series into a fine image per target date (see the module docstring).
 
     ``series``: a manifest path (CSV ``date,fine,coarse[,mask]``, empty paths allowed) or a list of
@@ -710,15 +719,18 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     ``weighting``: ``fit`` or ``time`` (:func:`blend_predictions`). ``bands`` / ``fine_bands`` /
     ``coarse_bands``: the images' bands matched to the model's by name, as in
     :func:`~model_core.fusion.fuse` (a model with more bands is cut down to them). ``mask_band``: a band of the fine
-    images whose non-zero pixels are clouds. The other options are those of
-    :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError`
+    images whose non-zero pixels are clouds. ``scale`` / ``coarse_scale``: reflectance per DN of the fine
+    images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
+    :func:`~model_core.fusion.fuse`). The other options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError`
     before any work for bad input, :class:`Cancelled` (keeping the finished dates) when cancelled.
     """
     from .raster_job import check_choice, check_output_options
+    from .scales import check_scale_value
 
     progress = distributed.rank_progress(progress or Progress())  # under torchrun: rank 0 reports
     started = time.perf_counter()
     check_output_options(tile, overlap, resampling, output_type, output_format)
+    scale, coarse_scale = check_scale_value(scale, "scale"), check_scale_value(coarse_scale, "coarse_scale")
     check_choice(weighting, WEIGHTINGS, "weighting")
     if batch_size is not None and int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
@@ -734,7 +746,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     options = dict(tile=int(tile), overlap=int(overlap), bands=bands, fine_bands=fine_bands,
                    coarse_bands=coarse_bands,
                    mask_band=int(mask_band) if mask_band else None, resampling=resampling, output_type=output_type,
-                   output_format=output_format, weighting=weighting, references=int(references))
+                   output_format=output_format, weighting=weighting, references=int(references), scale=scale,
+                   coarse_scale=coarse_scale)
     job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,
                               progress)
     todo = [t for t in plan if not is_done(t, job.keys[t.date])]
@@ -915,7 +928,7 @@ def write_quicklook(plan, path, job, size=160):
         with RasterReader(target.path, grid=small, resampling="average") as reader:
             fused.append(reader.read_reflectance(whole, job.scale if job.spec.scale else 1.0))
         with RasterReader(target.coarse, job.coarse_bands, grid=small, resampling="average") as reader:
-            coarse.append(reader.read_reflectance(whole, job.scale))
+            coarse.append(reader.read_reflectance(whole, job.coarse_scale))
     valid_values = np.concatenate([data[rgb][:, ok].ravel() for data, ok in fused]) if fused else np.zeros(1)
     low, high = np.percentile(valid_values, [2, 98]) if valid_values.size else (0.0, 1.0)
     ndvi = "red" in names and "nir" in names

@@ -24,6 +24,7 @@ from model_core.classical_raster import starfm_rasters, temporal_difference_rast
 from model_core.errors import CtstfmError, OptionError
 from model_core.fusion import fuse
 from model_core.model_file import ModelFileError
+from model_core.series import fuse_series
 from model_core.training import train
 
 SIZE = 40
@@ -84,6 +85,15 @@ def inputs(tmp_path_factory, sim_series):
     p["float_manifest"] = str(folder / "float_series.csv")
     Path(p["float_manifest"]).write_text(
         f"date,fine,coarse\n2021-04-01,{p['fine_float']},{p['coarse']}\n2021-04-17,{p['fine_float']},{p['coarse']}\n"
+    )
+    # Landsat Collection 2 Level-2 surface reflectance: DN = (reflectance + 0.2) / 0.0000275, no dark pixels.
+    p["fine_c2l2"] = write_raster(folder / "fine_c2l2.tif", ((field * 1e-4 + 0.2) / 2.75e-5).astype(np.uint16), gt,
+                                  nodata=0)
+    # A series to fill (the middle date has only its coarse image) whose fine images are float reflectance.
+    p["float_series"] = str(folder / "float_fill.csv")
+    Path(p["float_series"]).write_text(
+        f"date,fine,coarse\n2021-04-01,{p['fine_float']},{p['coarse']}\n2021-04-09,,{p['coarse']}\n"
+        f"2021-04-17,{p['fine_float']},{p['coarse']}\n"
     )
     p["sim_folder"] = str(sim_series.out_dir)
     return p
@@ -195,6 +205,17 @@ CASES = [
     ("fuse-nan-coarse-scale",
      lambda p, o: fuse(p["fine"], p["coarse"], p["model"], o / "f.tif", coarse_scale=float("nan")), OptionError,
      r"reflectance scale \(coarse_scale\) must be a positive number \(got nan\)"),
+    ("fuse-c2l2-fine", lambda p, o: fuse(p["fine_c2l2"], p["coarse"], p["model"], o / "f.tif"), OptionError,
+     r"fine image .*fine_c2l2\.tif' has no dark pixels: .* Landsat Collection 2 Level-2 .* convert the image"),
+    ("td-c2l2-fine-at-its-scale",
+     lambda p, o: temporal_difference_rasters(p["fine_c2l2"], p["coarse"], p["coarse"], o / "f.tif", scale=2.75e-5,
+                                              coarse_scale=1e-4),
+     OptionError, r"at least DN \d+ \(reflectance 0\.2\d* at scale 2\.75e-05\)"),
+    ("series-float-fine", lambda p, o: fuse_series(p["float_series"], p["model"], o / "series"), OptionError,
+     r"fine image of 2021-04-01 .* look like reflectance \(0-1\)\. Set scale to 1"),
+    ("series-coarse-read-as-reflectance",
+     lambda p, o: fuse_series(p["float_series"], p["model"], o / "series", scale=1, coarse_scale=1),
+     OptionError, r"coarse image of 2021-04-01 .* Set coarse_scale to 0\.0001"),
     ("fuse-negative-scale", lambda p, o: fuse(p["fine"], p["coarse"], p["model"], o / "f.tif", scale=-1),
      OptionError, "must be a positive number"),
     # 6. Smaller things: georeferencing and CRS named as they are; option names neutral in the core.

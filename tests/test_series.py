@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import CancelAfter, run_qgis_process
-from helpers import Log
+from helpers import Log, write_raster
 
 from model_core import paths
 from model_core.errors import Cancelled, CtstfmError
@@ -146,6 +146,32 @@ def test_a_three_band_series_runs_with_the_six_band_model_matched_by_name(make_s
     with pytest.raises(CtstfmError, match="'rededge' is not a band name known here"):
         fuse_series(manifest, MODEL, tmp_path / "bad", references=1, bands="green,rededge,nir", **FAST)
     assert not (tmp_path / "bad").exists() or not os.listdir(tmp_path / "bad")
+
+
+def test_a_float_reflectance_series_is_read_at_its_scale(five_dates, tmp_path):
+    """SCALE 1 reads a series of float reflectance (0-1): its date equals the DN x 10000 series' date (float32
+    outputs, up to the DN's rounding). Without it the series is refused before any work, naming the option."""
+    from model_core.errors import OptionError
+
+    items = five_dates.items
+
+    def as_reflectance(path):
+        info = RasterInfo.read(path)
+        data = read_all(path).astype(np.float32)
+        nodata = np.array([np.nan if value is None else value for value in info.nodata], np.float32)[:, None, None]
+        data = np.where(data == nodata, np.nan, data * 1e-4)
+        return write_raster(tmp_path / os.path.basename(path), data, info.geotransform, crs=info.crs_wkt)
+
+    reflectance = fill_second_date(tmp_path / "float.csv", [
+        type(item)(item.date, as_reflectance(item.fine), as_reflectance(item.coarse)) for item in items[:2]])
+    with pytest.raises(OptionError, match=r"fine image of .* look like reflectance \(0-1\)\. Set scale to 1"):
+        fuse_series(reflectance, MODEL, tmp_path / "refused", references=1, **FAST)
+    assert not (tmp_path / "refused").exists() or not os.listdir(tmp_path / "refused")
+    options = dict(FAST, references=1, output_type="float32")
+    fused = fuse_series(reflectance, MODEL, tmp_path / "float", scale=1, **options).files[items[1].date.isoformat()]
+    dn = fuse_series(fill_second_date(tmp_path / "dn.csv", items), MODEL, tmp_path / "dn", **options)
+    expected = read_all(dn.files[items[1].date.isoformat()])
+    assert np.abs(read_all(fused) - expected).max() < 2e-4, np.abs(read_all(fused) - expected).max()
 
 
 def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):

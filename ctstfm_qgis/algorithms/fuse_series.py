@@ -41,7 +41,8 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
 - **Bands, by name**, as in *Spatiotemporal Fusion*: the fine images' band descriptions, or **Band names**
   under Advanced (e.g. `green,red,nir`), so the plugin's 6-band model runs on a 3-band series; the log says
   which bands were matched. The images are read at the model's reflectance scale (DN × 0.0001 for the
-  plugin's model).
+  plugin's model) unless **Reflectance per DN** under Advanced says otherwise (1 for float reflectance);
+  every image the run uses is checked first, and one that cannot be reflectance at its scale is refused.
 
 ## How
 Each date is predicted from the nearest fine date before it and the nearest after it, and the two
