@@ -6,6 +6,7 @@ own ``coarse_from_fine``.
 """
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -289,10 +290,14 @@ def test_command_line_writes_a_manifest(tmp_path):
     dates = ["2021-04-01", "2021-05-03", "2021-06-04"]
     result = subprocess.run(
         [sys.executable, "-m", "model_core", "simulate", "--out", str(out), "--kind", "urban",
-         "--dates", ",".join(dates), "--width", "70", "--height", "50", "--seed", "2", "--quiet"],
+         "--dates", ",".join(dates), "--width", "70", "--height", "50", "--seed", "2", "--quiet",
+         "--sensor", "realistic", "--coarse-error", "0.04", "--gain-jitter", "0.12"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
+    sensor = json.loads((out / "simulation.json").read_text())["sensor"]
+    # the flags override the preset; what they leave alone keeps the preset's value
+    assert sensor["coarse_error"] == 0.04 and sensor["misregistration_max_coarse_pixels"] == 0.5
     with open(out / "manifest.csv", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["date", "fine", "coarse"]

@@ -1,5 +1,20 @@
 """``python -m model_core simulate``: write a simulated Landsat/MODIS series (see docs/simulator.md)."""
 
+#: The sensor difference's settings (model_core.simulate.SENSOR_PRESETS) a flag can override.
+SENSOR_FLAGS = {
+    "--gain-jitter": "coarse/fine gain difference per scene and band, relative (uniform +-)",
+    "--offset-jitter": "coarse - fine offset per scene and band, reflectance (uniform +-)",
+    "--date-gain-jitter": "extra gain difference per date, relative (uniform +-)",
+    "--date-offset-jitter": "extra offset per date, reflectance (uniform +-)",
+    "--coarse-error": "relative std of the smooth multiplicative error of each coarse image",
+}
+
+
+def sensor_overrides(args):
+    """The sensor settings given on the command line, as ``simulate_series`` keywords."""
+    names = (flag[2:].replace("-", "_") for flag in SENSOR_FLAGS)
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
 
 def configure(parser):
     from ..simulate import COARSE_GRIDS
@@ -54,6 +69,8 @@ def configure(parser):
     parser.add_argument("--fine-noise", type=float, default=0.002, help="fine noise sigma, reflectance (default 0.002)")
     parser.add_argument("--misregistration", type=float,
                         help="largest per-date coarse shift in coarse pixels (default from --sensor: 0.1 / 0.5)")
+    for flag, what in SENSOR_FLAGS.items():
+        parser.add_argument(flag, type=float, help=f"{what} (default from --sensor)")
     parser.add_argument("--landcover", action="store_true", help="also write landcover_DATE.tif class maps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -105,6 +122,7 @@ def run(args):
         resolution=args.resolution,
         coarse_grid=args.coarse_grid,
         progress=ConsoleProgress("simulate", quiet=args.quiet),
+        **sensor_overrides(args),
     )
     print(f"manifest: {series.manifest}")
     print(f"dates: {len(series.items)}, fine {series.scene.width} x {series.scene.height} px, "
