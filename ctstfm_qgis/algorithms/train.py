@@ -49,6 +49,9 @@ worse to the next date. Fuse a three-image model with
 *Coarse image at T0* (COARSE_T0); *Fuse Time Series* passes each reference date's coarse image by itself.
 Turned off, the model needs only fine(T0) and coarse(T1), as in the paper (first guess fine(T0) +
 coarse(T1) - box33(fine(T0))).
+Choose training dates that changed about as much as the dates you will fuse: when the fitted gains average
+below 0.35 (the coarse change between your dates was mostly noise), the log warns that the model will
+under-predict a date that changed much more.
 *Time budget* (MAX_MINUTES, default 15) stops training with the best model so far. *Train from scratch*
 (advanced) is the paper's recipe: it needs many dates and a GPU.
 
