@@ -630,8 +630,18 @@ def _run_group(job, group, progress):
 
 
 def _say_mode(config, model_path, plan, progress):
-    """Log which first guess the model makes, and warn where a three-image model lacks a reference's C0."""
+    """Log which first guess the model makes, and warn where a three-image model lacks a reference's C0 or a
+    fine-tuned model fills dates between fine dates."""
     name = os.path.basename(str(model_path))
+    between = sum(1 for t in plan if len(t.references) == 2)
+    if config.change_gain and between:
+        progress.warning(
+            f"Model {name} was fine-tuned (its first guess has gains fitted on its training dates). To fill dates "
+            f"between fine dates ({between} here), fine-tuned models did worse than the plugin's own model in every "
+            "simulated series we measured (22-48 % more MAE; docs/benchmarks.md, A series from three fine dates): "
+            "leave the model empty, or first check this one on a fine date kept out of its training (Assess Fusion "
+            "Accuracy)."
+        )
     if config.images != 3:
         progress.info(f"Model {name}: two-image (fine T0, coarse T1); the reference dates' coarse images are not used.")
         return

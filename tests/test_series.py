@@ -174,6 +174,29 @@ def test_a_float_reflectance_series_is_read_at_its_scale(five_dates, tmp_path):
     assert np.abs(read_all(fused) - expected).max() < 2e-4, np.abs(read_all(fused) - expected).max()
 
 
+def test_a_fine_tuned_model_filling_between_fine_dates_is_warned_about(five_dates, tmp_path):
+    """A model with fitted first-guess gains (what ctstfm:train writes) filling a date between two fine dates
+    gets the measured caveat; filling beyond the last fine date (one reference) it does not."""
+    import dataclasses
+
+    from model_core.model_file import load_model, save_model
+
+    loaded = load_model(MODEL)
+    tuned = str(save_model(tmp_path / "tuned.pt", loaded.model, band_names=loaded.band_names, scale=loaded.scale,
+                           config=dataclasses.replace(loaded.config, change_gain=(0.8,) * loaded.config.bands)))
+    items = five_dates.items
+    between = write_manifest(tmp_path / "between.csv", [(items[0].date, items[0].fine, items[0].coarse),
+                                                        (items[1].date, "", items[1].coarse),
+                                                        (items[2].date, items[2].fine, items[2].coarse)])
+    log = Log()
+    fuse_series(between, tuned, tmp_path / "between", progress=log, **FAST)
+    assert any(m.startswith("Warning: Model tuned.pt was fine-tuned") and "(1 here)" in m for m in log.messages), \
+        log.messages
+    log = Log()
+    fuse_series(fill_second_date(tmp_path / "after.csv", items), tuned, tmp_path / "after", progress=log, **FAST)
+    assert not any("was fine-tuned" in m for m in log.messages), log.messages
+
+
 def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
     from model_core.simulate import write_geotiff
 
