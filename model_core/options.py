@@ -557,6 +557,11 @@ FUSE_SERIES = Operation(
         *output_options("Resampling of the coarse images onto the fine grid"),
         batch_size_option(),
         *model_scale_options("images"),
+        Option(
+            "fit_between", "bool",
+            "Fit the first guess of dates between fine dates on the series' own fine dates (each left out in turn)",
+            True, advanced=True,
+        ),
         Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,
                advanced=True),
         Option("out_folder", "output_folder", "Output folder", cli="--out", qgis="OUTPUT_FOLDER", required=True),

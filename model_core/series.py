@@ -18,9 +18,11 @@ over a coarse pixel around each pixel (reflectance; ``FIT_FLOOR`` keeps a perfec
 fit finite). A reference that changed less since T, where the pixel is, weighs
 more, like an inverse variance. (CTSTFM's prediction, degraded the same way,
 hardly differs between references: its first guess already carries the coarse
-image at T; docs/fusion.md has the measurements.) A pixel invalid in one
-reference (nodata, or masked as cloud) is taken from the other; invalid in
-both, or in the coarse image at T, it is nodata.
+image at T; docs/fusion.md has the measurements.) For a three-image model the
+first guess of the targets between two fine dates is fitted on the series' own
+fine dates, each left out in turn (:mod:`model_core.series_fit`). A pixel
+invalid in one reference (nodata, or masked as cloud) is taken from the other;
+invalid in both, or in the coarse image at T, it is nodata.
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -402,19 +404,26 @@ class GroupReader:
                 cloud = flagged if cloud is None else cloud | flagged
         return cloud
 
+    def read_reference(self, index, window):
+        """Reference ``index``'s fine image (cloud-masked) and coarse image in ``window``: ``(fine, fine valid,
+        coarse, coarse valid)``, the coarse pair ``None`` when the date has none; the invalid pixels of each are
+        filled from the other."""
+        data, ok = self.fine[index].read_reflectance(window, self.scale)
+        cloud = self._cloud(index, window)
+        if cloud is not None:
+            ok &= ~cloud
+        other = self.ref_coarse[index]
+        coarse, coarse_ok = other.read_reflectance(window, self.coarse_scale) if other else (None, None)
+        if not ok.all():
+            _fill_invalid(data, ok, coarse, coarse_ok)
+        if coarse is not None and not coarse_ok.all():
+            _fill_invalid(coarse, coarse_ok, data, ok)
+        return data, ok, coarse, coarse_ok
+
     def read(self, window):
         fines, fine_ok, seen = [], [], []
-        for index, reader in enumerate(self.fine):
-            data, ok = reader.read_reflectance(window, self.scale)
-            cloud = self._cloud(index, window)
-            if cloud is not None:
-                ok &= ~cloud
-            other = self.ref_coarse[index]
-            coarse, coarse_ok = other.read_reflectance(window, self.coarse_scale) if other else (None, None)
-            if not ok.all():
-                _fill_invalid(data, ok, coarse, coarse_ok)
-            if coarse is not None and not coarse_ok.all():
-                _fill_invalid(coarse, coarse_ok, data, ok)
+        for index in range(len(self.fine)):
+            data, ok, coarse, _ = self.read_reference(index, window)
             fines.append(data)
             fine_ok.append(ok)
             seen.append(coarse if coarse is not None else data)
@@ -440,11 +449,20 @@ class SeriesPredictor:
     every (target, reference) pair, blend each target's predictions. The ``process`` of
     :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 2), h, w)`` (see :func:`blend_predictions`)."""
 
-    def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None):
+    def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None,
+                 between_config=None):
+        import copy
+
         import torch
 
         self.torch = torch
         self.model = model.to(device).eval()
+        # Dates between fine dates may get a first guess fitted on the series (model_core.series_fit): the same
+        # network (shared weights) with another config.
+        self.between = None
+        if between_config is not None:
+            self.between = copy.copy(self.model)
+            self.between.config = between_config
         self.device = device
         self.uses = [[references.index(ref) for ref in t.references] for t in targets]
         self.gaps = [t.gaps for t in targets]
@@ -483,11 +501,12 @@ class SeriesPredictor:
                 features = [self.model.encode_fine(image) for image in fines]
             for k, uses in enumerate(self.uses):
                 image = coarse[:, k].contiguous(memory_format=channels_last)
+                model = self.between if self.between is not None and len(uses) == 2 else self.model
                 with autocast(self.amp_dtype, self.device):
                     encoded = self.model.encode_coarse(image) if self.coarse_alone else None
                     predictions = [
-                        self.model(image, fines[r], self._coarse_t0(seen, r), fine_features=features[r],
-                                   coarse_features=encoded)
+                        model(image, fines[r], self._coarse_t0(seen, r), fine_features=features[r],
+                              coarse_features=encoded)
                         for r in uses
                     ]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
@@ -546,6 +565,7 @@ class _Job:
     batch_size: int
     model_path: str
     mixed_precision: bool
+    between_config: object = None  # the model's config for dates between fine dates, when fitted on the series
 
 
 def group_targets(targets, max_per_group):
@@ -567,6 +587,9 @@ def _target_metadata(job, target, warped):
 
     references = [{"date": ref.date.isoformat(), "fine": os.path.abspath(ref.fine), "gap_days": gap}
                   for ref, gap in zip(target.references, target.gaps)]
+    fitted = job.between_config if job.between_config is not None and len(target.references) == 2 else None
+    first_guess = ({"fitted_on_the_series": True, "change_gain": list(fitted.change_gain),
+                    "change_blur": fitted.change_blur} if fitted else {"fitted_on_the_series": False})
     return output_metadata(
         "CTSTFM fused fine image of a time series", {"CTSTFM_COARSE_T1": target.coarse},
         fine_bands=job.fine_bands, coarse_bands=job.coarse_bands, resampling=job.options["resampling"],
@@ -579,6 +602,7 @@ def _target_metadata(job, target, warped):
             "CTSTFM_REFERENCE_DATES": ",".join(ref["date"] for ref in references),
             "CTSTFM_REFERENCES": json.dumps(references),
             "CTSTFM_WEIGHTING": job.options["weighting"],
+            "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
             "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
             "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(job.model, "provenance", {})),
             "CTSTFM_BANDS": ",".join(job.band_names),
@@ -596,13 +620,14 @@ def _run_group(job, group, progress):
     grid, bands = job.grid, len(job.fine_bands)
     amp = mixed_precision_dtype(job.device) if job.mixed_precision else None
     predictor = SeriesPredictor(job.model.model, job.device, group, references, job.footprint,
-                                job.options["weighting"], amp)
+                                job.options["weighting"], amp, job.between_config)
     counts = np.zeros((len(group), 3))  # valid pixels, sum of the earlier reference's share, all pixels
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
     with ExitStack() as stack:
         reader = GroupReader(group, references, grid, job.fine_bands, job.coarse_bands, scale=job.scale,
-                             coarse_scale=job.coarse_scale, resampling=job.options["resampling"], mask_band=job.options["mask_band"])
+                             coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
+                             mask_band=job.options["mask_band"])
         stack.callback(reader.close)
         writers = [
             stack.enter_context(RasterWriter(
@@ -638,7 +663,7 @@ def _say_mode(config, model_path, plan, progress):
         progress.warning(
             f"Model {name} was fine-tuned (its first guess has gains fitted on its training dates). To fill dates "
             f"between fine dates ({between} here), fine-tuned models did worse than the plugin's own model in every "
-            "simulated series we measured (22-48 % more MAE; docs/benchmarks.md, A series from three fine dates): "
+            "simulated series we measured (30-63 % more MAE; docs/benchmarks.md, A series from three fine dates): "
             "leave the model empty, or first check this one on a fine date kept out of its training (Assess Fusion "
             "Accuracy)."
         )
@@ -697,12 +722,50 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 2) * min(int(options["tile"]), grid.height) * grid.width * 4))
     job = _Job(
         grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], scale),
-        scale=scale, coarse_scale=coarse_scale, band_names=band_names, fine_bands=fine_bands, coarse_bands=coarse_bands, options=options,
+        scale=scale, coarse_scale=coarse_scale, band_names=band_names, fine_bands=fine_bands,
+        coarse_bands=coarse_bands, options=options,
         keys={t.date: series_key(t, model_path, options) for t in plan},
         footprint=footprint_pixels(grid, plan[0].coarse),
         batch_size=max(1, int(batch_size or 1)), model_path=str(model_path), mixed_precision=mixed_precision,
     )
+    if options["fit_between"] and any(len(t.references) == 2 for t in plan):
+        job.between_config = _fit_between(job, pairs, progress)
     return job, per_group
+
+
+def _fit_between(job, pairs, progress):
+    """The model's config with the first guess of the dates between fine dates fitted on the series
+    (:mod:`model_core.series_fit`), or ``None``: a model whose first guess was fitted in training, a
+    two-image model, or no fine date to leave out (the log says which)."""
+    import dataclasses
+
+    from .series_fit import fit_between_first_guess, left_out_dates
+
+    config = job.model.config
+    if config.change_gain or config.images != 3:
+        why = "was fitted in training" if config.change_gain else "is the two-image one (no coarse T0)"
+        progress.info(f"The dates between fine dates use the model's own first guess: it {why}.")
+        return None
+    triples = left_out_dates(pairs)
+    if not triples:
+        progress.info(
+            "The dates between fine dates use the model's own first guess: fitting it on the series needs a fine "
+            "date with a coarse image and such a date on either side (three fine dates with coarse images)."
+        )
+        return None
+    references = sorted({pair for triple in triples for pair in triple}, key=lambda pair: pair.date)
+    reader = GroupReader([], references, job.grid, job.fine_bands, job.coarse_bands, scale=job.scale,
+                         coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
+                         mask_band=job.options["mask_band"])
+    try:
+        def read(pair, window):
+            fine, ok, coarse, coarse_ok = reader.read_reference(references.index(pair), window)
+            return fine, coarse, ok & coarse_ok
+
+        fitted = fit_between_first_guess(triples, read, job.grid.width, job.grid.height, job.band_names, progress)
+    finally:
+        reader.close()
+    return dataclasses.replace(config, **fitted) if fitted else None
 
 
 def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None, dates=None, model_path=None,
@@ -718,7 +781,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                 device="auto", batch_size=None, bands=None, fine_bands=None, coarse_bands=None, mask_band=None,
                 resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff", quicklook=False,
-                progress=None, mixed_precision=True, scale=None, coarse_scale=None):
+                progress=None, mixed_precision=True, scale=None, coarse_scale=None, fit_between=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
 
     ``series``: a manifest path (CSV ``date,fine,coarse[,mask]``, empty paths allowed) or a list of
@@ -731,8 +794,11 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     :func:`~model_core.fusion.fuse` (a model with more bands is cut down to them). ``mask_band``: a band of the fine
     images whose non-zero pixels are clouds. ``scale`` / ``coarse_scale``: reflectance per DN of the fine
     images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
-    :func:`~model_core.fusion.fuse`). The other options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError`
-    before any work for bad input, :class:`Cancelled` (keeping the finished dates) when cancelled.
+    :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
+    on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). The other
+    options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises
+    :class:`CtstfmError` before any work for bad input, :class:`Cancelled` (keeping the finished dates) when
+    cancelled.
     """
     from .raster_job import check_choice, check_output_options
     from .scales import check_scale_value
@@ -757,7 +823,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                    coarse_bands=coarse_bands,
                    mask_band=int(mask_band) if mask_band else None, resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references), scale=scale,
-                   coarse_scale=coarse_scale)
+                   coarse_scale=coarse_scale, fit_between=bool(fit_between))
     job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,
                               progress)
     todo = [t for t in plan if not is_done(t, job.keys[t.date])]

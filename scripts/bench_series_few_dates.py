@@ -7,7 +7,8 @@ dates 24 days apart. The fine images of dates 1, 3 and 5 are the user's; dates 2
 
 - the nearest fine date unchanged, the fine dates interpolated linearly in time, the temporal difference
   from both sides weighted by time (``w_b (F_b + C_t - C_b) + w_a (F_a + C_t - C_a)``);
-- the series job with the plugin's model (no training);
+- the series job with the plugin's model (no training; its first guess between fine dates fitted on the
+  series by leaving date 3 out, ``model_core.series_fit``);
 - the series job with a model trained by ``ctstfm:train``'s defaults on the three fine dates
   (``--train-minutes``, MAX_MINUTES).
 

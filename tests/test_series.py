@@ -3,6 +3,7 @@ with the embedded model: leave-one-date-out accuracy, clouds, resume, bad inputs
 qgis_process."""
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -195,6 +196,69 @@ def test_a_fine_tuned_model_filling_between_fine_dates_is_warned_about(five_date
     log = Log()
     fuse_series(fill_second_date(tmp_path / "after.csv", items), tuned, tmp_path / "after", progress=log, **FAST)
     assert not any("was fine-tuned" in m for m in log.messages), log.messages
+
+
+def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
+    """The fit on a fine date left out: where the fine image deviates from the time interpolation of its
+    neighbours by half what the coarse image does, the gain is 0.5; where it does not deviate at all and the
+    coarse deviation is noise, the gain is 0; without a fine date on either side nothing is fitted."""
+    import datetime
+
+    from model_core.progress import Progress
+    from model_core.series_fit import fit_between_first_guess, left_out_dates
+    from model_core.training.series import Pair
+
+    day = datetime.date(2021, 4, 1)
+    pairs = [Pair(day + datetime.timedelta(days=d), f"f{d}.tif", f"c{d}.tif") for d in (0, 10, 30)]
+    assert left_out_dates(pairs[:2]) == [] and fit_between_first_guess([], None, 64, 64, ["red"], Progress()) == {}
+    triples = left_out_dates(pairs + [Pair(day + datetime.timedelta(days=20), "", "c20.tif")])
+    assert triples == [tuple(pairs)]
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.normal(0.0, 0.02, (2, 8, 8)), 8, axis=1), 8, axis=2).astype(np.float32)
+    base = rng.uniform(0.05, 0.3, (2, 64, 64)).astype(np.float32)
+    for factor, expected in ((0.5, 0.5), (0.0, 0.0)):
+        # neighbours 10 days before and 20 after: weights 2/3 and 1/3; the middle date deviates from them
+        fine = {0: base, 30: base + 0.03, 10: base + 0.01 + factor * smooth}
+        coarse = {0: base, 30: base + 0.03, 10: base + 0.01 + smooth}
+        days = {pair: (pair.date - day).days for pair in pairs}
+
+        def read(pair, window):
+            c, r, w, h = window
+            area = np.s_[:, r:r + h, c:c + w]
+            return fine[days[pair]][area], coarse[days[pair]][area], np.ones((h, w), bool)
+
+        log = Log()
+        fitted = fit_between_first_guess(triples, read, 64, 64, ["red", "nir"], log)
+        assert np.allclose(fitted["change_gain"], expected, atol=0.02), fitted
+        assert any("fitted on the series' own fine dates left out (2021-04-11)" in m for m in log.messages)
+
+
+def test_dates_between_fine_dates_get_the_fitted_first_guess(five_dates, tmp_path):
+    """With three fine dates the series job fits the first guess of the dates between them (logged); dates
+    with one reference keep the model's own, and FIT_BETWEEN off gives the model's own everywhere."""
+    import dataclasses
+
+    from model_core.model_file import load_model, save_model
+
+    loaded = load_model(MODEL)
+    three = str(save_model(tmp_path / "three.pt", loaded.model, config=dataclasses.replace(loaded.config, images=3),
+                           band_names=loaded.band_names, scale=loaded.scale))
+    items = five_dates.items
+    manifest = write_manifest(tmp_path / "m.csv", [(it.date, it.fine if i % 2 == 0 else "", it.coarse)
+                                                   for i, it in enumerate(items)])
+    outputs = {}
+    for fit in (True, False):
+        log = Log()
+        result = fuse_series(manifest, three, tmp_path / f"fit_{fit}", targets="all", fit_between=fit, progress=log,
+                             **FAST)
+        assert any("fitted on the series' own fine dates left out" in m for m in log.messages) == fit, log.messages
+        outputs[fit] = {date: read_all(path) for date, path in result.files.items()}
+        for index, (date, path) in enumerate(result.files.items()):
+            first_guess = json.loads(read_metadata(path)["CTSTFM_FIRST_GUESS"])
+            assert first_guess["fitted_on_the_series"] == (fit and index in (1, 2, 3)), (fit, index, first_guess)
+    for index, item in enumerate(items):
+        same = np.array_equal(outputs[True][item.date.isoformat()], outputs[False][item.date.isoformat()])
+        assert same == (index in (0, 4)), (index, same)  # dates 0 and 4 have one reference
 
 
 def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):

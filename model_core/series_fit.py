@@ -1,0 +1,96 @@
+"""The first guess of the dates *between* fine dates, fitted on the series itself by leaving fine dates out.
+
+A date T between the fine dates B and A is predicted from each (a three-image model's first guess
+``F_r + g * box(C_T - C_r)`` plus the network's correction) and the two are blended. With weights ``w_b,
+w_a`` the blended first guesses are the fine images interpolated in time plus ``g`` times the coarse image's
+deviation from the coarse images interpolated alike, ``D = C_T - (w_b C_B + w_a C_A)``. Where the
+landscape changes smoothly, ``D`` is mostly the coarse images' own noise (misregistration, coarse error,
+the blocks of an image delivered on the fine grid), and adding it in full (``g = 1``, the plugin's model as
+trained) costs accuracy; where something happened between B and A, ``D`` is the signal.
+
+The series holds its own truth for this: every fine date with a coarse image and a fine date (with its
+coarse image) on either side is such a date left out. :func:`fit_between_first_guess` fits ``g`` per band
+(least squares of ``F_K - interp(F)`` on ``box(D)``, clamped to [0, 1]) and the box (none, 5 ... 17 fine
+pixels, :data:`~model_core.training.start.CHANGE_BLURS`, chosen as training chooses it) on them. Those
+dates are twice as far from their neighbours as the dates filled between them, so they see more change and
+the fit leans towards ``g = 1``: it errs on the side of the model as trained.
+
+Measured (docs/fusion.md, *The first guess between fine dates*): on nine simulated realistic series the fit
+lowered the plugin's model's MAE on the filled dates in all nine (by 0.5-12 %) and raised its SSIM in all. Dates
+with one reference (before the first or after the last fine date) keep the model's own first guess: there
+the coarse change is the whole change, not a deviation from an interpolation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Windows (at most) the fit reads per left-out date, and their size in fine pixels.
+FIT_WINDOWS = 16
+FIT_WINDOW = 256
+
+
+def left_out_dates(pairs):
+    """``[(before, date, after)]``: each fine date with a coarse image whose nearest fine dates with coarse
+    images on both sides exist, with those neighbours (:class:`~model_core.training.Pair`)."""
+    usable = [pair for pair in sorted(pairs, key=lambda pair: pair.date) if pair.fine and pair.coarse]
+    return [(usable[i - 1], usable[i], usable[i + 1]) for i in range(1, len(usable) - 1)]
+
+
+def fit_windows(width, height, size=FIT_WINDOW, count=FIT_WINDOWS):
+    """Up to ``count`` windows ``(col, row, w, h)`` of ``size`` pixels spread evenly over the raster."""
+    cols = list(range(0, max(width - size, 0) + 1, size)) or [0]
+    rows = list(range(0, max(height - size, 0) + 1, size)) or [0]
+    every = [(c, r, min(size, width - c), min(size, height - r)) for r in rows for c in cols]
+    picks = np.unique(np.linspace(0, len(every) - 1, min(count, len(every))).round().astype(int))
+    return [every[i] for i in picks]
+
+
+def fit_between_first_guess(triples, read, width, height, bands, progress):
+    """``{"change_gain": per band, "change_blur": box}`` for the dates between fine dates, fitted on
+    ``triples`` (:func:`left_out_dates`); ``{}`` when there are none.
+
+    ``read(pair, window)`` returns ``(fine, coarse, valid)`` of one date on the fine grid (reflectance
+    ``(C, h, w)``, validity ``(h, w)``) for a :class:`~model_core.raster.Window` of the ``width`` x ``height``
+    grid; ``bands``: the band names."""
+    import torch
+
+    from .network import box_mean
+    from .raster import Window
+    from .training.start import CHANGE_BLURS, _band_slopes, _pick_blur
+
+    if not triples:
+        return {}
+    normal = np.zeros((len(CHANGE_BLURS), len(bands), 2, 2))
+    moment = np.zeros((len(CHANGE_BLURS), len(bands), 2))
+    energy = 0.0
+    for before, date, after in triples:
+        weight_before = (after.date - date.date).days / (after.date - before.date).days
+        for window in fit_windows(width, height):
+            progress.check()
+            window = Window(*window)
+            (f_b, c_b, ok_b), (f_k, c_k, ok_k), (f_a, c_a, ok_a) = (read(p, window) for p in (before, date, after))
+            valid = ok_b & ok_k & ok_a
+            if not valid.any():
+                continue
+            target = (f_k - (weight_before * f_b + (1 - weight_before) * f_a))[:, valid].astype(np.float64)
+            deviation = torch.from_numpy(c_k - (weight_before * c_b + (1 - weight_before) * c_a))[None]
+            energy += float((target ** 2).sum())
+            for index, box in enumerate(CHANGE_BLURS):
+                seen = (box_mean(deviation, box) if box > 1 else deviation)[0].numpy()[:, valid].astype(np.float64)
+                normal[index, :, 0, 0] += (seen ** 2).sum(axis=1)
+                moment[index, :, 0] += (seen * target).sum(axis=1)
+    if not normal[0, :, 0, 0].any():
+        return {}
+    fits = [_band_slopes(normal[index], moment[index], False) for index in range(len(CHANGE_BLURS))]
+    chosen = _pick_blur([energy + loss for _, loss in fits])
+    gains = tuple(round(float(g), 4) for g in fits[chosen][0][:, 0])
+    box = CHANGE_BLURS[chosen]
+    dates = ", ".join(date.date.isoformat() for _, date, _ in triples)
+    blur = f"; each coarse deviation averaged over {box} x {box} fine pixels" if box > 1 else ""
+    progress.info(
+        f"First guess of the dates between fine dates fitted on the series' own fine dates left out ({dates}): "
+        "the coarse image's deviation from the coarse images interpolated in time is added with gains "
+        + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(bands, gains)) + f"{blur}."
+    )
+    return {"change_gain": gains, "change_blur": box}
