@@ -559,7 +559,8 @@ FUSE_SERIES = Operation(
         *model_scale_options("images"),
         Option(
             "fit_between", "bool",
-            "Fit the first guess of dates between fine dates on the series' own fine dates (each left out in turn)",
+            "Fit the first guess and the share of change kept for dates between fine dates on the series' own "
+            "fine dates (each left out in turn)",
             True, advanced=True,
         ),
         Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,

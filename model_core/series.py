@@ -450,7 +450,7 @@ class SeriesPredictor:
     :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 2), h, w)`` (see :func:`blend_predictions`)."""
 
     def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None,
-                 between_config=None):
+                 between_config=None, between_share=None):
         import copy
 
         import torch
@@ -463,6 +463,9 @@ class SeriesPredictor:
         if between_config is not None:
             self.between = copy.copy(self.model)
             self.between.config = between_config
+        # ... and keep that share (per band) of each prediction's change from its reference's fine image.
+        self.between_share = None if between_share is None else \
+            torch.tensor(between_share, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.device = device
         self.uses = [[references.index(ref) for ref in t.references] for t in targets]
         self.gaps = [t.gaps for t in targets]
@@ -510,6 +513,9 @@ class SeriesPredictor:
                         for r in uses
                     ]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
+                if self.between_share is not None and len(uses) == 2:
+                    predictions = [fines[r].float() + self.between_share * (p - fines[r].float())
+                                   for r, p in zip(uses, predictions)]
                 outputs.append(blend_predictions(
                     predictions, [seen[:, r] for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
                     image.float(), coarse_ok[:, k], self.footprint, self.weighting,
@@ -566,6 +572,7 @@ class _Job:
     model_path: str
     mixed_precision: bool
     between_config: object = None  # the model's config for dates between fine dates, when fitted on the series
+    between_share: tuple = None  # per band, the share of the predicted change kept there (fitted alike)
 
 
 def group_targets(targets, max_per_group):
@@ -589,7 +596,8 @@ def _target_metadata(job, target, warped):
                   for ref, gap in zip(target.references, target.gaps)]
     fitted = job.between_config if job.between_config is not None and len(target.references) == 2 else None
     first_guess = ({"fitted_on_the_series": True, "change_gain": list(fitted.change_gain),
-                    "change_blur": fitted.change_blur} if fitted else {"fitted_on_the_series": False})
+                    "change_blur": fitted.change_blur, "change_share": list(job.between_share or ())}
+                   if fitted else {"fitted_on_the_series": False})
     return output_metadata(
         "CTSTFM fused fine image of a time series", {"CTSTFM_COARSE_T1": target.coarse},
         fine_bands=job.fine_bands, coarse_bands=job.coarse_bands, resampling=job.options["resampling"],
@@ -620,7 +628,7 @@ def _run_group(job, group, progress):
     grid, bands = job.grid, len(job.fine_bands)
     amp = mixed_precision_dtype(job.device) if job.mixed_precision else None
     predictor = SeriesPredictor(job.model.model, job.device, group, references, job.footprint,
-                                job.options["weighting"], amp, job.between_config)
+                                job.options["weighting"], amp, job.between_config, job.between_share)
     counts = np.zeros((len(group), 3))  # valid pixels, sum of the earlier reference's share, all pixels
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
@@ -663,7 +671,7 @@ def _say_mode(config, model_path, plan, progress):
         progress.warning(
             f"Model {name} was fine-tuned (its first guess has gains fitted on its training dates). To fill dates "
             f"between fine dates ({between} here), fine-tuned models did worse than the plugin's own model in every "
-            "simulated series we measured (30-63 % more MAE; docs/benchmarks.md, A series from three fine dates): "
+            "simulated series we measured (40-75 % more MAE; docs/benchmarks.md, A series from three fine dates): "
             "leave the model empty, or first check this one on a fine date kept out of its training (Assess Fusion "
             "Accuracy)."
         )
@@ -729,30 +737,31 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
         batch_size=max(1, int(batch_size or 1)), model_path=str(model_path), mixed_precision=mixed_precision,
     )
     if options["fit_between"] and any(len(t.references) == 2 for t in plan):
-        job.between_config = _fit_between(job, pairs, progress)
+        job.between_config, job.between_share = _fit_between(job, pairs, progress)
     return job, per_group
 
 
 def _fit_between(job, pairs, progress):
-    """The model's config with the first guess of the dates between fine dates fitted on the series
-    (:mod:`model_core.series_fit`), or ``None``: a model whose first guess was fitted in training, a
-    two-image model, or no fine date to leave out (the log says which)."""
+    """``(config, share)`` for the dates between fine dates, fitted on the series (:mod:`model_core.series_fit`):
+    the model's config with the fitted first guess and the share of the predicted change to keep per band; ``(None,
+    None)`` for a model whose first guess was fitted in training, a two-image model, or no fine date to leave out
+    (the log says which)."""
     import dataclasses
 
-    from .series_fit import fit_between_first_guess, left_out_dates
+    from .series_fit import fit_between_first_guess, fit_change_share, left_out_dates
 
     config = job.model.config
     if config.change_gain or config.images != 3:
         why = "was fitted in training" if config.change_gain else "is the two-image one (no coarse T0)"
         progress.info(f"The dates between fine dates use the model's own first guess: it {why}.")
-        return None
+        return None, None
     triples = left_out_dates(pairs)
     if not triples:
         progress.info(
             "The dates between fine dates use the model's own first guess: fitting it on the series needs a fine "
             "date with a coarse image and such a date on either side (three fine dates with coarse images)."
         )
-        return None
+        return None, None
     references = sorted({pair for triple in triples for pair in triple}, key=lambda pair: pair.date)
     reader = GroupReader([], references, job.grid, job.fine_bands, job.coarse_bands, scale=job.scale,
                          coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
@@ -763,9 +772,38 @@ def _fit_between(job, pairs, progress):
             return fine, coarse, ok & coarse_ok
 
         fitted = fit_between_first_guess(triples, read, job.grid.width, job.grid.height, job.band_names, progress)
+        if not fitted:
+            return None, None
+        between = dataclasses.replace(config, **fitted)
+
+        opened = {}  # per left-out date: its reader and predictor, as a date between its neighbours
+
+        def predict(before, date, after, window):
+            """The blended prediction of ``date`` from ``before`` and ``after`` and the earlier one's weight."""
+            if date not in opened:
+                target = Target(date.date, date.coarse, date.date, (before, after), "")
+                opened[date] = (
+                    GroupReader([target], [before, after], job.grid, job.fine_bands, job.coarse_bands,
+                                scale=job.scale, coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
+                                mask_band=job.options["mask_band"]),
+                    SeriesPredictor(job.model.model, job.device, [target], [before, after], job.footprint,
+                                    job.options["weighting"], None, between),
+                )
+            pair_reader, predictor = opened[date]
+            inputs, _ = pair_reader.read(window)
+            out = predictor(tuple(array[None] for array in inputs))[0]
+            bands = len(job.fine_bands)
+            return out[:bands], out[bands] > 0.5, out[bands + 1]
+
+        try:
+            share = fit_change_share(triples, read, predict, job.grid.width, job.grid.height, job.band_names,
+                                     progress)
+        finally:
+            for pair_reader, _ in opened.values():
+                pair_reader.close()
     finally:
         reader.close()
-    return dataclasses.replace(config, **fitted) if fitted else None
+    return between, share
 
 
 def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None, dates=None, model_path=None,

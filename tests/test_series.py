@@ -205,7 +205,7 @@ def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
     import datetime
 
     from model_core.progress import Progress
-    from model_core.series_fit import fit_between_first_guess, left_out_dates
+    from model_core.series_fit import fit_between_first_guess, fit_change_share, left_out_dates
     from model_core.training.series import Pair
 
     day = datetime.date(2021, 4, 1)
@@ -232,6 +232,22 @@ def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
         assert np.allclose(fitted["change_gain"], expected, atol=0.02), fitted
         assert any("fitted on the series' own fine dates left out (2021-04-11)" in m for m in log.messages)
 
+    # The share of the predicted change: a prediction that deviates from the interpolation (earlier weight 0.6)
+    # twice as much as the truth does keeps half of its change.
+    interpolated = 0.6 * fine[0] + 0.4 * fine[30]
+
+    def predict(before, date, after, window):
+        c, r, w, h = window
+        truth = fine[10][:, r:r + h, c:c + w]
+        return (interpolated[:, r:r + h, c:c + w] + 2.0 * (truth - interpolated[:, r:r + h, c:c + w]),
+                np.ones((h, w), bool), np.full((h, w), 0.6, np.float32))
+
+    fine[10] = base + 0.01 + 0.5 * smooth
+    log = Log()
+    share = fit_change_share(triples, read, predict, 64, 64, ["red", "nir"], log)
+    assert np.allclose(share, 0.5, atol=1e-3), share
+    assert any(m.startswith("Share of each prediction's change kept") for m in log.messages), log.messages
+
 
 def test_dates_between_fine_dates_get_the_fitted_first_guess(five_dates, tmp_path):
     """With three fine dates the series job fits the first guess of the dates between them (logged); dates
@@ -256,6 +272,8 @@ def test_dates_between_fine_dates_get_the_fitted_first_guess(five_dates, tmp_pat
         for index, (date, path) in enumerate(result.files.items()):
             first_guess = json.loads(read_metadata(path)["CTSTFM_FIRST_GUESS"])
             assert first_guess["fitted_on_the_series"] == (fit and index in (1, 2, 3)), (fit, index, first_guess)
+            if first_guess["fitted_on_the_series"]:
+                assert len(first_guess["change_share"]) == len(first_guess["change_gain"]) == 6, first_guess
     for index, item in enumerate(items):
         same = np.array_equal(outputs[True][item.date.isoformat()], outputs[False][item.date.isoformat()])
         assert same == (index in (0, 4)), (index, same)  # dates 0 and 4 have one reference
