@@ -183,9 +183,11 @@ def check_scales(fine, coarse_images):
             _check_pair(fine, image, fine_means, means)
 
 
-def check_series_scales(pairs, scale, option="scale", coarse_scale=None, coarse_option=None):
+def check_series_scales(pairs, scale, option="scale", coarse_scale=None, coarse_option=None, fine_bands=None,
+                        coarse_bands=None):
     """:func:`check_scales` on every date of a series: its fine and coarse images together, or the one it has
-    (a series to fuse may lack either). ``coarse_scale`` (default ``scale``) reads the coarse images."""
+    (a series to fuse may lack either). ``coarse_scale`` (default ``scale``) reads the coarse images;
+    ``fine_bands`` / ``coarse_bands`` (1-based) are the bands in use (default as :class:`PairReader` picks)."""
     from .raster import PairReader, RasterInfo, RasterReader
 
     coarse_scale = coarse_scale or scale
@@ -193,15 +195,17 @@ def check_series_scales(pairs, scale, option="scale", coarse_scale=None, coarse_
     for pair in pairs:
         where = f" of {pair.date}" + (f" in scene '{pair.scene}'" if getattr(pair, "scene", "") else "")
         if pair.fine and pair.coarse:
-            with PairReader(pair.fine, pair.coarse, scale=scale, coarse_scale=coarse_scale) as reader:
+            with PairReader(pair.fine, pair.coarse, scale=scale, coarse_scale=coarse_scale, fine_bands=fine_bands,
+                            coarse_bands=coarse_bands) as reader:
                 check_scales(
                     ScaledImage(f"fine image{where}", reader.fine, scale, option),
                     [ScaledImage(f"coarse image{where}", reader.coarse, coarse_scale, coarse_option)],
                 )
             continue
-        path, what, image_scale, image_option = (
-            (pair.fine, "fine", scale, option) if pair.fine else (pair.coarse, "coarse", coarse_scale, coarse_option)
+        path, what, bands, image_scale, image_option = (
+            (pair.fine, "fine", fine_bands, scale, option) if pair.fine
+            else (pair.coarse, "coarse", coarse_bands, coarse_scale, coarse_option)
         )
         if path:
-            with RasterReader(path, grid=RasterInfo.read(path)) as reader:
+            with RasterReader(path, bands, grid=RasterInfo.read(path)) as reader:
                 check_scales(ScaledImage(f"{what} image{where}", reader, image_scale, image_option), [])

@@ -725,7 +725,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     coarse_scale = options["coarse_scale"] or scale
     used = {ref.date for t in plan for ref in t.references} | {t.coarse_date for t in plan}
     check_series_scales([pair for pair in pairs if pair.date in used], scale, coarse_scale=coarse_scale,
-                        coarse_option="coarse_scale")
+                        coarse_option="coarse_scale", fine_bands=fine_bands, coarse_bands=coarse_bands)
     bands = len(fine_bands)
     per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 2) * min(int(options["tile"]), grid.height) * grid.width * 4))
     job = _Job(

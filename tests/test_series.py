@@ -175,6 +175,24 @@ def test_a_float_reflectance_series_is_read_at_its_scale(five_dates, tmp_path):
     assert np.abs(read_all(fused) - expected).max() < 2e-4, np.abs(read_all(fused) - expected).max()
 
 
+def test_the_scale_check_reads_only_the_bands_in_use(make_series, tmp_path):
+    """Images that also hold a band which is not reflectance (a QA band of large DN, whose mean would be refused
+    as reflectance) are checked on the bands the series uses, so the series runs."""
+    series = make_series(kind="fields", count=2, size=64, seed=3, interval_days=16, bands="green,red,nir")
+
+    def with_qa_band(path):
+        info = RasterInfo.read(path)
+        data = read_all(path)
+        data = np.concatenate([data, np.full((1,) + data.shape[1:], 32000, data.dtype)])
+        return write_raster(tmp_path / os.path.basename(path), data, info.geotransform, crs=info.crs_wkt,
+                            nodata=info.nodata[0], descriptions=["green", "red", "nir", "qa"])
+
+    items = [type(item)(item.date, with_qa_band(item.fine), with_qa_band(item.coarse)) for item in series.items]
+    manifest = fill_second_date(tmp_path / "m.csv", items)
+    result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, **FAST)
+    assert RasterInfo.read(result.files[items[1].date.isoformat()]).count == 3
+
+
 def test_a_fine_tuned_model_filling_between_fine_dates_is_warned_about(five_dates, tmp_path):
     """A model with fitted first-guess gains (what ctstfm:train writes) filling a date between two fine dates
     gets the measured caveat; filling beyond the last fine date (one reference) it does not."""
