@@ -19,8 +19,9 @@ fit finite). A reference that changed less since T, where the pixel is, weighs
 more, like an inverse variance. (CTSTFM's prediction, degraded the same way,
 hardly differs between references: its first guess already carries the coarse
 image at T; docs/fusion.md has the measurements.) For a three-image model the
-first guess of the targets between two fine dates is fitted on the series' own
-fine dates, each left out in turn (:mod:`model_core.series_fit`). A pixel
+first guess of the targets between two fine dates, and the share of their
+predicted change kept, are fitted on the series' own fine dates, each left out
+in turn (:mod:`model_core.series_fit`). A pixel
 invalid in one reference (nodata, or masked as cloud) is taken from the other;
 invalid in both, or in the coarse image at T, it is nodata.
 
@@ -743,26 +744,28 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
 
 def _fit_between(job, pairs, progress):
     """``(config, share)`` for the dates between fine dates, fitted on the series (:mod:`model_core.series_fit`):
-    the model's config with the fitted first guess and the share of the predicted change to keep per band; ``(None,
-    None)`` for a model whose first guess was fitted in training, a two-image model, or no fine date to leave out
-    (the log says which)."""
+    the model's config with the fitted first guess and the share of the predicted change to keep per band
+    (``None`` with two fine dates only); ``(None, None)`` for a model whose first guess was fitted in training, a
+    two-image model, or fewer than two fine dates with coarse images (the log says which)."""
     import dataclasses
 
-    from .series_fit import fit_between_first_guess, fit_change_share, left_out_dates
+    from .series_fit import fit_between_first_guess, fit_change_share, fit_samples, left_out_dates
 
     config = job.model.config
     if config.change_gain or config.images != 3:
         why = "was fitted in training" if config.change_gain else "is the two-image one (no coarse T0)"
         progress.info(f"The dates between fine dates use the model's own first guess: it {why}.")
         return None, None
-    triples = left_out_dates(pairs)
-    if not triples:
+    samples = fit_samples(pairs)
+    if not samples:
         progress.info(
-            "The dates between fine dates use the model's own first guess: fitting it on the series needs a fine "
-            "date with a coarse image and such a date on either side (three fine dates with coarse images)."
+            "The dates between fine dates use the model's own first guess: fitting it on the series needs two fine "
+            "dates with coarse images."
         )
         return None, None
-    references = sorted({pair for triple in triples for pair in triple}, key=lambda pair: pair.date)
+    triples = left_out_dates(pairs)
+    references = sorted({pair for date, neighbours in samples for pair in (date, *(n for n, _ in neighbours))},
+                        key=lambda pair: pair.date)
     reader = GroupReader([], references, job.grid, job.fine_bands, job.coarse_bands, scale=job.scale,
                          coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
                          mask_band=job.options["mask_band"])
@@ -771,10 +774,12 @@ def _fit_between(job, pairs, progress):
             fine, ok, coarse, coarse_ok = reader.read_reference(references.index(pair), window)
             return fine, coarse, ok & coarse_ok
 
-        fitted = fit_between_first_guess(triples, read, job.grid.width, job.grid.height, job.band_names, progress)
+        fitted = fit_between_first_guess(samples, read, job.grid.width, job.grid.height, job.band_names, progress)
         if not fitted:
             return None, None
         between = dataclasses.replace(config, **fitted)
+        if not triples:  # two fine dates: no date between them to fit the share of change on
+            return between, None
 
         opened = {}  # per left-out date: its reader and predictor, as a date between its neighbours
 

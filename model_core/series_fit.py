@@ -23,7 +23,8 @@ Measured (docs/fusion.md, *The dates between fine dates, fitted on the series*):
 realistic series the two fits lowered the plugin's model's MAE on the filled dates by 7-23 % and its RMSE
 by 2-14 %, and raised its SSIM, in all nine. Dates with one reference (before the first or after the last
 fine date) keep the model's own prediction: there the coarse change is the whole change, not a deviation
-from an interpolation.
+from an interpolation. With only two fine dates (no date between them to leave out) the first guess is fitted
+on the whole change between them (:func:`fit_samples`): MAE 0.4-8 % lower on the same nine series.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ def left_out_dates(pairs):
     return [(usable[i - 1], usable[i], usable[i + 1]) for i in range(1, len(usable) - 1)]
 
 
+def fit_samples(pairs):
+    """What the first guess is fitted on: ``[(date, ((neighbour, weight), ...))]``, a fine date and the
+    weights its neighbours' images are interpolated with. Each date of :func:`left_out_dates` with its two
+    neighbours, weighted by time; with only two fine dates with coarse images (no date between), each of
+    them from the other alone: the whole change between them, a proxy that sees more change than the dates
+    between do, so it too leans towards the model as trained."""
+    triples = left_out_dates(pairs)
+    if triples:
+        return [(date, ((before, (after.date - date.date).days / (after.date - before.date).days),
+                        (after, (date.date - before.date).days / (after.date - before.date).days)))
+                for before, date, after in triples]
+    usable = [pair for pair in sorted(pairs, key=lambda pair: pair.date) if pair.fine and pair.coarse]
+    if len(usable) != 2:
+        return []
+    first, second = usable
+    return [(second, ((first, 1.0),)), (first, ((second, 1.0),))]
+
+
 def fit_windows(width, height, size=FIT_WINDOW, count=FIT_WINDOWS):
     """Up to ``count`` windows ``(col, row, w, h)`` of ``size`` pixels spread evenly over the raster."""
     cols = list(range(0, max(width - size, 0) + 1, size)) or [0]
@@ -53,9 +72,9 @@ def fit_windows(width, height, size=FIT_WINDOW, count=FIT_WINDOWS):
     return [every[i] for i in picks]
 
 
-def fit_between_first_guess(triples, read, width, height, bands, progress):
+def fit_between_first_guess(samples, read, width, height, bands, progress):
     """``{"change_gain": per band, "change_blur": box}`` for the dates between fine dates, fitted on
-    ``triples`` (:func:`left_out_dates`); ``{}`` when there are none.
+    ``samples`` (:func:`fit_samples`); ``{}`` when there are none.
 
     ``read(pair, window)`` returns ``(fine, coarse, valid)`` of one date on the fine grid (reflectance
     ``(C, h, w)``, validity ``(h, w)``) for a :class:`~model_core.raster.Window` of the ``width`` x ``height``
@@ -66,22 +85,24 @@ def fit_between_first_guess(triples, read, width, height, bands, progress):
     from .raster import Window
     from .training.start import CHANGE_BLURS, _band_slopes, _pick_blur
 
-    if not triples:
+    if not samples:
         return {}
     normal = np.zeros((len(CHANGE_BLURS), len(bands), 2, 2))
     moment = np.zeros((len(CHANGE_BLURS), len(bands), 2))
     energy = 0.0
-    for before, date, after in triples:
-        weight_before = (after.date - date.date).days / (after.date - before.date).days
+    for date, neighbours in samples:
         for window in fit_windows(width, height):
             progress.check()
             window = Window(*window)
-            (f_b, c_b, ok_b), (f_k, c_k, ok_k), (f_a, c_a, ok_a) = (read(p, window) for p in (before, date, after))
-            valid = ok_b & ok_k & ok_a
+            f_k, c_k, valid = read(date, window)
+            target, deviation = f_k.astype(np.float64), c_k.astype(np.float64)
+            for neighbour, weight in neighbours:
+                fine, coarse, ok = read(neighbour, window)
+                target, deviation, valid = target - weight * fine, deviation - weight * coarse, valid & ok
             if not valid.any():
                 continue
-            target = (f_k - (weight_before * f_b + (1 - weight_before) * f_a))[:, valid].astype(np.float64)
-            deviation = torch.from_numpy(c_k - (weight_before * c_b + (1 - weight_before) * c_a))[None]
+            target = target[:, valid]
+            deviation = torch.from_numpy(deviation.astype(np.float32))[None]
             energy += float((target ** 2).sum())
             for index, box in enumerate(CHANGE_BLURS):
                 seen = (box_mean(deviation, box) if box > 1 else deviation)[0].numpy()[:, valid].astype(np.float64)
@@ -93,11 +114,15 @@ def fit_between_first_guess(triples, read, width, height, bands, progress):
     chosen = _pick_blur([energy + loss for _, loss in fits])
     gains = tuple(round(float(g), 4) for g in fits[chosen][0][:, 0])
     box = CHANGE_BLURS[chosen]
-    dates = ", ".join(date.date.isoformat() for _, date, _ in triples)
     blur = f"; each coarse deviation averaged over {box} x {box} fine pixels" if box > 1 else ""
+    if len(samples[0][1]) == 2:
+        dates = ", ".join(date.date.isoformat() for date, _ in samples)
+        source = f"the series' own fine dates left out ({dates})"
+    else:
+        source = f"the change between the two fine dates ({samples[1][0].date} and {samples[0][0].date})"
     progress.info(
-        f"First guess of the dates between fine dates fitted on the series' own fine dates left out ({dates}): "
-        "the coarse image's deviation from the coarse images interpolated in time is added with gains "
+        f"First guess of the dates between fine dates fitted on {source}: the coarse image's deviation from the "
+        "coarse images interpolated in time is added with gains "
         + ", ".join(f"{name} {gain:.2f}" for name, gain in zip(bands, gains)) + f"{blur}."
     )
     return {"change_gain": gains, "change_blur": box}

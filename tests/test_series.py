@@ -223,14 +223,19 @@ def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
     import datetime
 
     from model_core.progress import Progress
-    from model_core.series_fit import fit_between_first_guess, fit_change_share, left_out_dates
+    from model_core.series_fit import fit_between_first_guess, fit_change_share, fit_samples, left_out_dates
     from model_core.training.series import Pair
 
     day = datetime.date(2021, 4, 1)
     pairs = [Pair(day + datetime.timedelta(days=d), f"f{d}.tif", f"c{d}.tif") for d in (0, 10, 30)]
     assert left_out_dates(pairs[:2]) == [] and fit_between_first_guess([], None, 64, 64, ["red"], Progress()) == {}
+    # two fine dates: each is fitted from the other alone (the whole change between them)
+    assert fit_samples(pairs[:2]) == [(pairs[1], ((pairs[0], 1.0),)), (pairs[0], ((pairs[1], 1.0),))]
+    assert fit_samples(pairs[:1]) == []
     triples = left_out_dates(pairs + [Pair(day + datetime.timedelta(days=20), "", "c20.tif")])
     assert triples == [tuple(pairs)]
+    samples = fit_samples(pairs)
+    assert samples == [(pairs[1], ((pairs[0], 2 / 3), (pairs[2], 1 / 3)))], samples
     rng = np.random.default_rng(0)
     smooth = np.repeat(np.repeat(rng.normal(0.0, 0.02, (2, 8, 8)), 8, axis=1), 8, axis=2).astype(np.float32)
     base = rng.uniform(0.05, 0.3, (2, 64, 64)).astype(np.float32)
@@ -246,7 +251,7 @@ def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
             return fine[days[pair]][area], coarse[days[pair]][area], np.ones((h, w), bool)
 
         log = Log()
-        fitted = fit_between_first_guess(triples, read, 64, 64, ["red", "nir"], log)
+        fitted = fit_between_first_guess(samples, read, 64, 64, ["red", "nir"], log)
         assert np.allclose(fitted["change_gain"], expected, atol=0.02), fitted
         assert any("fitted on the series' own fine dates left out (2021-04-11)" in m for m in log.messages)
 
@@ -295,6 +300,17 @@ def test_dates_between_fine_dates_get_the_fitted_first_guess(five_dates, tmp_pat
     for index, item in enumerate(items):
         same = np.array_equal(outputs[True][item.date.isoformat()], outputs[False][item.date.isoformat()])
         assert same == (index in (0, 4)), (index, same)  # dates 0 and 4 have one reference
+
+    # Two fine dates: the first guess is fitted on the change between them; no share is fitted.
+    manifest = write_manifest(tmp_path / "two.csv", [(it.date, it.fine if i in (0, 4) else "", it.coarse)
+                                                     for i, it in enumerate(items)])
+    log = Log()
+    result = fuse_series(manifest, three, tmp_path / "two", progress=log, **FAST)
+    assert any(f"fitted on the change between the two fine dates ({items[0].date} and {items[4].date})" in m
+               for m in log.messages), log.messages
+    assert not any(m.startswith("Share of") for m in log.messages), log.messages
+    first_guess = json.loads(read_metadata(result.files[items[2].date.isoformat()])["CTSTFM_FIRST_GUESS"])
+    assert first_guess["fitted_on_the_series"] and first_guess["change_share"] == [], first_guess
 
 
 def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
