@@ -31,11 +31,16 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Windows (at most) the fit reads per left-out date, and their size in fine pixels.
+#: Windows (at most) the fits read per date, and their size in fine pixels.
 FIT_WINDOWS = 16
 FIT_WINDOW = 256
 #: Windows (at most) the share of change is fitted on over all left-out dates: each costs two network passes.
 SHARE_WINDOWS = 32
+
+
+def windows_per_date(dates, total):
+    """How many windows each of ``dates`` dates gets when ``total`` are shared out (1 to :data:`FIT_WINDOWS`)."""
+    return max(1, min(FIT_WINDOWS, total // max(dates, 1)))
 
 
 def left_out_dates(pairs):
@@ -83,15 +88,16 @@ def fit_between_first_guess(samples, read, width, height, bands, progress):
 
     from .network import box_mean
     from .raster import Window
-    from .training.start import CHANGE_BLURS, _band_slopes, _pick_blur
+    from .training.start import CHANGE_BLURS, GAIN_WINDOWS, _band_slopes, _pick_blur
 
     if not samples:
         return {}
     normal = np.zeros((len(CHANGE_BLURS), len(bands), 2, 2))
     moment = np.zeros((len(CHANGE_BLURS), len(bands), 2))
     energy = 0.0
+    per_date = windows_per_date(len(samples), GAIN_WINDOWS)  # training's cap on its gain fit, shared out
     for date, neighbours in samples:
-        for window in fit_windows(width, height):
+        for window in fit_windows(width, height, count=per_date):
             progress.check()
             window = Window(*window)
             f_k, c_k, valid = read(date, window)
@@ -140,7 +146,7 @@ def fit_change_share(triples, read, predict, width, height, bands, progress):
     from .raster import Window
 
     numerator, denominator = np.zeros(len(bands)), np.zeros(len(bands))
-    per_date = max(1, min(FIT_WINDOWS, SHARE_WINDOWS // len(triples)))
+    per_date = windows_per_date(len(triples), SHARE_WINDOWS)
     for before, date, after in triples:
         for window in fit_windows(width, height, count=per_date):
             progress.check()
