@@ -69,12 +69,11 @@ def fit_samples(pairs):
 
 
 def fit_windows(width, height, size=FIT_WINDOW, count=FIT_WINDOWS):
-    """Up to ``count`` windows ``(col, row, w, h)`` of ``size`` pixels spread evenly over the raster."""
-    cols = list(range(0, max(width - size, 0) + 1, size)) or [0]
-    rows = list(range(0, max(height - size, 0) + 1, size)) or [0]
-    every = [(c, r, min(size, width - c), min(size, height - r)) for r in rows for c in cols]
-    picks = np.unique(np.linspace(0, len(every) - 1, min(count, len(every))).round().astype(int))
-    return [every[i] for i in picks]
+    """Up to ``count`` windows ``(col, row, w, h)`` of ``size`` pixels spread evenly over the raster (the
+    training's tiling and choice of windows)."""
+    from .training.data import evenly_chosen, grid_windows
+
+    return evenly_chosen(grid_windows(0, height, width, size), count)
 
 
 def fit_between_first_guess(samples, read, width, height, bands, progress):

@@ -177,6 +177,18 @@ def grid_windows(row0, row1, width, tile):
     ]
 
 
+def evenly_chosen(items, count):
+    """At most ``count`` of ``items``, spread evenly from the first to the last (all of them when there are no
+    more): the windows a fit or a validation reads when the raster holds more than it needs."""
+    import numpy as np
+
+    if count <= 0:
+        return []
+    if len(items) <= count:
+        return list(items)
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, count).round().astype(int))]
+
+
 class PatchSampler:
     """Random training patches: a sample, a window, a redraw when too much is nodata.
 

@@ -62,7 +62,7 @@ def fit_change_gain(run, data, progress):
     import torch
 
     from ..network import STAND_IN_BOX, box_mean
-    from .data import grid_windows
+    from .data import evenly_chosen, grid_windows
 
     config = run.network.config
     if not has_first_guess(config):
@@ -72,14 +72,13 @@ def fit_change_gain(run, data, progress):
     scenes = [scene for scene in run.scenes for _ in scene.split.train_samples]
     windows = [(sample, window) for sample, scene in zip(run.split.train_samples, scenes)
                for window in grid_windows(0, scene.train_rows, scene.info.width, run.patch)]
-    picks = np.unique(np.linspace(0, len(windows) - 1, min(GAIN_WINDOWS, len(windows))).round().astype(int))
     # per blur and band: the normal equations of F1 - F0 on [C1 - reference, C1 - box(F0)], and sum (F1 - F0)^2
     normal = np.zeros((len(CHANGE_BLURS), config.bands, 2, 2))
     moment = np.zeros((len(CHANGE_BLURS), config.bands, 2))
     energy = 0.0
-    for index in picks:
+    for sample, window in evenly_chosen(windows, GAIN_WINDOWS):
         progress.check()
-        coarse, fine0, fine1, valid, *reference = data.read(*windows[index])
+        coarse, fine0, fine1, valid, *reference = data.read(sample, window)
         boxed = box_mean(torch.from_numpy(fine0)[None], box)[0].numpy()
         reference = reference[0] if reference and config.takes_coarse_t0 else boxed
         raw = torch.from_numpy(np.stack([coarse - reference, coarse - boxed], axis=1))  # (bands, 2, h, w)

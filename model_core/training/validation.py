@@ -12,7 +12,7 @@ import numpy as np
 from ..device import autocast
 from ..errors import OptionError
 from ..progress import Progress
-from .data import fair_shares, grid_windows
+from .data import evenly_chosen, fair_shares, grid_windows
 
 METRIC_NAMES = ("mae", "rmse", "psnr", "ssim", "sam")
 
@@ -50,10 +50,7 @@ class Validator:
         # At most max_windows in all, shared fairly between the scenes, evenly chosen within each.
         chosen = []
         for candidates, share in zip(per_scene, fair_shares([len(c) for c in per_scene], int(max_windows))):
-            if len(candidates) > share:
-                picks = np.unique(np.linspace(0, len(candidates) - 1, share).round().astype(int)) if share else []
-                candidates = [candidates[i] for i in picks]
-            chosen.append(candidates)
+            chosen.append(evenly_chosen(candidates, share))
         self.windows = []
         self.scene_counts = [0] * len(scenes)
         cache = []
