@@ -10,6 +10,9 @@ coverage check) and refuses, naming the option that fixes it, when
   at most 0.0255): :data:`MIN_REPRESENTABLE`;
 * an image's brightest band has a mean reflectance outside
   :data:`PLAUSIBLE_MEAN` (DN read as reflectance, or reflectance read as DN);
+* an image holds a value that no reflectance can have (:data:`POSSIBLE_REFLECTANCE`), one value over and over,
+  and does not declare it as nodata: a product's fill value (-9999, MODIS's -28672) that would be read as dark or
+  bright ground;
 * an integer image has no dark pixels in any band (:data:`OFFSET_FLOOR_DN`): DN with an additive
   offset, such as Landsat Collection 2 Level-2 (``DN x 0.0000275 - 0.2``), which a scale alone cannot read;
 * the fine and the coarse images differ by :data:`MISMATCH_FACTOR` or more
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import CtstfmError, OptionError
 
 #: The largest value an integer image can hold, times its scale, must reach this reflectance.
 MIN_REPRESENTABLE = 0.2
@@ -41,6 +44,13 @@ MISMATCH_FACTOR = 10.0
 #: 10000 image would need reflectance above 0.5 almost everywhere in every band (cloud or snow cover).
 OFFSET_FLOOR_DN = 5000
 OFFSET_FLOOR_REFLECTANCE = 0.1
+#: Reflectance outside this range is no ground: surface reflectance products keep valid pixels within about -0.2
+#: to 1.6 (Landsat's valid range), so a value beyond it, repeated, is a fill value (Landsat's -9999 and MODIS's
+#: -28672 at 0.0001, 65535 where unsigned products mark fill or saturation).
+POSSIBLE_REFLECTANCE = (-0.5, 3.0)
+#: A fill value is one value: the most common impossible value must be at least this share of the impossible
+#: pixels. (An image read at the wrong scale has many different impossible values; the scale check names it.)
+FILL_VALUE_SHARE = 0.5
 
 
 @dataclass
@@ -57,13 +67,38 @@ class ScaledImage:
         return self.reader.source_info.path
 
     def band_statistics(self):
-        """``(mean reflectance, 1st-percentile DN)`` per band over a sample of valid pixels (``None`` when nothing
-        is valid)."""
+        """:class:`BandStatistics` of a sample of the valid pixels (``None`` when nothing is valid)."""
         data, valid = self.reader.sample()
         if not valid.any():
             return None
         values = data[:, valid].astype(np.float64)
-        return values.mean(axis=1) * self.scale, np.percentile(values, 1, axis=1)
+        return BandStatistics(values.mean(axis=1) * self.scale, np.percentile(values, 1, axis=1),
+                              _fill_value(values, self.scale))
+
+
+@dataclass
+class BandStatistics:
+    """What the checks need to know of an image's valid pixels (a sample of them)."""
+
+    means: np.ndarray  # mean reflectance per band
+    floor_dn: np.ndarray  # 1st-percentile DN per band
+    fill: object  # (band index, DN, share of the sampled pixels) of an undeclared fill value, or None
+
+
+def _fill_value(values, scale):
+    """``(band index, DN, share of pixels)`` of the value, impossible as reflectance, that ``values`` (C, N) hold
+    most often, when it is :data:`FILL_VALUE_SHARE` or more of their impossible values; else None."""
+    low, high = POSSIBLE_REFLECTANCE
+    reflectance = values * scale
+    impossible = (reflectance < low) | (reflectance > high)
+    if not impossible.any():
+        return None
+    band = int(np.argmax(impossible.sum(axis=1)))
+    candidates, counts = np.unique(values[band][impossible[band]], return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] < FILL_VALUE_SHARE * impossible[band].sum():
+        return None
+    return band, float(candidates[top]), float(counts[top]) / values.shape[1]
 
 
 def check_scale_value(value, option):
@@ -101,6 +136,24 @@ def _check_representable(image):
             f"{{{image.option}}} so that its values times the scale are reflectance (0-1).",
             image.option,
         )
+
+
+def _check_fill(image, fill):
+    """Refuse an image holding an undeclared fill value: read as reflectance it would be ground (clipped to 0)."""
+    if fill is None:
+        return
+    band, dn, share = fill
+    declared = image.reader.nodata[band]
+    path = image.path
+    value = f"{dn:.0f}" if dn == round(dn) else f"{dn:g}"
+    raise CtstfmError(
+        f"The {image.what} '{path}' holds the value {value} in {100 * share:.3g} % of the pixels sampled (band "
+        f"{image.reader.bands[band]}), reflectance {dn * image.scale:.4g} at scale {image.scale:g}: no ground is that "
+        f"{'dark' if dn < 0 else 'bright'}, and the image "
+        + ("declares no nodata value" if declared is None else f"declares another nodata value ({declared:g})")
+        + f", so it is most likely the product's fill value. Declare it as nodata (gdal_edit.py -a_nodata {value} "
+        f"'{path}', or gdal_translate -a_nodata {value} to a new file) and run again."
+    )
 
 
 def _check_offset(image, floor_dn):
@@ -174,8 +227,9 @@ def check_scales(fine, coarse_images):
         statistics = image.band_statistics()
         if statistics is None:
             continue
-        means, floor_dn = statistics
-        _check_offset(image, floor_dn)
+        _check_fill(image, statistics.fill)
+        means = statistics.means
+        _check_offset(image, statistics.floor_dn)
         _check_plausible(image, means)
         if image is fine:
             fine_means = means

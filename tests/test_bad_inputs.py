@@ -89,6 +89,24 @@ def inputs(tmp_path_factory, sim_series):
     # Landsat Collection 2 Level-2 surface reflectance: DN = (reflectance + 0.2) / 0.0000275, no dark pixels.
     p["fine_c2l2"] = write_raster(folder / "fine_c2l2.tif", ((field * 1e-4 + 0.2) / 2.75e-5).astype(np.uint16), gt,
                                   nodata=0)
+    # Fill values that the files do not declare as nodata: Landsat's -9999 in a fine image's corner, MODIS's -28672
+    # in a coarse image's.
+    with_fill = field.astype(np.int16)
+    with_fill[:, : SIZE // 3, : SIZE // 2] = -9999
+    p["fine_fill"] = write_raster(folder / "fine_fill.tif", with_fill, gt)
+    p["coarse_fill"] = write_coarse(folder / "coarse_fill.tif", SIZE * 30.0, SIZE * 30.0, 6, UTM33, nodata=None)
+    coarse_fill = gdal.Open(p["coarse_fill"], gdal.GA_Update)
+    for index in range(1, coarse_fill.RasterCount + 1):
+        band = coarse_fill.GetRasterBand(index)
+        values = band.ReadAsArray()
+        values[: values.shape[0] // 2] = -28672
+        band.WriteArray(values)
+    coarse_fill = None
+    p["fill_series"] = str(folder / "fill_series.csv")
+    Path(p["fill_series"]).write_text(
+        f"date,fine,coarse\n2021-04-01,{p['fine']},{p['coarse']}\n2021-04-09,,{p['coarse']}\n"
+        f"2021-04-17,{p['fine_fill']},{p['coarse']}\n"
+    )
     # A series to fill (the middle date has only its coarse image) whose fine images are float reflectance.
     p["float_series"] = str(folder / "float_fill.csv")
     Path(p["float_series"]).write_text(
@@ -216,6 +234,16 @@ CASES = [
     ("series-coarse-read-as-reflectance",
      lambda p, o: fuse_series(p["float_series"], p["model"], o / "series", scale=1, coarse_scale=1),
      OptionError, r"coarse image of 2021-04-01 .* Set coarse_scale to 0\.0001"),
+    # 4. (continued) Fill values the file does not declare as nodata would be read as ground.
+    ("fuse-fine-fill-undeclared", lambda p, o: fuse(p["fine_fill"], p["coarse"], p["model"], o / "f.tif"),
+     CtstfmError, r"fine image .*fine_fill\.tif' holds the value -9999 in \d.* % of the pixels sampled \(band 1\), "
+     r"reflectance -0\.9999 at scale 0\.0001: .* declares no nodata value, so it is most likely the product's fill "
+     r"value\. Declare it as nodata \(gdal_edit\.py -a_nodata -9999 "),
+    ("td-coarse-fill-undeclared",
+     lambda p, o: temporal_difference_rasters(p["fine"], p["coarse"], p["coarse_fill"], o / "f.tif"), CtstfmError,
+     r"coarse image at T1 .*coarse_fill\.tif' holds the value -28672 .*\(gdal_edit\.py -a_nodata -28672"),
+    ("series-fine-fill-undeclared", lambda p, o: fuse_series(p["fill_series"], p["model"], o / "series"),
+     CtstfmError, r"fine image of 2021-04-17 .*fine_fill\.tif' holds the value -9999"),
     ("fuse-negative-scale", lambda p, o: fuse(p["fine"], p["coarse"], p["model"], o / "f.tif", scale=-1),
      OptionError, "must be a positive number"),
     # 6. Smaller things: georeferencing and CRS named as they are; option names neutral in the core.
