@@ -622,3 +622,19 @@ def test_a_favourable_verdict_from_a_spatial_split_says_what_it_cannot_show():
     assert not verdict(state(0.015), "dates")[-1].endswith(SPATIAL_CAVEAT)
     worse = verdict(state(0.025), "spatial")[-1]
     assert worse.startswith("WARNING") and SPATIAL_CAVEAT not in worse
+
+
+def test_a_warning_verdict_says_when_even_the_first_guess_is_worse_than_no_change():
+    """Where the coarse change is mostly the sensors' disagreement, the warning says so; otherwise it does not."""
+    from types import SimpleNamespace
+
+    from model_core.training.reports import verdict
+
+    def state(guess_mae):
+        return SimpleNamespace(best_metrics={"mae": 0.025}, initial_metrics={"mae": 0.03}, best_epoch=3,
+                               baselines={"no_change": {"mae": 0.02}, "first_guess": {"mae": guess_mae}})
+
+    noisy = verdict(state(0.03), "spatial")[-1]
+    assert noisy.startswith("WARNING") and "Even the first guess, the coarse change added to the fine image, is 50 % " \
+        "worse than the unchanged image here" in noisy and noisy.endswith("for these dates.")
+    assert "Even the first guess" not in verdict(state(0.018), "spatial")[-1]

@@ -240,12 +240,28 @@ def verdict(state, validation_mode="dates"):
     else:
         lines.append(
             f"WARNING: the model does not improve on the unchanged fine image (validation MAE {best['mae']:.5f} vs "
-            f"{baselines['no_change']['mae']:.5f}){versus_guess}. Try: more training dates (4 or more) or a longer "
-            "MAX_MINUTES; fine-tuning the default model (leave INIT_MODEL empty, do not train from scratch); check that "
-            "the coarse images are co-registered with the fine ones and use the same SCALE; or use the unchanged fine "
-            "image or the temporal difference (ctstfm:temporaldifference) for these dates."
+            f"{baselines['no_change']['mae']:.5f}){versus_guess}. " + _noise_note(baselines) + "Try: more training "
+            "dates (4 or more) or a longer MAX_MINUTES; fine-tuning the default model (leave INIT_MODEL empty, do not "
+            "train from scratch); check that the coarse images are co-registered with the fine ones and use the same "
+            "SCALE; or use the unchanged fine image or the temporal difference (ctstfm:temporaldifference) for these "
+            "dates."
         )
     return lines
+
+
+def _noise_note(baselines):
+    """Why a model may not beat the unchanged image: its first guess (the coarse change added) is worse still.
+
+    Seen on simulated pairs whose ground changed little in 4-6 weeks (docs/benchmarks.md, *When the ground barely
+    changed*): the coarse images then disagree with the fine ones more than the ground changed."""
+    guess, unchanged = baselines.get("first_guess"), baselines["no_change"]
+    if not guess or not guess.get("mae") or guess["mae"] <= unchanged["mae"]:
+        return ""
+    return (
+        f"Even the first guess, the coarse change added to the fine image, is {-improvement(guess, unchanged):.0f} % "
+        "worse than the unchanged image here: between these dates the coarse images disagree with the fine ones more "
+        "than the ground changed, so there is little change for any method to predict from them. "
+    )
 
 
 def closing_message(state, *, epochs, out_model, ckpt_path, stopped, seconds, max_minutes=0, patience=0,
