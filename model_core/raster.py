@@ -40,6 +40,7 @@ Conventions
 import json
 import math
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,6 +121,35 @@ def _is_vsi(path):
     return str(path).startswith("/vsi")
 
 
+#: A GDAL subdataset name, e.g. ``HDF4_EOS:EOS_GRID:"MOD09GA.hdf":MODIS_Grid_500m_2D:sur_refl_b01_1`` or
+#: ``NETCDF:"file.nc":variable`` (what QGIS hands over for a layer of one subdataset); group 1 is the file.
+SUBDATASET_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*(?::[A-Za-z0-9_]+)*:"([^"]+)"')
+
+#: How many subdatasets a "this is a container" message names.
+SUBDATASETS_NAMED = 3
+
+
+def _file_of(path):
+    """The file behind ``path``: itself, or the file a subdataset name points into."""
+    match = SUBDATASET_NAME.match(path)
+    return match.group(1) if match else path
+
+
+def _container_message(dataset, path, what):
+    """The error for a dataset with subdatasets and no bands of its own (MODIS HDF, netCDF): what it holds and how
+    to make one image of the bands needed."""
+    names = [name for name, _ in dataset.GetSubDatasets()]
+    short = ", ".join(name.rsplit('":', 1)[-1] for name in names[:SUBDATASETS_NAMED])
+    more = f" and {len(names) - SUBDATASETS_NAMED} more" if len(names) > SUBDATASETS_NAMED else ""
+    return (
+        f"The {what} '{path}' is a container of {len(names)} subdatasets, not one image ({short}{more}; gdalinfo "
+        f"lists their full names, such as '{names[0]}'). Stack the bands you need into one raster, in order, e.g. "
+        "gdalbuildvrt -separate stack.vrt 'SUBDATASET_A' 'SUBDATASET_B' ... (for MODIS surface reflectance the "
+        "blue, green, red, NIR, SWIR1, SWIR2 bands are sur_refl_b03, b04, b01, b02, b06, b07), or give one "
+        "subdataset's name as the path."
+    )
+
+
 @contextmanager
 def gdal_cache_limit(max_bytes=256 * 2**20):
     """Cap GDAL's block cache while a job runs (GDAL's default is 5% of RAM).
@@ -145,7 +175,7 @@ def open_raster(path, what="raster"):
     if path is None or str(path).strip() == "":
         raise CtstfmError(f"No {what} was given; choose a raster file.")
     path = str(path)
-    if not _is_vsi(path) and not os.path.exists(path):
+    if not _is_vsi(path) and not os.path.exists(_file_of(path)):
         raise CtstfmError(f"The {what} '{path}' does not exist; check the path.")
     if os.path.isdir(path) and not path.lower().endswith((".gdb", ".safe")):
         raise CtstfmError(f"The {what} '{path}' is a folder, not a raster file; choose the image file.")
@@ -159,6 +189,8 @@ def open_raster(path, what="raster"):
             "give a GeoTIFF or another raster that GDAL can read."
         )
     if dataset.RasterCount == 0:
+        if dataset.GetSubDatasets():
+            raise CtstfmError(_container_message(dataset, path, what))
         raise CtstfmError(f"The {what} '{path}' has no raster bands; give a raster image.")
     return dataset
 

@@ -321,3 +321,30 @@ def test_a_damaged_raster_is_a_clear_error_with_gdal_exceptions_on(tmp_path):
     with RasterReader(path, what="fine image") as reader:
         with pytest.raises(CtstfmError, match=r"Reading the fine image .*damaged.tif' failed: .*"):
             reader.read(Window(0, 0, 128, 128))
+
+
+def test_a_container_of_subdatasets_is_named_and_its_subdatasets_open(tmp_path):
+    """A MODIS HDF or a netCDF holds subdatasets, not bands: the error names them and the GDAL command that stacks
+    them; a subdataset's name (what QGIS hands over for such a layer) opens like a file, and the stack fuses as
+    the GeoTIFF it came from does."""
+    from model_core.fusion import fuse
+
+    fine = write_raster(tmp_path / "fine.tif", smooth_field(6, 64, 64, seed=3).astype(np.int16), fine_geotransform(),
+                        nodata=-9999)
+    coarse = write_coarse(tmp_path / "coarse.tif", 64 * 30.0, 64 * 30.0, 6, UTM33)
+    container = str(tmp_path / "coarse.nc")
+    gdal.Translate(container, coarse, format="netCDF")  # one variable per band: Band1 ... Band6
+    with pytest.raises(CtstfmError, match=r"coarse image '.*coarse\.nc' is a container of 6 subdatasets, not one image "
+                       r"\(Band1, Band2, Band3 and 3 more; gdalinfo lists their full names, such as 'NETCDF:\".*coarse"
+                       r"\.nc\":Band1'\)\. Stack .* gdalbuildvrt -separate "):
+        fuse(fine, container, None, tmp_path / "refused.tif", device="cpu")
+    assert not (tmp_path / "refused.tif").exists()
+    names = [name for name, _ in gdal.Open(container).GetSubDatasets()]
+    info = RasterInfo.read(names[1])
+    assert info.count == 1 and info.width == gdal.Open(coarse).RasterXSize
+    with pytest.raises(CtstfmError, match=r"'NETCDF:\".*missing\.nc\":Band1' does not exist"):
+        RasterInfo.read(names[0].replace("coarse.nc", "missing.nc"), "coarse image")
+    gdal.BuildVRT(str(tmp_path / "stack.vrt"), names, separate=True)
+    fuse(fine, str(tmp_path / "stack.vrt"), None, tmp_path / "from_stack.tif", device="cpu")
+    fuse(fine, coarse, None, tmp_path / "from_tif.tif", device="cpu")
+    assert np.array_equal(read_all(tmp_path / "from_stack.tif"), read_all(tmp_path / "from_tif.tif"))
