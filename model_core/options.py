@@ -551,8 +551,13 @@ FUSE_SERIES = Operation(
         device_option(),
         *matched_band_options(),
         Option(
-            "mask_band", "int", "Cloud band of the fine images (non-zero = cloud; 0: none)", unset=0, minimum=0,
-            advanced=True,
+            "mask_band", "int", "Cloud band of the fine images (cloud as the mask rule says; 0: none)", unset=0,
+            minimum=0, advanced=True,
+        ),
+        Option(
+            "mask_rule", "str",
+            "Cloud mask rule: which mask values are cloud: nonzero (a 0/1 mask), landsat-c2-qa, landsat-c1-qa, "
+            "hls-fmask, sentinel2-scl, fmask, bits:N,... or values:N,...", "nonzero", advanced=True,
         ),
         *output_options("Resampling of the coarse images onto the fine grid"),
         batch_size_option(),

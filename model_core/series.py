@@ -73,6 +73,7 @@ from .raster import (
     parse_band_list,
     read_metadata,
 )
+from .cloud_masks import CloudRule, check_mask
 from .scales import check_series_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
 
@@ -227,11 +228,14 @@ def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, 
 # --------------------------------------------------------------------------- checks
 
 
-def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_bands=None, mask_band=None):
+def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_bands=None, mask_band=None,
+                         mask_rule=None):
     """Open every raster once before any work; returns the fine grid (:class:`RasterInfo`) and the
     1-based fine and coarse band lists. Every fine image must be on the grid of the first, with the
     same bands; every coarse image (of the targets and of the references' dates) must overlap it and hold
-    the bands; masks must be readable."""
+    the bands; masks must be readable and not a quality band read as 0/1 (:func:`~.cloud_masks.check_mask`
+    with ``mask_rule``, a :class:`~.cloud_masks.CloudRule`)."""
+    mask_rule = mask_rule or CloudRule.parse()
     fines = {ref.fine: ref for target in targets for ref in target.references}
     first = grid = None
     for path, ref in sorted(fines.items(), key=lambda item: item[1].date):
@@ -253,8 +257,13 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
                 f"{grid.count} bands); every fine image of a series must share one grid and its bands (warp and "
                 "clip them onto one grid first)."
             )
+        if mask_band is not None:
+            with RasterReader(path, [int(mask_band)], grid=info, what=f"mask band of {what}") as reader:
+                check_mask(reader, mask_rule, f"mask band {mask_band} of the {what}")
         if ref.mask:
-            RasterInfo.read(ref.mask, f"cloud mask of {ref.date.isoformat()}")
+            mask_what = f"cloud mask of {ref.date.isoformat()}"
+            with RasterReader(ref.mask, [1], grid=RasterInfo.read(ref.mask, mask_what), what=mask_what) as reader:
+                check_mask(reader, mask_rule, mask_what)
     coarse_list = None
     coarse_images = {(t.coarse, t.coarse_date) for t in targets}
     coarse_images |= {(ref.coarse, ref.date) for t in targets for ref in t.references if ref.coarse}
@@ -374,8 +383,9 @@ class GroupReader:
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
-                 mask_band=None):
+                 mask_band=None, mask_rule=None):
         self._readers = []
+        self.mask_rule = mask_rule or CloudRule.parse()
         self.scale = scale
         self.coarse_scale = coarse_scale
         fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}") for ref in references]
@@ -401,7 +411,7 @@ class GroupReader:
         for reader in (self.masks[index], self.mask_bands[index]):
             if reader is not None:
                 values, known = reader.read(window)
-                flagged = known & (values[0] != 0)
+                flagged = known & self.mask_rule.flags(values[0])
                 cloud = flagged if cloud is None else cloud | flagged
         return cloud
 
@@ -575,6 +585,12 @@ class _Job:
     between_config: object = None  # the model's config for dates between fine dates, when fitted on the series
     between_share: tuple = None  # per band, the share of the predicted change kept there (fitted alike)
 
+    def reader(self, targets, references):
+        """A :class:`GroupReader` of ``targets`` and ``references`` with this run's bands, scales and masks."""
+        return GroupReader(targets, references, self.grid, self.fine_bands, self.coarse_bands, scale=self.scale,
+                           coarse_scale=self.coarse_scale, resampling=self.options["resampling"],
+                           mask_band=self.options["mask_band"], mask_rule=CloudRule.parse(self.options["mask_rule"]))
+
 
 def group_targets(targets, max_per_group):
     """Consecutive targets with the same references, at most ``max_per_group`` per group: the targets
@@ -634,9 +650,7 @@ def _run_group(job, group, progress):
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
     with ExitStack() as stack:
-        reader = GroupReader(group, references, grid, job.fine_bands, job.coarse_bands, scale=job.scale,
-                             coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
-                             mask_band=job.options["mask_band"])
+        reader = job.reader(group, references)
         stack.callback(reader.close)
         writers = [
             stack.enter_context(RasterWriter(
@@ -719,7 +733,8 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     progress.info(match.describe())
     band_names = list(loaded.band_names)
     grid, fine_bands, coarse_bands = check_series_rasters(
-        plan, len(band_names), band_names, list(match.fine_bands), list(match.coarse_bands), options["mask_band"]
+        plan, len(band_names), band_names, list(match.fine_bands), list(match.coarse_bands), options["mask_band"],
+        CloudRule.parse(options["mask_rule"]),
     )
     options = dict(options, fine_bands=fine_bands, coarse_bands=coarse_bands)
     scale = options["scale"] or loaded.scale
@@ -766,9 +781,7 @@ def _fit_between(job, pairs, progress):
     triples = left_out_dates(pairs)
     references = sorted({pair for date, neighbours in samples for pair in (date, *(n for n, _ in neighbours))},
                         key=lambda pair: pair.date)
-    reader = GroupReader([], references, job.grid, job.fine_bands, job.coarse_bands, scale=job.scale,
-                         coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
-                         mask_band=job.options["mask_band"])
+    reader = job.reader([], references)
     try:
         def read(pair, window):
             fine, ok, coarse, coarse_ok = reader.read_reference(references.index(pair), window)
@@ -788,9 +801,7 @@ def _fit_between(job, pairs, progress):
             if date not in opened:
                 target = Target(date.date, date.coarse, date.date, (before, after), "")
                 opened[date] = (
-                    GroupReader([target], [before, after], job.grid, job.fine_bands, job.coarse_bands,
-                                scale=job.scale, coarse_scale=job.coarse_scale, resampling=job.options["resampling"],
-                                mask_band=job.options["mask_band"]),
+                    job.reader([target], [before, after]),
                     SeriesPredictor(job.model.model, job.device, [target], [before, after], job.footprint,
                                     job.options["weighting"], None, between),
                 )
@@ -823,8 +834,8 @@ def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None
 def fuse_series(series, model_path, out_folder, *, targets="missing", start=None, end=None, every_days=None,
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                 device="auto", batch_size=None, bands=None, fine_bands=None, coarse_bands=None, mask_band=None,
-                resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff", quicklook=False,
-                progress=None, mixed_precision=True, scale=None, coarse_scale=None, fit_between=True):
+                mask_rule="nonzero", resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff",
+                quicklook=False, progress=None, mixed_precision=True, scale=None, coarse_scale=None, fit_between=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
 
     ``series``: a manifest path (CSV ``date,fine,coarse[,mask]``, empty paths allowed) or a list of
@@ -835,7 +846,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     ``weighting``: ``fit`` or ``time`` (:func:`blend_predictions`). ``bands`` / ``fine_bands`` /
     ``coarse_bands``: the images' bands matched to the model's by name, as in
     :func:`~model_core.fusion.fuse` (a model with more bands is cut down to them). ``mask_band``: a band of the fine
-    images whose non-zero pixels are clouds. ``scale`` / ``coarse_scale``: reflectance per DN of the fine
+    images marking clouds; ``mask_rule``: which values of it and of the manifest's masks are cloud
+    (:class:`~model_core.cloud_masks.CloudRule`: ``nonzero`` by default, a product preset, ``bits:`` or ``values:``). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
     images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
     :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
     on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). The other
@@ -864,7 +876,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                         references=references, max_gap_days=max_gap_days)
     options = dict(tile=int(tile), overlap=int(overlap), bands=bands, fine_bands=fine_bands,
                    coarse_bands=coarse_bands,
-                   mask_band=int(mask_band) if mask_band else None, resampling=resampling, output_type=output_type,
+                   mask_band=int(mask_band) if mask_band else None, mask_rule=CloudRule.parse(mask_rule).text,
+                   resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references), scale=scale,
                    coarse_scale=coarse_scale, fit_between=bool(fit_between))
     job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,

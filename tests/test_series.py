@@ -344,6 +344,61 @@ def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
     assert (both[:, 10:30, 10:40] != -9999).all() and (both[:, 40:] != -9999).all()
 
 
+def test_product_masks_are_read_by_their_rule_and_a_quality_band_read_as_0_1_is_refused(five_dates, tmp_path):
+    """Landsat's QA_PIXEL (bit 3 cloud; 21824 is clear land) and Sentinel-2's SCL (9 cloud, 4 vegetation) mask the
+    same pixels as a 0/1 mask when read by their rule; read as "non-zero is cloud" they would mask everything, and
+    are refused."""
+    from model_core.cloud_masks import CloudRule
+    from model_core.errors import OptionError
+
+    items = five_dates.items
+    grid = RasterInfo.read(items[0].fine)
+    cloud = np.zeros((64, 64), dtype=bool)
+    cloud[10:40, 10:40] = True
+    masks = {"zero_one": cloud.astype(np.int16), "qa_pixel": np.where(cloud, 21824 | 8, 21824).astype(np.uint16),
+             "scl": np.where(cloud, 9, 4).astype(np.uint8)}
+    for name, values in masks.items():
+        masks[name] = str(tmp_path / f"{name}.tif")
+        write_raster(masks[name], values, grid.geotransform, crs=five_dates.parameters["epsg"])
+
+    def run(name, mask, rule=None):
+        rows = [(items[0].date, items[0].fine, items[0].coarse, mask), (items[1].date, "", items[1].coarse, ""),
+                (items[2].date, items[2].fine, items[2].coarse, "")]
+        manifest = str(write_manifest(tmp_path / f"{name}.csv", rows, ("date", "fine", "coarse", "mask")))
+        result = fuse_series(manifest, MODEL, tmp_path / name, mask_rule=rule, **FAST)
+        return read_all(result.files[items[1].date.isoformat()])
+
+    expected = run("zero_one", masks["zero_one"])
+    assert not np.array_equal(expected, run("unmasked", ""))  # the mask matters
+    assert np.array_equal(run("qa_pixel", masks["qa_pixel"], "landsat-c2-qa"), expected)
+    assert np.array_equal(run("qa_bits", masks["qa_pixel"], "bits:3"), expected)
+    assert np.array_equal(run("scl", masks["scl"], "sentinel2-scl"), expected)
+    with pytest.raises(OptionError, match=r"cloud mask of 2021-12-01 '.*qa_pixel\.tif' marks 100 % of the image as "
+                       r"cloud when every non-zero value is cloud, and its most common value is 21824: .* Say how to "
+                       r"read it with mask_rule: one of landsat-c2-qa, "):
+        run("refused", masks["qa_pixel"])
+    assert not (tmp_path / "refused").exists() or not os.listdir(tmp_path / "refused")
+    # The same QA band as the fine images' 7th band (MASK_BAND): read by its rule, refused as 0/1.
+    descriptions = [RasterInfo.read(items[0].fine).descriptions[i] for i in range(6)] + ["qa_pixel"]
+    with_qa = {}
+    for index, qa in ((0, masks["qa_pixel"]), (2, None)):
+        qa_values = read_all(qa).reshape(64, 64) if qa else np.full((64, 64), 21824)
+        with_qa[index] = write_raster(tmp_path / f"with_qa_{index}.tif",
+                                      np.concatenate([read_all(items[index].fine), qa_values[None]]).astype(np.int16),
+                                      grid.geotransform, crs=five_dates.parameters["epsg"], nodata=-9999,
+                                      descriptions=descriptions)
+    rows = [(items[0].date, with_qa[0], items[0].coarse), (items[1].date, "", items[1].coarse),
+            (items[2].date, with_qa[2], items[2].coarse)]
+    qa_manifest = str(write_manifest(tmp_path / "qa_band.csv", rows))
+    result = fuse_series(qa_manifest, MODEL, tmp_path / "qa_band", mask_band=7, mask_rule="landsat-c2-qa", **FAST)
+    assert np.array_equal(read_all(result.files[items[1].date.isoformat()]), expected)
+    with pytest.raises(OptionError, match=r"mask band 7 of the fine image of 2021-12-01 '.*with_qa_0\.tif' marks 100 %"):
+        fuse_series(qa_manifest, MODEL, tmp_path / "qa_refused", mask_band=7, **FAST)
+    with pytest.raises(OptionError, match=r"cloud mask rule \(mask_rule\) 'bits:x' is not one we read"):
+        CloudRule.parse("bits:x")
+    assert CloudRule.parse(" Values:3, 8 ").text == "values:3,8" and CloudRule.parse(None).kind == "nonzero"
+
+
 def test_resume_after_cancel_gives_the_files_of_an_uninterrupted_run(five_dates, tmp_path):
     items = five_dates.items
     rows = [(it.date, it.fine if i in (0, 2, 4) else "", it.coarse) for i, it in enumerate(items)]

@@ -29,8 +29,12 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
 
 ## Inputs
 - **Series manifest**: a CSV with the columns `date,fine,coarse` (optionally `mask`, a cloud-mask raster per
-  fine date, non-zero = cloud). Either path may be empty: fine dates without a coarse image, coarse dates
-  without a fine one. Paths are relative to the CSV.
+  fine date). Either path may be empty: fine dates without a coarse image, coarse dates without a fine one.
+  Paths are relative to the CSV.
+- **Clouds**: the `mask` column, or a band of the fine images (**Cloud band**, advanced). Non-zero is cloud
+  unless the **Cloud mask rule** (advanced) names the product's mask: `landsat-c2-qa` (Landsat Collection 2
+  QA_PIXEL bits), `landsat-c1-qa`, `hls-fmask`, `sentinel2-scl` (classes), `fmask`, or `bits:3,4` /
+  `values:3,8,9,10`. A quality band read as non-zero (it would mask everything) is refused, naming the rule.
 - Or the **fine layers** and the **coarse layers**, with their dates typed (the fine layers' dates first,
   then the coarse layers') or read from the file names (YYYY-MM-DD or YYYYMMDD).
 - **Target dates**: the coarse dates without a fine image (default), all coarse dates, or a regular step
