@@ -81,6 +81,39 @@ class CloudRule:
         return finite & np.isin(whole, self.numbers)
 
 
+@dataclass(frozen=True)
+class CloudMask:
+    """Where a fine image is cloudy: band ``band`` of the raster ``path`` read with ``rule`` (a
+    :class:`~model_core.raster.RasterReader` given it as ``clouds`` marks those pixels invalid)."""
+
+    path: str
+    band: int
+    rule: CloudRule
+    what: str  # e.g. "cloud mask of 2021-04-01"
+
+
+def clouds_of(pair, rule, mask_band=None):
+    """The :class:`CloudMask` sources of ``pair``'s fine image: its manifest ``mask`` and its band ``mask_band``."""
+    day = pair.date.isoformat()
+    clouds = [CloudMask(pair.mask, 1, rule, f"cloud mask of {day}")] if getattr(pair, "mask", "") else []
+    if mask_band:
+        clouds.append(CloudMask(pair.fine, int(mask_band), rule, f"mask band {mask_band} of the fine image of {day}"))
+    return clouds
+
+
+def check_masks(pairs, rule, mask_band=None):
+    """:func:`check_mask` on every mask of ``pairs``' fine images, before any work."""
+    from .raster import RasterInfo, RasterReader
+
+    for pair in pairs:
+        if not getattr(pair, "fine", ""):
+            continue
+        for mask in clouds_of(pair, rule, mask_band):
+            with RasterReader(mask.path, [mask.band], grid=RasterInfo.read(mask.path, mask.what),
+                              what=mask.what) as reader:
+                check_mask(reader, rule, mask.what)
+
+
 def _escape(text):
     return str(text).replace("{", "{{").replace("}", "}}")
 

@@ -218,6 +218,21 @@ def matched_band_options():
     )
 
 
+def cloud_mask_options():
+    """The fine images' clouds beyond nodata (model_core.cloud_masks): a band of theirs, and how to read masks."""
+    return (
+        Option(
+            "mask_band", "int", "Cloud band of the fine images (cloud as the mask rule says; 0: none)", unset=0,
+            minimum=0, advanced=True,
+        ),
+        Option(
+            "mask_rule", "str",
+            "Cloud mask rule: which mask values are cloud: nonzero (a 0/1 mask), landsat-c2-qa, landsat-c1-qa, "
+            "hls-fmask, sentinel2-scl, fmask, bits:N,... or values:N,...", "nonzero", advanced=True,
+        ),
+    )
+
+
 def model_scale_options(image):
     """The reflectance scales of the inputs of a model run (``image``: "image" or "images"), the model's by default."""
     return (
@@ -398,7 +413,8 @@ TRAIN = Operation(
     (
         Option(
             "manifest", "files",
-            "Series manifest (CSV with columns date,fine,coarse, optionally scene; paths relative to the CSV)",
+            "Series manifest (CSV with columns date,fine,coarse, optionally scene and mask; paths relative to the "
+            "CSV)",
             file_filter="CSV files (*.csv *.CSV);;All files (*.*)",
         ),
         Option("fine", "rasters", "Fine images, one per date (instead of a manifest)", qgis="FINE_LAYERS"),
@@ -497,6 +513,7 @@ TRAIN = Operation(
             "scale", "float", "Reflectance per DN (0: the model's to fine-tune, else 0.0001)", unset=0.0,
             minimum=0.0, advanced=True, decimals=6,
         ),
+        *cloud_mask_options(),
         Option(
             "out_model", "output_file", "Trained model (.pt)", cli="--out", qgis="OUTPUT_MODEL", required=True,
             extension="pt", file_filter="CTSTFM model (*.pt)",
@@ -550,15 +567,7 @@ FUSE_SERIES = Operation(
         overlap_option(32),
         device_option(),
         *matched_band_options(),
-        Option(
-            "mask_band", "int", "Cloud band of the fine images (cloud as the mask rule says; 0: none)", unset=0,
-            minimum=0, advanced=True,
-        ),
-        Option(
-            "mask_rule", "str",
-            "Cloud mask rule: which mask values are cloud: nonzero (a 0/1 mask), landsat-c2-qa, landsat-c1-qa, "
-            "hls-fmask, sentinel2-scl, fmask, bits:N,... or values:N,...", "nonzero", advanced=True,
-        ),
+        *cloud_mask_options(),
         *output_options("Resampling of the coarse images onto the fine grid"),
         batch_size_option(),
         *model_scale_options("images"),

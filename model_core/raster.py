@@ -418,10 +418,12 @@ class RasterReader:
     :class:`RasterInfo` whose pixel grid windows refer to; ``None`` means the
     raster's own grid. A raster on a different grid is warped lazily with
     ``resampling`` (see :data:`RESAMPLING_METHODS`); ``self.warped`` says whether
-    it was. Use as a context manager or call :meth:`close`.
+    it was. ``clouds``: :class:`~model_core.cloud_masks.CloudMask` sources whose
+    flagged pixels :meth:`read` marks invalid (each put on the grid by nearest
+    neighbour). Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path, bands=None, grid=None, resampling=DEFAULT_RESAMPLING, what="raster"):
+    def __init__(self, path, bands=None, grid=None, resampling=DEFAULT_RESAMPLING, what="raster", clouds=()):
         if resampling not in RESAMPLING_METHODS:
             raise CtstfmError(
                 f"Unknown resampling '{resampling}'; use one of {', '.join(RESAMPLING_METHODS)}."
@@ -435,8 +437,16 @@ class RasterReader:
         self.grid = grid if grid is not None else self.source_info
         self.warped = not self.source_info.same_grid(self.grid)
         self.nodata = tuple(self.source_info.nodata[b - 1] for b in self.bands)
+        self._clouds = []
         if self.warped:
             self._open_warped()
+        try:
+            for mask in clouds:
+                self._clouds.append((RasterReader(mask.path, [mask.band], grid=self.grid, resampling="nearest",
+                                                  what=mask.what), mask.rule))
+        except Exception:
+            self.close()
+            raise
 
     # The warp reads the source by path from a VRT in /vsimem, so no dataset
     # handle is shared between Python objects (GDAL closes each one once).
@@ -536,7 +546,11 @@ class RasterReader:
         if data is None:
             raise CtstfmError(f"Reading the {self.what} '{self.source_info.path}' failed: {message}")
         data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
-        return data, _valid_mask(data, self._nodata_to_check)
+        valid = _valid_mask(data, self._nodata_to_check)
+        for reader, rule in self._clouds:
+            values, known = reader.read(window)
+            valid &= ~(known & rule.flags(values[0]))
+        return data, valid
 
     def read_reflectance(self, window, scale):
         """Like :meth:`read` but as reflectance: ``DN * scale``, negatives clipped to 0.
@@ -607,6 +621,9 @@ class RasterReader:
 
     def close(self):
         self._dataset = None
+        for reader, _ in getattr(self, "_clouds", ()):
+            reader.close()
+        self._clouds = []
         for path in self._vsimem:
             gdal.Unlink(path)
         self._vsimem = []
@@ -831,7 +848,8 @@ class PairReader:
     fine image at T0 as the coarse sensor sees it (:func:`footprint_reader`,
     ``psf_sigma`` in coarse pixels) stands in for it. ``self.reference`` says
     which one :meth:`read_inputs` gives (``None``: neither, e.g. the coarse image
-    is already on the fine grid, so its footprint is unknown). Invalid reference
+    is already on the fine grid, so its footprint is unknown). ``fine_clouds``: the fine image's
+    :class:`~model_core.cloud_masks.CloudMask` sources; cloudy pixels are invalid. Invalid reference
     pixels are filled from the coarse image at T1 (no change there); they do not
     make the output invalid.
     """
@@ -855,6 +873,7 @@ class PairReader:
         footprint=False,
         psf_sigma=0.0,
         coarse_t0_what="coarse image at T0",
+        fine_clouds=(),
     ):
         self.scale = float(scale)
         self.coarse_scale = float(coarse_scale if coarse_scale is not None else scale)
@@ -873,7 +892,7 @@ class PairReader:
         check_overlap(fine_info, coarse_info, fine_what, coarse_what)
         if coarse_t0_path:
             check_overlap(fine_info, RasterInfo.read(coarse_t0_path, coarse_t0_what), fine_what, coarse_t0_what)
-        self.fine = RasterReader(fine_path, fine_bands, what=fine_what)
+        self.fine = RasterReader(fine_path, fine_bands, what=fine_what, clouds=fine_clouds)
         self.coarse = self.coarse_t0 = None
         try:
             self.coarse = RasterReader(

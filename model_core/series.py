@@ -73,7 +73,7 @@ from .raster import (
     parse_band_list,
     read_metadata,
 )
-from .cloud_masks import CloudRule, check_mask
+from .cloud_masks import CloudRule, check_masks, clouds_of
 from .scales import check_series_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
 
@@ -257,13 +257,7 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
                 f"{grid.count} bands); every fine image of a series must share one grid and its bands (warp and "
                 "clip them onto one grid first)."
             )
-        if mask_band is not None:
-            with RasterReader(path, [int(mask_band)], grid=info, what=f"mask band of {what}") as reader:
-                check_mask(reader, mask_rule, f"mask band {mask_band} of the {what}")
-        if ref.mask:
-            mask_what = f"cloud mask of {ref.date.isoformat()}"
-            with RasterReader(ref.mask, [1], grid=RasterInfo.read(ref.mask, mask_what), what=mask_what) as reader:
-                check_mask(reader, mask_rule, mask_what)
+        check_masks([ref], mask_rule, mask_band)
     coarse_list = None
     coarse_images = {(t.coarse, t.coarse_date) for t in targets}
     coarse_images |= {(ref.coarse, ref.date) for t in targets for ref in t.references if ref.coarse}
@@ -388,12 +382,8 @@ class GroupReader:
         self.mask_rule = mask_rule or CloudRule.parse()
         self.scale = scale
         self.coarse_scale = coarse_scale
-        fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}") for ref in references]
-        self.fine = fine
-        self.masks = [self._open(ref.mask, [1], grid, f"cloud mask of {ref.date}", "nearest") if ref.mask else None
-                      for ref in references]
-        self.mask_bands = [self._open(ref.fine, [int(mask_band)], None, "mask band") if mask_band else None
-                           for ref in references]
+        self.fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}",
+                                clouds=clouds_of(ref, self.mask_rule, mask_band)) for ref in references]
         self.ref_coarse = [self._open(ref.coarse, coarse_bands, grid, f"coarse image of {ref.date}", resampling)
                            if ref.coarse else None for ref in references]
         self.coarse = [self._open(t.coarse, coarse_bands, grid, f"coarse image of {t.coarse_date}", resampling)
@@ -401,28 +391,16 @@ class GroupReader:
         self.nearest = [min(range(len(t.references)), key=lambda i: abs(t.gaps[i])) for t in targets]
         self.nearest = [references.index(t.references[i]) for t, i in zip(targets, self.nearest)]
 
-    def _open(self, path, bands, grid, what, resampling=DEFAULT_RESAMPLING):
-        reader = RasterReader(path, bands, grid=grid, resampling=resampling, what=what)
+    def _open(self, path, bands, grid, what, resampling=DEFAULT_RESAMPLING, clouds=()):
+        reader = RasterReader(path, bands, grid=grid, resampling=resampling, what=what, clouds=clouds)
         self._readers.append(reader)
         return reader
-
-    def _cloud(self, index, window):
-        cloud = None
-        for reader in (self.masks[index], self.mask_bands[index]):
-            if reader is not None:
-                values, known = reader.read(window)
-                flagged = known & self.mask_rule.flags(values[0])
-                cloud = flagged if cloud is None else cloud | flagged
-        return cloud
 
     def read_reference(self, index, window):
         """Reference ``index``'s fine image (cloud-masked) and coarse image in ``window``: ``(fine, fine valid,
         coarse, coarse valid)``, the coarse pair ``None`` when the date has none; the invalid pixels of each are
         filled from the other."""
-        data, ok = self.fine[index].read_reflectance(window, self.scale)
-        cloud = self._cloud(index, window)
-        if cloud is not None:
-            ok &= ~cloud
+        data, ok = self.fine[index].read_reflectance(window, self.scale)  # clouds are invalid
         other = self.ref_coarse[index]
         coarse, coarse_ok = other.read_reflectance(window, self.coarse_scale) if other else (None, None)
         if not ok.all():

@@ -638,3 +638,58 @@ def test_a_warning_verdict_says_when_even_the_first_guess_is_worse_than_no_chang
     assert noisy.startswith("WARNING") and "Even the first guess, the coarse change added to the fine image, is 50 % " \
         "worse than the unchanged image here" in noisy and noisy.endswith("for these dates.")
     assert "Even the first guess" not in verdict(state(0.018), "spatial")[-1]
+
+
+def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path):
+    """The manifest's mask column, read by its rule, makes cloudy pixels neither input (filled like nodata, from
+    the coarse image) nor label; a quality band read as 0/1 is refused before any work."""
+    from helpers import write_raster
+
+    from model_core.errors import OptionError
+    from model_core.model_file import load_model
+    from model_core.raster import RasterInfo
+    from model_core.training.data import SeriesData
+    from model_core.training.series import Sample, read_manifest, write_manifest
+    from model_core.training.trainer import TrainSettings
+
+    pairs = read_manifest(sim_series.manifest)
+    grid = RasterInfo.read(pairs[0].fine)
+    clouds = {0: (slice(0, 16), slice(0, 24)), 1: (slice(8, 24), slice(16, 32))}  # reference, target
+    rows = []
+    for index, pair in enumerate(pairs):
+        mask = ""
+        if index in clouds:
+            qa = np.full((grid.height, grid.width), 21824, dtype=np.uint16)  # Landsat C2 QA_PIXEL, clear land
+            qa[clouds[index]] |= 8  # bit 3: cloud
+            mask = write_raster(tmp_path / f"qa_{index}.tif", qa, grid.geotransform, crs=grid.crs_wkt)
+        rows.append((pair.date, pair.fine, pair.coarse, mask))
+    manifest = write_manifest(tmp_path / "clouds.csv", rows, ("date", "fine", "coarse", "mask"))
+    masked = read_manifest(manifest)
+    assert [bool(pair.mask) for pair in masked] == [True, True, False, False]
+
+    sample, window = Sample(target=1, reference=0), (0, 0, 32, 32)
+    plain = SeriesData(pairs, scale=1e-4, bands=6)
+    cloudy = SeriesData(masked, scale=1e-4, bands=6, clouds=TrainSettings(mask_rule="landsat-c2-qa").clouds)
+    (_, _, _, valid_plain), (coarse1, fine0, label, valid) = plain.read(sample, window), cloudy.read(sample, window)
+    plain.close(), cloudy.close()
+    expected = valid_plain.copy()
+    for rows_cols in clouds.values():
+        expected[rows_cols] = False
+    assert valid_plain.all() and np.array_equal(valid, expected)
+    reference_cloud = clouds[0]
+    np.testing.assert_array_equal(fine0[(slice(None), *reference_cloud)], coarse1[(slice(None), *reference_cloud)])
+    assert (label[(slice(None), *clouds[1])] == 0).all()
+
+    settings = dict(epochs=1, batch_size=2, patch_size=32, patches_per_epoch=2, width=8, from_scratch=True,
+                    max_validation_windows=4)
+    with pytest.raises(OptionError, match=r"cloud mask of 2021-\d\d-\d\d '.*qa_0\.tif' marks 100 % of the image as "
+                       r"cloud .* most common value is 21824"):
+        train(manifest, tmp_path / "refused.pt", **settings)
+    assert not (tmp_path / "refused.pt").exists()
+    before = (tmp_path / "qa_0.tif").read_bytes()
+    with pytest.raises(CtstfmError, match=r"is the cloud mask of"):
+        train(manifest, tmp_path / "qa_0.tif", mask_rule="landsat-c2-qa", **settings)
+    assert (tmp_path / "qa_0.tif").read_bytes() == before
+    result = train(manifest, tmp_path / "masked.pt", mask_rule="landsat-c2-qa", **settings)
+    assert load_model(result.model_path).provenance["clouds"] == {"masks": 2, "mask_band": None,
+                                                                   "mask_rule": "landsat-c2-qa"}

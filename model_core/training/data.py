@@ -32,7 +32,7 @@ class SeriesData:
     scale. Only the windows asked for are ever in memory.
     """
 
-    def __init__(self, pairs, *, scale, bands, resampling=None, config=None):
+    def __init__(self, pairs, *, scale, bands, resampling=None, config=None, clouds=None):
         from .. import raster
 
         self.raster = raster
@@ -48,6 +48,9 @@ class SeriesData:
         # The third input is a coarse image of its own (misregistered like C1) only in the three-image mode;
         # a footprint of F0 is made from the fine image and stays in place.
         self.coarse_t0_observed = config is not None and config.images == 3
+        # pair -> its fine image's CloudMask sources (model_core.cloud_masks): cloudy pixels are neither input
+        # (filled like nodata) nor label.
+        self.clouds = clouds or (lambda pair: [])
         self._pair_readers = {}
         self._label_readers = {}
 
@@ -67,6 +70,7 @@ class SeriesData:
                 fine_what=f"fine image of {reference.date.isoformat()}{scene_suffix(reference)}",
                 coarse_what=f"coarse image of {target.date.isoformat()}{scene_suffix(target)}",
                 coarse_t0_what=f"coarse image of {reference.date.isoformat()}{scene_suffix(reference)}",
+                fine_clouds=self.clouds(reference),
                 **options,
             )
         return self._pair_readers[key]
@@ -78,6 +82,7 @@ class SeriesData:
                 pair.fine,
                 list(range(1, self.bands + 1)),
                 what=f"fine image of {pair.date.isoformat()}{scene_suffix(pair)}",
+                clouds=self.clouds(pair),
             )
         return self._label_readers[index]
 

@@ -135,9 +135,9 @@ def read_manifest(path, scene_prefix=None, allow_missing=False):
     ``prefix`` or ``prefix:scene``. Returns the pairs grouped by scene (in order of
     first appearance), sorted by date within a scene.
 
+    An optional ``mask`` column names a cloud-mask raster for that date's fine image (may be empty).
     ``allow_missing`` (a series to fuse): either path of a line may be empty (a fine
-    date without a coarse image, or a coarse date without a fine one), and an
-    optional ``mask`` column names a cloud-mask raster for that date's fine image.
+    date without a coarse image, or a coarse date without a fine one).
     """
     path = Path(path)
     if not path.is_file():
@@ -163,9 +163,9 @@ def read_manifest(path, scene_prefix=None, allow_missing=False):
         )
     column = {name: header.index(name) for name in ("date", "fine", "coarse")}
     scene_column = header.index("scene") if "scene" in header else None
-    if allow_missing and "mask" in header:
+    if "mask" in header:
         column["mask"] = header.index("mask")
-    optional = ("fine", "coarse", "mask") if allow_missing else ()
+    optional = ("fine", "coarse", "mask") if allow_missing else ("mask",)
     pairs = []
     for line_number, row in enumerate(reader, start=2):
         values = {}
