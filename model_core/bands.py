@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import CtstfmError
+from .errors import CtstfmError, OptionError
 
 #: Canonical names of the bands CTSTFM models are usually trained on (the simulator's order).
 MODEL_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
@@ -68,6 +68,7 @@ SENSORS = {
     "landsat8": _OLI, "landsat9": _OLI,
     "s2": _S2, "msi": _S2, "sentinel2": _S2, "s2a": _S2, "s2b": _S2,
     "modis": _MODIS, "mod09": _MODIS, "myd09": _MODIS, "mcd43": _MODIS,
+    "surrefl": _MODIS,  # MOD09's own names: sur_refl_b01 ... sur_refl_b07
 }
 _SENSOR_PREFIXES = sorted(SENSORS, key=len, reverse=True)
 _NUMBER = re.compile(r"^(?:sr)?(?:band|b)?0*(\d{1,2}a?)$")
@@ -289,7 +290,7 @@ def _fine_by_descriptions(model_keys, fine_bands, fine_info, sensor):
 
 
 def _coarse_numbers(coarse_bands, coarse_info, fine_info, fine_numbers, names, sensor):
-    """Coarse band numbers for the chosen fine bands (given; by description; the same numbers; the first ones)."""
+    """Coarse band numbers for the chosen fine bands (given; by description; the same numbers; else an error)."""
     from .raster import parse_band_list
 
     if coarse_bands:
@@ -299,7 +300,18 @@ def _coarse_numbers(coarse_bands, coarse_info, fine_info, fine_numbers, names, s
         return [described.index(name) + 1 for name in names]
     if coarse_info.count == fine_info.count:
         return list(fine_numbers)
-    return parse_band_list(None, coarse_info.count, len(fine_numbers), "coarse image", list(names))
+    # Other band counts and no names: the first bands would be a guess (MODIS's bands 1-7 stacked in order hold
+    # red, NIR, blue, green, ...), and a wrong guess fuses without a word.
+    modis = [number for number, name in sorted(_MODIS.items(), key=lambda item: int(item[0])) if name in names]
+    example = ",".join(str(int(n)) for n in sorted(modis, key=lambda n: list(names).index(_MODIS[n]))) \
+        if len(modis) == len(names) else ""
+    raise OptionError(
+        f"The coarse image has {coarse_info.count} bands without names and the fine image's bands in use are "
+        f"{', '.join(names)}: say which coarse bands hold them, in that order, with {{coarse_bands}}"
+        + (f" (for MODIS surface reflectance bands 1-7 stacked in order: {example})" if example else "")
+        + ", or name the coarse image's bands in its band descriptions.",
+        "coarse_bands",
+    )
 
 
 def match_bands(model_names, fine_info, coarse_info, *, bands=None, fine_bands=None, coarse_bands=None,
@@ -311,7 +323,8 @@ def match_bands(model_names, fine_info, coarse_info, *, bands=None, fine_bands=N
     but not in the model are skipped and listed); else the fine bands ``fine_bands`` (default the
     first) in the model's order, as before band names existed. Coarse bands: ``coarse_bands``, else
     the coarse image's own descriptions, else the fine band numbers when both images have as many
-    bands, else the first ones. Raises :class:`BandNameError` naming the model's bands.
+    bands; else an :class:`~model_core.errors.OptionError` asking for ``coarse_bands``. Raises
+    :class:`BandNameError` naming the model's bands.
     """
     model_names = list(model_names)
     model_keys = model_band_keys(model_names)

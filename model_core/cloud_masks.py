@@ -135,8 +135,8 @@ def check_mask(reader, rule, what):
     if common in (1.0, 255.0):
         return
     raise OptionError(
-        f"The {what} '{_escape(reader.source_info.path)}' marks {100 * flagged.mean():.0f} % of the image as cloud when every "
-        f"non-zero value is cloud, and its most common value is {common:g}: it looks like a quality or class band "
+        f"The {what} '{_escape(reader.source_info.path)}' marks {100 * flagged.mean():.0f} % of the image as cloud "
+        f"when every non-zero value is cloud, and its most common value is {common:g}: it looks like a quality or class band "
         "(Landsat's QA_PIXEL holds 21824 for clear land, Sentinel-2's SCL 4 for vegetation), not a 0/1 cloud mask. "
         f"Say how to read it with {{mask_rule}}: one of {', '.join(name for name in PRESETS if name != 'nonzero')}, "
         "or bits:N,... or values:N,....",

@@ -825,7 +825,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     ``coarse_bands``: the images' bands matched to the model's by name, as in
     :func:`~model_core.fusion.fuse` (a model with more bands is cut down to them). ``mask_band``: a band of the fine
     images marking clouds; ``mask_rule``: which values of it and of the manifest's masks are cloud
-    (:class:`~model_core.cloud_masks.CloudRule`: ``nonzero`` by default, a product preset, ``bits:`` or ``values:``). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
+    (:class:`~model_core.cloud_masks.CloudRule`: ``nonzero`` by default, a product preset, ``bits:`` or
+    ``values:``). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
     images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
     :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
     on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). The other

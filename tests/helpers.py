@@ -87,7 +87,11 @@ def make_pair(folder, size=(120, 100), bands=6, fine_nodata=-9999, coarse_crs=UT
     return fine_path, coarse_path
 
 
-def write_coarse(path, extent_x, extent_y, bands=6, crs=UTM33, seed=1, pixel=480.0, nodata=-9999):
+#: MOD09's names of its seven land bands, as a band-description list.
+MODIS_BAND_NAMES = tuple(f"sur_refl_b0{number}" for number in range(1, 8))
+
+
+def write_coarse(path, extent_x, extent_y, bands=6, crs=UTM33, seed=1, pixel=480.0, nodata=-9999, descriptions=None):
     """A coarse raster covering the fine extent with a margin, in ``crs`` (480 m pixels,
     or the equivalent in degrees / the sinusoidal grid)."""
     x0, y0 = FINE_ORIGIN
@@ -105,7 +109,8 @@ def write_coarse(path, extent_x, extent_y, bands=6, crs=UTM33, seed=1, pixel=480
     width = int(np.ceil((xmax - xmin) / pixel_x))
     height = int(np.ceil((ymax - ymin) / pixel_y))
     data = smooth_field(bands, height, width, seed, base=1800.0, amplitude=400.0, noise=80.0).astype(np.int16)
-    return write_raster(path, data, (xmin, pixel_x, 0.0, ymax, 0.0, -pixel_y), crs=crs, nodata=nodata)
+    return write_raster(path, data, (xmin, pixel_x, 0.0, ymax, 0.0, -pixel_y), crs=crs, nodata=nodata,
+                        descriptions=descriptions)
 
 
 def _srs(crs):

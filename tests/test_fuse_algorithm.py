@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from conftest import run_qgis_process
-from helpers import SINUSOIDAL, fine_geotransform, read_all, save_test_model, smooth_field, write_coarse, write_raster
+from helpers import (
+    MODIS_BAND_NAMES,
+    SINUSOIDAL,
+    fine_geotransform,
+    read_all,
+    save_test_model,
+    smooth_field,
+    write_coarse,
+    write_raster,
+)
 
 from model_core.raster import RasterInfo, read_metadata
 
@@ -23,7 +32,8 @@ def inputs(tmp_path_factory):
     return {
         "fine_array": fine,
         "fine": write_raster(folder / "landsat_t0.tif", fine, fine_geotransform(), nodata=-9999),
-        "coarse": write_coarse(folder / "modis_t1.tif", SIZE * 30.0, SIZE * 30.0, 7, SINUSOIDAL, seed=5),
+        "coarse": write_coarse(folder / "modis_t1.tif", SIZE * 30.0, SIZE * 30.0, 7, SINUSOIDAL, seed=5,
+                               descriptions=MODIS_BAND_NAMES),
         "identity": save_test_model(folder / "identity.pt", "identity"),
         "residual": save_test_model(folder / "residual.pt", "residual"),
     }

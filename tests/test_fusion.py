@@ -24,6 +24,7 @@ from helpers import (
     read_all,
     save_test_model,
     smooth_field,
+    MODIS_BAND_NAMES,
     write_coarse,
     write_raster,
 )
@@ -50,7 +51,9 @@ def data(tmp_path_factory):
         "fine_array": fine,
         "fine": write_raster(folder / "fine.tif", fine, fine_geotransform(), nodata=-9999,
                              descriptions=["B2", "B3", "B4", "B5", "B6", "B7"]),
-        "coarse": write_coarse(folder / "coarse_utm.tif", SIZE * 30.0, SIZE * 30.0, 7, UTM33),
+        # MODIS's seven bands, named as MOD09 names them (matched to the model's by name).
+        "coarse": write_coarse(folder / "coarse_utm.tif", SIZE * 30.0, SIZE * 30.0, 7, UTM33,
+                               descriptions=MODIS_BAND_NAMES),
         "coarse_4326": write_coarse(folder / "coarse_4326.tif", SIZE * 30.0, SIZE * 30.0, 6, 4326),
         "identity": save_test_model(folder / "identity.pt", "identity"),
         "residual": save_test_model(folder / "residual.pt", "residual"),
@@ -282,3 +285,21 @@ def test_command_line(data, tmp_path):
     bad = subprocess.run(command[:-5] + ["--tile", "32", "--overlap", "16"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
     assert "more than twice the overlap" in bad.stderr
+
+
+def test_a_coarse_image_with_other_unnamed_bands_is_refused_and_modis_names_are_read(data, tmp_path):
+    """Seven unnamed coarse bands for six fine ones: taking the first six would feed MODIS's red, NIR, blue ... as
+    blue, green, red ..., so the run stops and says which bands to give; MOD09's own names are matched."""
+    from model_core.errors import OptionError
+
+    unnamed = write_coarse(tmp_path / "modis_unnamed.tif", SIZE * 30.0, SIZE * 30.0, 7, UTM33)
+    with pytest.raises(OptionError, match=r"^The coarse image has 7 bands without names and the fine image's bands in "
+                       r"use are blue, green, red, nir, swir1, swir2: say which coarse bands hold them, in that order, "
+                       r"with coarse_bands \(for MODIS surface reflectance bands 1-7 stacked in order: 3,4,1,2,6,7\)"):
+        fuse(data["fine"], unnamed, data["identity"], tmp_path / "refused.tif")
+    with pytest.raises(OptionError, match=r"bands in use are green, red, nir: .* stacked in order: 4,1,2\)"):
+        fuse(data["fine"], unnamed, None, tmp_path / "refused.tif", bands="green,red,nir", fine_bands="2,3,4")
+    assert listing(tmp_path) == ["modis_unnamed.tif"]
+    out = tmp_path / "named.tif"
+    fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32)  # sur_refl_b01 ... b07
+    assert read_metadata(out)["CTSTFM_COARSE_BANDS"] == "3,4,1,2,6,7"

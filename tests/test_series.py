@@ -392,7 +392,8 @@ def test_product_masks_are_read_by_their_rule_and_a_quality_band_read_as_0_1_is_
     qa_manifest = str(write_manifest(tmp_path / "qa_band.csv", rows))
     result = fuse_series(qa_manifest, MODEL, tmp_path / "qa_band", mask_band=7, mask_rule="landsat-c2-qa", **FAST)
     assert np.array_equal(read_all(result.files[items[1].date.isoformat()]), expected)
-    with pytest.raises(OptionError, match=r"mask band 7 of the fine image of 2021-12-01 '.*with_qa_0\.tif' marks 100 %"):
+    with pytest.raises(OptionError,
+                       match=r"mask band 7 of the fine image of 2021-12-01 '.*with_qa_0\.tif' marks 100 %"):
         fuse_series(qa_manifest, MODEL, tmp_path / "qa_refused", mask_band=7, **FAST)
     with pytest.raises(OptionError, match=r"cloud mask rule \(mask_rule\) 'bits:x' is not one we read"):
         CloudRule.parse("bits:x")

@@ -37,9 +37,9 @@ CNN-Transformer spatiotemporal fusion model).
   or by **Band names** under Advanced, e.g. `green,red,nir` for a 3-band image. A model with more bands is
   cut down to the ones matched (no retraining), so the plugin's 6-band model runs on a green/red/NIR image;
   the log says which bands were matched. Without names, the first bands are taken in the model's order.
-  The coarse image's bands are matched by its own descriptions, else taken at the same band numbers (or the
-  first ones); give numbers under Advanced when they differ, e.g. `3,4,1,2,6,7` for the seven MODIS land
-  bands. Both images need the same reflectance scale (DN × 0.0001, or set the scales under Advanced).
+  The coarse image's bands are matched by its own descriptions (MOD09's `sur_refl_b01` ... too), else taken
+  at the same band numbers when both images have as many; otherwise the run stops and asks for them: give
+  numbers under Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands (`4,1,2` for green, red, NIR). Both images need the same reflectance scale (DN × 0.0001, or set the scales under Advanced).
 
 ## Outputs
 - **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a
