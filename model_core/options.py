@@ -218,13 +218,14 @@ def matched_band_options():
     )
 
 
-def cloud_mask_options():
-    """The fine images' clouds beyond nodata (model_core.cloud_masks): a band of theirs, and how to read masks."""
-    return (
-        Option(
-            "mask_band", "int", "Cloud band of the fine images (cloud as the mask rule says; 0: none)", unset=0,
-            minimum=0, advanced=True,
-        ),
+def cloud_mask_options(mask_band=True):
+    """The fine images' clouds beyond nodata (model_core.cloud_masks): a band of theirs (``mask_band``: where the
+    images may hold bands the model does not use), and how to read masks."""
+    band = Option(
+        "mask_band", "int", "Cloud band of the fine images (cloud as the mask rule says; 0: none)", unset=0,
+        minimum=0, advanced=True,
+    )
+    return (band,) * bool(mask_band) + (
         Option(
             "mask_rule", "str",
             "Cloud mask rule: which mask values are cloud: nonzero (a 0/1 mask), landsat-c2-qa, landsat-c1-qa, "
@@ -513,7 +514,8 @@ TRAIN = Operation(
             "scale", "float", "Reflectance per DN (0: the model's to fine-tune, else 0.0001)", unset=0.0,
             minimum=0.0, advanced=True, decimals=6,
         ),
-        *cloud_mask_options(),
+        # Training reads every band of its fine images, so clouds come from the manifest's mask column only.
+        *cloud_mask_options(mask_band=False),
         Option(
             "out_model", "output_file", "Trained model (.pt)", cli="--out", qgis="OUTPUT_MODEL", required=True,
             extension="pt", file_filter="CTSTFM model (*.pt)",

@@ -691,5 +691,4 @@ def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path)
         train(manifest, tmp_path / "qa_0.tif", mask_rule="landsat-c2-qa", **settings)
     assert (tmp_path / "qa_0.tif").read_bytes() == before
     result = train(manifest, tmp_path / "masked.pt", mask_rule="landsat-c2-qa", **settings)
-    assert load_model(result.model_path).provenance["clouds"] == {"masks": 2, "mask_band": None,
-                                                                   "mask_rule": "landsat-c2-qa"}
+    assert load_model(result.model_path).provenance["clouds"] == {"masks": 2, "mask_rule": "landsat-c2-qa"}

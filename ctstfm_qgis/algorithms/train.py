@@ -24,9 +24,9 @@ Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of f
   within each scene, and every scene needs the same bands.
 - **Band names** (optional): the fine images' bands, e.g. green,red,nir, when their band descriptions do not
   name them; the model to fine-tune is cut down to these bands.
-- **Clouds** (optional): a mask column in the manifest (a cloud mask per fine date) or a band of the fine
-  images (**Cloud band**, advanced), read by the **Cloud mask rule** (advanced: non-zero, or the product's own
-  mask such as landsat-c2-qa or sentinel2-scl), as in *Fuse Time Series*. Cloudy pixels are neither input nor
+- **Clouds** (optional): a mask column in the manifest (a cloud mask per fine date, e.g. the product's QA band
+  as its own file), read by the **Cloud mask rule** (advanced: non-zero, or the product's own mask such as
+  landsat-c2-qa or sentinel2-scl), as in *Fuse Time Series*. Cloudy pixels are neither input nor
   target; a quality band read as non-zero (it would mask everything) is refused.
 - **Model to fine-tune** (optional): empty = the plugin's embedded model (band-mapped).
 

@@ -161,8 +161,7 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
         "band_means": state.band_means,
         "start": settings.start,
         "coarse_shift": settings.coarse_shift,
-        "clouds": {"masks": sum(bool(pair.mask) for pair in run.pairs), "mask_band": settings.mask_band,
-                   "mask_rule": settings.mask_rule},
+        "clouds": {"masks": sum(bool(pair.mask) for pair in run.pairs), "mask_rule": settings.mask_rule},
         "seed": settings.seed,
         "device": run.device,
         "world_size": _world_size(),  # ranks that trained it (torchrun); 1 for a single process

@@ -93,14 +93,13 @@ class TrainSettings:
     fit_change_gain: bool = True  # scale the first guess's coarse change by a gain fitted on the training dates
     coarse_shift: float = 0.3  # augmentation: largest random offset of each coarse image, in coarse pixels
     patience: int = 5  # stop after this many epochs without a new best (0: never)
-    mask_band: int | None = None  # a band of the fine images marking clouds (None: none)
-    mask_rule: str = "nonzero"  # which mask values are cloud (model_core.cloud_masks.CloudRule)
+    mask_rule: str = "nonzero"  # which values of the manifest's masks are cloud (model_core.cloud_masks.CloudRule)
 
     @property
     def clouds(self):
-        """``pair -> [CloudMask]``: where each fine image is cloudy (its manifest mask, its mask band)."""
+        """``pair -> [CloudMask]``: where each fine image is cloudy (its manifest mask)."""
         rule = CloudRule.parse(self.mask_rule)
-        return lambda pair: clouds_of(pair, rule, self.mask_band)
+        return lambda pair: clouds_of(pair, rule)
 
     @classmethod
     def checked(cls, **values):
@@ -138,7 +137,6 @@ class TrainSettings:
             fit_change_gain=bool(s.fit_change_gain),
             coarse_shift=float(s.coarse_shift),
             patience=_check_positive("patience", s.patience, 0),
-            mask_band=_check_positive("mask_band", s.mask_band, 1) if s.mask_band else None,
             mask_rule=CloudRule.parse(s.mask_rule).text,
         )
 
@@ -353,7 +351,7 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     info = _series_info(scenes, progress)
     network = choose_network(info, progress=progress, **network_options)
     check_series_scales(pairs, network.scale)
-    check_masks(pairs, CloudRule.parse(settings.mask_rule), settings.mask_band)
+    check_masks(pairs, CloudRule.parse(settings.mask_rule))
     split_scenes(
         scenes, validation_fraction=settings.validation_fraction, references=settings.references,
         max_gap_days=settings.max_gap_days, patch_size=settings.patch_size,
@@ -591,7 +589,7 @@ def train(
     max_gap_days=None, validation_fraction=0.2, init_model=None, from_scratch=False, bands=None, resume=False,
     device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, use_coarse_t0=True,
     fit_change_gain=True, coarse_shift=0.3, min_valid=0.5, max_validation_windows=64, max_minutes=15.0, patience=5,
-    start="best", mask_band=None, mask_rule="nonzero", data_source=None, report_html=None, progress=None,
+    start="best", mask_rule="nonzero", data_source=None, report_html=None, progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
@@ -617,8 +615,8 @@ def train(
     mode a fitted mix of ``C1 - C0`` and ``C1 - box(F0)`` (:func:`.start.fit_change_gain`).
     ``coarse_shift``: shift each training patch's coarse images by a random offset of up to this many coarse
     pixels, each date its own (0: off), so that the network does not learn one date's misregistration.
-    ``mask_band`` / ``mask_rule``: clouds of the fine images, as :func:`model_core.series.fuse_series` reads them
-    (with the manifest's optional ``mask`` column); cloudy pixels are neither input nor label.
+    ``mask_rule``: which values of the manifest's optional ``mask`` rasters are cloud, as
+    :func:`model_core.series.fuse_series` reads them; cloudy pixels are neither input nor label.
     ``data_source``: what provenance
     records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
     write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
@@ -631,8 +629,7 @@ def train(
         epochs=epochs, batch_size=batch_size, patch_size=patch_size, patches_per_epoch=patches_per_epoch, lr=lr,
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
         min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes, patience=patience,
-        start=start, fit_change_gain=fit_change_gain, coarse_shift=coarse_shift, mask_band=mask_band,
-        mask_rule=mask_rule,
+        start=start, fit_change_gain=fit_change_gain, coarse_shift=coarse_shift, mask_rule=mask_rule,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     with distributed.main_first():  # rank 0 creates the output folder
