@@ -92,26 +92,34 @@ class CloudMask:
     what: str  # e.g. "cloud mask of 2021-04-01"
 
 
-def clouds_of(pair, rule, mask_band=None):
-    """The :class:`CloudMask` sources of ``pair``'s fine image: its manifest ``mask`` and its band ``mask_band``."""
-    day = pair.date.isoformat()
-    clouds = [CloudMask(pair.mask, 1, rule, f"cloud mask of {day}")] if getattr(pair, "mask", "") else []
+def cloud_sources(fine, mask, rule, mask_band=None, of=""):
+    """The :class:`CloudMask` sources of the fine image ``fine``: the raster ``mask`` (its first band) and the
+    image's own band ``mask_band``, either may be missing; ``of`` (e.g. " of 2021-04-01") names the date."""
+    clouds = [CloudMask(str(mask), 1, rule, f"cloud mask{of}")] if mask else []
     if mask_band:
-        clouds.append(CloudMask(pair.fine, int(mask_band), rule, f"mask band {mask_band} of the fine image of {day}"))
+        clouds.append(CloudMask(str(fine), int(mask_band), rule, f"mask band {mask_band} of the fine image{of}"))
     return clouds
+
+
+def clouds_of(pair, rule, mask_band=None):
+    """:func:`cloud_sources` of a series date (``pair``: its ``fine``, ``mask`` and ``date``)."""
+    return cloud_sources(pair.fine, getattr(pair, "mask", ""), rule, mask_band, f" of {pair.date.isoformat()}")
+
+
+def check_cloud_sources(clouds):
+    """:func:`check_mask` on each :class:`CloudMask`, before any work."""
+    from .raster import RasterInfo, RasterReader
+
+    for mask in clouds:
+        with RasterReader(mask.path, [mask.band], grid=RasterInfo.read(mask.path, mask.what), what=mask.what) as reader:
+            check_mask(reader, mask.rule, mask.what)
 
 
 def check_masks(pairs, rule, mask_band=None):
     """:func:`check_mask` on every mask of ``pairs``' fine images, before any work."""
-    from .raster import RasterInfo, RasterReader
-
     for pair in pairs:
-        if not getattr(pair, "fine", ""):
-            continue
-        for mask in clouds_of(pair, rule, mask_band):
-            with RasterReader(mask.path, [mask.band], grid=RasterInfo.read(mask.path, mask.what),
-                              what=mask.what) as reader:
-                check_mask(reader, rule, mask.what)
+        if getattr(pair, "fine", ""):
+            check_cloud_sources(clouds_of(pair, rule, mask_band))
 
 
 def _escape(text):

@@ -285,6 +285,12 @@ FUSE = Operation(
         batch_size_option(),
         *model_scale_options("image"),
         Option(
+            "fine_mask", "raster",
+            "Cloud mask of the fine image (optional, any grid; cloud as the mask rule says; nodata in the output)",
+            advanced=True,
+        ),
+        *cloud_mask_options(),
+        Option(
             "inference", "choice", "CPU inference path (auto: the fastest that passed the accuracy check here)",
             "auto", choices=INFERENCE_PATHS, labels=INFERENCE_LABELS, advanced=True,
         ),

@@ -303,3 +303,23 @@ def test_a_coarse_image_with_other_unnamed_bands_is_refused_and_modis_names_are_
     out = tmp_path / "named.tif"
     fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32)  # sur_refl_b01 ... b07
     assert read_metadata(out)["CTSTFM_COARSE_BANDS"] == "3,4,1,2,6,7"
+
+
+def test_clouds_of_the_fine_image_are_nodata_in_the_output(data, tmp_path):
+    """A cloud mask (here Landsat's QA_PIXEL, read by its rule) makes its cloudy pixels nodata, as the fine image's
+    own nodata are; read as 0/1 it would mask everything, and is refused with nothing written."""
+    from model_core.errors import OptionError
+
+    qa = np.full((SIZE, SIZE), 21824, dtype=np.uint16)  # clear land
+    qa[40:80, 50:120] |= 8  # bit 3: cloud
+    mask = write_raster(tmp_path / "qa_pixel.tif", qa, fine_geotransform())
+    out = tmp_path / "fused.tif"
+    fuse(data["fine"], data["coarse"], data["identity"], out, tile=96, overlap=32, fine_mask=mask,
+         mask_rule="landsat-c2-qa")
+    expected = data["fine_array"].copy()
+    expected[:, 40:80, 50:120] = -9999
+    np.testing.assert_array_equal(read_all(out), expected)
+    with pytest.raises(OptionError, match=r"cloud mask '.*qa_pixel\.tif' marks 100 % of the image as cloud .* most "
+                       r"common value is 21824"):
+        fuse(data["fine"], data["coarse"], data["identity"], tmp_path / "refused.tif", fine_mask=mask)
+    assert sorted(os.listdir(tmp_path)) == ["fused.tif", "qa_pixel.tif"]

@@ -39,7 +39,12 @@ CNN-Transformer spatiotemporal fusion model).
   the log says which bands were matched. Without names, the first bands are taken in the model's order.
   The coarse image's bands are matched by its own descriptions (MOD09's `sur_refl_b01` ... too), else taken
   at the same band numbers when both images have as many; otherwise the run stops and asks for them: give
-  numbers under Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands (`4,1,2` for green, red, NIR). Both images need the same reflectance scale (DN × 0.0001, or set the scales under Advanced).
+  numbers under Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands (`4,1,2` for green, red, NIR).
+  Both images need the same reflectance scale (DN × 0.0001, or set the scales under Advanced).
+- **Clouds** (advanced, optional): a cloud mask of the fine image (any grid) or a band of it, read by the cloud
+  mask rule (non-zero, or the product's own mask: landsat-c2-qa, sentinel2-scl, ... as in *Fuse Time Series*).
+  Cloudy pixels are nodata in the output, as the fine image's nodata pixels are; *Fuse Time Series* fills them
+  from another fine date.
 
 ## Outputs
 - **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a
