@@ -1,0 +1,104 @@
+"""The README's recipe for real Landsat and MODIS downloads, run as written on stand-in files.
+
+Stand-ins: a simulated green/red/NIR series written the way the products come. Landsat Collection 2 Level-2:
+one uint16 file per band, DN = (reflectance + 0.2) / 0.0000275, fill 0, and a QA_PIXEL file (21824 clear land,
+bit 3 cloud) over a bright cloud. MOD09GA: a container of subdatasets on MODIS's sinusoidal grid; GDAL cannot
+write HDF-EOS, so a netCDF holds them and the README's subdataset names are swapped for the netCDF's. Every
+other command (gdalbuildvrt, gdal_calc.py, the manifest, qgis_process) is the README's text.
+"""
+
+import datetime as dt
+import re
+import subprocess
+
+import numpy as np
+from osgeo import gdal
+
+from conftest import QGIS_PROCESS, ROOT
+from helpers import write_raster
+
+DATES = ("2001-10-17", "2001-11-02", "2001-11-18")  # the README's: two Landsat dates and a MODIS date between
+CLOUD = (slice(8, 28), slice(30, 56))  # rows, columns of the cloud on the first Landsat date
+
+
+def readme_blocks():
+    """The fenced blocks (language, text) of the README's real-data recipe, continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("**Real Landsat and MODIS"):]
+    section = section[: section.index("**Speed on a CPU**")]
+    return [(language, body.replace("\\\n", " ")) for language, body in re.findall(r"```(\w+)\n(.*?)```", section,
+                                                                                    re.S)]
+
+
+def landsat_name(day, suffix):
+    return f"LT05_L2SP_093084_{day.replace('-', '')}_20200905_02_T1_{suffix}"
+
+
+def modis_name(day):
+    return f"MOD09GA.A{dt.date.fromisoformat(day).strftime('%Y%j')}.h29v12.061"
+
+
+def write_downloads(series, folder):
+    """The series as Landsat C2 L2 band files with QA_PIXEL (the Landsat dates) and netCDF MODIS containers."""
+    for index, item in enumerate(series.items):
+        day = item.date.isoformat()
+        gdal.Translate(str(folder / f"{modis_name(day)}.nc"), str(item.coarse), format="netCDF")
+        if index == 1:
+            continue
+        source = gdal.Open(str(item.fine))
+        reflectance = source.ReadAsArray().astype(np.float64) * 1e-4
+        qa = np.full(reflectance.shape[1:], 21824, dtype=np.uint16)
+        if index == 0:
+            reflectance[(slice(None), *CLOUD)] = 0.6  # a bright cloud, flagged in QA_PIXEL bit 3
+            qa[CLOUD] |= 8
+        for band, name in zip(reflectance, ("SR_B2", "SR_B3", "SR_B4")):
+            dn = np.round((band + 0.2) / 0.0000275).astype(np.uint16)
+            write_raster(folder / landsat_name(day, f"{name}.TIF"), dn, source.GetGeoTransform(),
+                         crs=source.GetProjection(), nodata=0)
+        write_raster(folder / landsat_name(day, "QA_PIXEL.TIF"), qa, source.GetGeoTransform(),
+                     crs=source.GetProjection(), nodata=1)
+
+
+def for_date(command, day):
+    """A README command (written for its first date) for ``day``; MODIS subdatasets as the netCDF stand-in's."""
+    first = DATES[0]
+    command = command.replace(first, day).replace(first.replace("-", ""), day.replace("-", ""))
+    command = command.replace(modis_name(first), modis_name(day))
+    for band, variable in (("b04", "Band1"), ("b01", "Band2"), ("b02", "Band3")):  # green, red, NIR
+        command = re.sub(rf"'HDF4_EOS:EOS_GRID:\"([^\"]+)\.hdf\":MODIS_Grid_500m_2D:sur_refl_{band}_1'",
+                         lambda match, variable=variable: f"'NETCDF:\"{match.group(1)}.nc\":{variable}'", command)
+    return command
+
+
+def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin_env, make_series, tmp_path):
+    series = make_series(kind="fields", dates=list(DATES), size=64, seed=11, bands=("green", "red", "nir"),
+                         sensor="realistic", coarse_grid="sinusoidal")
+    write_downloads(series, tmp_path)
+    (prepare_language, prepare), (csv_language, manifest), (run_language, run) = readme_blocks()
+    assert (prepare_language, csv_language, run_language) == ("bash", "csv", "bash")
+    commands = [line.strip() for line in prepare.splitlines() if line.strip()]
+    assert [c.split()[0] for c in commands] == ["gdalbuildvrt", "gdal_calc.py", "gdalbuildvrt"]
+    for day in DATES:
+        for command in commands if day != DATES[1] else commands[2:]:  # the middle date has no Landsat image
+            done = subprocess.run(for_date(command, day), shell=True, cwd=tmp_path, capture_output=True, text=True)
+            assert done.returncode == 0, (command, done.stderr)
+    (tmp_path / "series.csv").write_text(manifest)
+
+    def fuse_series(command):
+        return subprocess.run(command.replace("qgis_process.bin", QGIS_PROCESS, 1), shell=True, cwd=tmp_path,
+                              env=installed_plugin_env, capture_output=True, text=True, timeout=600)
+
+    command = run.strip()
+    done = fuse_series(command)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    fused = gdal.Open(str(tmp_path / "fused" / "fused_2001-11-02.tif")).ReadAsArray() * 1e-4
+    truth = gdal.Open(str(series.items[1].fine)).ReadAsArray() * 1e-4
+    assert (fused > -0.5).all()  # gap-free: the cloud comes from the other Landsat date
+    error = np.abs(fused - truth)
+    assert error.mean() < 0.03 and error[(slice(None), *CLOUD)].mean() < 0.05, (error.mean(), error[:, CLOUD[0],
+                                                                                                    CLOUD[1]].mean())
+    # Without the mask rule the quality band would mask everything: refused, naming the rule.
+    refused = fuse_series(command.replace(" MASK_RULE=landsat-c2-qa", "").replace("fused/", "refused/"))
+    assert refused.returncode != 0 and "MASK_RULE" in refused.stdout + refused.stderr
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+
