@@ -2,7 +2,8 @@
 
 Stand-ins: a simulated green/red/NIR series written the way the products come. Landsat Collection 2 Level-2:
 one uint16 file per band, DN = (reflectance + 0.2) / 0.0000275, fill 0, and a QA_PIXEL file (21824 clear land,
-bit 3 cloud) over a bright cloud. MOD09GA: a container of subdatasets on MODIS's sinusoidal grid; GDAL cannot
+bit 3 cloud) over a bright cloud; the second Landsat date reaches further west and south (as scenes of one
+path/row do), so only the README's ``-te`` puts both on one grid. MOD09GA: a container of subdatasets on MODIS's sinusoidal grid; GDAL cannot
 write HDF-EOS, so a netCDF holds them and the README's subdataset names are swapped for the netCDF's. Every
 other command (gdalbuildvrt, gdal_calc.py, the manifest, qgis_process) is the README's text.
 """
@@ -51,16 +52,22 @@ def write_downloads(series, folder):
         if index == 0:
             reflectance[(slice(None), *CLOUD)] = 0.6  # a bright cloud, flagged in QA_PIXEL bit 3
             qa[CLOUD] |= 8
-        for band, name in zip(reflectance, ("SR_B2", "SR_B3", "SR_B4")):
-            dn = np.round((band + 0.2) / 0.0000275).astype(np.uint16)
-            write_raster(folder / landsat_name(day, f"{name}.TIF"), dn, source.GetGeoTransform(),
-                         crs=source.GetProjection(), nodata=0)
+        transform = list(source.GetGeoTransform())
+        dn = np.round((reflectance + 0.2) / 0.0000275).astype(np.uint16)
+        if index == 2:  # another scene extent: 2 more columns west, 3 more rows south, fill 0 there
+            dn = np.pad(dn, ((0, 0), (0, 3), (2, 0)))
+            transform[0] -= 2 * transform[1]
+        for band, name in zip(dn, ("SR_B2", "SR_B3", "SR_B4")):
+            write_raster(folder / landsat_name(day, f"{name}.TIF"), band, transform, crs=source.GetProjection(),
+                         nodata=0)
         write_raster(folder / landsat_name(day, "QA_PIXEL.TIF"), qa, source.GetGeoTransform(),
                      crs=source.GetProjection(), nodata=1)
 
 
-def for_date(command, day):
-    """A README command (written for its first date) for ``day``; MODIS subdatasets as the netCDF stand-in's."""
+def for_date(command, day, extent):
+    """A README command (written for its first date) for ``day``, cut to the stand-ins' ``extent`` (``-te``
+    values); MODIS subdatasets as the netCDF stand-in's."""
+    command = re.sub(r"-te( -?\d+(\.\d+)?){4}", "-te " + " ".join(f"{v:.0f}" for v in extent), command)
     first = DATES[0]
     command = command.replace(first, day).replace(first.replace("-", ""), day.replace("-", ""))
     command = command.replace(modis_name(first), modis_name(day))
@@ -74,13 +81,16 @@ def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin
     series = make_series(kind="fields", dates=list(DATES), size=64, seed=11, bands=("green", "red", "nir"),
                          sensor="realistic", coarse_grid="sinusoidal")
     write_downloads(series, tmp_path)
+    x0, dx, _, y0, _, dy = gdal.Open(str(series.items[0].fine)).GetGeoTransform()
+    extent = (x0, y0 + 64 * dy, x0 + 64 * dx, y0)  # the simulated fine grid: xmin ymin xmax ymax
     (prepare_language, prepare), (csv_language, manifest), (run_language, run) = readme_blocks()
     assert (prepare_language, csv_language, run_language) == ("bash", "csv", "bash")
     commands = [line.strip() for line in prepare.splitlines() if line.strip()]
     assert [c.split()[0] for c in commands] == ["gdalbuildvrt", "gdal_calc.py", "gdalbuildvrt"]
+    assert re.search(r"-te( \d+){4} ", commands[0])
     for day in DATES:
         for command in commands if day != DATES[1] else commands[2:]:  # the middle date has no Landsat image
-            done = subprocess.run(for_date(command, day), shell=True, cwd=tmp_path, capture_output=True, text=True)
+            done = subprocess.run(for_date(command, day, extent), shell=True, cwd=tmp_path, capture_output=True, text=True)
             assert done.returncode == 0, (command, done.stderr)
     (tmp_path / "series.csv").write_text(manifest)
 
