@@ -692,3 +692,21 @@ def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path)
     assert (tmp_path / "qa_0.tif").read_bytes() == before
     result = train(manifest, tmp_path / "masked.pt", mask_rule="landsat-c2-qa", **settings)
     assert load_model(result.model_path).provenance["clouds"] == {"masks": 2, "mask_rule": "landsat-c2-qa"}
+
+
+def test_a_series_manifest_trains_on_its_dates_with_both_images(sim_series, tmp_path):
+    """The manifest of a series to fill (a date with only its coarse image) trains as it is: that date is left
+    out, and the log says so."""
+    from model_core.model_file import load_model
+    from model_core.training.series import write_manifest
+
+    items = sim_series.items
+    rows = [(item.date, "" if index == 1 else item.fine, item.coarse) for index, item in enumerate(items)]
+    manifest = write_manifest(tmp_path / "series.csv", rows)
+    log = Log()
+    result = train(manifest, tmp_path / "m.pt", epochs=1, batch_size=2, patch_size=32, patches_per_epoch=2, width=8,
+                   from_scratch=True, max_validation_windows=4, progress=log)
+    assert f"1 date(s) without a fine or a coarse image do not train: {items[1].date.isoformat()} (no fine)." \
+        in log.messages
+    used = [item.date.isoformat() for index, item in enumerate(items) if index != 1]
+    assert load_model(result.model_path).provenance["dates"] == used

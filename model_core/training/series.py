@@ -223,11 +223,26 @@ def read_manifests(paths):
         names = [name if names.count(name) == 1 else f"{name}#{index + 1}" for index, name in enumerate(names)]
     pairs, manifests = [], {}
     for path, real, name in zip(paths, resolved, names):
-        found = read_manifest(path, scene_prefix=name if len(paths) > 1 else None)
+        # A series manifest serves training as it is: its dates without a fine or a coarse image are left out by
+        # train (usable_pairs), which says so.
+        found = read_manifest(path, scene_prefix=name if len(paths) > 1 else None, allow_missing=True)
         for pair in found:
             manifests.setdefault(pair.scene, str(real))
         pairs.extend(found)
     return group_scenes(pairs), manifests
+
+
+def usable_pairs(pairs, progress=None):
+    """The pairs with both a fine and a coarse image (what training can use); the others are named in the log."""
+    usable = [pair for pair in pairs if pair.fine and pair.coarse]
+    left_out = [pair for pair in pairs if not (pair.fine and pair.coarse)]
+    if left_out and progress is not None:
+        progress.info(
+            f"{len(left_out)} date(s) without a fine or a coarse image do not train: "
+            + ", ".join(f"{pair.date.isoformat()}{scene_suffix(pair)} ({'no fine' if not pair.fine else 'no coarse'})"
+                        for pair in left_out) + "."
+        )
+    return usable
 
 
 def group_scenes(pairs):

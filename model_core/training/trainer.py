@@ -31,7 +31,7 @@ from .loop import STOP_CANCELLED, run_epochs
 from .reports import (
     build_provenance, closing_message, first_guess_text, log_start, report_paths, scene_records, write_curve_png,
 )
-from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs
+from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs, usable_pairs
 from .start import adopt_saved_start, check_start, choose_start, fit_change_gain, little_change_note, zero_head
 from .split import pooled_split, split_scenes
 from ..device import grad_scaler
@@ -518,10 +518,9 @@ def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
         inputs[f"manifest of scene '{name}'" if name else "manifest"] = manifest
     for pair in pairs:
         where = f" of {pair.date}" + (f" in scene '{pair.scene}'" if pair.scene else "")
-        inputs[f"fine image{where}"] = pair.fine
-        inputs[f"coarse image{where}"] = pair.coarse
-        if pair.mask:
-            inputs[f"cloud mask{where}"] = pair.mask
+        for what, path in (("fine image", pair.fine), ("coarse image", pair.coarse), ("cloud mask", pair.mask)):
+            if path:
+                inputs[f"{what}{where}"] = path
     folder = out_model.parent
     created = not out_model.is_dir() and not folder.exists()
     if created:
@@ -635,7 +634,8 @@ def train(
     with distributed.main_first():  # rank 0 creates the output folder
         out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
             out_model, pairs, manifests, init_model, report_html
-        )
+        )  # every raster listed is protected, also those of dates that do not train
+    pairs = usable_pairs(pairs, progress)
     network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
                            predict_residual=predict_residual, residual_blur=residual_blur, scale=scale,
                            use_coarse_t0=use_coarse_t0)
