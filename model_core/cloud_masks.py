@@ -1,5 +1,5 @@
-"""Which values of a cloud mask are cloud: one rule for the series manifest's ``mask`` column and the fine images'
-mask band.
+"""Which values of a cloud mask are cloud: one rule for every mask a run reads (a series or training manifest's
+``mask`` column, Fuse's fine-image mask, a mask band of the fine images), and where the masks come from.
 
 A 0/1 cloud mask needs no rule (``nonzero``, the default). The masks that come with the products do: Landsat's
 quality band is a bit field in which a clear pixel is not 0 (Collection 2 ``QA_PIXEL`` holds 21824 for clear
@@ -18,20 +18,20 @@ import numpy as np
 
 from .errors import OptionError
 
-#: Product masks by name: (kind, numbers, what they mark).
+#: Product masks by name: (kind, numbers).
 PRESETS = {
-    "nonzero": ("nonzero", (), "any value but 0"),
+    "nonzero": ("nonzero", ()),
     # Landsat Collection 2 QA_PIXEL: 0 fill, 1 dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow.
-    "landsat-c2-qa": ("bits", (0, 1, 2, 3, 4), "fill, dilated cloud, cirrus, cloud, cloud shadow"),
+    "landsat-c2-qa": ("bits", (0, 1, 2, 3, 4)),
     # Landsat Collection 1 pixel_qa: 0 fill, 3 cloud shadow, 5 cloud.
-    "landsat-c1-qa": ("bits", (0, 3, 5), "fill, cloud shadow, cloud"),
+    "landsat-c1-qa": ("bits", (0, 3, 5)),
     # HLS v2 Fmask band: 1 cloud, 2 adjacent to cloud or shadow, 3 cloud shadow.
-    "hls-fmask": ("bits", (1, 2, 3), "cloud, adjacent to cloud or shadow, cloud shadow"),
+    "hls-fmask": ("bits", (1, 2, 3)),
     # Sentinel-2 L2A scene classification (SCL): 0 no data, 1 saturated or defective, 3 cloud shadow,
     # 8 and 9 cloud (medium and high probability), 10 thin cirrus.
-    "sentinel2-scl": ("values", (0, 1, 3, 8, 9, 10), "no data, defective, cloud shadow, cloud, cirrus"),
+    "sentinel2-scl": ("values", (0, 1, 3, 8, 9, 10)),
     # Fmask's classes: 2 cloud shadow, 4 cloud, 255 no observation.
-    "fmask": ("values", (2, 4, 255), "cloud shadow, cloud, no observation"),
+    "fmask": ("values", (2, 4, 255)),
 }
 DEFAULT_RULE = "nonzero"
 #: A mask that flags at least this share of its image under ``nonzero`` while its most common value is neither 1
@@ -53,7 +53,7 @@ class CloudRule:
         neither a preset nor ``bits:``/``values:`` with whole numbers."""
         text = (str(text).strip().lower() if text is not None else "") or DEFAULT_RULE
         if text in PRESETS:
-            kind, numbers, _ = PRESETS[text]
+            kind, numbers = PRESETS[text]
             return cls(kind, numbers, text)
         kind, _, listed = text.partition(":")
         try:
@@ -106,6 +106,11 @@ def clouds_of(pair, rule, mask_band=None):
     return cloud_sources(pair.fine, getattr(pair, "mask", ""), rule, mask_band, f" of {pair.date.isoformat()}")
 
 
+def clouds_text(clouds):
+    """The :class:`CloudMask` sources as output metadata records them (empty: none)."""
+    return "; ".join(f"{mask.path} band {mask.band} ({mask.rule.text})" for mask in clouds)
+
+
 def check_cloud_sources(clouds):
     """:func:`check_mask` on each :class:`CloudMask`, before any work."""
     from .raster import RasterInfo, RasterReader
@@ -144,8 +149,9 @@ def check_mask(reader, rule, what):
         return
     raise OptionError(
         f"The {what} '{_escape(reader.source_info.path)}' marks {100 * flagged.mean():.0f} % of the image as cloud "
-        f"when every non-zero value is cloud, and its most common value is {common:g}: it looks like a quality or class band "
-        "(Landsat's QA_PIXEL holds 21824 for clear land, Sentinel-2's SCL 4 for vegetation), not a 0/1 cloud mask. "
+        f"when every non-zero value is cloud, and its most common value is {common:g}: it looks like a quality or "
+        "class band (Landsat's QA_PIXEL holds 21824 for clear land, Sentinel-2's SCL 4 for vegetation), not a 0/1 "
+        "cloud mask. "
         f"Say how to read it with {{mask_rule}}: one of {', '.join(name for name in PRESETS if name != 'nonzero')}, "
         "or bits:N,... or values:N,....",
         "mask_rule",

@@ -37,7 +37,7 @@ from .errors import CtstfmError
 from .progress import Progress
 from .raster import DEFAULT_RESAMPLING, PairReader, RasterInfo, output_spec
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
-from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources
+from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources, clouds_text
 from .scales import ScaledImage, check_scale_value, check_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
 
@@ -253,7 +253,8 @@ def _fused_band_descriptions(pair, band_names):
 def _fused_metadata(pair, loaded, model_path, paths_in, spec, predictor, torch_device, options):
     """The fused output's metadata: inputs, model, bands, first guess, device and inference path.
 
-    ``paths_in``: (fine T0, coarse T1, coarse T0 or None); ``options``: resampling, tile, overlap, output_type.
+    ``paths_in``: (fine T0, coarse T1, coarse T0 or None); ``options``: resampling, tile, overlap, output_type,
+    clouds (the fine image's :class:`~model_core.cloud_masks.CloudMask` sources).
     """
     fine_path, coarse_path, coarse_t0_path = paths_in
     return output_metadata(
@@ -270,6 +271,7 @@ def _fused_metadata(pair, loaded, model_path, paths_in, spec, predictor, torch_d
             "CTSTFM_FIRST_GUESS": describe_reference(loaded.config, pair),
             "CTSTFM_DEVICE": str(torch_device),
             "CTSTFM_INFERENCE": predictor.inference_path,
+            **({"CTSTFM_CLOUDS": clouds_text(options["clouds"])} if options.get("clouds") else {}),
         },
     )
 
@@ -371,7 +373,7 @@ def fuse(
         )
         metadata = _fused_metadata(
             pair, loaded, model_path, (fine_path, coarse_path, coarse_t0_path), spec, predictor, torch_device,
-            {"resampling": resampling, "tile": tile, "overlap": overlap, "output_type": output_type},
+            {"resampling": resampling, "tile": tile, "overlap": overlap, "output_type": output_type, "clouds": clouds},
         )
         output = JobOutput(predictor, spec, pair.count, _fused_band_descriptions(pair, band_names), metadata,
                            batch_size=batch_size)

@@ -73,7 +73,7 @@ from .raster import (
     parse_band_list,
     read_metadata,
 )
-from .cloud_masks import CloudRule, check_masks, clouds_of
+from .cloud_masks import CloudRule, check_masks, clouds_of, clouds_text
 from .scales import check_series_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
 
@@ -605,6 +605,9 @@ def _target_metadata(job, target, warped):
             "CTSTFM_REFERENCE_DATES": ",".join(ref["date"] for ref in references),
             "CTSTFM_REFERENCES": json.dumps(references),
             "CTSTFM_WEIGHTING": job.options["weighting"],
+            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in
+                                          clouds_of(ref, CloudRule.parse(job.options["mask_rule"]),
+                                                    job.options["mask_band"])]),
             "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
             "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
             "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(job.model, "provenance", {})),

@@ -319,6 +319,7 @@ def test_clouds_of_the_fine_image_are_nodata_in_the_output(data, tmp_path):
     expected = data["fine_array"].copy()
     expected[:, 40:80, 50:120] = -9999
     np.testing.assert_array_equal(read_all(out), expected)
+    assert read_metadata(out)["CTSTFM_CLOUDS"] == f"{mask} band 1 (landsat-c2-qa)"
     with pytest.raises(OptionError, match=r"cloud mask '.*qa_pixel\.tif' marks 100 % of the image as cloud .* most "
                        r"common value is 21824"):
         fuse(data["fine"], data["coarse"], data["identity"], tmp_path / "refused.tif", fine_mask=mask)

@@ -131,7 +131,8 @@ def test_error_map_gets_a_sequential_ramp_with_a_legend(qgis_app, scene, tmp_pat
         "OUTPUT_TABLE": str(tmp_path / "m.csv"), "OUTPUT_HTML": str(tmp_path / "m.html"),
     })
     renderer = layers["ERROR_MAP"].renderer()
-    band = renderer.inputBand() if hasattr(renderer, "inputBand") else renderer.band()  # band() is deprecated where it exists
+    # band() is deprecated where inputBand() exists
+    band = renderer.inputBand() if hasattr(renderer, "inputBand") else renderer.band()
     assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and band == 1
     assert renderer.classificationMin() == 0.0 and renderer.classificationMax() > 0.0
     legend = renderer.legendSymbologyItems()

@@ -3,9 +3,10 @@
 Stand-ins: a simulated green/red/NIR series written the way the products come. Landsat Collection 2 Level-2:
 one uint16 file per band, DN = (reflectance + 0.2) / 0.0000275, fill 0, and a QA_PIXEL file (21824 clear land,
 bit 3 cloud) over a bright cloud; the second Landsat date reaches further west and south (as scenes of one
-path/row do), so only the README's ``-te`` puts both on one grid. MOD09GA: a container of subdatasets on MODIS's sinusoidal grid; GDAL cannot
-write HDF-EOS, so a netCDF holds them and the README's subdataset names are swapped for the netCDF's. Every
-other command (gdalbuildvrt, gdal_calc.py, the manifest, qgis_process) is the README's text.
+path/row do), so only the README's ``-te`` puts both on one grid. MOD09GA: a container of subdatasets on
+MODIS's sinusoidal grid; GDAL cannot write HDF-EOS, so a netCDF holds them and the README's subdataset names
+are swapped for the netCDF's (and its -te extent for the stand-ins'). Every other command (gdalbuildvrt,
+gdal_calc.py, the manifest, qgis_process) is the README's text.
 """
 
 import datetime as dt
@@ -90,7 +91,8 @@ def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin
     assert re.search(r"-te( \d+){4} ", commands[0])
     for day in DATES:
         for command in commands if day != DATES[1] else commands[2:]:  # the middle date has no Landsat image
-            done = subprocess.run(for_date(command, day, extent), shell=True, cwd=tmp_path, capture_output=True, text=True)
+            done = subprocess.run(for_date(command, day, extent), shell=True, cwd=tmp_path, capture_output=True,
+                                  text=True)
             assert done.returncode == 0, (command, done.stderr)
     (tmp_path / "series.csv").write_text(manifest)
 
