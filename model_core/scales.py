@@ -51,6 +51,10 @@ POSSIBLE_REFLECTANCE = (-0.5, 3.0)
 #: A fill value is one value: the most common impossible value must be at least this share of the impossible
 #: pixels. (An image read at the wrong scale has many different impossible values; the scale check names it.)
 FILL_VALUE_SHARE = 0.5
+#: A value too bright to be ground is also how products mark saturation (Sentinel-2's 65535), which a few pixels of
+#: a bright cloud may carry: such a value is called a fill value only when it covers at least this share of the
+#: sample. Too dark a value (-9999, -28672) is a fill value whatever its share.
+BRIGHT_FILL_SHARE = 0.01
 
 
 @dataclass
@@ -96,9 +100,10 @@ def _fill_value(values, scale):
     band = int(np.argmax(impossible.sum(axis=1)))
     candidates, counts = np.unique(values[band][impossible[band]], return_counts=True)
     top = int(np.argmax(counts))
-    if counts[top] < FILL_VALUE_SHARE * impossible[band].sum():
+    share = float(counts[top]) / values.shape[1]
+    if counts[top] < FILL_VALUE_SHARE * impossible[band].sum() or (candidates[top] > 0 and share < BRIGHT_FILL_SHARE):
         return None
-    return band, float(candidates[top]), float(counts[top]) / values.shape[1]
+    return band, float(candidates[top]), share
 
 
 def check_scale_value(value, option):

@@ -408,3 +408,17 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_few_saturated_pixels_are_not_taken_for_a_fill_value(inputs, tmp_path):
+    """Sentinel-2 marks saturation with 65535: a bright cloud's few such pixels fuse; a third of the image is a
+    fill value to declare."""
+    field = read_all(inputs["fine"]).astype(np.uint16)
+    field[:, 5:7, 5:8] = 65535
+    few = write_raster(tmp_path / "few.tif", field, fine_geotransform(), nodata=0)
+    fuse(few, inputs["coarse"], inputs["model"], tmp_path / "fused.tif")
+    field[:, : SIZE // 3] = 65535
+    many = write_raster(tmp_path / "many.tif", field, fine_geotransform(), nodata=0)
+    with pytest.raises(CtstfmError, match=r"holds the value 65535 .* declares another nodata value \(0\)"):
+        fuse(many, inputs["coarse"], inputs["model"], tmp_path / "refused.tif")
+    assert not (tmp_path / "refused.tif").exists()
