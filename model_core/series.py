@@ -377,13 +377,12 @@ class GroupReader:
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
-                 mask_band=None, mask_rule=None):
+                 clouds=lambda ref: ()):
         self._readers = []
-        self.mask_rule = mask_rule or CloudRule.parse()
         self.scale = scale
         self.coarse_scale = coarse_scale
-        self.fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}",
-                                clouds=clouds_of(ref, self.mask_rule, mask_band)) for ref in references]
+        self.fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}", clouds=clouds(ref))
+                     for ref in references]
         self.ref_coarse = [self._open(ref.coarse, coarse_bands, grid, f"coarse image of {ref.date}", resampling)
                            if ref.coarse else None for ref in references]
         self.coarse = [self._open(t.coarse, coarse_bands, grid, f"coarse image of {t.coarse_date}", resampling)
@@ -563,11 +562,14 @@ class _Job:
     between_config: object = None  # the model's config for dates between fine dates, when fitted on the series
     between_share: tuple = None  # per band, the share of the predicted change kept there (fitted alike)
 
+    def clouds(self, ref):
+        """The :class:`~.cloud_masks.CloudMask` sources of reference ``ref``'s fine image in this run."""
+        return clouds_of(ref, CloudRule.parse(self.options["mask_rule"]), self.options["mask_band"])
+
     def reader(self, targets, references):
         """A :class:`GroupReader` of ``targets`` and ``references`` with this run's bands, scales and masks."""
         return GroupReader(targets, references, self.grid, self.fine_bands, self.coarse_bands, scale=self.scale,
-                           coarse_scale=self.coarse_scale, resampling=self.options["resampling"],
-                           mask_band=self.options["mask_band"], mask_rule=CloudRule.parse(self.options["mask_rule"]))
+                           coarse_scale=self.coarse_scale, resampling=self.options["resampling"], clouds=self.clouds)
 
 
 def group_targets(targets, max_per_group):
@@ -605,9 +607,7 @@ def _target_metadata(job, target, warped):
             "CTSTFM_REFERENCE_DATES": ",".join(ref["date"] for ref in references),
             "CTSTFM_REFERENCES": json.dumps(references),
             "CTSTFM_WEIGHTING": job.options["weighting"],
-            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in
-                                          clouds_of(ref, CloudRule.parse(job.options["mask_rule"]),
-                                                    job.options["mask_band"])]),
+            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in job.clouds(ref)]),
             "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
             "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
             "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(job.model, "provenance", {})),
