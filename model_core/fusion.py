@@ -37,7 +37,7 @@ from .errors import CtstfmError
 from .progress import Progress
 from .raster import DEFAULT_RESAMPLING, PairReader, RasterInfo, output_spec
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
-from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources, clouds_text
+from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources, clouds_text, coarse_cloud_sources
 from .scales import ScaledImage, check_scale_value, check_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
 
@@ -300,7 +300,7 @@ def fuse(
     batch_size=None, fine_bands=None, coarse_bands=None, resampling=DEFAULT_RESAMPLING, output_type="input",
     output_format="GTiff", progress=None, mixed_precision=True, max_strips=None, scale=None, coarse_scale=None,
     bands=None, coarse_t0_path=None, inference="auto", threads=None, fine_mask=None, mask_band=None,
-    mask_rule="nonzero",
+    mask_rule="nonzero", coarse_mask=None, coarse_mask_rule="nonzero",
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1
     (and the coarse image at T0, for a three-image model).
@@ -318,7 +318,9 @@ def fuse(
     used by three-image models (:func:`reference_options` says what happens
     without it). ``fine_mask`` (a raster, any grid) and ``mask_band`` (a band of the fine image) mark the
     fine image's clouds, read by ``mask_rule`` (:class:`~model_core.cloud_masks.CloudRule`); they are
-    nodata in the output, as nodata pixels of the fine image are.
+    nodata in the output, as nodata pixels of the fine image are. ``coarse_mask`` (a raster, any grid, e.g.
+    MODIS ``state_1km``) marks the coarse image's clouds at T1, read by ``coarse_mask_rule``; nodata in the
+    output too (nothing was seen there at T1).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
     (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu``, ``cuda`` or ``mps``.
     ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
@@ -348,9 +350,11 @@ def fuse(
     from .inference import job_threads
 
     clouds = cloud_sources(fine_path, fine_mask, CloudRule.parse(mask_rule), mask_band)
+    coarse_clouds = coarse_cloud_sources(coarse_mask, CloudRule.parse(coarse_mask_rule, "coarse_mask_rule"))
     inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path,
               **({"coarse image at T0": coarse_t0_path} if coarse_t0_path else {}),
-              **({"cloud mask": fine_mask} if fine_mask else {})}
+              **({"cloud mask": fine_mask} if fine_mask else {}),
+              **({"coarse cloud mask": coarse_mask} if coarse_mask else {})}
     job = RasterJob("CTSTFM", out_path, inputs, progress=progress)
     torch_device = resolve_device(device)
     loaded, match = _model_for_inputs(model_path, fine_path, coarse_path, progress, bands, fine_bands, coarse_bands)
@@ -359,10 +363,11 @@ def fuse(
     with job_threads(threads) as n_threads, job.open(
         PairReader, fine_path, coarse_path, fine_bands=list(match.fine_bands), coarse_bands=list(match.coarse_bands),
         n_bands=len(band_names), band_names=band_names, scale=scale or loaded.scale, coarse_scale=coarse_scale,
-        resampling=resampling, fine_clouds=clouds, **reference_options(loaded.config, coarse_t0_path, progress),
+        resampling=resampling, fine_clouds=clouds, coarse_clouds=coarse_clouds,
+        **reference_options(loaded.config, coarse_t0_path, progress),
     ) as pair:
         _check_pair_scales(pair)
-        check_cloud_sources(clouds)
+        check_cloud_sources(clouds + coarse_clouds)
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
@@ -373,7 +378,8 @@ def fuse(
         )
         metadata = _fused_metadata(
             pair, loaded, model_path, (fine_path, coarse_path, coarse_t0_path), spec, predictor, torch_device,
-            {"resampling": resampling, "tile": tile, "overlap": overlap, "output_type": output_type, "clouds": clouds},
+            {"resampling": resampling, "tile": tile, "overlap": overlap, "output_type": output_type,
+             "clouds": clouds + coarse_clouds},
         )
         output = JobOutput(predictor, spec, pair.count, _fused_band_descriptions(pair, band_names), metadata,
                            batch_size=batch_size)

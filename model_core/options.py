@@ -219,8 +219,8 @@ def matched_band_options():
 
 
 def cloud_mask_options(mask_band=True):
-    """The fine images' clouds beyond nodata (model_core.cloud_masks): a band of theirs (``mask_band``: where the
-    images may hold bands the model does not use), and how to read masks."""
+    """The images' clouds beyond nodata (model_core.cloud_masks): a band of the fine images (``mask_band``: where
+    the images may hold bands the model does not use), and how to read the fine and the coarse images' masks."""
     band = Option(
         "mask_band", "int", "Cloud band of the fine images (cloud as the mask rule says; 0: none)", unset=0,
         minimum=0, advanced=True,
@@ -228,8 +228,14 @@ def cloud_mask_options(mask_band=True):
     return (band,) * bool(mask_band) + (
         Option(
             "mask_rule", "str",
-            "Cloud mask rule: which mask values are cloud: nonzero (a 0/1 mask), landsat-c2-qa, landsat-c1-qa, "
-            "hls-fmask, sentinel2-scl, fmask, bits:N,... or values:N,...", "nonzero", advanced=True,
+            "Cloud mask rule: which values of the fine images' masks are cloud: nonzero (a 0/1 mask), landsat-c2-qa, "
+            "landsat-c1-qa, hls-fmask, sentinel2-scl, fmask, bits:N,..., values:N,... or field:L-H=N,...",
+            "nonzero", advanced=True,
+        ),
+        Option(
+            "coarse_mask_rule", "str",
+            "Coarse cloud mask rule: which values of the coarse images' masks are cloud: nonzero, modis-state "
+            "(MODIS state_1km), or any rule the mask rule takes", "nonzero", advanced=True,
         ),
     )
 
@@ -287,6 +293,12 @@ FUSE = Operation(
         Option(
             "fine_mask", "raster",
             "Cloud mask of the fine image (optional, any grid; cloud as the mask rule says; nodata in the output)",
+            advanced=True,
+        ),
+        Option(
+            "coarse_mask", "raster",
+            "Cloud mask of the coarse image at T1 (optional, any grid, e.g. MODIS state_1km; cloud as the coarse mask "
+            "rule says; nodata in the output)",
             advanced=True,
         ),
         *cloud_mask_options(),
@@ -420,8 +432,8 @@ TRAIN = Operation(
     (
         Option(
             "manifest", "files",
-            "Series manifest (CSV with columns date,fine,coarse, optionally scene and mask; paths relative to the "
-            "CSV)",
+            "Series manifest (CSV with columns date,fine,coarse, optionally scene, mask and coarse_mask; paths "
+            "relative to the CSV)",
             file_filter="CSV files (*.csv *.CSV);;All files (*.*)",
         ),
         Option("fine", "rasters", "Fine images, one per date (instead of a manifest)", qgis="FINE_LAYERS"),
@@ -520,7 +532,7 @@ TRAIN = Operation(
             "scale", "float", "Reflectance per DN (0: the model's to fine-tune, else 0.0001)", unset=0.0,
             minimum=0.0, advanced=True, decimals=6,
         ),
-        # Training reads every band of its fine images, so clouds come from the manifest's mask column only.
+        # Training reads every band of its fine images, so clouds come from the manifest's mask columns only.
         *cloud_mask_options(mask_band=False),
         Option(
             "out_model", "output_file", "Trained model (.pt)", cli="--out", qgis="OUTPUT_MODEL", required=True,
@@ -549,7 +561,8 @@ FUSE_SERIES = Operation(
     (
         Option(
             "manifest", "file",
-            "Series manifest (CSV date,fine,coarse[,mask]; either path may be empty; paths relative to the CSV)",
+            "Series manifest (CSV date,fine,coarse[,mask,coarse_mask]; either image may be empty; paths relative "
+            "to the CSV)",
             file_filter="CSV files (*.csv *.CSV);;All files (*.*)",
         ),
         Option("fine", "rasters", "Fine images, any dates (instead of a manifest)", qgis="FINE_LAYERS"),
@@ -579,6 +592,11 @@ FUSE_SERIES = Operation(
         *output_options("Resampling of the coarse images onto the fine grid"),
         batch_size_option(),
         *model_scale_options("images"),
+        Option(
+            "interpolate_gaps", "bool",
+            "Interpolate the fine dates in time where a date's coarse image is cloudy or nodata (off: nodata there)",
+            True, advanced=True,
+        ),
         Option(
             "fit_between", "bool",
             "Fit the first guess and the share of change kept for dates between fine dates on the series' own "

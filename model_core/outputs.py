@@ -27,10 +27,22 @@ leaves a half-written file under the real name (rasters do the same through
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from contextlib import contextmanager
 
 from .errors import CtstfmError
+
+
+#: A GDAL subdataset name, e.g. ``HDF4_EOS:EOS_GRID:"MOD09GA.hdf":MODIS_Grid_500m_2D:sur_refl_b01_1`` or
+#: ``NETCDF:"file.nc":variable`` (what QGIS hands over for a layer of one subdataset); group 1 is the file.
+SUBDATASET_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*(?::[A-Za-z0-9_]+)*:"([^"]+)"')
+
+
+def file_of(path):
+    """The file behind ``path``: itself, or the file a subdataset name points into."""
+    match = SUBDATASET_NAME.match(str(path))
+    return match.group(1) if match else str(path)
 
 
 def _is_vsi(path):
@@ -42,7 +54,9 @@ def _real(path):
 
 
 def same_file(a, b):
-    """True when two paths name the same file (links resolved; existing files compared by inode)."""
+    """True when two paths name the same file (links resolved; existing files compared by inode; a subdataset
+    name stands for the file it is in)."""
+    a, b = file_of(a), file_of(b)
     if _real(a) == _real(b):
         return True
     try:

@@ -40,7 +40,6 @@ Conventions
 import json
 import math
 import os
-import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .errors import CtstfmError
-from .outputs import check_output, check_writable, temporary_name
+from .outputs import check_output, check_writable, file_of, temporary_name
 
 # GDAL 4 raises Python exceptions by default; say so explicitly (GDAL >= 3.7 warns on every
 # command otherwise, and QGIS >= 3.38 turns them on too). Every call that can fail goes
@@ -121,18 +120,8 @@ def _is_vsi(path):
     return str(path).startswith("/vsi")
 
 
-#: A GDAL subdataset name, e.g. ``HDF4_EOS:EOS_GRID:"MOD09GA.hdf":MODIS_Grid_500m_2D:sur_refl_b01_1`` or
-#: ``NETCDF:"file.nc":variable`` (what QGIS hands over for a layer of one subdataset); group 1 is the file.
-SUBDATASET_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*(?::[A-Za-z0-9_]+)*:"([^"]+)"')
-
 #: How many subdatasets a "this is a container" message names.
 SUBDATASETS_NAMED = 3
-
-
-def _file_of(path):
-    """The file behind ``path``: itself, or the file a subdataset name points into."""
-    match = SUBDATASET_NAME.match(path)
-    return match.group(1) if match else path
 
 
 def _container_message(dataset, path, what):
@@ -175,7 +164,7 @@ def open_raster(path, what="raster"):
     if path is None or str(path).strip() == "":
         raise CtstfmError(f"No {what} was given; choose a raster file.")
     path = str(path)
-    if not _is_vsi(path) and not os.path.exists(_file_of(path)):
+    if not _is_vsi(path) and not os.path.exists(file_of(path)):
         raise CtstfmError(f"The {what} '{path}' does not exist; check the path.")
     if os.path.isdir(path) and not path.lower().endswith((".gdb", ".safe")):
         raise CtstfmError(f"The {what} '{path}' is a folder, not a raster file; choose the image file.")
@@ -848,10 +837,10 @@ class PairReader:
     fine image at T0 as the coarse sensor sees it (:func:`footprint_reader`,
     ``psf_sigma`` in coarse pixels) stands in for it. ``self.reference`` says
     which one :meth:`read_inputs` gives (``None``: neither, e.g. the coarse image
-    is already on the fine grid, so its footprint is unknown). ``fine_clouds``: the fine image's
-    :class:`~model_core.cloud_masks.CloudMask` sources; cloudy pixels are invalid. Invalid reference
-    pixels are filled from the coarse image at T1 (no change there); they do not
-    make the output invalid.
+    is already on the fine grid, so its footprint is unknown). ``fine_clouds``, ``coarse_clouds``,
+    ``coarse_t0_clouds``: the :class:`~model_core.cloud_masks.CloudMask` sources of each image; cloudy pixels
+    are invalid. Invalid reference pixels are filled from the coarse image at T1 (no change there); they do
+    not make the output invalid. Invalid coarse pixels at T1 do; at T0 they are filled from T1.
     """
 
     def __init__(
@@ -874,6 +863,8 @@ class PairReader:
         psf_sigma=0.0,
         coarse_t0_what="coarse image at T0",
         fine_clouds=(),
+        coarse_clouds=(),
+        coarse_t0_clouds=(),
     ):
         self.scale = float(scale)
         self.coarse_scale = float(coarse_scale if coarse_scale is not None else scale)
@@ -896,12 +887,13 @@ class PairReader:
         self.coarse = self.coarse_t0 = None
         try:
             self.coarse = RasterReader(
-                coarse_path, coarse_bands, grid=self.fine.source_info, resampling=resampling, what=coarse_what
+                coarse_path, coarse_bands, grid=self.fine.source_info, resampling=resampling, what=coarse_what,
+                clouds=coarse_clouds,
             )
             if coarse_t0_path:
                 self.coarse_t0 = RasterReader(
                     coarse_t0_path, coarse_t0_bands if coarse_t0_bands else coarse_bands,
-                    grid=self.fine.source_info, resampling=resampling, what=coarse_t0_what,
+                    grid=self.fine.source_info, resampling=resampling, what=coarse_t0_what, clouds=coarse_t0_clouds,
                 )
                 if self.coarse_t0.count != self.coarse.count:
                     raise CtstfmError(

@@ -23,7 +23,12 @@ first guess of the targets between two fine dates, and the share of their
 predicted change kept, are fitted on the series' own fine dates, each left out
 in turn (:mod:`model_core.series_fit`). A pixel
 invalid in one reference (nodata, or masked as cloud) is taken from the other;
-invalid in both, or in the coarse image at T, it is nodata.
+invalid in both, it is nodata. Where the coarse image at T is invalid (nodata, or
+masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), nothing
+was seen at T: the references' fine images are interpolated in time there
+(weights ``valid_r / gap_r``), so the series stays gap-free, and each output says
+which share of its pixels that is (``CTSTFM_INTERPOLATED_FRACTION``, the index's
+``interpolated_fraction``); ``interpolate_gaps=False`` leaves them nodata.
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -59,7 +64,7 @@ import numpy as np
 from . import __version__, distributed, paths
 from .errors import Cancelled, CtstfmError
 from .options import SERIES_TARGETS
-from .outputs import atomic_write_text, check_outputs, check_writable
+from .outputs import atomic_write_text, check_outputs, check_writable, file_of
 from .progress import Progress
 from .raster import (
     DEFAULT_RESAMPLING,
@@ -73,7 +78,14 @@ from .raster import (
     parse_band_list,
     read_metadata,
 )
-from .cloud_masks import CloudRule, check_masks, clouds_of, clouds_text
+from .cloud_masks import (
+    CloudRule,
+    check_cloud_sources,
+    check_masks,
+    clouds_of,
+    clouds_text,
+    coarse_cloud_sources,
+)
 from .scales import check_series_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles, run_tiled
 
@@ -91,7 +103,7 @@ INDEX_NAME = "index.csv"
 STACK_NAME = "stack.vrt"
 QUICKLOOK_NAME = "quicklook.png"
 INDEX_COLUMNS = ("date", "file", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
-                 "valid_fraction", "status")
+                 "valid_fraction", "interpolated_fraction", "status")
 
 
 def output_name(date):
@@ -111,6 +123,7 @@ class Target:
     coarse_date: _dt.date
     references: tuple
     path: str
+    coarse_mask: str = ""  # where the coarse image is cloudy (the manifest's coarse_mask of its date)
 
     @property
     def gaps(self):
@@ -214,7 +227,7 @@ def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, 
             orphans.append(date.isoformat())
             continue
         path = os.path.join(str(out_folder), output_name(date))
-        planned.append(Target(date, coarse.coarse, coarse.date, refs, path))
+        planned.append(Target(date, coarse.coarse, coarse.date, refs, path, coarse.coarse_mask))
     if orphans:
         raise CtstfmError(
             f"No fine date within the maximum gap of {max_gap_days} days of {', '.join(orphans)}; raise the "
@@ -229,13 +242,15 @@ def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, 
 
 
 def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_bands=None, mask_band=None,
-                         mask_rule=None):
+                         mask_rule=None, coarse_mask_rule=None):
     """Open every raster once before any work; returns the fine grid (:class:`RasterInfo`) and the
     1-based fine and coarse band lists. Every fine image must be on the grid of the first, with the
     same bands; every coarse image (of the targets and of the references' dates) must overlap it and hold
     the bands; masks must be readable and not a quality band read as 0/1 (:func:`~.cloud_masks.check_mask`
-    with ``mask_rule``, a :class:`~.cloud_masks.CloudRule`)."""
+    with ``mask_rule`` for the fine images' and ``coarse_mask_rule`` for the coarse images', each a
+    :class:`~.cloud_masks.CloudRule`)."""
     mask_rule = mask_rule or CloudRule.parse()
+    coarse_mask_rule = coarse_mask_rule or CloudRule.parse(option="coarse_mask_rule")
     fines = {ref.fine: ref for target in targets for ref in target.references}
     first = grid = None
     for path, ref in sorted(fines.items(), key=lambda item: item[1].date):
@@ -259,14 +274,17 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
             )
         check_masks([ref], mask_rule, mask_band)
     coarse_list = None
-    coarse_images = {(t.coarse, t.coarse_date) for t in targets}
-    coarse_images |= {(ref.coarse, ref.date) for t in targets for ref in t.references if ref.coarse}
-    for path, date in sorted(coarse_images, key=lambda item: item[1]):
+    coarse_images = {(t.coarse, t.coarse_date, t.coarse_mask) for t in targets}
+    coarse_images |= {(ref.coarse, ref.date, ref.coarse_mask) for t in targets for ref in t.references if ref.coarse}
+    for path, date, mask in sorted(coarse_images, key=lambda item: item[1]):
         what = f"coarse image of {date.isoformat()}"
         info = RasterInfo.read(path, what)
         check_overlap(grid, info, "fine images", what)
         chosen = parse_band_list(coarse_bands, info.count, n_bands, what, band_names)
         coarse_list = coarse_list or chosen
+        for cloud in coarse_cloud_sources(mask, coarse_mask_rule, f" of {date.isoformat()}"):
+            check_overlap(grid, RasterInfo.read(cloud.path, cloud.what), "fine images", cloud.what)
+            check_cloud_sources([cloud])
     return grid, bands, coarse_list
 
 
@@ -291,7 +309,7 @@ def series_key(target, model_path, options):
     def stamp(path):
         if not path:
             return ""
-        stat = os.stat(path)
+        stat = os.stat(file_of(path))
         return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
 
     data = {
@@ -299,6 +317,7 @@ def series_key(target, model_path, options):
         "coarse": stamp(target.coarse),
         "references": [[ref.date.isoformat(), stamp(ref.fine), stamp(ref.mask), stamp(ref.coarse)]
                        for ref in target.references],
+        "coarse_masks": [stamp(target.coarse_mask), *(stamp(ref.coarse_mask) for ref in target.references)],
         "model": stamp(model_path),
         "options": options,
         "software": __version__,
@@ -340,7 +359,8 @@ def local_misfit(image, coarse, valid, footprint):
     return spread[:, 0]
 
 
-def blend_predictions(predictions, references, valids, gaps, coarse, coarse_valid, footprint, weighting="fit"):
+def blend_predictions(predictions, references, valids, gaps, coarse, coarse_valid, footprint, weighting="fit",
+                      fines=None):
     """Blend the predictions of a target from its references, per pixel (see the module docstring).
 
     ``predictions`` and ``references`` (each reference date seen at the coarse scale: its coarse image,
@@ -348,22 +368,35 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
     ``coarse`` ``(B, C, h, w)`` and ``coarse_valid`` ``(B, h, w)``: the target's coarse image.
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
-    (time gap only). Returns ``(B, C + 2, h, w)``: the blend, its validity (0/1) and the earlier
-    reference's share of the weight.
+    (time gap only). ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time
+    where the coarse image is invalid (``None``: those pixels are invalid). Returns ``(B, C + 3, h, w)``: the
+    blend, its validity (0/1), the earlier reference's share of the weight and where the pixel was
+    interpolated in time (0/1).
     """
     import torch
 
-    weights = []
-    for reference, valid, gap in zip(references, valids, gaps):
-        weight = valid / float(max(abs(gap), 1))
-        if weighting == "fit":
-            weight = weight / (local_misfit(reference, coarse, valid, footprint) + FIT_FLOOR) ** FIT_POWER
-        weights.append(weight)
+    in_time = [valid / float(max(abs(gap), 1)) for valid, gap in zip(valids, gaps)]
+    weights = list(in_time)
+    if weighting == "fit":
+        weights = [weight / (local_misfit(reference, coarse, valid, footprint) + FIT_FLOOR) ** FIT_POWER
+                   for weight, reference, valid in zip(weights, references, valids)]
+    seen = coarse_valid > 0
     total = sum(weights)
-    ok = ((total > 0) & (coarse_valid > 0)).to(coarse.dtype)
+    ok = ((total > 0) & seen).to(coarse.dtype)
     scale = ok / total.clamp_min(1e-12)
     blended = sum(weight[:, None] * prediction for weight, prediction in zip(weights, predictions)) * scale[:, None]
-    return torch.cat((blended, ok[:, None], (weights[0] * scale)[:, None]), dim=1)
+    share = weights[0] * scale
+    interpolated = torch.zeros_like(ok)
+    if fines is not None:
+        # Not seen at T: the fine references interpolated in time (the network's prediction there only echoes the
+        # reference its coarse input was filled from).
+        time_total = sum(in_time)
+        interpolated = ((time_total > 0) & ~seen).to(coarse.dtype)
+        fill = interpolated / time_total.clamp_min(1e-12)
+        blended = blended + sum(weight[:, None] * fine for weight, fine in zip(in_time, fines)) * fill[:, None]
+        share = share + in_time[0] * fill
+        ok = ok + interpolated
+    return torch.cat((blended, ok[:, None], share[:, None], interpolated[:, None]), dim=1)
 
 
 class GroupReader:
@@ -371,21 +404,23 @@ class GroupReader:
     coarse image (on the fine grid, filled) of a group: the ``read`` of :func:`~model_core.tiling.run_tiled`.
 
     Inputs: ``(fine (R*C), fine valid (R), coarse (K*C), coarse valid (K), references seen at the coarse
-    scale (R*C))``. Invalid fine pixels are filled from the coarse image of the reference's own date
-    (else the window's band mean), invalid coarse pixels from the target's nearest reference, so no
-    nodata reaches the network.
+    scale (R*C))``. Invalid fine pixels (nodata, or cloud in ``clouds(ref)``) are filled from the coarse image of
+    the reference's own date (else the window's band mean), invalid coarse pixels (nodata, or cloud in
+    ``coarse_clouds(mask, date)``) from the target's nearest reference, so no nodata reaches the network.
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
-                 clouds=lambda ref: ()):
+                 clouds=lambda ref: (), coarse_clouds=lambda mask, date: ()):
         self._readers = []
         self.scale = scale
         self.coarse_scale = coarse_scale
         self.fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}", clouds=clouds(ref))
                      for ref in references]
-        self.ref_coarse = [self._open(ref.coarse, coarse_bands, grid, f"coarse image of {ref.date}", resampling)
+        self.ref_coarse = [self._open(ref.coarse, coarse_bands, grid, f"coarse image of {ref.date}", resampling,
+                                      coarse_clouds(ref.coarse_mask, ref.date))
                            if ref.coarse else None for ref in references]
-        self.coarse = [self._open(t.coarse, coarse_bands, grid, f"coarse image of {t.coarse_date}", resampling)
+        self.coarse = [self._open(t.coarse, coarse_bands, grid, f"coarse image of {t.coarse_date}", resampling,
+                                  coarse_clouds(t.coarse_mask, t.coarse_date))
                        for t in targets]
         self.nearest = [min(range(len(t.references)), key=lambda i: abs(t.gaps[i])) for t in targets]
         self.nearest = [references.index(t.references[i]) for t, i in zip(targets, self.nearest)]
@@ -435,10 +470,10 @@ class GroupReader:
 class SeriesPredictor:
     """The per-tile work of a group: encode each reference and each target's coarse image once, fuse
     every (target, reference) pair, blend each target's predictions. The ``process`` of
-    :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 2), h, w)`` (see :func:`blend_predictions`)."""
+    :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 3), h, w)`` (see :func:`blend_predictions`)."""
 
     def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None,
-                 between_config=None, between_share=None):
+                 between_config=None, between_share=None, interpolate_gaps=True):
         import copy
 
         import torch
@@ -459,6 +494,7 @@ class SeriesPredictor:
         self.gaps = [t.gaps for t in targets]
         self.footprint = footprint
         self.weighting = weighting
+        self.interpolate_gaps = interpolate_gaps
         self.amp_dtype = amp_dtype
         # The coarse stream's encoding is shared by a target's references only when it sees the coarse
         # image alone (a network whose coarse stream also takes a reference input encodes per pair).
@@ -507,6 +543,7 @@ class SeriesPredictor:
                 outputs.append(blend_predictions(
                     predictions, [seen[:, r] for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
                     image.float(), coarse_ok[:, k], self.footprint, self.weighting,
+                    [fines[r].float() for r in uses] if self.interpolate_gaps else None,
                 ))
         return torch.cat(outputs, dim=1).cpu().numpy()
 
@@ -566,10 +603,16 @@ class _Job:
         """The :class:`~.cloud_masks.CloudMask` sources of reference ``ref``'s fine image in this run."""
         return clouds_of(ref, CloudRule.parse(self.options["mask_rule"]), self.options["mask_band"])
 
+    def coarse_clouds(self, mask, date):
+        """The :class:`~.cloud_masks.CloudMask` sources of the coarse image of ``date`` with the cloud mask ``mask``."""
+        rule = CloudRule.parse(self.options["coarse_mask_rule"], "coarse_mask_rule")
+        return coarse_cloud_sources(mask, rule, f" of {date.isoformat()}")
+
     def reader(self, targets, references):
         """A :class:`GroupReader` of ``targets`` and ``references`` with this run's bands, scales and masks."""
         return GroupReader(targets, references, self.grid, self.fine_bands, self.coarse_bands, scale=self.scale,
-                           coarse_scale=self.coarse_scale, resampling=self.options["resampling"], clouds=self.clouds)
+                           coarse_scale=self.coarse_scale, resampling=self.options["resampling"], clouds=self.clouds,
+                           coarse_clouds=self.coarse_clouds)
 
 
 def group_targets(targets, max_per_group):
@@ -607,7 +650,9 @@ def _target_metadata(job, target, warped):
             "CTSTFM_REFERENCE_DATES": ",".join(ref["date"] for ref in references),
             "CTSTFM_REFERENCES": json.dumps(references),
             "CTSTFM_WEIGHTING": job.options["weighting"],
-            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in job.clouds(ref)]),
+            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in job.clouds(ref)]
+                                         + job.coarse_clouds(target.coarse_mask, target.coarse_date)),
+            "CTSTFM_GAPS": "interpolated in time" if job.options["interpolate_gaps"] else "nodata",
             "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
             "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
             "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(job.model, "provenance", {})),
@@ -626,8 +671,10 @@ def _run_group(job, group, progress):
     grid, bands = job.grid, len(job.fine_bands)
     amp = mixed_precision_dtype(job.device) if job.mixed_precision else None
     predictor = SeriesPredictor(job.model.model, job.device, group, references, job.footprint,
-                                job.options["weighting"], amp, job.between_config, job.between_share)
-    counts = np.zeros((len(group), 3))  # valid pixels, sum of the earlier reference's share, all pixels
+                                job.options["weighting"], amp, job.between_config, job.between_share,
+                                job.options["interpolate_gaps"])
+    # valid pixels, sum of the earlier reference's share, all pixels, pixels interpolated in time
+    counts = np.zeros((len(group), 4))
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
     with ExitStack() as stack:
@@ -643,18 +690,25 @@ def _run_group(job, group, progress):
 
         def write(window, data, _valid):
             for k, writer in enumerate(writers):
-                block = data[k * (bands + 2):(k + 1) * (bands + 2)]
+                block = data[k * (bands + 3):(k + 1) * (bands + 3)]
                 ok = block[bands] > 0.5
                 writer.write(window, block[:bands], ok)
-                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size)
+                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size, (block[bands + 2] > 0.5).sum())
 
         stats = run_tiled(grid.width, grid.height, reader.read, predictor, write, tile=job.options["tile"],
                           overlap=job.options["overlap"], batch_size=job.batch_size, progress=progress)
-        for writer, (valid, share, total) in zip(writers, counts):
+        for target, writer, (valid, share, total, interpolated) in zip(group, writers, counts):
             writer.update_metadata({
                 "CTSTFM_VALID_FRACTION": f"{valid / max(total, 1):.4f}",
                 "CTSTFM_WEIGHT_EARLIER": f"{share / max(valid, 1):.4f}",
+                "CTSTFM_INTERPOLATED_FRACTION": f"{interpolated / max(total, 1):.4f}",
             })
+            if interpolated > 0.5 * total:
+                progress.warning(
+                    f"{target.date.isoformat()}: the coarse image of {target.coarse_date.isoformat()} is cloudy or "
+                    f"nodata on {100 * interpolated / max(total, 1):.0f} % of the area; there the fine dates are "
+                    "only interpolated in time (index.csv, interpolated_fraction)."
+                )
     return stats
 
 
@@ -701,8 +755,9 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     from .device import resolve_device
     from .model_file import load_model
 
-    inputs = {f"{kind} image of {pair.date}": path for pair in pairs
-              for kind, path in (("fine", pair.fine), ("coarse", pair.coarse), ("cloud mask", pair.mask))}
+    inputs = {f"{kind} of {pair.date}": path for pair in pairs
+              for kind, path in (("fine image", pair.fine), ("coarse image", pair.coarse), ("cloud mask", pair.mask),
+                                 ("coarse cloud mask", pair.coarse_mask))}
     outputs = {f"fused image of {t.date}": t.path for t in plan}
     outputs.update({name: os.path.join(out_folder, name) for name in (INDEX_NAME, STACK_NAME, QUICKLOOK_NAME)})
     geotiffs = [f"fused image of {t.date}" for t in plan]
@@ -715,7 +770,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     band_names = list(loaded.band_names)
     grid, fine_bands, coarse_bands = check_series_rasters(
         plan, len(band_names), band_names, list(match.fine_bands), list(match.coarse_bands), options["mask_band"],
-        CloudRule.parse(options["mask_rule"]),
+        CloudRule.parse(options["mask_rule"]), CloudRule.parse(options["coarse_mask_rule"], "coarse_mask_rule"),
     )
     options = dict(options, fine_bands=fine_bands, coarse_bands=coarse_bands)
     scale = options["scale"] or loaded.scale
@@ -724,7 +779,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     check_series_scales([pair for pair in pairs if pair.date in used], scale, coarse_scale=coarse_scale,
                         coarse_option="coarse_scale", fine_bands=fine_bands, coarse_bands=coarse_bands)
     bands = len(fine_bands)
-    per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 2) * min(int(options["tile"]), grid.height) * grid.width * 4))
+    per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 3) * min(int(options["tile"]), grid.height) * grid.width * 4))
     job = _Job(
         grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], scale),
         scale=scale, coarse_scale=coarse_scale, band_names=band_names, fine_bands=fine_bands,
@@ -780,11 +835,11 @@ def _fit_between(job, pairs, progress):
         def predict(before, date, after, window):
             """The blended prediction of ``date`` from ``before`` and ``after`` and the earlier one's weight."""
             if date not in opened:
-                target = Target(date.date, date.coarse, date.date, (before, after), "")
+                target = Target(date.date, date.coarse, date.date, (before, after), "", date.coarse_mask)
                 opened[date] = (
                     job.reader([target], [before, after]),
                     SeriesPredictor(job.model.model, job.device, [target], [before, after], job.footprint,
-                                    job.options["weighting"], None, between),
+                                    job.options["weighting"], None, between, interpolate_gaps=False),
                 )
             pair_reader, predictor = opened[date]
             inputs, _ = pair_reader.read(window)
@@ -815,11 +870,12 @@ def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None
 def fuse_series(series, model_path, out_folder, *, targets="missing", start=None, end=None, every_days=None,
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                 device="auto", batch_size=None, bands=None, fine_bands=None, coarse_bands=None, mask_band=None,
-                mask_rule="nonzero", resampling=DEFAULT_RESAMPLING, output_type="input", output_format="GTiff",
-                quicklook=False, progress=None, mixed_precision=True, scale=None, coarse_scale=None, fit_between=True):
+                mask_rule="nonzero", coarse_mask_rule="nonzero", interpolate_gaps=True, resampling=DEFAULT_RESAMPLING,
+                output_type="input", output_format="GTiff", quicklook=False, progress=None, mixed_precision=True,
+                scale=None, coarse_scale=None, fit_between=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
 
-    ``series``: a manifest path (CSV ``date,fine,coarse[,mask]``, empty paths allowed) or a list of
+    ``series``: a manifest path (CSV ``date,fine,coarse[,mask][,coarse_mask]``, empty paths allowed) or a list of
     :class:`~model_core.training.Pair` (:func:`load_series`). ``model_path``: a CTSTFM model file
     (``None``: the bundled default model). ``targets``: ``missing`` (coarse dates
     without a fine image), ``all`` or ``step`` (``start``, ``end``, ``every_days``). ``references``: 2
@@ -829,7 +885,9 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     :func:`~model_core.fusion.fuse` (a model with more bands is cut down to them). ``mask_band``: a band of the fine
     images marking clouds; ``mask_rule``: which values of it and of the manifest's masks are cloud
     (:class:`~model_core.cloud_masks.CloudRule`: ``nonzero`` by default, a product preset, ``bits:`` or
-    ``values:``). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
+    ``values:``); ``coarse_mask_rule``: the same for the manifest's ``coarse_mask`` rasters (e.g. ``modis-state``
+    for MODIS's ``state_1km``). ``interpolate_gaps``: where a target's coarse image is invalid (nodata or cloud),
+    interpolate the fine references in time (else nodata there). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
     images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
     :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
     on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). The other
@@ -859,6 +917,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     options = dict(tile=int(tile), overlap=int(overlap), bands=bands, fine_bands=fine_bands,
                    coarse_bands=coarse_bands,
                    mask_band=int(mask_band) if mask_band else None, mask_rule=CloudRule.parse(mask_rule).text,
+                   coarse_mask_rule=CloudRule.parse(coarse_mask_rule, "coarse_mask_rule").text,
+                   interpolate_gaps=bool(interpolate_gaps),
                    resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references), scale=scale,
                    coarse_scale=coarse_scale, fit_between=bool(fit_between))
@@ -964,7 +1024,8 @@ def write_series_outputs(plan, out_folder, kept, written):
             target.date.isoformat(), os.path.basename(target.path), target.coarse_date.isoformat(),
             os.path.abspath(target.coarse), " ".join(ref.date.isoformat() for ref in target.references),
             " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),
-            meta.get("CTSTFM_VALID_FRACTION", ""), "written" if target.path in written else "kept",
+            meta.get("CTSTFM_VALID_FRACTION", ""), meta.get("CTSTFM_INTERPOLATED_FRACTION", ""),
+            "written" if target.path in written else "kept",
         ])
     index = os.path.join(out_folder, INDEX_NAME)
     atomic_write_text(index, buffer.getvalue())

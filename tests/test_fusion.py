@@ -305,9 +305,10 @@ def test_a_coarse_image_with_other_unnamed_bands_is_refused_and_modis_names_are_
     assert read_metadata(out)["CTSTFM_COARSE_BANDS"] == "3,4,1,2,6,7"
 
 
-def test_clouds_of_the_fine_image_are_nodata_in_the_output(data, tmp_path):
+def test_clouds_of_the_fine_and_the_coarse_image_are_nodata_in_the_output(data, tmp_path):
     """A cloud mask (here Landsat's QA_PIXEL, read by its rule) makes its cloudy pixels nodata, as the fine image's
-    own nodata are; read as 0/1 it would mask everything, and is refused with nothing written."""
+    own nodata are; read as 0/1 it would mask everything, and is refused with nothing written. So does a cloud mask
+    of the coarse image."""
     from model_core.errors import OptionError
 
     qa = np.full((SIZE, SIZE), 21824, dtype=np.uint16)  # clear land
@@ -324,3 +325,14 @@ def test_clouds_of_the_fine_image_are_nodata_in_the_output(data, tmp_path):
                        r"common value is 21824"):
         fuse(data["fine"], data["coarse"], data["identity"], tmp_path / "refused.tif", fine_mask=mask)
     assert sorted(os.listdir(tmp_path)) == ["fused.tif", "qa_pixel.tif"]
+    # The coarse image's clouds (a MODIS-like state_1km band on its own 960 m grid, bits 0-1: 1 cloudy): nothing
+    # was seen at T1 there, so it is nodata too.
+    x0, _, _, y0, _, _ = fine_geotransform()
+    state = np.full((SIZE * 30 // 960 + 1,) * 2, 72, dtype=np.uint16)  # clear land
+    state[0, 1] |= 1
+    state_path = write_raster(tmp_path / "state_1km.tif", state, (x0, 960.0, 0, y0, 0, -960.0))
+    fuse(data["fine"], data["coarse"], data["identity"], tmp_path / "both.tif", tile=96, overlap=32, fine_mask=mask,
+         mask_rule="landsat-c2-qa", coarse_mask=state_path, coarse_mask_rule="modis-state")
+    expected[:, 0:32, 32:64] = -9999
+    np.testing.assert_array_equal(read_all(tmp_path / "both.tif"), expected)
+    assert read_metadata(tmp_path / "both.tif")["CTSTFM_CLOUDS"].endswith(f"{state_path} band 1 (modis-state)")

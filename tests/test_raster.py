@@ -344,6 +344,19 @@ def test_a_container_of_subdatasets_is_named_and_its_subdatasets_open(tmp_path):
     assert info.count == 1 and info.width == gdal.Open(coarse).RasterXSize
     with pytest.raises(CtstfmError, match=r"'NETCDF:\".*missing\.nc\":Band1' does not exist"):
         RasterInfo.read(names[0].replace("coarse.nc", "missing.nc"), "coarse image")
+    # A manifest names a subdataset as it names a file, relative to the manifest's folder (MODIS's state_1km as a
+    # coarse cloud mask); a missing file is named.
+    from model_core.training.series import read_manifest
+
+    (tmp_path / "series.csv").write_text(
+        'date,fine,coarse,coarse_mask\n2021-06-01,fine.tif,coarse.tif,"NETCDF:""coarse.nc"":Band2"\n')
+    pair = read_manifest(tmp_path / "series.csv")[0]
+    assert pair.coarse_mask == f'NETCDF:"{tmp_path / "coarse.nc"}":Band2' and RasterInfo.read(pair.coarse_mask).count == 1
+    (tmp_path / "series.csv").write_text('date,fine,coarse,coarse_mask\n2021-06-01,fine.tif,coarse.tif,'
+                                         '"NETCDF:""elsewhere.nc"":Band2"\n')
+    with pytest.raises(CtstfmError, match=r"Line 2 of the manifest .*series\.csv: the coarse mask raster .*elsewhere\.nc "
+                       r"does not exist"):
+        read_manifest(tmp_path / "series.csv")
     gdal.BuildVRT(str(tmp_path / "stack.vrt"), names, separate=True)
     fuse(fine, str(tmp_path / "stack.vrt"), None, tmp_path / "from_stack.tif", device="cpu")
     fuse(fine, coarse, None, tmp_path / "from_tif.tif", device="cpu")

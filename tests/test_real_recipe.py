@@ -4,8 +4,9 @@ Stand-ins: a simulated green/red/NIR series written the way the products come. L
 one uint16 file per band, DN = (reflectance + 0.2) / 0.0000275, fill 0, and a QA_PIXEL file (21824 clear land,
 bit 3 cloud) over a bright cloud; the second Landsat date reaches further west and south (as scenes of one
 path/row do), so only the README's ``-te`` puts both on one grid. MOD09GA: a container of subdatasets on
-MODIS's sinusoidal grid; GDAL cannot write HDF-EOS, so a netCDF holds them and the README's subdataset names
-are swapped for the netCDF's (and its -te extent for the stand-ins'). Every other command (gdalbuildvrt,
+MODIS's sinusoidal grid, with a state_1km band on a grid of twice the pixel size (bits 0-1: 1 cloudy) over a
+bright cloud on the MODIS-only date; GDAL cannot write HDF-EOS, so netCDFs hold them and the README's subdataset
+names are swapped for the netCDFs' (and its -te extent for the stand-ins'). Every other command (gdalbuildvrt,
 gdal_calc.py, the manifest, qgis_process) is the README's text.
 """
 
@@ -21,6 +22,7 @@ from helpers import write_raster
 
 DATES = ("2001-10-17", "2001-11-02", "2001-11-18")  # the README's: two Landsat dates and a MODIS date between
 CLOUD = (slice(8, 28), slice(30, 56))  # rows, columns of the cloud on the first Landsat date
+MODIS_CLOUD = (slice(0, 1), slice(2, 3))  # rows, columns of the state_1km pixel cloudy on the MODIS-only date
 
 
 def readme_blocks():
@@ -44,7 +46,20 @@ def write_downloads(series, folder):
     """The series as Landsat C2 L2 band files with QA_PIXEL (the Landsat dates) and netCDF MODIS containers."""
     for index, item in enumerate(series.items):
         day = item.date.isoformat()
-        gdal.Translate(str(folder / f"{modis_name(day)}.nc"), str(item.coarse), format="netCDF")
+        modis = gdal.Open(str(item.coarse))
+        x0, dx, _, y0, _, dy = modis.GetGeoTransform()
+        state = np.full(((modis.RasterYSize + 1) // 2, (modis.RasterXSize + 1) // 2), 72, dtype=np.uint16)  # clear
+        reflectance = modis.ReadAsArray()
+        if index == 1:
+            state[MODIS_CLOUD] |= 1
+            reflectance[:, 2 * MODIS_CLOUD[0].start:2 * MODIS_CLOUD[0].stop,
+                        2 * MODIS_CLOUD[1].start:2 * MODIS_CLOUD[1].stop] = 5000  # a bright cloud
+        bright = write_raster(folder / "modis_stand_in.tif", reflectance, modis.GetGeoTransform(),
+                              crs=modis.GetProjection(), nodata=modis.GetRasterBand(1).GetNoDataValue())
+        gdal.Translate(str(folder / f"{modis_name(day)}.nc"), bright, format="netCDF")
+        state_tif = write_raster(folder / "state_stand_in.tif", state, (x0, 2 * dx, 0, y0, 0, 2 * dy),
+                                 crs=modis.GetProjection())
+        gdal.Translate(str(folder / f"{modis_name(day)}_state.nc"), state_tif, format="netCDF")
         if index == 1:
             continue
         source = gdal.Open(str(item.fine))
@@ -75,7 +90,8 @@ def for_date(command, day, extent):
     for band, variable in (("b04", "Band1"), ("b01", "Band2"), ("b02", "Band3")):  # green, red, NIR
         command = re.sub(rf"'HDF4_EOS:EOS_GRID:\"([^\"]+)\.hdf\":MODIS_Grid_500m_2D:sur_refl_{band}_1'",
                          lambda match, variable=variable: f"'NETCDF:\"{match.group(1)}.nc\":{variable}'", command)
-    return command
+    return re.sub(r"'HDF4_EOS:EOS_GRID:\"([^\"]+)\.hdf\":MODIS_Grid_1km_2D:state_1km_1'",
+                  lambda match: f"'{match.group(1)}_state.nc'", command)
 
 
 def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin_env, make_series, tmp_path):
@@ -87,7 +103,7 @@ def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin
     (prepare_language, prepare), (csv_language, manifest), (run_language, run) = readme_blocks()
     assert (prepare_language, csv_language, run_language) == ("bash", "csv", "bash")
     commands = [line.strip() for line in prepare.splitlines() if line.strip()]
-    assert [c.split()[0] for c in commands] == ["gdalbuildvrt", "gdal_calc.py", "gdalbuildvrt"]
+    assert [c.split()[0] for c in commands] == ["gdalbuildvrt", "gdal_calc.py", "gdalbuildvrt", "gdalbuildvrt"]
     assert re.search(r"-te( \d+){4} ", commands[0])
     for day in DATES:
         for command in commands if day != DATES[1] else commands[2:]:  # the middle date has no Landsat image
@@ -109,8 +125,21 @@ def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin
     error = np.abs(fused - truth)
     assert error.mean() < 0.03 and error[(slice(None), *CLOUD)].mean() < 0.05, (error.mean(), error[:, CLOUD[0],
                                                                                                     CLOUD[1]].mean())
+    # Under MODIS's cloud on that date the Landsat dates are interpolated in time, and the index says how much.
+    on_fine = gdal.Warp("", str(tmp_path / f"{modis_name(DATES[1])}_state.nc"), format="MEM",
+                        outputBounds=extent, width=64, height=64, dstSRS=gdal.Open(str(series.items[0].fine))
+                        .GetProjection(), resampleAlg="near").ReadAsArray()
+    modis_cloud = (on_fine & 3) == 1
+    assert 0.02 < modis_cloud.mean() < 0.5 and error[:, modis_cloud].mean() < 0.05, error[:, modis_cloud].mean()
+    index = (tmp_path / "fused" / "index.csv").read_text().splitlines()
+    interpolated = float(dict(zip(index[0].split(","), index[1].split(",")))["interpolated_fraction"])
+    assert abs(interpolated - modis_cloud.mean()) < 0.02, (interpolated, modis_cloud.mean())
     # Without the mask rule the quality band would mask everything: refused, naming the rule.
     refused = fuse_series(command.replace(" MASK_RULE=landsat-c2-qa", "").replace("fused/", "refused/"))
-    assert refused.returncode != 0 and "MASK_RULE" in refused.stdout + refused.stderr
+    assert refused.returncode != 0 and " MASK_RULE" in refused.stdout + refused.stderr
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+    refused = fuse_series(command.replace(" COARSE_MASK_RULE=modis-state", "").replace("fused/", "refused/"))
+    assert refused.returncode != 0 and "state_1km" in refused.stdout + refused.stderr
+    assert "COARSE_MASK_RULE" in refused.stdout + refused.stderr
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
 

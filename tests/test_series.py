@@ -397,7 +397,61 @@ def test_product_masks_are_read_by_their_rule_and_a_quality_band_read_as_0_1_is_
         fuse_series(qa_manifest, MODEL, tmp_path / "qa_refused", mask_band=7, **FAST)
     with pytest.raises(OptionError, match=r"cloud mask rule \(mask_rule\) 'bits:x' is not one we read"):
         CloudRule.parse("bits:x")
-    assert CloudRule.parse(" Values:3, 8 ").text == "values:3,8" and CloudRule.parse(None).kind == "nonzero"
+    assert CloudRule.parse(" Values:3, 8 ").text == "values:3,8" and CloudRule.parse(None).reads_nonzero
+    # MODIS state_1km: cloud state (bits 0-1) 1 cloudy or 2 mixed, shadow (bit 2), internal cloud flag (bit 10);
+    # 0 clear and 3 "not set, assumed clear" are not cloud, whatever the land/water bits (3-5) say.
+    state = np.array([8, 8 | 1, 8 | 2, 8 | 3, 8 | 4, 72 | 1024, 72, np.nan])
+    expected_state = [False, True, True, False, True, True, False, False]
+    assert CloudRule.parse("modis-state").flags(state).tolist() == expected_state
+    assert CloudRule.parse("field:0-1=1,2 + bits:2,10").flags(state).tolist() == expected_state
+    assert CloudRule.parse("field:3-5=1").flags(state).tolist() == [True] * 7 + [False]
+    with pytest.raises(OptionError, match=r"\(coarse_mask_rule\) 'field:0-1=4' is not one we read: .* field:L-H=N"):
+        CloudRule.parse("field:0-1=4", "coarse_mask_rule")  # two bits hold 0 to 3
+
+
+def test_a_cloudy_coarse_date_is_interpolated_in_time_where_its_state_band_says(five_dates, tmp_path):
+    """A MODIS-like state_1km band (its own 960 m grid; bits 0-1: 1 cloudy, 3 not set) marks a bright cloud on the
+    coarse image of the date to fill: under it the two fine dates are interpolated in time and the index says which
+    share that is; without interpolation it is nodata and the rest is unchanged; a state band read as a 0/1 mask is
+    refused, naming coarse_mask_rule."""
+    from model_core.errors import OptionError
+
+    items = five_dates.items
+    info = RasterInfo.read(items[1].coarse)
+    cloudy = read_all(items[1].coarse)
+    cloudy[:, :2, :2] = 6000  # the 960 m state pixel top left: fine rows and columns 0:32
+    cloudy_path = write_raster(tmp_path / "coarse_cloudy.tif", cloudy, info.geotransform,
+                               crs=five_dates.parameters["epsg"], nodata=-9999, descriptions=info.descriptions)
+    x0, _, _, y0, _, _ = info.geotransform
+    state = write_raster(tmp_path / "state_1km.tif", np.array([[8 | 1, 8 | 3], [72, 8]], dtype=np.uint16),
+                         (x0, 960.0, 0, y0, 0, -960.0), crs=five_dates.parameters["epsg"])
+
+    def run(name, coarse_mask="", **options):
+        rows = [(items[0].date, items[0].fine, items[0].coarse, "", ""), (items[1].date, "", cloudy_path, "", coarse_mask),
+                (items[2].date, items[2].fine, items[2].coarse, "", "")]
+        manifest = write_manifest(tmp_path / f"{name}.csv", rows, ("date", "fine", "coarse", "mask", "coarse_mask"))
+        return fuse_series(str(manifest), MODEL, tmp_path / name, **FAST, **options)
+
+    masked = run("masked", state, coarse_mask_rule="modis-state")
+    fused = read_all(masked.files[items[1].date.isoformat()])
+    truth = read_all(items[1].fine).astype(float)
+    between = (read_all(items[0].fine).astype(float) + read_all(items[2].fine)) / 2  # 16 days either side
+    cloud = (slice(None), slice(0, 32), slice(0, 32))
+    assert np.abs(fused[cloud] - between[cloud]).max() <= 1
+    unmasked = read_all(run("unmasked").files[items[1].date.isoformat()])
+    assert np.abs(unmasked[cloud] - truth[cloud]).mean() > 3 * np.abs(fused[cloud] - truth[cloud]).mean()
+    with open(masked.index) as handle:
+        assert float(next(csv.DictReader(handle))["interpolated_fraction"]) == 0.25
+    meta = read_metadata(masked.files[items[1].date.isoformat()])
+    assert "state_1km.tif band 1 (modis-state)" in meta["CTSTFM_CLOUDS"] and meta["CTSTFM_GAPS"] == "interpolated in time"
+    holes = read_all(run("holes", state, coarse_mask_rule="field:0-1=1,2", interpolate_gaps=False)
+                     .files[items[1].date.isoformat()])
+    assert (holes[cloud] == -9999).all() and (holes[:, 32:] != -9999).all() and (holes[:, :, 32:] != -9999).all()
+    assert np.array_equal(holes[:, 32:], fused[:, 32:]) and np.array_equal(holes[:, :, 32:], fused[:, :, 32:])
+    with pytest.raises(OptionError, match=r"coarse cloud mask of 2021-12-17 '.*state_1km\.tif' marks 100 % .* Say how "
+                                          r"to read it with coarse_mask_rule: one of "):
+        run("refused", state)
+    assert not os.listdir(tmp_path / "refused")
 
 
 def test_resume_after_cancel_gives_the_files_of_an_uninterrupted_run(five_dates, tmp_path):

@@ -640,9 +640,10 @@ def test_a_warning_verdict_says_when_even_the_first_guess_is_worse_than_no_chang
     assert "Even the first guess" not in verdict(state(0.018), "spatial")[-1]
 
 
-def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path):
+def test_training_leaves_out_the_clouds_of_its_fine_and_coarse_images(sim_series, tmp_path):
     """The manifest's mask column, read by its rule, makes cloudy pixels neither input (filled like nodata, from
-    the coarse image) nor label; a quality band read as 0/1 is refused before any work."""
+    the coarse image) nor label; its coarse_mask column (a MODIS-like state band on its own 960 m grid) makes the
+    pixels cloudy in the coarse image at T1 no label; a quality band read as 0/1 is refused before any work."""
     from helpers import write_raster
 
     from model_core.errors import OptionError
@@ -655,6 +656,10 @@ def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path)
     pairs = read_manifest(sim_series.manifest)
     grid = RasterInfo.read(pairs[0].fine)
     clouds = {0: (slice(0, 16), slice(0, 24)), 1: (slice(8, 24), slice(16, 32))}  # reference, target
+    x0, _, _, y0, _, _ = grid.geotransform
+    state = np.full((4, 4), 72, dtype=np.uint16)  # clear land, low aerosol
+    state[1, 0] |= 1  # cloudy: fine rows 32:64, columns 0:32 of the target's coarse image
+    state_path = write_raster(tmp_path / "state_1.tif", state, (x0, 960.0, 0, y0, 0, -960.0), crs=grid.crs_wkt)
     rows = []
     for index, pair in enumerate(pairs):
         mask = ""
@@ -662,18 +667,20 @@ def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path)
             qa = np.full((grid.height, grid.width), 21824, dtype=np.uint16)  # Landsat C2 QA_PIXEL, clear land
             qa[clouds[index]] |= 8  # bit 3: cloud
             mask = write_raster(tmp_path / f"qa_{index}.tif", qa, grid.geotransform, crs=grid.crs_wkt)
-        rows.append((pair.date, pair.fine, pair.coarse, mask))
-    manifest = write_manifest(tmp_path / "clouds.csv", rows, ("date", "fine", "coarse", "mask"))
+        rows.append((pair.date, pair.fine, pair.coarse, mask, state_path if index == 1 else ""))
+    manifest = write_manifest(tmp_path / "clouds.csv", rows, ("date", "fine", "coarse", "mask", "coarse_mask"))
     masked = read_manifest(manifest)
     assert [bool(pair.mask) for pair in masked] == [True, True, False, False]
+    assert [bool(pair.coarse_mask) for pair in masked] == [False, True, False, False]
 
-    sample, window = Sample(target=1, reference=0), (0, 0, 32, 32)
+    sample, window = Sample(target=1, reference=0), (0, 0, 64, 64)
     plain = SeriesData(pairs, scale=1e-4, bands=6)
-    cloudy = SeriesData(masked, scale=1e-4, bands=6, clouds=TrainSettings(mask_rule="landsat-c2-qa").clouds)
+    rules = TrainSettings(mask_rule="landsat-c2-qa", coarse_mask_rule="modis-state")
+    cloudy = SeriesData(masked, scale=1e-4, bands=6, clouds=rules.clouds, coarse_clouds=rules.coarse_clouds)
     (_, _, _, valid_plain), (coarse1, fine0, label, valid) = plain.read(sample, window), cloudy.read(sample, window)
     plain.close(), cloudy.close()
     expected = valid_plain.copy()
-    for rows_cols in clouds.values():
+    for rows_cols in (*clouds.values(), (slice(32, 64), slice(0, 32))):
         expected[rows_cols] = False
     assert valid_plain.all() and np.array_equal(valid, expected)
     reference_cloud = clouds[0]
@@ -690,8 +697,13 @@ def test_training_leaves_out_the_clouds_of_its_fine_images(sim_series, tmp_path)
     with pytest.raises(CtstfmError, match=r"is the cloud mask of"):
         train(manifest, tmp_path / "qa_0.tif", mask_rule="landsat-c2-qa", **settings)
     assert (tmp_path / "qa_0.tif").read_bytes() == before
-    result = train(manifest, tmp_path / "masked.pt", mask_rule="landsat-c2-qa", **settings)
-    assert load_model(result.model_path).provenance["clouds"] == {"masks": 2, "mask_rule": "landsat-c2-qa"}
+    with pytest.raises(OptionError, match=r"coarse cloud mask of 2021-\d\d-\d\d '.*state_1\.tif' marks 100 % .* "
+                       r"with coarse_mask_rule"):
+        train(manifest, tmp_path / "refused.pt", mask_rule="landsat-c2-qa", **settings)
+    result = train(manifest, tmp_path / "masked.pt", mask_rule="landsat-c2-qa", coarse_mask_rule="modis-state",
+                   **settings)
+    assert load_model(result.model_path).provenance["clouds"] == {
+        "masks": 2, "mask_rule": "landsat-c2-qa", "coarse_masks": 1, "coarse_mask_rule": "modis-state"}
 
 
 def test_a_series_manifest_trains_on_its_dates_with_both_images(sim_series, tmp_path):

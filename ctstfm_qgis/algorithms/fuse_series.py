@@ -28,13 +28,15 @@ Fills a time series: a **fine image at every target date** (e.g. Landsat, 30 m) 
 coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in one run.
 
 ## Inputs
-- **Series manifest**: a CSV with the columns `date,fine,coarse` (optionally `mask`, a cloud-mask raster per
-  fine date). Either path may be empty: fine dates without a coarse image, coarse dates without a fine one.
-  Paths are relative to the CSV.
+- **Series manifest**: a CSV with the columns `date,fine,coarse` (optionally `mask` and `coarse_mask`,
+  cloud-mask rasters of the fine and the coarse image of a date). Either image may be empty: fine dates without
+  a coarse image, coarse dates without a fine one. Paths are relative to the CSV.
 - **Clouds**: the `mask` column, or a band of the fine images (**Cloud band**, advanced). Non-zero is cloud
   unless the **Cloud mask rule** (advanced) names the product's mask: `landsat-c2-qa` (Landsat Collection 2
   QA_PIXEL bits), `landsat-c1-qa`, `hls-fmask`, `sentinel2-scl` (classes), `fmask`, or `bits:3,4` /
-  `values:3,8,9,10`. A quality band read as non-zero (it would mask everything) is refused, naming the rule.
+  `values:3,8,9,10` / `field:0-1=1,2`. The `coarse_mask` column has its own **Coarse cloud mask rule**:
+  `modis-state` for MODIS's `state_1km` (on its own 1 km grid is fine). A quality band read as non-zero (it
+  would mask everything) is refused, naming the rule.
 - Or the **fine layers** and the **coarse layers**, with their dates typed (the fine layers' dates first,
   then the coarse layers') or read from the file names (YYYY-MM-DD or YYYYMMDD).
 - **Target dates**: the coarse dates without a fine image (default), all coarse dates, or a regular step
@@ -52,7 +54,10 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
 Each date is predicted from the nearest fine date before it and the nearest after it, and the two
 predictions are blended per pixel: more weight to the reference closer in time and to the one whose
 surroundings, seen at the coarse scale, changed less since then. A pixel that is nodata or cloud in one
-reference comes from the other; in both, it is nodata. Each reference is encoded once per tile for all the
+reference comes from the other; in both, it is nodata. Where the coarse image of a date is nodata or cloud,
+nothing was seen that day: the fine dates are interpolated in time there, and the index's
+`interpolated_fraction` says how much of each date that is (**Interpolate the fine dates in time ...**,
+advanced; off: nodata there). Each reference is encoded once per tile for all the
 dates around it. A three-image model (the default of *Train CTSTFM*) gets each reference date's own coarse
 image as its coarse image at T0, from the series itself; without a model chosen, the plugin's model in its
 three-image form is used when every fine date has its coarse image. The dates between fine dates are then

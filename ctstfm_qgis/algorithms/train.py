@@ -27,7 +27,9 @@ Trains the CTSTFM network (Jiang & Shao, IEEE JSTARS 2024) on a time series of f
 - **Clouds** (optional): a mask column in the manifest (a cloud mask per fine date, e.g. the product's QA band
   as its own file), read by the **Cloud mask rule** (advanced: non-zero, or the product's own mask such as
   landsat-c2-qa or sentinel2-scl), as in *Fuse Time Series*. Cloudy pixels are neither input nor
-  target; a quality band read as non-zero (it would mask everything) is refused.
+  target; a quality band read as non-zero (it would mask everything) is refused. A coarse_mask column (e.g.
+  MODIS state_1km, **Coarse cloud mask rule** modis-state) leaves the pixels cloudy in a target's coarse image
+  out of the loss.
 - **Model to fine-tune** (optional): empty = the plugin's embedded model (band-mapped).
 
 ## How it trains

@@ -32,7 +32,7 @@ class SeriesData:
     scale. Only the windows asked for are ever in memory.
     """
 
-    def __init__(self, pairs, *, scale, bands, resampling=None, config=None, clouds=None):
+    def __init__(self, pairs, *, scale, bands, resampling=None, config=None, clouds=None, coarse_clouds=None):
         from .. import raster
 
         self.raster = raster
@@ -51,6 +51,8 @@ class SeriesData:
         # pair -> its fine image's CloudMask sources (model_core.cloud_masks): cloudy pixels are neither input
         # (filled like nodata) nor label.
         self.clouds = clouds or (lambda pair: [])
+        # ... and its coarse image's (the manifest's coarse_mask): cloudy coarse pixels at T1 are no label either.
+        self.coarse_clouds = coarse_clouds or (lambda pair: [])
         self._pair_readers = {}
         self._label_readers = {}
 
@@ -61,6 +63,8 @@ class SeriesData:
 
             reference, target = self.pairs[sample.reference], self.pairs[sample.target]
             options = reference_options(self.config, reference.coarse) if self.needs_reference else {}
+            if "coarse_t0_path" in options:
+                options["coarse_t0_clouds"] = self.coarse_clouds(reference)
             self._pair_readers[key] = self.raster.PairReader(
                 reference.fine,
                 target.coarse,
@@ -71,6 +75,7 @@ class SeriesData:
                 coarse_what=f"coarse image of {target.date.isoformat()}{scene_suffix(target)}",
                 coarse_t0_what=f"coarse image of {reference.date.isoformat()}{scene_suffix(reference)}",
                 fine_clouds=self.clouds(reference),
+                coarse_clouds=self.coarse_clouds(target),
                 **options,
             )
         return self._pair_readers[key]

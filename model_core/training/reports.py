@@ -161,7 +161,9 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
         "band_means": state.band_means,
         "start": settings.start,
         "coarse_shift": settings.coarse_shift,
-        "clouds": {"masks": sum(bool(pair.mask) for pair in run.pairs), "mask_rule": settings.mask_rule},
+        "clouds": {"masks": sum(bool(pair.mask) for pair in run.pairs), "mask_rule": settings.mask_rule,
+                   "coarse_masks": sum(bool(pair.coarse_mask) for pair in run.pairs),
+                   "coarse_mask_rule": settings.coarse_mask_rule},
         "seed": settings.seed,
         "device": run.device,
         "world_size": _world_size(),  # ranks that trained it (torchrun); 1 for a single process

@@ -27,13 +27,19 @@ class Pair:
     """One date of the series: the fine and the coarse raster acquired that day.
 
     In a series to fuse (``allow_missing``) either path may be ``""`` (no image that day);
-    ``mask`` is an optional raster marking the fine image's cloudy pixels (non-zero)."""
+    ``mask`` and ``coarse_mask`` are optional rasters marking the fine and the coarse image's cloudy pixels
+    (read by a :class:`~model_core.cloud_masks.CloudRule`)."""
 
     date: _dt.date
     fine: str
     coarse: str
     scene: str = ""  # pairs of one scene share a grid; "" when the series is one scene
     mask: str = ""
+    coarse_mask: str = ""
+
+
+#: The optional columns of a manifest that name rasters, besides ``fine`` and ``coarse``.
+MASK_COLUMNS = ("mask", "coarse_mask")
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,8 @@ def read_manifest(path, scene_prefix=None, allow_missing=False):
     ``prefix`` or ``prefix:scene``. Returns the pairs grouped by scene (in order of
     first appearance), sorted by date within a scene.
 
-    An optional ``mask`` column names a cloud-mask raster for that date's fine image (may be empty).
+    Optional ``mask`` and ``coarse_mask`` columns name cloud-mask rasters of that date's fine and coarse image
+    (may be empty; a subdataset name such as MODIS's ``state_1km`` is a path too).
     ``allow_missing`` (a series to fuse): either path of a line may be empty (a fine
     date without a coarse image, or a coarse date without a fine one).
     """
@@ -150,10 +157,12 @@ def read_manifest(path, scene_prefix=None, allow_missing=False):
     if not lines:
         raise CtstfmError(f"The manifest {path} is empty; it needs a header 'date,fine,coarse' and one line per date.")
     try:
-        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(lines[0], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(lines, dialect)
+        delimiter = ","
+    # Only the delimiter is guessed (from the header); quoting is the usual one, so that a quoted cell may hold
+    # quotes doubled, as a subdataset name's do.
+    reader = csv.reader(lines, delimiter=delimiter)
     header = [name.strip().lower() for name in next(reader)]
     missing = [name for name in ("date", "fine", "coarse") if name not in header]
     if missing:
@@ -163,9 +172,8 @@ def read_manifest(path, scene_prefix=None, allow_missing=False):
         )
     column = {name: header.index(name) for name in ("date", "fine", "coarse")}
     scene_column = header.index("scene") if "scene" in header else None
-    if "mask" in header:
-        column["mask"] = header.index("mask")
-    optional = ("fine", "coarse", "mask") if allow_missing else ("mask",)
+    column.update({name: header.index(name) for name in MASK_COLUMNS if name in header})
+    optional = ("fine", "coarse", *MASK_COLUMNS) if allow_missing else MASK_COLUMNS
     pairs = []
     for line_number, row in enumerate(reader, start=2):
         values = {}
@@ -183,25 +191,36 @@ def read_manifest(path, scene_prefix=None, allow_missing=False):
             date = parse_date(values["date"])
         except CtstfmError as exc:
             raise CtstfmError(f"Line {line_number} of the manifest {path}: {exc}") from None
-        files = {"mask": ""}
-        for name in ("fine", "coarse", "mask"):
-            if not values.get(name):
-                files[name] = ""
-                continue
-            file_path = Path(values[name]).expanduser()
-            if not file_path.is_absolute():
-                file_path = path.parent / file_path
-            if not file_path.exists():
-                raise CtstfmError(
-                    f"Line {line_number} of the manifest {path}: the {name} raster {file_path} does not exist; "
-                    "fix the path (relative paths are read from the manifest's folder)."
-                )
-            files[name] = str(file_path)
+        files = {}
+        for name in ("fine", "coarse", *MASK_COLUMNS):
+            files[name] = _listed_raster(values.get(name), path, line_number, name.replace("_", " "))
         scene = row[scene_column].strip() if scene_column is not None and scene_column < len(row) else ""
         if scene_prefix:
             scene = f"{scene_prefix}:{scene}" if scene else str(scene_prefix)
-        pairs.append(Pair(date, files["fine"], files["coarse"], scene, files["mask"]))
+        pairs.append(Pair(date, files["fine"], files["coarse"], scene, files["mask"], files["coarse_mask"]))
     return group_scenes(pairs)
+
+
+def _listed_raster(value, manifest, line_number, name):
+    """The raster a manifest cell names, absolute (relative paths are read from the manifest's folder; a GDAL
+    subdataset name, e.g. ``HDF4_EOS:EOS_GRID:"MOD09GA....hdf":MODIS_Grid_1km_2D:state_1km_1``, keeps its form with
+    the file inside made absolute); ``""`` for an empty cell; a clear error when the file does not exist."""
+    from ..outputs import SUBDATASET_NAME
+
+    if not value:
+        return ""
+    match = SUBDATASET_NAME.match(value)
+    file_path = Path(match.group(1) if match else value).expanduser()
+    if not file_path.is_absolute():
+        file_path = manifest.parent / file_path
+    if not file_path.exists():
+        raise CtstfmError(
+            f"Line {line_number} of the manifest {manifest}: the {name} raster {file_path} does not exist; "
+            "fix the path (relative paths are read from the manifest's folder)."
+        )
+    if match:
+        return f'{value[:match.start(1)]}{file_path}{value[match.end(1):]}'
+    return str(file_path)
 
 
 def read_manifests(paths):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import distributed
-from ..cloud_masks import CloudRule, check_masks, clouds_of
+from ..cloud_masks import CloudRule, check_masks, clouds_of, coarse_clouds_of
 from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
@@ -94,12 +94,19 @@ class TrainSettings:
     coarse_shift: float = 0.3  # augmentation: largest random offset of each coarse image, in coarse pixels
     patience: int = 5  # stop after this many epochs without a new best (0: never)
     mask_rule: str = "nonzero"  # which values of the manifest's masks are cloud (model_core.cloud_masks.CloudRule)
+    coarse_mask_rule: str = "nonzero"  # the same for its coarse_mask column
 
     @property
     def clouds(self):
         """``pair -> [CloudMask]``: where each fine image is cloudy (its manifest mask)."""
         rule = CloudRule.parse(self.mask_rule)
         return lambda pair: clouds_of(pair, rule)
+
+    @property
+    def coarse_clouds(self):
+        """``pair -> [CloudMask]``: where each coarse image is cloudy (its manifest coarse_mask)."""
+        rule = CloudRule.parse(self.coarse_mask_rule, "coarse_mask_rule")
+        return lambda pair: coarse_clouds_of(pair, rule)
 
     @classmethod
     def checked(cls, **values):
@@ -138,6 +145,7 @@ class TrainSettings:
             coarse_shift=float(s.coarse_shift),
             patience=_check_positive("patience", s.patience, 0),
             mask_rule=CloudRule.parse(s.mask_rule).text,
+            coarse_mask_rule=CloudRule.parse(s.coarse_mask_rule, "coarse_mask_rule").text,
         )
 
 
@@ -351,7 +359,8 @@ def prepare_run(pairs, manifests, settings, *, network_options, device, progress
     info = _series_info(scenes, progress)
     network = choose_network(info, progress=progress, **network_options)
     check_series_scales(pairs, network.scale)
-    check_masks(pairs, CloudRule.parse(settings.mask_rule))
+    check_masks(pairs, CloudRule.parse(settings.mask_rule),
+                coarse_rule=CloudRule.parse(settings.coarse_mask_rule, "coarse_mask_rule"))
     split_scenes(
         scenes, validation_fraction=settings.validation_fraction, references=settings.references,
         max_gap_days=settings.max_gap_days, patch_size=settings.patch_size,
@@ -518,7 +527,8 @@ def _output_paths(out_model, pairs, manifests, init_model, report_html=None):
         inputs[f"manifest of scene '{name}'" if name else "manifest"] = manifest
     for pair in pairs:
         where = f" of {pair.date}" + (f" in scene '{pair.scene}'" if pair.scene else "")
-        for what, path in (("fine image", pair.fine), ("coarse image", pair.coarse), ("cloud mask", pair.mask)):
+        for what, path in (("fine image", pair.fine), ("coarse image", pair.coarse), ("cloud mask", pair.mask),
+                           ("coarse cloud mask", pair.coarse_mask)):
             if path:
                 inputs[f"{what}{where}"] = path
     folder = out_model.parent
@@ -588,7 +598,7 @@ def train(
     max_gap_days=None, validation_fraction=0.2, init_model=None, from_scratch=False, bands=None, resume=False,
     device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, use_coarse_t0=True,
     fit_change_gain=True, coarse_shift=0.3, min_valid=0.5, max_validation_windows=64, max_minutes=15.0, patience=5,
-    start="best", mask_rule="nonzero", data_source=None, report_html=None, progress=None,
+    start="best", mask_rule="nonzero", coarse_mask_rule="nonzero", data_source=None, report_html=None, progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
@@ -616,6 +626,8 @@ def train(
     pixels, each date its own (0: off), so that the network does not learn one date's misregistration.
     ``mask_rule``: which values of the manifest's optional ``mask`` rasters are cloud, as
     :func:`model_core.series.fuse_series` reads them; cloudy pixels are neither input nor label.
+    ``coarse_mask_rule``: the same for its ``coarse_mask`` rasters (e.g. ``modis-state``); a pixel cloudy in the
+    coarse image at T1 is no label.
     ``data_source``: what provenance
     records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
     write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
@@ -629,6 +641,7 @@ def train(
         references=references, max_gap_days=max_gap_days, validation_fraction=validation_fraction, seed=seed,
         min_valid=min_valid, max_validation_windows=max_validation_windows, max_minutes=max_minutes, patience=patience,
         start=start, fit_change_gain=fit_change_gain, coarse_shift=coarse_shift, mask_rule=mask_rule,
+        coarse_mask_rule=coarse_mask_rule,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
     with distributed.main_first():  # rank 0 creates the output folder
@@ -645,7 +658,7 @@ def train(
     from ..raster import gdal_cache_limit
 
     data = SeriesData(run.pairs, scale=run.network.scale, bands=run.info.bands, resampling=run.resampling,
-                      config=run.network.config, clouds=settings.clouds)
+                      config=run.network.config, clouds=settings.clouds, coarse_clouds=settings.coarse_clouds)
     with contextlib.ExitStack() as stack:
         stack.enter_context(gdal_cache_limit())
         stack.callback(data.close)
