@@ -584,6 +584,11 @@ FUSE_SERIES = Operation(
             "1: the nearest)", 2, minimum=1, maximum=2,
         ),
         Option("max_gap_days", "int", "Farthest usable fine date in days (0: any)", unset=0, minimum=0),
+        Option(
+            "coarse_days", "int",
+            "Where a date's coarse image is cloudy or nodata, take the nearest coarse image within this many days "
+            "that is clear there (0: only its own)", 0, minimum=0, advanced=True,
+        ),
         tile_option(),
         overlap_option(32),
         device_option(),
@@ -594,7 +599,7 @@ FUSE_SERIES = Operation(
         *model_scale_options("images"),
         Option(
             "interpolate_gaps", "bool",
-            "Interpolate the fine dates in time where a date's coarse image is cloudy or nodata (off: nodata there)",
+            "Interpolate the fine dates in time where no coarse image near a date is clear (off: nodata there)",
             True, advanced=True,
         ),
         Option(

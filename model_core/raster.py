@@ -64,6 +64,10 @@ from .options import OUTPUT_FORMATS, RESAMPLINGS
 #: ``cubic``. ``average`` suits the rarer case of a source finer than the grid.
 RESAMPLING_METHODS = dict(zip(RESAMPLINGS, ("bilinear", "cubic", "near", "average")))
 DEFAULT_RESAMPLING = "bilinear"
+#: How far past a source pixel's edge, in source pixels, each resampling carries its value onto a finer grid
+#: (bilinear blends the 2 x 2 nearest source pixels, cubic the 4 x 4): a cloud's reflectance reaches that far
+#: beyond its mask, so a warped image's cloud masks are widened by as much.
+RESAMPLING_REACH = dict(zip(RESAMPLINGS, (0.5, 1.5, 0.0, 0.0)))
 
 #: Nodata written in float32 reflectance outputs (NaN is never written).
 FLOAT_NODATA = -9999.0
@@ -291,6 +295,13 @@ class RasterInfo:
             gt[5],
         )
 
+    def pixels_of(self, grid):
+        """This raster's pixel size in pixels of ``grid`` (any CRS; from the areas of the two): about 16 for MODIS
+        over Landsat, about 1 for an image already resampled onto the grid."""
+        bounds = self.bounds_in(grid.crs_wkt) or self.bounds
+        size = math.sqrt((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]) / max(self.width * self.height, 1))
+        return size / max(abs(grid.geotransform[1]), 1e-12)
+
     def bounds_in(self, crs_wkt):
         """The raster's bounds transformed to another CRS (densified edges), or None."""
         if same_crs(self.crs_wkt, crs_wkt):
@@ -400,6 +411,17 @@ def _valid_mask(data, nodata):
     return valid
 
 
+def _widen(flags, reach):
+    """``flags`` (bool ``(h, w)``) with every flagged pixel's neighbours within ``reach`` pixels (a square) flagged."""
+    if reach <= 0 or not flags.any():
+        return flags
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    padded = np.pad(flags, reach)
+    rows = sliding_window_view(padded, 2 * reach + 1, axis=0).any(axis=-1)
+    return sliding_window_view(rows, 2 * reach + 1, axis=1).any(axis=-1)
+
+
 class RasterReader:
     """Reads windows of chosen bands of one raster as ``float32`` plus a validity mask.
 
@@ -409,7 +431,9 @@ class RasterReader:
     ``resampling`` (see :data:`RESAMPLING_METHODS`); ``self.warped`` says whether
     it was. ``clouds``: :class:`~model_core.cloud_masks.CloudMask` sources whose
     flagged pixels :meth:`read` marks invalid (each put on the grid by nearest
-    neighbour). Use as a context manager or call :meth:`close`.
+    neighbour, and, for a warped raster, widened by as far as the resampling
+    carries a cloud's reflectance, :data:`RESAMPLING_REACH`). Use as a context
+    manager or call :meth:`close`.
     """
 
     def __init__(self, path, bands=None, grid=None, resampling=DEFAULT_RESAMPLING, what="raster", clouds=()):
@@ -427,6 +451,9 @@ class RasterReader:
         self.warped = not self.source_info.same_grid(self.grid)
         self.nodata = tuple(self.source_info.nodata[b - 1] for b in self.bands)
         self._clouds = []
+        # Grid pixels a cloud's reflectance reaches past its mask through the warp.
+        self._cloud_reach = math.ceil(RESAMPLING_REACH[resampling] * self.source_info.pixels_of(self.grid) - 1e-6) \
+            if self.warped and clouds else 0
         if self.warped:
             self._open_warped()
         try:
@@ -537,9 +564,18 @@ class RasterReader:
         data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), height, width)
         valid = _valid_mask(data, self._nodata_to_check)
         for reader, rule in self._clouds:
-            values, known = reader.read(window)
-            valid &= ~(known & rule.flags(values[0]))
+            valid &= ~reader.cloud_flags(window, rule, self._cloud_reach)
         return data, valid
+
+    def cloud_flags(self, window, rule, reach=0):
+        """Bool ``(h, w)``: where this (mask) raster's first band is cloud under ``rule`` in ``window``, widened by
+        ``reach`` pixels on every side (cloud in the pixels around counts)."""
+        col, row, width, height = window
+        left, top = max(col - reach, 0), max(row - reach, 0)
+        right, bottom = min(col + width + reach, self.grid.width), min(row + height + reach, self.grid.height)
+        values, known = self.read(Window(left, top, right - left, bottom - top))
+        flags = _widen(known & rule.flags(values[0]), reach)
+        return flags[row - top:row - top + height, col - left:col - left + width]
 
     def read_reflectance(self, window, scale):
         """Like :meth:`read` but as reflectance: ``DN * scale``, negatives clipped to 0.

@@ -24,11 +24,14 @@ predicted change kept, are fitted on the series' own fine dates, each left out
 in turn (:mod:`model_core.series_fit`). A pixel
 invalid in one reference (nodata, or masked as cloud) is taken from the other;
 invalid in both, it is nodata. Where the coarse image at T is invalid (nodata, or
-masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), nothing
-was seen at T: the references' fine images are interpolated in time there
-(weights ``valid_r / gap_r``), so the series stays gap-free, and each output says
-which share of its pixels that is (``CTSTFM_INTERPOLATED_FRACTION``, the index's
-``interpolated_fraction``); ``interpolate_gaps=False`` leaves them nodata.
+masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), the
+nearest coarse image within ``coarse_days`` days (none by default, :data:`COARSE_DAYS`)
+that is valid there stands in for it, pixel by pixel (daily MODIS: the next clear
+day); where none is, nothing was seen near T: the references' fine images are interpolated in time there (weights
+``valid_r / gap_r``), so the series stays gap-free. Each output says which share
+of its pixels came from another coarse date and which were interpolated
+(``CTSTFM_COARSE_OTHER_DATES_FRACTION``, ``CTSTFM_INTERPOLATED_FRACTION`` and the
+index's columns); ``interpolate_gaps=False`` leaves the latter nodata.
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -51,7 +54,6 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import math
 import os
 import time
 from contextlib import ExitStack
@@ -62,7 +64,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from . import __version__, distributed, paths
-from .errors import Cancelled, CtstfmError
+from .errors import Cancelled, CtstfmError, OptionError
 from .options import SERIES_TARGETS
 from .outputs import atomic_write_text, check_outputs, check_writable, file_of
 from .progress import Progress
@@ -103,7 +105,15 @@ INDEX_NAME = "index.csv"
 STACK_NAME = "stack.vrt"
 QUICKLOOK_NAME = "quicklook.png"
 INDEX_COLUMNS = ("date", "file", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
-                 "valid_fraction", "interpolated_fraction", "status")
+                 "valid_fraction", "coarse_other_dates_fraction", "interpolated_fraction", "status")
+#: How far (days) from a target the coarse images that stand in where its own is cloudy may be, by default: none.
+#: Measured (docs/benchmarks.md, scripts/bench_coarse_clouds.py): on realistic simulated series the next day's
+#: coarse image made the covered pixels as good as the job's clear ones, which there lose to the fine dates
+#: interpolated in time in 3 of 4 series; so interpolation is the default and a window (e.g. 3 days of daily
+#: MODIS) is the user's choice.
+COARSE_DAYS = 0
+#: The coarse validity a GroupReader hands the predictor for a pixel taken from another coarse date (1: its own).
+FROM_OTHER_DATE = 2.0
 
 
 def output_name(date):
@@ -124,6 +134,8 @@ class Target:
     references: tuple
     path: str
     coarse_mask: str = ""  # where the coarse image is cloudy (the manifest's coarse_mask of its date)
+    # The dates (Pairs) whose coarse images stand in where this one is invalid, nearest first (coarse_days).
+    stand_ins: tuple = ()
 
     @property
     def gaps(self):
@@ -201,10 +213,18 @@ def pick_references(date, fines, count=2, max_gap_days=None):
     return tuple(sides)
 
 
+def coarse_stand_ins(date, own, pairs, coarse_days):
+    """The pairs whose coarse images may stand in for ``own``'s (the coarse pair of a target at ``date``) where it is
+    invalid: those within ``coarse_days`` days of ``date``, nearest first (the earlier on a tie)."""
+    near = [pair for pair in pairs if pair.coarse and pair is not own and abs((pair.date - date).days) <= coarse_days]
+    return tuple(sorted(near, key=lambda pair: (abs((pair.date - date).days), pair.date)))
+
+
 def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, every_days=None, references=2,
-                 max_gap_days=None):
-    """The :class:`Target`s of a series, each with its references; a clear error when there is
-    no fine date, no target, or a target without a reference within ``max_gap_days``."""
+                 max_gap_days=None, coarse_days=0):
+    """The :class:`Target`s of a series, each with its references (and its coarse stand-ins within
+    ``coarse_days``, :func:`coarse_stand_ins`); a clear error when there is no fine date, no target, or a
+    target without a reference within ``max_gap_days``."""
     if references not in (1, 2):
         raise CtstfmError(f"Use 1 or 2 references per date (got {references}).")
     if max_gap_days is not None and int(max_gap_days) < 1:
@@ -227,7 +247,8 @@ def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, 
             orphans.append(date.isoformat())
             continue
         path = os.path.join(str(out_folder), output_name(date))
-        planned.append(Target(date, coarse.coarse, coarse.date, refs, path, coarse.coarse_mask))
+        planned.append(Target(date, coarse.coarse, coarse.date, refs, path, coarse.coarse_mask,
+                              coarse_stand_ins(date, coarse, pairs, int(coarse_days or 0))))
     if orphans:
         raise CtstfmError(
             f"No fine date within the maximum gap of {max_gap_days} days of {', '.join(orphans)}; raise the "
@@ -276,6 +297,7 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
     coarse_list = None
     coarse_images = {(t.coarse, t.coarse_date, t.coarse_mask) for t in targets}
     coarse_images |= {(ref.coarse, ref.date, ref.coarse_mask) for t in targets for ref in t.references if ref.coarse}
+    coarse_images |= {(pair.coarse, pair.date, pair.coarse_mask) for t in targets for pair in t.stand_ins}
     for path, date, mask in sorted(coarse_images, key=lambda item: item[1]):
         what = f"coarse image of {date.isoformat()}"
         info = RasterInfo.read(path, what)
@@ -289,12 +311,8 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
 
 
 def coarse_pixel_ratio(grid, coarse_path):
-    """The coarse raster's pixel size in pixels of ``grid`` (the fine grid; any CRS): about 16 for MODIS
-    over Landsat, about 1 for a coarse image already resampled onto the fine grid."""
-    info = RasterInfo.read(coarse_path)
-    bounds = info.bounds_in(grid.crs_wkt) or info.bounds
-    size = math.sqrt((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]) / max(info.width * info.height, 1))
-    return size / max(abs(grid.geotransform[1]), 1e-12)
+    """The coarse raster's pixel size in pixels of ``grid`` (the fine grid; :meth:`RasterInfo.pixels_of`)."""
+    return RasterInfo.read(coarse_path).pixels_of(grid)
 
 
 def footprint_pixels(grid, coarse_path):
@@ -318,6 +336,8 @@ def series_key(target, model_path, options):
         "references": [[ref.date.isoformat(), stamp(ref.fine), stamp(ref.mask), stamp(ref.coarse)]
                        for ref in target.references],
         "coarse_masks": [stamp(target.coarse_mask), *(stamp(ref.coarse_mask) for ref in target.references)],
+        "coarse_stand_ins": [[pair.date.isoformat(), stamp(pair.coarse), stamp(pair.coarse_mask)]
+                             for pair in target.stand_ins],
         "model": stamp(model_path),
         "options": options,
         "software": __version__,
@@ -368,10 +388,11 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     ``valids``: ``(B, h, w)`` 0/1 per reference; ``gaps``: days from each reference;
     ``coarse`` ``(B, C, h, w)`` and ``coarse_valid`` ``(B, h, w)``: the target's coarse image.
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
-    (time gap only). ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time
-    where the coarse image is invalid (``None``: those pixels are invalid). Returns ``(B, C + 3, h, w)``: the
-    blend, its validity (0/1), the earlier reference's share of the weight and where the pixel was
-    interpolated in time (0/1).
+    (time gap only). ``coarse_valid`` is :data:`FROM_OTHER_DATE` where another date's coarse image stood in.
+    ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time where the coarse image
+    is invalid (``None``: those pixels are invalid). Returns ``(B, C + 4, h, w)``: the blend, its validity
+    (0/1), the earlier reference's share of the weight, where the pixel was interpolated in time (0/1) and
+    where another date's coarse image stood in (0/1).
     """
     import torch
 
@@ -396,7 +417,8 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
         blended = blended + sum(weight[:, None] * fine for weight, fine in zip(in_time, fines)) * fill[:, None]
         share = share + in_time[0] * fill
         ok = ok + interpolated
-    return torch.cat((blended, ok[:, None], share[:, None], interpolated[:, None]), dim=1)
+    other_date = (coarse_valid > 0.5 * (1.0 + FROM_OTHER_DATE)).to(coarse.dtype)
+    return torch.cat((blended, ok[:, None], share[:, None], interpolated[:, None], other_date[:, None]), dim=1)
 
 
 class GroupReader:
@@ -405,8 +427,10 @@ class GroupReader:
 
     Inputs: ``(fine (R*C), fine valid (R), coarse (K*C), coarse valid (K), references seen at the coarse
     scale (R*C))``. Invalid fine pixels (nodata, or cloud in ``clouds(ref)``) are filled from the coarse image of
-    the reference's own date (else the window's band mean), invalid coarse pixels (nodata, or cloud in
-    ``coarse_clouds(mask, date)``) from the target's nearest reference, so no nodata reaches the network.
+    the reference's own date (else the window's band mean); invalid coarse pixels (nodata, or cloud in
+    ``coarse_clouds(mask, date)``) from the target's coarse stand-ins, nearest first (their coarse validity
+    :data:`FROM_OTHER_DATE`), else from the target's nearest reference (validity 0), so no nodata reaches the
+    network.
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
@@ -422,6 +446,11 @@ class GroupReader:
         self.coarse = [self._open(t.coarse, coarse_bands, grid, f"coarse image of {t.coarse_date}", resampling,
                                   coarse_clouds(t.coarse_mask, t.coarse_date))
                        for t in targets]
+        stand_ins = {pair.date: pair for t in targets for pair in t.stand_ins}
+        self._stand_in = {date: self._open(pair.coarse, coarse_bands, grid, f"coarse image of {date}", resampling,
+                                           coarse_clouds(pair.coarse_mask, date))
+                          for date, pair in sorted(stand_ins.items())}
+        self.stand_ins = [[pair.date for pair in t.stand_ins] for t in targets]
         self.nearest = [min(range(len(t.references)), key=lambda i: abs(t.gaps[i])) for t in targets]
         self.nearest = [references.index(t.references[i]) for t, i in zip(targets, self.nearest)]
 
@@ -451,14 +480,26 @@ class GroupReader:
             fine_ok.append(ok)
             seen.append(coarse if coarse is not None else data)
         coarses, coarse_ok = [], []
-        for reader, nearest in zip(self.coarse, self.nearest):
+        stand_in_reads = {}  # date -> its window, read once for every target it stands in for
+        for reader, nearest, stand_ins in zip(self.coarse, self.nearest, self.stand_ins):
             data, ok = reader.read_reflectance(window, self.coarse_scale)
+            validity = ok.astype(np.float32)
+            for date in stand_ins:
+                if ok.all():
+                    break
+                if date not in stand_in_reads:
+                    stand_in_reads[date] = self._stand_in[date].read_reflectance(window, self.coarse_scale)
+                other, other_ok = stand_in_reads[date]
+                take = other_ok & ~ok
+                data[:, take] = other[:, take]
+                ok = ok | take
+                validity[take] = FROM_OTHER_DATE
             if not ok.all():
                 _fill_invalid(data, ok, fines[nearest], fine_ok[nearest])
             coarses.append(data)
-            coarse_ok.append(ok)
+            coarse_ok.append(validity)
         inputs = (np.concatenate(fines), np.stack(fine_ok).astype(np.float32),
-                  np.concatenate(coarses), np.stack(coarse_ok).astype(np.float32), np.concatenate(seen))
+                  np.concatenate(coarses), np.stack(coarse_ok), np.concatenate(seen))
         # Validity is per target, in the predictions' channels; the tiling engine's mask stays open.
         return inputs, np.ones((window.height, window.width), dtype=bool)
 
@@ -470,7 +511,7 @@ class GroupReader:
 class SeriesPredictor:
     """The per-tile work of a group: encode each reference and each target's coarse image once, fuse
     every (target, reference) pair, blend each target's predictions. The ``process`` of
-    :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 3), h, w)`` (see :func:`blend_predictions`)."""
+    :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 4), h, w)`` (see :func:`blend_predictions`)."""
 
     def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None,
                  between_config=None, between_share=None, interpolate_gaps=True):
@@ -651,7 +692,10 @@ def _target_metadata(job, target, warped):
             "CTSTFM_REFERENCES": json.dumps(references),
             "CTSTFM_WEIGHTING": job.options["weighting"],
             "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in job.clouds(ref)]
-                                         + job.coarse_clouds(target.coarse_mask, target.coarse_date)),
+                                         + job.coarse_clouds(target.coarse_mask, target.coarse_date)
+                                         + [mask for pair in target.stand_ins
+                                            for mask in job.coarse_clouds(pair.coarse_mask, pair.date)]),
+            "CTSTFM_COARSE_STAND_INS": ",".join(pair.date.isoformat() for pair in target.stand_ins),
             "CTSTFM_GAPS": "interpolated in time" if job.options["interpolate_gaps"] else "nodata",
             "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
             "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
@@ -673,8 +717,9 @@ def _run_group(job, group, progress):
     predictor = SeriesPredictor(job.model.model, job.device, group, references, job.footprint,
                                 job.options["weighting"], amp, job.between_config, job.between_share,
                                 job.options["interpolate_gaps"])
-    # valid pixels, sum of the earlier reference's share, all pixels, pixels interpolated in time
-    counts = np.zeros((len(group), 4))
+    # valid pixels, sum of the earlier reference's share, all pixels, pixels interpolated in time, pixels seen by
+    # another coarse date
+    counts = np.zeros((len(group), 5))
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
     with ExitStack() as stack:
@@ -690,17 +735,19 @@ def _run_group(job, group, progress):
 
         def write(window, data, _valid):
             for k, writer in enumerate(writers):
-                block = data[k * (bands + 3):(k + 1) * (bands + 3)]
+                block = data[k * (bands + 4):(k + 1) * (bands + 4)]
                 ok = block[bands] > 0.5
                 writer.write(window, block[:bands], ok)
-                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size, (block[bands + 2] > 0.5).sum())
+                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size, (block[bands + 2] > 0.5).sum(),
+                              (block[bands + 3] > 0.5).sum())
 
         stats = run_tiled(grid.width, grid.height, reader.read, predictor, write, tile=job.options["tile"],
                           overlap=job.options["overlap"], batch_size=job.batch_size, progress=progress)
-        for target, writer, (valid, share, total, interpolated) in zip(group, writers, counts):
+        for target, writer, (valid, share, total, interpolated, other) in zip(group, writers, counts):
             writer.update_metadata({
                 "CTSTFM_VALID_FRACTION": f"{valid / max(total, 1):.4f}",
                 "CTSTFM_WEIGHT_EARLIER": f"{share / max(valid, 1):.4f}",
+                "CTSTFM_COARSE_OTHER_DATES_FRACTION": f"{other / max(total, 1):.4f}",
                 "CTSTFM_INTERPOLATED_FRACTION": f"{interpolated / max(total, 1):.4f}",
             })
             if interpolated > 0.5 * total:
@@ -776,10 +823,11 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     scale = options["scale"] or loaded.scale
     coarse_scale = options["coarse_scale"] or scale
     used = {ref.date for t in plan for ref in t.references} | {t.coarse_date for t in plan}
+    used |= {pair.date for t in plan for pair in t.stand_ins}
     check_series_scales([pair for pair in pairs if pair.date in used], scale, coarse_scale=coarse_scale,
                         coarse_option="coarse_scale", fine_bands=fine_bands, coarse_bands=coarse_bands)
     bands = len(fine_bands)
-    per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 3) * min(int(options["tile"]), grid.height) * grid.width * 4))
+    per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 4) * min(int(options["tile"]), grid.height) * grid.width * 4))
     job = _Job(
         grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], scale),
         scale=scale, coarse_scale=coarse_scale, band_names=band_names, fine_bands=fine_bands,
@@ -870,7 +918,8 @@ def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None
 def fuse_series(series, model_path, out_folder, *, targets="missing", start=None, end=None, every_days=None,
                 references=2, max_gap_days=None, weighting="fit", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                 device="auto", batch_size=None, bands=None, fine_bands=None, coarse_bands=None, mask_band=None,
-                mask_rule="nonzero", coarse_mask_rule="nonzero", interpolate_gaps=True, resampling=DEFAULT_RESAMPLING,
+                mask_rule="nonzero", coarse_mask_rule="nonzero", coarse_days=COARSE_DAYS, interpolate_gaps=True,
+                resampling=DEFAULT_RESAMPLING,
                 output_type="input", output_format="GTiff", quicklook=False, progress=None, mixed_precision=True,
                 scale=None, coarse_scale=None, fit_between=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
@@ -886,7 +935,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     images marking clouds; ``mask_rule``: which values of it and of the manifest's masks are cloud
     (:class:`~model_core.cloud_masks.CloudRule`: ``nonzero`` by default, a product preset, ``bits:`` or
     ``values:``); ``coarse_mask_rule``: the same for the manifest's ``coarse_mask`` rasters (e.g. ``modis-state``
-    for MODIS's ``state_1km``). ``interpolate_gaps``: where a target's coarse image is invalid (nodata or cloud),
+    for MODIS's ``state_1km``). ``coarse_days``: where a target's coarse image is invalid, the nearest coarse image
+    within that many days valid there stands in (0: none). ``interpolate_gaps``: where no coarse image is valid,
     interpolate the fine references in time (else nodata there). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
     images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
     :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
@@ -912,13 +962,16 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
         pairs = sorted(series, key=lambda pair: pair.date)
     # The bundled model's three-image form when every fine date has its coarse image (the references' C0).
     model_path = paths.model_or_default(model_path, three_image=all(pair.coarse for pair in pairs if pair.fine))
+    if coarse_days is not None and int(coarse_days) < 0:
+        raise OptionError(f"The coarse stand-in window {{coarse_days}} is {coarse_days} days; give 0 (none) or more.",
+                          "coarse_days")
     plan = plan_targets(pairs, out_folder, targets=targets, start=start, end=end, every_days=every_days,
-                        references=references, max_gap_days=max_gap_days)
+                        references=references, max_gap_days=max_gap_days, coarse_days=coarse_days)
     options = dict(tile=int(tile), overlap=int(overlap), bands=bands, fine_bands=fine_bands,
                    coarse_bands=coarse_bands,
                    mask_band=int(mask_band) if mask_band else None, mask_rule=CloudRule.parse(mask_rule).text,
                    coarse_mask_rule=CloudRule.parse(coarse_mask_rule, "coarse_mask_rule").text,
-                   interpolate_gaps=bool(interpolate_gaps),
+                   coarse_days=int(coarse_days or 0), interpolate_gaps=bool(interpolate_gaps),
                    resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references), scale=scale,
                    coarse_scale=coarse_scale, fit_between=bool(fit_between))
@@ -1024,7 +1077,8 @@ def write_series_outputs(plan, out_folder, kept, written):
             target.date.isoformat(), os.path.basename(target.path), target.coarse_date.isoformat(),
             os.path.abspath(target.coarse), " ".join(ref.date.isoformat() for ref in target.references),
             " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),
-            meta.get("CTSTFM_VALID_FRACTION", ""), meta.get("CTSTFM_INTERPOLATED_FRACTION", ""),
+            meta.get("CTSTFM_VALID_FRACTION", ""), meta.get("CTSTFM_COARSE_OTHER_DATES_FRACTION", ""),
+            meta.get("CTSTFM_INTERPOLATED_FRACTION", ""),
             "written" if target.path in written else "kept",
         ])
     index = os.path.join(out_folder, INDEX_NAME)

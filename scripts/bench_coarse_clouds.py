@@ -1,20 +1,24 @@
 """A cloud on the coarse image of a date to fill: what the series job gives with and without the coarse cloud mask.
 
-Per series: the *realistic* sensor difference, green/red/NIR, 192 x 192 fine pixels, three dates 24 days apart;
-dates 1 and 3 are the user's fine dates, date 2 is filled by the series job with the plugin's model. Date 2's
-coarse image gets a bright cloud (reflectance 0.5) over its top-left quarter, flagged in a MODIS-like
-``state_1km`` band on its own 960 m grid (bits 0-1 = 1, cloudy). MAE (reflectance) against the true fine image
-of date 2, under the cloud and elsewhere, for:
+Per series: the *realistic* sensor difference, green/red/NIR, 192 x 192 fine pixels, dates 24 days apart and
+one more the day after the middle one; the first and last are the user's fine dates, the middle one is filled
+by the series job with the plugin's model. Its coarse image gets a bright cloud (reflectance 0.5) over its
+top-left quarter, flagged in a MODIS-like ``state_1km`` band on its own 960 m grid (bits 0-1 = 1, cloudy). MAE
+(reflectance) against its true fine image, under the cloud (the quarter) and elsewhere (the lower half), for:
 
-- ``unmasked``: no coarse mask; the cloud's reflectance goes through the network as if it were the ground;
-- ``masked``: ``coarse_mask`` + ``coarse_mask_rule=modis-state``; under the cloud the fine dates are
-  interpolated in time (``interpolate_gaps``, the default);
-- ``nearest fine date``: the earlier fine date unchanged, for scale.
+- ``no coarse mask``: the cloud's reflectance goes through the network as if it were the ground;
+- ``masked, interpolated``: ``coarse_mask`` + ``coarse_mask_rule=modis-state``, no other coarse image near
+  (``coarse_days=0``): under the cloud the fine dates are interpolated in time (``interpolate_gaps``);
+- ``masked, the next day stands in``: the same with the next day's clear coarse image in the series and
+  ``coarse_days=3``;
+- ``nearest fine date unchanged`` and the ``fine dates interpolated in time, everywhere`` (no coarse image at
+  all), for scale.
 
     .venv/bin/python scripts/bench_coarse_clouds.py [--size 192]
 """
 
 import argparse
+import datetime as dt
 import sys
 import tempfile
 import time
@@ -25,7 +29,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
 from benchutil import machine  # noqa: E402
 
-SERIES = [("fields", 21), ("urban", 22)]  # (kind, seed): seeds used nowhere else
+SERIES = [("fields", 21), ("fields", 23), ("urban", 22), ("urban", 24)]  # (kind, seed): seeds used nowhere else
 COARSE_PIXEL, STATE_PIXEL = 480.0, 960.0
 
 
@@ -83,27 +87,32 @@ def main(argv=None):
         work = Path(work)
         for kind, seed in SERIES:
             folder = work / f"{kind}_{seed}"
-            series = simulate_series(folder / "sim", kind=kind, count=3, size=args.size, seed=seed,
-                                     interval_days=24, sensor="realistic", bands=("green", "red", "nir"))
+            first = dt.date(2021, 6, 1)
+            dates = [first, first + dt.timedelta(days=24), first + dt.timedelta(days=25), first + dt.timedelta(days=48)]
+            series = simulate_series(folder / "sim", kind=kind, dates=[d.isoformat() for d in dates], size=args.size,
+                                     seed=seed, sensor="realistic", bands=("green", "red", "nir"))
             items = series.items
             truth = gdal.Open(str(items[1].fine)).ReadAsArray() * 1e-4
             coarse, state = cloudy_date(series, folder, args.size)
-            for name, mask, rule in (("unmasked", "", "nonzero"), ("masked, interpolated in time", state,
-                                                                   "modis-state")):
+            runs = (("no coarse mask", "", "nonzero", 0), ("masked, interpolated in time", state, "modis-state", 0),
+                    ("masked, the next day's coarse image stands in", state, "modis-state", 3))
+            for number, (name, mask, rule, days) in enumerate(runs):
                 rows = [(items[0].date, items[0].fine, items[0].coarse, "", ""), (items[1].date, "", coarse, "", mask),
-                        (items[2].date, items[2].fine, items[2].coarse, "", "")]
-                manifest = write_manifest(folder / f"{seed}_{len(mask)}.csv", rows,
+                        (items[2].date, "", items[2].coarse, "", ""), (items[3].date, items[3].fine, items[3].coarse, "", "")]
+                manifest = write_manifest(folder / f"{seed}_{number}.csv", rows,
                                           ("date", "fine", "coarse", "mask", "coarse_mask"))
                 started = time.perf_counter()
-                result = fuse_series(str(manifest), None, folder / f"out_{len(mask)}", coarse_mask_rule=rule,
-                                     device="cpu")
+                result = fuse_series(str(manifest), None, folder / f"out_{number}", coarse_mask_rule=rule,
+                                     coarse_days=days, device="cpu")
                 seconds = time.perf_counter() - started
                 error = np.abs(gdal.Open(result.files[items[1].date.isoformat()]).ReadAsArray() * 1e-4 - truth)
                 print(f"| {kind} {seed} | {name} | {error[cloud].mean():.4f} | {error[clear].mean():.4f} | "
                       f"{seconds:.1f} |")
-            error = np.abs(gdal.Open(str(items[0].fine)).ReadAsArray() * 1e-4 - truth)
-            print(f"| {kind} {seed} | nearest fine date unchanged | {error[cloud].mean():.4f} | "
-                  f"{error[clear].mean():.4f} | |")
+            earlier, later = (gdal.Open(str(items[i].fine)).ReadAsArray() * 1e-4 for i in (0, 3))
+            for name, estimate in (("nearest fine date unchanged", earlier),
+                                   ("fine dates interpolated in time, everywhere", (earlier + later) / 2)):
+                error = np.abs(estimate - truth)
+                print(f"| {kind} {seed} | {name} | {error[cloud].mean():.4f} | {error[clear].mean():.4f} | |")
 
 
 if __name__ == "__main__":

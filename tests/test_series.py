@@ -3,6 +3,7 @@ with the embedded model: leave-one-date-out accuracy, clouds, resume, bad inputs
 qgis_process."""
 
 import csv
+import datetime as dt
 import json
 import os
 
@@ -409,11 +410,12 @@ def test_product_masks_are_read_by_their_rule_and_a_quality_band_read_as_0_1_is_
         CloudRule.parse("field:0-1=4", "coarse_mask_rule")  # two bits hold 0 to 3
 
 
-def test_a_cloudy_coarse_date_is_interpolated_in_time_where_its_state_band_says(five_dates, tmp_path):
+def test_a_cloudy_coarse_date_takes_a_clear_day_nearby_else_is_interpolated_in_time(five_dates, tmp_path):
     """A MODIS-like state_1km band (its own 960 m grid; bits 0-1: 1 cloudy, 3 not set) marks a bright cloud on the
-    coarse image of the date to fill: under it the two fine dates are interpolated in time and the index says which
-    share that is; without interpolation it is nodata and the rest is unchanged; a state band read as a 0/1 mask is
-    refused, naming coarse_mask_rule."""
+    coarse image of the date to fill: the two fine dates are interpolated in time under it, or a clear coarse image
+    two days later stands in there (within coarse_days); the index says which share is which; without
+    interpolation it is nodata and the rest is unchanged; a state band read as a 0/1 mask is refused, naming
+    coarse_mask_rule."""
     from model_core.errors import OptionError
 
     items = five_dates.items
@@ -426,9 +428,11 @@ def test_a_cloudy_coarse_date_is_interpolated_in_time_where_its_state_band_says(
     state = write_raster(tmp_path / "state_1km.tif", np.array([[8 | 1, 8 | 3], [72, 8]], dtype=np.uint16),
                          (x0, 960.0, 0, y0, 0, -960.0), crs=five_dates.parameters["epsg"])
 
-    def run(name, coarse_mask="", **options):
-        rows = [(items[0].date, items[0].fine, items[0].coarse, "", ""), (items[1].date, "", cloudy_path, "", coarse_mask),
+    def run(name, coarse_mask="", clear_day_after=False, coarse=cloudy_path, **options):
+        rows = [(items[0].date, items[0].fine, items[0].coarse, "", ""), (items[1].date, "", coarse, "", coarse_mask),
                 (items[2].date, items[2].fine, items[2].coarse, "", "")]
+        if clear_day_after:  # the same scene seen clear two days later (the simulated coarse image of the date)
+            rows.insert(2, (items[1].date + dt.timedelta(days=2), "", items[1].coarse, "", ""))
         manifest = write_manifest(tmp_path / f"{name}.csv", rows, ("date", "fine", "coarse", "mask", "coarse_mask"))
         return fuse_series(str(manifest), MODEL, tmp_path / name, **FAST, **options)
 
@@ -436,18 +440,34 @@ def test_a_cloudy_coarse_date_is_interpolated_in_time_where_its_state_band_says(
     fused = read_all(masked.files[items[1].date.isoformat()])
     truth = read_all(items[1].fine).astype(float)
     between = (read_all(items[0].fine).astype(float) + read_all(items[2].fine)) / 2  # 16 days either side
-    cloud = (slice(None), slice(0, 32), slice(0, 32))
+    # The state pixel covers fine rows and columns 0:32; bilinear warping carries the cloud's reflectance half a
+    # coarse pixel (8 fine pixels) further, so the mask is widened by as much.
+    cloud = (slice(None), slice(0, 40), slice(0, 40))
     assert np.abs(fused[cloud] - between[cloud]).max() <= 1
     unmasked = read_all(run("unmasked").files[items[1].date.isoformat()])
     assert np.abs(unmasked[cloud] - truth[cloud]).mean() > 3 * np.abs(fused[cloud] - truth[cloud]).mean()
     with open(masked.index) as handle:
-        assert float(next(csv.DictReader(handle))["interpolated_fraction"]) == 0.25
+        row = next(csv.DictReader(handle))
+    assert float(row["interpolated_fraction"]) == round(40 * 40 / 64 ** 2, 4) and \
+        float(row["coarse_other_dates_fraction"]) == 0
     meta = read_metadata(masked.files[items[1].date.isoformat()])
     assert "state_1km.tif band 1 (modis-state)" in meta["CTSTFM_CLOUDS"] and meta["CTSTFM_GAPS"] == "interpolated in time"
+    # A clear day nearby: the network sees exactly the clear coarse image, so the date is what it is without cloud.
+    clear = read_all(run("clear", coarse=items[1].coarse, clear_day_after=True).files[items[1].date.isoformat()])
+    nearby = run("nearby", state, clear_day_after=True, coarse_mask_rule="modis-state", coarse_days=3)
+    assert np.array_equal(read_all(nearby.files[items[1].date.isoformat()]), clear)
+    with open(nearby.index) as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["coarse_other_dates_fraction"]) == round(40 * 40 / 64 ** 2, 4)
+    assert float(row["interpolated_fraction"]) == 0
+    assert read_metadata(nearby.files[items[1].date.isoformat()])["CTSTFM_COARSE_STAND_INS"] == \
+        (items[1].date + dt.timedelta(days=2)).isoformat()
+    too_far = run("too_far", state, clear_day_after=True, coarse_mask_rule="modis-state", coarse_days=1)
+    assert np.array_equal(read_all(too_far.files[items[1].date.isoformat()]), fused)
     holes = read_all(run("holes", state, coarse_mask_rule="field:0-1=1,2", interpolate_gaps=False)
                      .files[items[1].date.isoformat()])
-    assert (holes[cloud] == -9999).all() and (holes[:, 32:] != -9999).all() and (holes[:, :, 32:] != -9999).all()
-    assert np.array_equal(holes[:, 32:], fused[:, 32:]) and np.array_equal(holes[:, :, 32:], fused[:, :, 32:])
+    assert (holes[cloud] == -9999).all() and (holes[:, 40:] != -9999).all() and (holes[:, :, 40:] != -9999).all()
+    assert np.array_equal(holes[:, 40:], fused[:, 40:]) and np.array_equal(holes[:, :, 40:], fused[:, :, 40:])
     with pytest.raises(OptionError, match=r"coarse cloud mask of 2021-12-17 '.*state_1km\.tif' marks 100 % .* Say how "
                                           r"to read it with coarse_mask_rule: one of "):
         run("refused", state)
