@@ -9,7 +9,7 @@ DIST := dist
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test test-lts check-qt6 bench bench-accuracy bench-series-few-dates package install demo train-default sample screenshots clean
+.PHONY: setup test test-lts check-qt6 bench bench-accuracy bench-series-few-dates bench-coarse-clouds package install demo train-default sample screenshots clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ bench-accuracy: setup
 # estimates (scripts/bench_series_few_dates.py, about 15 min; docs/benchmarks.md, Time series).
 bench-series-few-dates: setup
 	$(PY) scripts/bench_series_few_dates.py
+
+# A cloud on the coarse image of a date to fill: coarse mask, time interpolation and nearby coarse days
+# (scripts/bench_coarse_clouds.py, about 1 min; docs/benchmarks.md, Time series).
+bench-coarse-clouds: setup
+	$(PY) scripts/bench_coarse_clouds.py
 
 package:
 	$(SYSTEM_PYTHON) scripts/package.py --dist $(DIST)

@@ -587,7 +587,7 @@ FUSE_SERIES = Operation(
         Option(
             "coarse_days", "int",
             "Where a date's coarse image is cloudy or nodata, take the nearest coarse image within this many days "
-            "that is clear there (0: only its own)", 0, minimum=0, advanced=True,
+            "that is clear there (0: only its own)", 3, minimum=0, advanced=True,
         ),
         tile_option(),
         overlap_option(32),

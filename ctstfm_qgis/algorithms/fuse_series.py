@@ -57,8 +57,8 @@ surroundings, seen at the coarse scale, changed less since then. A pixel that is
 reference comes from the other; in both, it is nodata. Where the coarse image of a date is nodata or cloud,
 nothing was seen that day: the fine dates are interpolated in time there, and the index's
 `interpolated_fraction` says how much of each date that is (**Interpolate the fine dates in time ...**,
-advanced; off: nodata there). With daily coarse images, a window of days under Advanced lets the nearest clear
-coarse image within it stand in instead. Each reference is encoded once per tile for all the
+advanced; off: nodata there). With daily coarse images, the nearest clear coarse image within a few days
+(3, under Advanced) stands in first. Each reference is encoded once per tile for all the
 dates around it. A three-image model (the default of *Train CTSTFM*) gets each reference date's own coarse
 image as its coarse image at T0, from the series itself; without a model chosen, the plugin's model in its
 three-image form is used when every fine date has its coarse image. The dates between fine dates are then
