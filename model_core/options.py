@@ -608,6 +608,12 @@ FUSE_SERIES = Operation(
             "fine dates (each left out in turn)",
             True, advanced=True,
         ),
+        Option(
+            "quality", "bool",
+            "Write a quality layer per date (quality_YYYY-MM-DD.tif: where one reference, another day's coarse image "
+            "or time interpolation made a pixel, and the days to the fine date used)",
+            True, advanced=True,
+        ),
         Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,
                advanced=True),
         Option("out_folder", "output_folder", "Output folder", cli="--out", qgis="OUTPUT_FOLDER", required=True),

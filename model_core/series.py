@@ -31,7 +31,10 @@ day); where none is, nothing was seen near T: the references' fine images are in
 ``valid_r / gap_r``), so the series stays gap-free. Each output says which share
 of its pixels came from another coarse date and which were interpolated
 (``CTSTFM_COARSE_OTHER_DATES_FRACTION``, ``CTSTFM_INTERPOLATED_FRACTION`` and the
-index's columns); ``interpolate_gaps=False`` leaves the latter nodata.
+index's columns); ``interpolate_gaps=False`` leaves the latter nodata. Per pixel, a
+quality layer says the same (``quality_YYYY-MM-DD.tif``: band 1 the bits
+:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE` and :data:`INTERPOLATED`, band 2 the
+days to the nearest fine date used there).
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -41,7 +44,8 @@ two references costs one coarse encoding and two fusion/decoding passes.
 
 Outputs, in one folder: ``fused_YYYY-MM-DD.tif`` per target (written atomically
 by :class:`~model_core.raster.RasterWriter`; the date, the references and a key
-of everything that made it in its metadata), ``index.csv``, ``stack.vrt`` (one
+of everything that made it in its metadata), its ``quality_YYYY-MM-DD.tif`` (on
+request, the default), ``index.csv``, ``stack.vrt`` (one
 band per date and band) and, on request, ``quicklook.png``. A target whose file
 already holds the same key is skipped, so an interrupted run resumes; a cancel
 keeps the groups already finished and leaves no partial file.
@@ -72,6 +76,7 @@ from .raster import (
     DEFAULT_RESAMPLING,
     RasterInfo,
     RasterReader,
+    OutputSpec,
     RasterWriter,
     _fill_invalid,
     check_overlap,
@@ -104,7 +109,7 @@ FIT_POWER = 2
 INDEX_NAME = "index.csv"
 STACK_NAME = "stack.vrt"
 QUICKLOOK_NAME = "quicklook.png"
-INDEX_COLUMNS = ("date", "file", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
+INDEX_COLUMNS = ("date", "file", "quality", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
                  "valid_fraction", "coarse_other_dates_fraction", "interpolated_fraction", "status")
 #: How far (days) from a target the coarse images that stand in where its own is cloudy may be, by default. Measured
 #: on eight realistic simulated series with three fine dates (docs/benchmarks.md, scripts/bench_coarse_clouds.py):
@@ -113,11 +118,24 @@ INDEX_COLUMNS = ("date", "file", "coarse_date", "coarse", "references", "gap_day
 COARSE_DAYS = 3
 #: The coarse validity a GroupReader hands the predictor for a pixel taken from another coarse date (1: its own).
 FROM_OTHER_DATE = 2.0
+#: The bits of a quality layer's first band: the pixel came from one reference only (the other is nodata or cloud
+#: there, or the date has one), from another date's coarse image (``coarse_days``), or from the fine dates
+#: interpolated in time (no coarse image seen). 0: both references and the date's own coarse image.
+ONE_REFERENCE, COARSE_OTHER_DATE, INTERPOLATED = 1, 2, 4
+#: The quality layer's nodata (where the fused image is nodata), in both bands.
+QUALITY_NODATA = 65535
+QUALITY_BANDS = ("flags (1 one reference, 2 coarse image of another date, 4 interpolated in time)",
+                 "days to the nearest fine date used")
 
 
 def output_name(date):
     """The file name of the fused image of ``date``."""
     return f"fused_{date.isoformat()}.tif"
+
+
+def quality_name(date):
+    """The file name of the quality layer of ``date``'s fused image."""
+    return f"quality_{date.isoformat()}.tif"
 
 
 # --------------------------------------------------------------------------- the series and its targets
@@ -135,6 +153,11 @@ class Target:
     coarse_mask: str = ""  # where the coarse image is cloudy (the manifest's coarse_mask of its date)
     # The dates (Pairs) whose coarse images stand in where this one is invalid, nearest first (coarse_days).
     stand_ins: tuple = ()
+
+    @property
+    def quality_path(self):
+        """Where the quality layer of this target's fused image goes (beside it)."""
+        return os.path.join(os.path.dirname(self.path), quality_name(self.date))
 
     @property
     def gaps(self):
@@ -344,9 +367,10 @@ def series_key(target, model_path, options):
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def is_done(target, key):
-    """True when the target's output exists and was made with the same ``key``."""
-    if not os.path.isfile(target.path):
+def is_done(target, key, quality=False):
+    """True when the target's output (and, with ``quality``, its quality layer) exists and was made with the same
+    ``key``."""
+    if not os.path.isfile(target.path) or (quality and not os.path.isfile(target.quality_path)):
         return False
     try:
         return read_metadata(target.path).get("CTSTFM_SERIES_KEY") == key
@@ -390,8 +414,8 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     (time gap only). ``coarse_valid`` is :data:`FROM_OTHER_DATE` where another date's coarse image stood in.
     ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time where the coarse image
     is invalid (``None``: those pixels are invalid). Returns ``(B, C + 4, h, w)``: the blend, its validity
-    (0/1), the earlier reference's share of the weight, where the pixel was interpolated in time (0/1) and
-    where another date's coarse image stood in (0/1).
+    (0/1), the earlier reference's share of the weight, its quality bits (:data:`ONE_REFERENCE`,
+    :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED`) and the days to the nearest valid reference.
     """
     import torch
 
@@ -417,7 +441,12 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
         share = share + in_time[0] * fill
         ok = ok + interpolated
     other_date = (coarse_valid > 0.5 * (1.0 + FROM_OTHER_DATE)).to(coarse.dtype)
-    return torch.cat((blended, ok[:, None], share[:, None], interpolated[:, None], other_date[:, None]), dim=1)
+    used = [valid > 0 for valid in valids]
+    one = (sum(u.to(coarse.dtype) for u in used) == 1).to(coarse.dtype)
+    flags = ONE_REFERENCE * one + COARSE_OTHER_DATE * other_date * (1 - interpolated) + INTERPOLATED * interpolated
+    far = float(max(abs(gap) for gap in gaps)) + 1
+    days = torch.stack([torch.where(u, float(abs(gap)), far) for u, gap in zip(used, gaps)]).amin(dim=0)
+    return torch.cat((blended, ok[:, None], share[:, None], flags[:, None], days[:, None]), dim=1)
 
 
 class GroupReader:
@@ -719,6 +748,7 @@ def _run_group(job, group, progress):
     # valid pixels, sum of the earlier reference's share, all pixels, pixels interpolated in time, pixels seen by
     # another coarse date
     counts = np.zeros((len(group), 5))
+    quality_spec = OutputSpec("uint16", QUALITY_NODATA, None)
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
     with ExitStack() as stack:
@@ -731,14 +761,25 @@ def _run_group(job, group, progress):
             ))
             for target, coarse in zip(group, reader.coarse)
         ]
+        qualities = [
+            stack.enter_context(RasterWriter(
+                target.quality_path, grid, 2, quality_spec, descriptions=QUALITY_BANDS, fmt=job.options["output_format"],
+                metadata={"CTSTFM_DATE": target.date.isoformat(), "CTSTFM_FUSED": os.path.basename(target.path),
+                          "CTSTFM_SERIES_KEY": job.keys[target.date]},
+            ))
+            for target in group
+        ] if job.options["quality"] else []
 
         def write(window, data, _valid):
             for k, writer in enumerate(writers):
                 block = data[k * (bands + 4):(k + 1) * (bands + 4)]
                 ok = block[bands] > 0.5
                 writer.write(window, block[:bands], ok)
-                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size, (block[bands + 2] > 0.5).sum(),
-                              (block[bands + 3] > 0.5).sum())
+                flags = np.rint(block[bands + 2]).astype(np.int64)
+                counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size, ((flags & INTERPOLATED) > 0).sum(),
+                              ((flags & COARSE_OTHER_DATE) > 0).sum())
+                if qualities:
+                    qualities[k].write(window, block[bands + 2:bands + 4], ok)
 
         stats = run_tiled(grid.width, grid.height, reader.read, predictor, write, tile=job.options["tile"],
                           overlap=job.options["overlap"], batch_size=job.batch_size, progress=progress)
@@ -805,8 +846,10 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
               for kind, path in (("fine image", pair.fine), ("coarse image", pair.coarse), ("cloud mask", pair.mask),
                                  ("coarse cloud mask", pair.coarse_mask))}
     outputs = {f"fused image of {t.date}": t.path for t in plan}
+    if options["quality"]:
+        outputs.update({f"quality layer of {t.date}": t.quality_path for t in plan})
     outputs.update({name: os.path.join(out_folder, name) for name in (INDEX_NAME, STACK_NAME, QUICKLOOK_NAME)})
-    geotiffs = [f"fused image of {t.date}" for t in plan]
+    geotiffs = [f"{kind} of {t.date}" for t in plan for kind in ("fused image", "quality layer")]
     check_outputs(outputs, dict(inputs, **{"model file": model_path}), geotiffs=geotiffs)
     torch_device = distributed.rank_device(resolve_device(device))  # under torchrun: this rank's GPU
     loaded = load_model(model_path, map_location="cpu")
@@ -920,7 +963,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                 mask_rule="nonzero", coarse_mask_rule="nonzero", coarse_days=COARSE_DAYS, interpolate_gaps=True,
                 resampling=DEFAULT_RESAMPLING,
                 output_type="input", output_format="GTiff", quicklook=False, progress=None, mixed_precision=True,
-                scale=None, coarse_scale=None, fit_between=True):
+                scale=None, coarse_scale=None, fit_between=True, quality=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
 
     ``series``: a manifest path (CSV ``date,fine,coarse[,mask][,coarse_mask]``, empty paths allowed) or a list of
@@ -939,7 +982,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     interpolate the fine references in time (else nodata there). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
     images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
     :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
-    on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). The other
+    on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). ``quality``:
+    write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other
     options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises
     :class:`CtstfmError` before any work for bad input, :class:`Cancelled` (keeping the finished dates) when
     cancelled.
@@ -973,10 +1017,10 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                    coarse_days=int(coarse_days or 0), interpolate_gaps=bool(interpolate_gaps),
                    resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references), scale=scale,
-                   coarse_scale=coarse_scale, fit_between=bool(fit_between))
+                   coarse_scale=coarse_scale, fit_between=bool(fit_between), quality=bool(quality))
     job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,
                               progress)
-    todo = [t for t in plan if not is_done(t, job.keys[t.date])]
+    todo = [t for t in plan if not is_done(t, job.keys[t.date], job.options["quality"])]
     kept = [t.path for t in plan if t not in todo]
     if kept:
         progress.info(f"{len(kept)} of {len(plan)} date(s) already fused with these inputs and settings: kept.")
@@ -1038,7 +1082,7 @@ def _fuse_groups(job, groups, plan, out_folder, kept, progress):
 def _finished_by_all_ranks(job, todo):
     """The paths of ``todo`` that every rank has written, read back from the files' metadata (after the
     ranks have met, so every file is complete); a date missing is an error, not a gap in the index."""
-    missing = [t.date.isoformat() for t in todo if not is_done(t, job.keys[t.date])]
+    missing = [t.date.isoformat() for t in todo if not is_done(t, job.keys[t.date], job.options["quality"])]
     if missing:
         raise CtstfmError(f"The ranks finished but no fused file was found for {', '.join(missing)}; "
                           "run the same command again to fuse the missing dates.")
@@ -1073,7 +1117,9 @@ def write_series_outputs(plan, out_folder, kept, written):
     for target in finished:
         meta = read_metadata(target.path)
         writer.writerow([
-            target.date.isoformat(), os.path.basename(target.path), target.coarse_date.isoformat(),
+            target.date.isoformat(), os.path.basename(target.path),
+            os.path.basename(target.quality_path) if os.path.isfile(target.quality_path) else "",
+            target.coarse_date.isoformat(),
             os.path.abspath(target.coarse), " ".join(ref.date.isoformat() for ref in target.references),
             " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),
             meta.get("CTSTFM_VALID_FRACTION", ""), meta.get("CTSTFM_COARSE_OTHER_DATES_FRACTION", ""),

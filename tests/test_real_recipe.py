@@ -136,6 +136,8 @@ def test_the_readme_recipe_turns_downloads_into_a_filled_series(installed_plugin
     # More than the state pixel's share: the mask is widened by the half MODIS pixel (8 fine pixels) the bilinear
     # warp carries the cloud's reflectance.
     assert modis_cloud.mean() < interpolated < 0.5, (interpolated, modis_cloud.mean())
+    flags = gdal.Open(str(tmp_path / "fused" / "quality_2001-11-02.tif")).ReadAsArray()[0]
+    assert (flags[modis_cloud] & 4).all() and abs(((flags & 4) > 0).mean() - interpolated) < 1e-3
     # Without the mask rule the quality band would mask everything: refused, naming the rule.
     refused = fuse_series(command.replace(" MASK_RULE=landsat-c2-qa", "").replace("fused/", "refused/"))
     assert refused.returncode != 0 and " MASK_RULE" in refused.stdout + refused.stderr

@@ -343,6 +343,12 @@ def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
     both = run("both", masks["a"], masks["b"])
     assert (both[:, 30:40, 30:40] == -9999).all()
     assert (both[:, 10:30, 10:40] != -9999).all() and (both[:, 40:] != -9999).all()
+    # The quality layer: 1 (one reference) where one date is cloudy, nodata where both are.
+    flags, days = read_all(tmp_path / "both" / f"quality_{target.date.isoformat()}.tif")
+    expected = np.zeros((64, 64))
+    expected[10:40, 10:40] = 1
+    expected[30:40, 30:40] = 65535
+    assert np.array_equal(flags, expected) and np.array_equal(days == 16, expected != 65535)
 
 
 def test_product_masks_are_read_by_their_rule_and_a_quality_band_read_as_0_1_is_refused(five_dates, tmp_path):
@@ -450,6 +456,12 @@ def test_a_cloudy_coarse_date_takes_a_clear_day_nearby_else_is_interpolated_in_t
         row = next(csv.DictReader(handle))
     assert float(row["interpolated_fraction"]) == round(40 * 40 / 64 ** 2, 4) and \
         float(row["coarse_other_dates_fraction"]) == 0
+    # The quality layer says so pixel by pixel: 4 (interpolated in time) under the cloud, 0 elsewhere; both fine
+    # dates are 16 days away.
+    flags, days = read_all(tmp_path / "masked" / f"quality_{items[1].date.isoformat()}.tif")
+    expected_flags = np.zeros((64, 64))
+    expected_flags[cloud[1:]] = 4
+    assert np.array_equal(flags, expected_flags) and (days == 16).all()
     meta = read_metadata(masked.files[items[1].date.isoformat()])
     assert "state_1km.tif band 1 (modis-state)" in meta["CTSTFM_CLOUDS"] and meta["CTSTFM_GAPS"] == "interpolated in time"
     # A clear day nearby: the network sees exactly the clear coarse image, so the date is what it is without cloud.
@@ -462,6 +474,8 @@ def test_a_cloudy_coarse_date_takes_a_clear_day_nearby_else_is_interpolated_in_t
     assert float(row["interpolated_fraction"]) == 0
     assert read_metadata(nearby.files[items[1].date.isoformat()])["CTSTFM_COARSE_STAND_INS"] == \
         (items[1].date + dt.timedelta(days=2)).isoformat()
+    flags, _ = read_all(tmp_path / "nearby" / f"quality_{items[1].date.isoformat()}.tif")
+    assert np.array_equal(flags, expected_flags / 2)  # 2: the coarse image of another date
     too_far = run("too_far", state, clear_day_after=True, coarse_mask_rule="modis-state", coarse_days=1)
     assert np.array_equal(read_all(too_far.files[items[1].date.isoformat()]), fused)
     holes = read_all(run("holes", state, coarse_mask_rule="field:0-1=1,2", interpolate_gaps=False)
@@ -480,7 +494,8 @@ def test_resume_after_cancel_gives_the_files_of_an_uninterrupted_run(five_dates,
     manifest = write_manifest(tmp_path / "m.csv", rows)
     with pytest.raises(Cancelled, match="1 finished date"):
         fuse_series(manifest, MODEL, tmp_path / "resumed", progress=CancelAfter(1), **FAST)
-    assert sorted(os.listdir(tmp_path / "resumed")) == ["fused_2021-12-17.tif", "index.csv", "stack.vrt"]
+    assert sorted(os.listdir(tmp_path / "resumed")) == ["fused_2021-12-17.tif", "index.csv", "quality_2021-12-17.tif",
+                                                        "stack.vrt"]
     resumed = fuse_series(manifest, MODEL, tmp_path / "resumed", **FAST)
     straight = fuse_series(manifest, MODEL, tmp_path / "straight", **FAST)
     assert len(resumed.kept) == 1 and len(resumed.written) == 1 and resumed.groups == 1
@@ -553,6 +568,7 @@ def test_qgis_process_fuses_twelve_dates_with_four_fine_ones(installed_plugin_en
                             f"OUTPUT_FOLDER={tmp_path / 'out'}")
     assert done.returncode == 0, done.stdout + done.stderr
     names = sorted(os.listdir(tmp_path / "out"))
-    fused = [f"fused_{it.date.isoformat()}.tif" for i, it in enumerate(series.items) if i not in fine_dates]
+    fused = [f"{kind}_{it.date.isoformat()}.tif" for i, it in enumerate(series.items) if i not in fine_dates
+             for kind in ("fused", "quality")]
     assert names == sorted(fused + ["index.csv", "quicklook.png", "stack.vrt"])
     assert RasterInfo.read(tmp_path / "out" / "stack.vrt").count == 8 * 6

@@ -58,7 +58,9 @@ reference comes from the other; in both, it is nodata. Where the coarse image of
 nothing was seen that day: the fine dates are interpolated in time there, and the index's
 `interpolated_fraction` says how much of each date that is (**Interpolate the fine dates in time ...**,
 advanced; off: nodata there). With daily coarse images, the nearest clear coarse image within a few days
-(3, under Advanced) stands in first. Each reference is encoded once per tile for all the
+(3, under Advanced) stands in first. Beside each fused date a quality layer (`quality_YYYY-MM-DD.tif`, in the
+output folder) says per pixel how it was made: band 1 bits 1 one fine date only, 2 another day's coarse image,
+4 interpolated in time (0: the full method); band 2 the days to the fine date used. Each reference is encoded once per tile for all the
 dates around it. A three-image model (the default of *Train CTSTFM*) gets each reference date's own coarse
 image as its coarse image at T0, from the series itself; without a model chosen, the plugin's model in its
 three-image form is used when every fine date has its coarse image. The dates between fine dates are then
