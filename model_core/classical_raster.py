@@ -18,12 +18,14 @@ the end; nothing left behind on error or cancel).
   whole fine image at T0 (one block pass before the tiles), so the result does
   not depend on the tiling.
 
-Pixels invalid in any of the three inputs are nodata in the output; predictions
+Pixels invalid in any of the three inputs (nodata, or cloud in its optional
+cloud mask, :mod:`model_core.cloud_masks`) are nodata in the output; predictions
 are reflectance, negatives clipped to 0 as everywhere in the project.
 """
 
 import numpy as np
 
+from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources, clouds_text, coarse_cloud_sources
 from .device import device_note, resolve_device
 from .errors import CtstfmError
 from .progress import Progress
@@ -67,10 +69,13 @@ class SeriesReader:
     grid. ``read(window)`` returns ``(f0, c0, c1, valid)``: reflectance
     ``float32 (C, h, w)`` (``DN * scale``, negatives clipped to 0) and the mask of
     pixels valid in all three; invalid pixels are NaN in all three arrays.
+    ``clouds``: ``{what: [CloudMask]}`` per image (:data:`FINE_WHAT`, ...); cloudy
+    pixels are invalid.
     """
 
     def __init__(self, fine_path, coarse_t0_path, coarse_t1_path, *, fine_bands=None, coarse_bands=None,
-                 scale=1e-4, coarse_scale=None, resampling=DEFAULT_RESAMPLING):
+                 scale=1e-4, coarse_scale=None, resampling=DEFAULT_RESAMPLING, clouds=None):
+        clouds = clouds or {}
         fine_info = RasterInfo.read(fine_path, FINE_WHAT)
         c0_info = RasterInfo.read(coarse_t0_path, COARSE_T0_WHAT)
         c1_info = RasterInfo.read(coarse_t1_path, COARSE_T1_WHAT)
@@ -96,10 +101,12 @@ class SeriesReader:
         self.pair = PairReader(
             fine_path, coarse_t0_path, fine_bands=fine_list, coarse_bands=coarse_lists[0], scale=self.scale,
             coarse_scale=self.coarse_scale, resampling=resampling, fine_what=FINE_WHAT, coarse_what=COARSE_T0_WHAT,
+            fine_clouds=clouds.get(FINE_WHAT, ()), coarse_clouds=clouds.get(COARSE_T0_WHAT, ()),
         )
         try:
             self.coarse_t1 = RasterReader(
-                coarse_t1_path, coarse_lists[1], grid=self.grid, resampling=resampling, what=COARSE_T1_WHAT
+                coarse_t1_path, coarse_lists[1], grid=self.grid, resampling=resampling, what=COARSE_T1_WHAT,
+                clouds=clouds.get(COARSE_T1_WHAT, ()),
             )
         except BaseException:
             self.pair.close()
@@ -197,18 +204,34 @@ def _check_common(tile, overlap, resampling, output_type, output_format, scale, 
     check_scale_value(coarse_scale, "coarse_scale")
 
 
+def image_clouds(fine_path, masks, mask_rule="nonzero", coarse_mask_rule="nonzero"):
+    """``{what: [CloudMask]}`` of the three images from ``masks`` (the cloud-mask rasters of the fine image at T0
+    and the coarse images at T0 and T1, each may be empty), read by ``mask_rule`` / ``coarse_mask_rule``."""
+    fine_mask, coarse_t0_mask, coarse_t1_mask = masks
+    coarse_rule = CloudRule.parse(coarse_mask_rule, "coarse_mask_rule")
+    return {
+        FINE_WHAT: cloud_sources(fine_path, fine_mask, CloudRule.parse(mask_rule)),
+        COARSE_T0_WHAT: coarse_cloud_sources(coarse_t0_mask, coarse_rule, " at T0"),
+        COARSE_T1_WHAT: coarse_cloud_sources(coarse_t1_mask, coarse_rule, " at T1"),
+    }
+
+
 def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, make_process, *, tile, overlap, halo,
          fine_bands, coarse_bands, scale, coarse_scale, resampling, output_type, output_format, metadata, device,
-         progress, batch_size=1):
-    """What is particular to the classical methods in a raster job: the three-image reader, the
-    per-tile function (``make_process(series, progress)``) and the output's metadata."""
-    inputs = {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path}
+         progress, batch_size=1, clouds=None):
+    """What is particular to the classical methods in a raster job: the three-image reader (with ``clouds``,
+    :func:`image_clouds`), the per-tile function (``make_process(series, progress)``) and the output's metadata."""
+    clouds = clouds or {}
+    every_mask = [mask for masks in clouds.values() for mask in masks]
+    inputs = {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path,
+              **{mask.what: mask.path for mask in every_mask}}
     job = RasterJob(method, out_path, inputs, progress=progress)
     with job.open(
         SeriesReader, fine_path, coarse_t0_path, coarse_t1_path, fine_bands=fine_bands, coarse_bands=coarse_bands,
-        scale=scale, coarse_scale=coarse_scale, resampling=resampling,
+        scale=scale, coarse_scale=coarse_scale, resampling=resampling, clouds=clouds,
     ) as series:
         series.check_scales()
+        check_cloud_sources(every_mask)
         grid = series.grid
         if series.warped:
             progress.info(f"Coarse images resampled onto the fine grid ({resampling}), window by window.")
@@ -219,7 +242,8 @@ def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, m
             {"CTSTFM_FINE_T0": fine_path, "CTSTFM_COARSE_T0": coarse_t0_path, "CTSTFM_COARSE_T1": coarse_t1_path},
             fine_bands=series.fine.bands, coarse_bands=series.coarse_t0.bands, resampling=resampling,
             warped=series.warped, tile=tile, overlap=overlap, output_type=output_type, spec=spec,
-            extra={"CTSTFM_METHOD": method, **metadata},
+            extra={"CTSTFM_METHOD": method, **metadata,
+                   **({"CTSTFM_CLOUDS": clouds_text(every_mask)} if every_mask else {})},
         )
         progress.info(
             f"{method}: {grid.width} x {grid.height} px, {series.count} band(s), tiles of "
@@ -246,6 +270,11 @@ def temporal_difference_rasters(
     resampling=DEFAULT_RESAMPLING,
     output_type="input",
     output_format="GTiff",
+    fine_mask=None,
+    coarse_t0_mask=None,
+    coarse_t1_mask=None,
+    mask_rule="nonzero",
+    coarse_mask_rule="nonzero",
     progress=None,
 ):
     """Temporal-difference fusion of rasters: ``F1 = F0 + (C1 - C0)``, on the fine grid.
@@ -258,10 +287,14 @@ def temporal_difference_rasters(
     (``coarse_scale`` for the coarse images when it differs; 1 for float
     reflectance). ``tile`` / ``overlap`` as for :func:`model_core.fusion.fuse` (the
     method is pointwise: the overlap only costs time). ``output_type``:
-    ``"input"`` or ``"float32"`` (reflectance). Returns a :class:`~model_core.raster_job.RasterResult`.
+    ``"input"`` or ``"float32"`` (reflectance). ``fine_mask`` / ``coarse_t0_mask`` /
+    ``coarse_t1_mask``: cloud masks of the three images (any grid), read by ``mask_rule`` (the fine one) and
+    ``coarse_mask_rule`` (:class:`~model_core.cloud_masks.CloudRule`); cloudy pixels are nodata in the output.
+    Returns a :class:`~model_core.raster_job.RasterResult`.
     """
     progress = progress or Progress()
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
+    clouds = image_clouds(fine_t0, (fine_mask, coarse_t0_mask, coarse_t1_mask), mask_rule, coarse_mask_rule)
 
     def make_process(series, _progress):
         def process(batch):
@@ -276,7 +309,7 @@ def temporal_difference_rasters(
         fine_t0, coarse_t0, coarse_t1, out_path, make_process,
         tile=tile, overlap=overlap, halo=0, fine_bands=fine_bands, coarse_bands=coarse_bands, scale=scale,
         coarse_scale=coarse_scale, resampling=resampling, output_type=output_type, output_format=output_format,
-        metadata={}, device="cpu", progress=progress,
+        metadata={}, device="cpu", progress=progress, clouds=clouds,
     )
 
 
@@ -362,11 +395,16 @@ def starfm_rasters(
     output_type="input",
     output_format="GTiff",
     band_std=None,
+    fine_mask=None,
+    coarse_t0_mask=None,
+    coarse_t1_mask=None,
+    mask_rule="nonzero",
+    coarse_mask_rule="nonzero",
     progress=None,
 ):
     """STARFM fusion of rasters (Gao et al. 2006, one input pair), on the fine grid.
 
-    Inputs, bands, scales, resampling and outputs as for
+    Inputs, bands, scales, resampling, cloud masks and outputs as for
     :func:`temporal_difference_rasters`. ``window``: moving window in fine pixels
     (odd); ``classes``: the number of classes of the similarity tolerance
     (``2 * std / classes``); ``fine_uncertainty`` / ``coarse_uncertainty``: in
@@ -381,6 +419,7 @@ def starfm_rasters(
     window, overlap = _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, overlap)
     halo = window // 2
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
+    clouds = image_clouds(fine_t0, (fine_mask, coarse_t0_mask, coarse_t1_mask), mask_rule, coarse_mask_rule)
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     torch_device = resolve_device(device)
@@ -410,6 +449,6 @@ def starfm_rasters(
         fine_t0, coarse_t0, coarse_t1, out_path, make_process,
         tile=tile, overlap=overlap, halo=halo, fine_bands=fine_bands, coarse_bands=coarse_bands, scale=scale,
         coarse_scale=coarse_scale, resampling=resampling, output_type=output_type, output_format=output_format,
-        metadata=metadata, device=torch_device, progress=progress, batch_size=int(batch_size),
+        metadata=metadata, device=torch_device, progress=progress, batch_size=int(batch_size), clouds=clouds,
     )
 

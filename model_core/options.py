@@ -240,6 +240,16 @@ def cloud_mask_options(mask_band=True):
     )
 
 
+def mask_raster_options(*masks):
+    """Optional cloud-mask rasters of single images, any grid, whose cloudy pixels are nodata in the output:
+    ``(option name, the image it masks, the rule that reads it[, an example])`` each (model_core.cloud_masks)."""
+    return tuple(
+        Option(name, "raster", f"Cloud mask of the {image} (optional, any grid{''.join(example)}; cloud as the {rule} "
+               "says; nodata in the output)", advanced=True)
+        for name, image, rule, *example in masks
+    )
+
+
 def model_scale_options(image):
     """The reflectance scales of the inputs of a model run (``image``: "image" or "images"), the model's by default."""
     return (
@@ -290,17 +300,8 @@ FUSE = Operation(
         *output_options("Resampling of the coarse image onto the fine grid"),
         batch_size_option(),
         *model_scale_options("image"),
-        Option(
-            "fine_mask", "raster",
-            "Cloud mask of the fine image (optional, any grid; cloud as the mask rule says; nodata in the output)",
-            advanced=True,
-        ),
-        Option(
-            "coarse_mask", "raster",
-            "Cloud mask of the coarse image at T1 (optional, any grid, e.g. MODIS state_1km; cloud as the coarse mask "
-            "rule says; nodata in the output)",
-            advanced=True,
-        ),
+        *mask_raster_options(("fine_mask", "fine image", "mask rule"),
+                             ("coarse_mask", "coarse image at T1", "coarse mask rule", ", e.g. MODIS state_1km")),
         *cloud_mask_options(),
         Option(
             "inference", "choice", "CPU inference path (auto: the fastest that passed the accuracy check here)",
@@ -345,6 +346,10 @@ def classical_advanced():
             unset=0.0, minimum=0.0, advanced=True, decimals=6,
         ),
         *output_options("Resampling of the coarse images onto the fine grid"),
+        *mask_raster_options(("fine_mask", "fine image at T0", "mask rule"),
+                             ("coarse_t0_mask", "coarse image at T0", "coarse mask rule", ", e.g. MODIS state_1km"),
+                             ("coarse_t1_mask", "coarse image at T1", "coarse mask rule")),
+        *cloud_mask_options(mask_band=False),
     )
 
 

@@ -27,8 +27,9 @@ invalid in both, it is nodata. Where the coarse image at T is invalid (nodata, o
 masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), the
 nearest coarse image within ``coarse_days`` days (:data:`COARSE_DAYS` by default)
 that is valid there stands in for it, pixel by pixel (daily MODIS: the next clear
-day); where none is, nothing was seen near T: the references' fine images are interpolated in time there (weights
-``valid_r / gap_r``), so the series stays gap-free. Each output says which share
+day); where none is, nothing was seen near T: the references' fine images are
+interpolated in time there (weights ``valid_r / gap_r``), so the series stays
+gap-free. Each output says which share
 of its pixels came from another coarse date and which were interpolated
 (``CTSTFM_COARSE_OTHER_DATES_FRACTION``, ``CTSTFM_INTERPOLATED_FRACTION`` and the
 index's columns); ``interpolate_gaps=False`` leaves the latter nodata. Per pixel, a
@@ -763,7 +764,8 @@ def _run_group(job, group, progress):
         ]
         qualities = [
             stack.enter_context(RasterWriter(
-                target.quality_path, grid, 2, quality_spec, descriptions=QUALITY_BANDS, fmt=job.options["output_format"],
+                target.quality_path, grid, 2, quality_spec, descriptions=QUALITY_BANDS,
+                fmt=job.options["output_format"],
                 metadata={"CTSTFM_DATE": target.date.isoformat(), "CTSTFM_FUSED": os.path.basename(target.path),
                           "CTSTFM_SERIES_KEY": job.keys[target.date]},
             ))
@@ -979,11 +981,11 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     ``values:``); ``coarse_mask_rule``: the same for the manifest's ``coarse_mask`` rasters (e.g. ``modis-state``
     for MODIS's ``state_1km``). ``coarse_days``: where a target's coarse image is invalid, the nearest coarse image
     within that many days valid there stands in (0: none). ``interpolate_gaps``: where no coarse image is valid,
-    interpolate the fine references in time (else nodata there). ``scale`` / ``coarse_scale``: reflectance per DN of the fine
-    images (and the outputs) / of the coarse images (default the model's; every image used is checked, as in
-    :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between fine dates
-    on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains). ``quality``:
-    write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other
+    interpolate the fine references in time (else nodata there). ``scale`` / ``coarse_scale``: reflectance per
+    DN of the fine images (and the outputs) / of the coarse images (default the model's; every image used is
+    checked, as in :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between
+    fine dates on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains).
+    ``quality``: write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other
     options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises
     :class:`CtstfmError` before any work for bad input, :class:`Cancelled` (keeping the finished dates) when
     cancelled.

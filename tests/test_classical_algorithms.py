@@ -77,6 +77,39 @@ def test_temporal_difference_is_the_formula_and_keeps_the_grid_and_nodata(same_g
     assert read_metadata(out32)["CTSTFM_REFLECTANCE_SCALE"] == "1.0"
 
 
+def test_cloud_masks_of_the_three_images_are_nodata_in_the_output(same_grid, tmp_path):
+    """A QA_PIXEL-like mask of the fine image and a state_1km-like mask of the coarse image at T0 (its own grid,
+    twice the pixel size) make their cloudy pixels nodata, in both methods; a state band read as a 0/1 mask is
+    refused, naming coarse_mask_rule, with nothing written."""
+    from model_core.errors import OptionError
+
+    d = same_grid
+    x0, dx, _, y0, _, dy = fine_geotransform()
+    qa = np.full((H, W), 21824, dtype=np.uint16)
+    qa[40:50, 60:70] |= 8  # Landsat C2 QA_PIXEL bit 3: cloud
+    state = np.full((H // 2, W // 2), 72, dtype=np.uint16)
+    state[2:4, 3:5] |= 1  # MODIS state_1km cloud state 1: fine rows 4:8, columns 6:10
+    masks = dict(fine_mask=write_raster(tmp_path / "qa.tif", qa, fine_geotransform()),
+                 coarse_t0_mask=write_raster(tmp_path / "state.tif", state, (x0, 2 * dx, 0, y0, 0, 2 * dy)),
+                 mask_rule="landsat-c2-qa", coarse_mask_rule="modis-state")
+    cloudy = np.zeros((H, W), dtype=bool)
+    cloudy[40:50, 60:70] = cloudy[4:8, 6:10] = True  # the coarse images are on the fine grid: nothing to widen
+    for name, method in (("td", temporal_difference_rasters), ("starfm", starfm_rasters)):
+        options = dict(tile=32, overlap=0) if name == "td" else dict(tile=40, window=5, device="cpu")
+        clear = read_all(method(d["fine"], d["coarse0"], d["coarse1"], tmp_path / f"{name}_clear.tif",
+                                **options).out_path)
+        masked = read_all(method(d["fine"], d["coarse0"], d["coarse1"], tmp_path / f"{name}.tif", **masks,
+                                 **options).out_path)
+        assert (masked[:, cloudy] == -9999).all()
+        assert np.array_equal(masked[:, ~cloudy], clear[:, ~cloudy]) if name == "td" else \
+            (masked[:, ~cloudy] != -9999).mean() > 0.9
+        assert read_metadata(tmp_path / f"{name}.tif")["CTSTFM_CLOUDS"].endswith("state.tif band 1 (modis-state)")
+    with pytest.raises(OptionError, match=r"coarse cloud mask at T0 '.*state\.tif' marks 100 % .* coarse_mask_rule"):
+        temporal_difference_rasters(d["fine"], d["coarse0"], d["coarse1"], tmp_path / "refused.tif",
+                                    **dict(masks, coarse_mask_rule="nonzero"))
+    assert not (tmp_path / "refused.tif").exists()
+
+
 def test_temporal_difference_warps_real_coarse_images(sim_series, tmp_path):
     t0, t1 = sim_series.items[0], sim_series.items[1]
     out = tmp_path / "td.tif"

@@ -351,7 +351,8 @@ def test_a_container_of_subdatasets_is_named_and_its_subdatasets_open(tmp_path):
     (tmp_path / "series.csv").write_text(
         'date,fine,coarse,coarse_mask\n2021-06-01,fine.tif,coarse.tif,"NETCDF:""coarse.nc"":Band2"\n')
     pair = read_manifest(tmp_path / "series.csv")[0]
-    assert pair.coarse_mask == f'NETCDF:"{tmp_path / "coarse.nc"}":Band2' and RasterInfo.read(pair.coarse_mask).count == 1
+    assert pair.coarse_mask == f'NETCDF:"{tmp_path / "coarse.nc"}":Band2'
+    assert RasterInfo.read(pair.coarse_mask).count == 1
     (tmp_path / "series.csv").write_text('date,fine,coarse,coarse_mask\n2021-06-01,fine.tif,coarse.tif,'
                                          '"NETCDF:""elsewhere.nc"":Band2"\n')
     with pytest.raises(CtstfmError, match=r"Line 2 of the manifest .*series\.csv: the coarse mask raster .*elsewhere\.nc "

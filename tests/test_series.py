@@ -463,7 +463,8 @@ def test_a_cloudy_coarse_date_takes_a_clear_day_nearby_else_is_interpolated_in_t
     expected_flags[cloud[1:]] = 4
     assert np.array_equal(flags, expected_flags) and (days == 16).all()
     meta = read_metadata(masked.files[items[1].date.isoformat()])
-    assert "state_1km.tif band 1 (modis-state)" in meta["CTSTFM_CLOUDS"] and meta["CTSTFM_GAPS"] == "interpolated in time"
+    assert "state_1km.tif band 1 (modis-state)" in meta["CTSTFM_CLOUDS"]
+    assert meta["CTSTFM_GAPS"] == "interpolated in time"
     # A clear day nearby: the network sees exactly the clear coarse image, so the date is what it is without cloud.
     clear = read_all(run("clear", coarse=items[1].coarse, clear_day_after=True).files[items[1].date.isoformat()])
     nearby = run("nearby", state, clear_day_after=True, coarse_mask_rule="modis-state", coarse_days=3)

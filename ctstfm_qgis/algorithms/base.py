@@ -221,10 +221,14 @@ INPUTS_HELP = """
   default; set the scale to 1 for float reflectance). If the coarse files hold the bands in another order, give
   the band numbers under Advanced, e.g. `3,4,1,2,6,7` for the seven MODIS land bands against Landsat's blue,
   green, red, NIR, SWIR1, SWIR2.
+- **Clouds** (Advanced, optional): a cloud mask of each image, any grid, read by the cloud mask rule (the fine
+  image's: non-zero, or the product's own such as `landsat-c2-qa`) and the coarse cloud mask rule (the coarse
+  images': `modis-state` for MODIS `state_1km`), as in *Fuse Time Series*.
 
 ## Outputs
 - **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a
-  natural-colour composite with its stretch). Pixels that are nodata in any input are nodata in the output.
+  natural-colour composite with its stretch). Pixels that are nodata or cloud in any input are nodata in the
+  output.
 - **Seconds** and **device**: how long the method took and where it ran, for the graphical modeler.
 
 The images are processed in tiles, so any size fits in memory; cancel stops after the current tile and leaves no

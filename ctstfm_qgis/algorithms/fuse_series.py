@@ -57,24 +57,25 @@ surroundings, seen at the coarse scale, changed less since then. A pixel that is
 reference comes from the other; in both, it is nodata. Where the coarse image of a date is nodata or cloud,
 nothing was seen that day: the fine dates are interpolated in time there, and the index's
 `interpolated_fraction` says how much of each date that is (**Interpolate the fine dates in time ...**,
-advanced; off: nodata there). With daily coarse images, the nearest clear coarse image within a few days
-(3, under Advanced) stands in first. Beside each fused date a quality layer (`quality_YYYY-MM-DD.tif`, in the
+advanced; off: nodata there). With daily coarse images, the nearest clear coarse image within a few days (3,
+under Advanced) stands in first. Beside each fused date a quality layer (`quality_YYYY-MM-DD.tif`, in the
 output folder) says per pixel how it was made: band 1 bits 1 one fine date only, 2 another day's coarse image,
-4 interpolated in time (0: the full method); band 2 the days to the fine date used. Each reference is encoded once per tile for all the
-dates around it. A three-image model (the default of *Train CTSTFM*) gets each reference date's own coarse
-image as its coarse image at T0, from the series itself; without a model chosen, the plugin's model in its
-three-image form is used when every fine date has its coarse image. The dates between fine dates are then
-fitted on the series itself (*Fit the first guess and the share of change kept*, advanced, on): each inner
-fine date with a coarse image is left out and predicted from its neighbours, which gives per band how much
-of the coarse image's deviation from the time interpolation to trust, and how much of each prediction's
-change to keep; in nine simulated series this lowered the error of the filled dates by 7-23 % MAE. With
-only two such fine dates, the first part is fitted on the change between them (0.4-8 % lower MAE;
-docs/fusion.md).
+4 interpolated in time (0: the full method); band 2 the days to the fine date used. Each reference is encoded
+once per tile for all the dates around it. A three-image model (the default of *Train CTSTFM*) gets each
+reference date's own coarse image as its coarse image at T0, from the series itself; without a model chosen,
+the plugin's model in its three-image form is used when every fine date has its coarse image. The dates
+between fine dates are then fitted on the series itself (*Fit the first guess and the share of change kept*,
+advanced, on): each inner fine date with a coarse image is left out and predicted from its neighbours, which
+gives per band how much of the coarse image's deviation from the time interpolation to trust, and how much of
+each prediction's change to keep; in nine simulated series this lowered the error of the filled dates by
+7-23 % MAE. With only two such fine dates, the first part is fitted on the change between them (0.4-8 %
+lower MAE; docs/fusion.md).
 
 ## Outputs
-In the output folder: `fused_YYYY-MM-DD.tif` per date (date and references in its metadata), `index.csv`,
-`stack.vrt` (one band per date and band) and optionally `quicklook.png`. Each loaded date has its day as
-temporal range: open the Temporal Controller to animate the series.
+In the output folder: `fused_YYYY-MM-DD.tif` per date (date and references in its metadata), its
+`quality_YYYY-MM-DD.tif` (how each pixel was made, above; **Write a quality layer per date**, advanced),
+`index.csv`, `stack.vrt` (one band per date and band) and optionally `quicklook.png`. Each loaded date has its
+day as temporal range: open the Temporal Controller to animate the series.
 
 ## Typical values
 - Tile 256 pixels and overlap 32, as in *Spatiotemporal Fusion*. Two references per date; a maximum gap of
