@@ -131,9 +131,9 @@ def _provenance_summary(provenance, limit=2000):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def reference_options(config, coarse_t0_path=None, progress=None):
+def reference_options(config, coarse_t0_path=None, progress=None, coarse_t0_clouds=()):
     """The :class:`~model_core.raster.PairReader` options that give a model the reference it was
-    trained with: ``{"coarse_t0_path": ..., "footprint": ..., "psf_sigma": ...}``.
+    trained with: ``{"coarse_t0_path": ..., "coarse_t0_clouds": ..., "footprint": ..., "psf_sigma": ...}``.
 
     A three-image model (``config.images == 3``) gets the coarse image at T0; without one it falls
     back, with a warning, to its two-image stand-in (the fine image seen through the coarse
@@ -144,7 +144,7 @@ def reference_options(config, coarse_t0_path=None, progress=None):
     footprint = {"footprint": True, "psf_sigma": float(config.footprint_psf)}
     if config.images == 3:
         if coarse_t0_path:
-            return {"coarse_t0_path": coarse_t0_path}
+            return {"coarse_t0_path": coarse_t0_path, "coarse_t0_clouds": list(coarse_t0_clouds)}
         from .network import STAND_IN_BOX
 
         box = config.residual_blur or STAND_IN_BOX
@@ -300,7 +300,7 @@ def fuse(
     batch_size=None, fine_bands=None, coarse_bands=None, resampling=DEFAULT_RESAMPLING, output_type="input",
     output_format="GTiff", progress=None, mixed_precision=True, max_strips=None, scale=None, coarse_scale=None,
     bands=None, coarse_t0_path=None, inference="auto", threads=None, fine_mask=None, mask_band=None,
-    mask_rule="nonzero", coarse_mask=None, coarse_mask_rule="nonzero",
+    mask_rule="nonzero", coarse_mask=None, coarse_mask_rule="nonzero", coarse_t0_mask=None,
 ):
     """Predict the fine image at T1 from a fine image at T0 and a coarse image at T1
     (and the coarse image at T0, for a three-image model).
@@ -320,7 +320,8 @@ def fuse(
     fine image's clouds, read by ``mask_rule`` (:class:`~model_core.cloud_masks.CloudRule`); they are
     nodata in the output, as nodata pixels of the fine image are. ``coarse_mask`` (a raster, any grid, e.g.
     MODIS ``state_1km``) marks the coarse image's clouds at T1, read by ``coarse_mask_rule``; nodata in the
-    output too (nothing was seen there at T1).
+    output too (nothing was seen there at T1). ``coarse_t0_mask``: the same for the coarse image at T0; there a
+    three-image model sees no change (its C0 is filled from C1).
     ``tile`` / ``overlap``: tile size and overlap in fine pixels
     (``tile > 2 * overlap``). ``device``: ``auto``, ``cpu``, ``cuda`` or ``mps``.
     ``batch_size``: tiles per network call (``None``: 1 on CPU, from free memory
@@ -350,11 +351,13 @@ def fuse(
     from .inference import job_threads
 
     clouds = cloud_sources(fine_path, fine_mask, CloudRule.parse(mask_rule), mask_band)
-    coarse_clouds = coarse_cloud_sources(coarse_mask, CloudRule.parse(coarse_mask_rule, "coarse_mask_rule"))
+    coarse_rule = CloudRule.parse(coarse_mask_rule, "coarse_mask_rule")
+    coarse_clouds = coarse_cloud_sources(coarse_mask, coarse_rule, " at T1")
+    coarse_t0_clouds = coarse_cloud_sources(coarse_t0_mask, coarse_rule, " at T0")
     inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path,
               **({"coarse image at T0": coarse_t0_path} if coarse_t0_path else {}),
               **({"cloud mask": fine_mask} if fine_mask else {}),
-              **({"coarse cloud mask": coarse_mask} if coarse_mask else {})}
+              **{mask.what: mask.path for mask in coarse_clouds + coarse_t0_clouds}}
     job = RasterJob("CTSTFM", out_path, inputs, progress=progress)
     torch_device = resolve_device(device)
     loaded, match = _model_for_inputs(model_path, fine_path, coarse_path, progress, bands, fine_bands, coarse_bands)
@@ -364,10 +367,11 @@ def fuse(
         PairReader, fine_path, coarse_path, fine_bands=list(match.fine_bands), coarse_bands=list(match.coarse_bands),
         n_bands=len(band_names), band_names=band_names, scale=scale or loaded.scale, coarse_scale=coarse_scale,
         resampling=resampling, fine_clouds=clouds, coarse_clouds=coarse_clouds,
-        **reference_options(loaded.config, coarse_t0_path, progress),
+        **reference_options(loaded.config, coarse_t0_path, progress, coarse_t0_clouds),
     ) as pair:
         _check_pair_scales(pair)
-        check_cloud_sources(clouds + coarse_clouds)
+        used = clouds + coarse_clouds + (coarse_t0_clouds if pair.reference == "coarse_t0" else [])
+        check_cloud_sources(used)
         grid = pair.grid
         if pair.coarse.warped:
             progress.info(f"Coarse image resampled onto the fine grid ({resampling}), window by window.")
@@ -379,7 +383,7 @@ def fuse(
         metadata = _fused_metadata(
             pair, loaded, model_path, (fine_path, coarse_path, coarse_t0_path), spec, predictor, torch_device,
             {"resampling": resampling, "tile": tile, "overlap": overlap, "output_type": output_type,
-             "clouds": clouds + coarse_clouds},
+             "clouds": used},
         )
         output = JobOutput(predictor, spec, pair.count, _fused_band_descriptions(pair, band_names), metadata,
                            batch_size=batch_size)

@@ -301,7 +301,8 @@ FUSE = Operation(
         batch_size_option(),
         *model_scale_options("image"),
         *mask_raster_options(("fine_mask", "fine image", "mask rule"),
-                             ("coarse_mask", "coarse image at T1", "coarse mask rule", ", e.g. MODIS state_1km")),
+                             ("coarse_mask", "coarse image at T1", "coarse mask rule", ", e.g. MODIS state_1km"),
+                             ("coarse_t0_mask", "coarse image at T0", "coarse mask rule")),
         *cloud_mask_options(),
         Option(
             "inference", "choice", "CPU inference path (auto: the fastest that passed the accuracy check here)",

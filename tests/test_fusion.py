@@ -336,3 +336,13 @@ def test_clouds_of_the_fine_and_the_coarse_image_are_nodata_in_the_output(data, 
     expected[:, 0:40, 24:72] = -9999  # the state pixel, widened by the half coarse pixel bilinear carries it
     np.testing.assert_array_equal(read_all(tmp_path / "both.tif"), expected)
     assert read_metadata(tmp_path / "both.tif")["CTSTFM_CLOUDS"].endswith(f"{state_path} band 1 (modis-state)")
+    # The coarse image at T0's clouds: a three-image model sees no change there (C0 filled from C1), so the output
+    # stays valid; the mask is recorded, and refused when read as 0/1.
+    fuse(data["fine"], data["coarse"], None, tmp_path / "t0.tif", tile=96, overlap=32, coarse_t0_path=data["coarse"],
+         coarse_t0_mask=state_path, coarse_mask_rule="modis-state", device="cpu")
+    assert (read_all(tmp_path / "t0.tif")[:, 0:40, 24:72] != -9999).all()
+    assert read_metadata(tmp_path / "t0.tif")["CTSTFM_CLOUDS"] == f"{state_path} band 1 (modis-state)"
+    with pytest.raises(OptionError, match=r"coarse cloud mask at T0 '.*state_1km\.tif' marks 100 %"):
+        fuse(data["fine"], data["coarse"], None, tmp_path / "refused.tif", coarse_t0_path=data["coarse"],
+             coarse_t0_mask=state_path, device="cpu")
+    assert not (tmp_path / "refused.tif").exists()

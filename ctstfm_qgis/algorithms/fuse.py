@@ -45,7 +45,8 @@ CNN-Transformer spatiotemporal fusion model).
   mask rule (non-zero, or the product's own mask: landsat-c2-qa, sentinel2-scl, ... as in *Fuse Time Series*).
   Cloudy pixels are nodata in the output, as the fine image's nodata pixels are; *Fuse Time Series* fills them
   from another fine date. A cloud mask of the coarse image (e.g. MODIS `state_1km`, read by the coarse cloud
-  mask rule `modis-state`) makes its cloudy pixels nodata too: nothing was seen there at T1.
+  mask rule `modis-state`) makes its cloudy pixels nodata too: nothing was seen there at T1. Where the coarse
+  image at T0 is cloudy (its own mask), a three-image model sees no change.
 
 ## Outputs
 - **Fused fine image at T1**: a GeoTIFF on the fine grid, loaded with the fine layer's style (or a

@@ -62,9 +62,10 @@ class SeriesData:
             from ..fusion import reference_options
 
             reference, target = self.pairs[sample.reference], self.pairs[sample.target]
-            options = reference_options(self.config, reference.coarse) if self.needs_reference else {}
-            if "coarse_t0_path" in options:
-                options["coarse_t0_clouds"] = self.coarse_clouds(reference)
+            options = {}
+            if self.needs_reference:
+                options = reference_options(self.config, reference.coarse,
+                                            coarse_t0_clouds=self.coarse_clouds(reference))
             self._pair_readers[key] = self.raster.PairReader(
                 reference.fine,
                 target.coarse,
