@@ -642,6 +642,7 @@ class SeriesResult:
     device: str
     groups: int = 0
     files: dict = field(default_factory=dict)  # date (ISO) -> fused file, every finished date in date order
+    quality: dict = field(default_factory=dict)  # date (ISO) -> its quality layer, where written
 
     def as_dict(self):
         return asdict(self)
@@ -1045,6 +1046,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
         predictions=sum(len(t.references) for t in todo), width=job.grid.width, height=job.grid.height,
         bands=len(job.fine_bands), device=str(job.device), groups=len(groups),
         files={t.date.isoformat(): t.path for t in plan if t.path in set(written) | set(kept)},
+        quality={t.date.isoformat(): t.quality_path for t in plan
+                 if t.path in set(written) | set(kept) and job.options["quality"]},
     )
 
 

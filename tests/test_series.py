@@ -550,6 +550,7 @@ def test_qgis_loads_every_date_with_its_temporal_range(qgis_app, five_dates, tmp
         feedback=QgsProcessingFeedback(), context=context,
     )
     assert os.path.isfile(result["INDEX"]) and os.path.isfile(result["STACK"])
+    assert result["QUALITY_LAYERS"] == [str(tmp_path / "out" / f"quality_{items[1].date.isoformat()}.tif")]
     layers = QgsProject.instance().mapLayersByName(f"CTSTFM fused {items[1].date.isoformat()}")
     assert len(layers) == 1 and layers[0].isValid()
     temporal = layers[0].temporalProperties()

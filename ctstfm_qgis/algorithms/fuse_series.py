@@ -73,7 +73,8 @@ lower MAE; docs/fusion.md).
 
 ## Outputs
 In the output folder: `fused_YYYY-MM-DD.tif` per date (date and references in its metadata), its
-`quality_YYYY-MM-DD.tif` (how each pixel was made, above; **Write a quality layer per date**, advanced),
+`quality_YYYY-MM-DD.tif` (how each pixel was made, above; **Write a quality layer per date**, advanced; not
+loaded, but listed as an output for the graphical modeler),
 `index.csv`, `stack.vrt` (one band per date and band) and optionally `quicklook.png`. Each loaded date has its
 day as temporal range: open the Temporal Controller to animate the series.
 
@@ -119,6 +120,7 @@ class FuseSeriesAlgorithm(CtstfmAlgorithm):
     INDEX = "INDEX"
     STACK = "STACK"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
+    QUALITY_LAYERS = "QUALITY_LAYERS"
     QUICKLOOK_PNG = "QUICKLOOK_PNG"
 
     def tags(self):
@@ -128,6 +130,8 @@ class FuseSeriesAlgorithm(CtstfmAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.INDEX, self.tr("Index of the fused dates (CSV)")))
         self.addOutput(QgsProcessingOutputRasterLayer(self.STACK, self.tr("Stack of the fused dates (VRT)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Fused dates")))
+        self.addOutput(QgsProcessingOutputMultipleLayers(
+            self.QUALITY_LAYERS, self.tr("Quality layers of the fused dates (not loaded)")))
         self.addOutput(QgsProcessingOutputFile(self.QUICKLOOK_PNG, self.tr("Quicklook (PNG)")))
 
     def process(self, parameters, context, feedback, progress):
@@ -151,5 +155,6 @@ class FuseSeriesAlgorithm(CtstfmAlgorithm):
             self.INDEX: result.index,
             self.STACK: result.stack,
             self.OUTPUT_LAYERS: list(result.files.values()),
+            self.QUALITY_LAYERS: list(result.quality.values()),
             self.QUICKLOOK_PNG: result.quicklook,
         }
