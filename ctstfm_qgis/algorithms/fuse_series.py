@@ -54,11 +54,10 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
 Each date is predicted from the nearest fine date before it and the nearest after it, and the two
 predictions are blended per pixel: more weight to the reference closer in time and to the one whose
 surroundings, seen at the coarse scale, changed less since then. A pixel that is nodata or cloud in one
-reference comes from the other; in both, it is nodata. Where the coarse image of a date is nodata or cloud,
-nothing was seen that day: the fine dates are interpolated in time there, and the index's
-`interpolated_fraction` says how much of each date that is (**Interpolate the fine dates in time ...**,
-advanced; off: nodata there). With daily coarse images, the nearest clear coarse image within a few days (3,
-under Advanced) stands in first. Beside each fused date a quality layer (`quality_YYYY-MM-DD.tif`, in the
+reference comes from the other; in both, it is nodata. Where the coarse image of a date is nodata or cloud (its `coarse_mask`), the nearest coarse image of the
+series within a few days (3, under Advanced) that is clear there stands in; where none is, nothing was seen
+near that day and the fine dates are interpolated in time there (**Interpolate the fine dates in time ...**,
+advanced; off: nodata). The index says how much of each date each of these is. Beside each fused date a quality layer (`quality_YYYY-MM-DD.tif`, in the
 output folder) says per pixel how it was made: band 1 bits 1 one fine date only, 2 another day's coarse image,
 4 interpolated in time (0: the full method); band 2 the days to the fine date used. Each reference is encoded
 once per tile for all the dates around it. A three-image model (the default of *Train CTSTFM*) gets each
