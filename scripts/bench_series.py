@@ -25,6 +25,10 @@ both sides, for the nearest reference only, two references weighted by time only
     .venv/bin/python scripts/bench_series.py [--size 1024] [--targets 10] [--threads N]
     .venv/bin/python scripts/bench_series.py --per-tile [--targets 10] [--repeats 2]
     .venv/bin/python scripts/bench_series.py --accuracy
+    .venv/bin/python scripts/bench_series.py --quality-cost [--size 384] [--targets 4]
+
+``--quality-cost`` times the whole job with the plugin's model with and without the per-date quality layers,
+alternating ``--repeats`` times: what writing them costs.
 """
 
 import argparse
@@ -142,6 +146,25 @@ def bench_tile(targets, repeats, size=256):
     return best
 
 
+def bench_quality(size, targets, repeats):
+    """Seconds of the whole series job (plugin model, 2 references) with and without the quality layers,
+    alternating, fastest of ``repeats``: what writing them costs."""
+    from model_core.series import fuse_series
+
+    best = {}
+    with tempfile.TemporaryDirectory(prefix="bench_series_") as tmp:
+        folder = Path(tmp)
+        pairs = make_series(folder, size, targets)
+        for repeat in range(repeats):
+            for quality in (False, True):
+                started = time.perf_counter()
+                fuse_series(pairs, None, folder / f"out_{repeat}_{quality}", quality=quality, device="cpu")
+                best[quality] = min(best.get(quality, float("inf")), time.perf_counter() - started)
+    print(f"{size} x {size}, {targets} targets x 2 references, end to end, fastest of {repeats}: without quality "
+          f"layers {best[False]:.1f} s, with {best[True]:.1f} s -> {best[True] / best[False]:.3f} x")
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="side of the fine rasters (1024)")
@@ -149,7 +172,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--accuracy", action="store_true", help="measure the blending rule instead of the speed")
     parser.add_argument("--per-tile", action="store_true", help="measure one tile's network work only")
-    parser.add_argument("--repeats", type=int, default=2, help="alternations of --per-tile (2)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternations of --per-tile and --quality-cost (2)")
+    parser.add_argument("--quality-cost", action="store_true",
+                        help="the series job with and without its quality layers, alternating (end to end)")
     args = parser.parse_args(argv if argv is not None else [])
     import torch
 
@@ -160,6 +185,8 @@ def main(argv=None):
     print(f"machine: {machine()}; load average before: {load_average()}")
     if args.per_tile:
         return bench_tile(args.targets, args.repeats)
+    if args.quality_cost:
+        return bench_quality(args.size, args.targets, args.repeats)
     if args.accuracy:
         with tempfile.TemporaryDirectory(prefix="bench_series_") as tmp:
             bench_accuracy(Path(tmp))
