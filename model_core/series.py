@@ -368,10 +368,21 @@ def series_key(target, model_path, options):
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def has_quality(target, key):
+    """True when ``target``'s quality layer exists and was made with its fused image (the same series ``key``),
+    not left over from another run."""
+    if not key or not os.path.isfile(target.quality_path):
+        return False
+    try:
+        return read_metadata(target.quality_path).get("CTSTFM_SERIES_KEY") == key
+    except CtstfmError:
+        return False
+
+
 def is_done(target, key, quality=False):
     """True when the target's output (and, with ``quality``, its quality layer) exists and was made with the same
     ``key``."""
-    if not os.path.isfile(target.path) or (quality and not os.path.isfile(target.quality_path)):
+    if not os.path.isfile(target.path) or (quality and not has_quality(target, key)):
         return False
     try:
         return read_metadata(target.path).get("CTSTFM_SERIES_KEY") == key
@@ -1047,7 +1058,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
         bands=len(job.fine_bands), device=str(job.device), groups=len(groups),
         files={t.date.isoformat(): t.path for t in plan if t.path in set(written) | set(kept)},
         quality={t.date.isoformat(): t.quality_path for t in plan
-                 if t.path in set(written) | set(kept) and job.options["quality"]},
+                 if t.path in set(written) | set(kept) and has_quality(t, job.keys[t.date])},
     )
 
 
@@ -1123,7 +1134,7 @@ def write_series_outputs(plan, out_folder, kept, written):
         meta = read_metadata(target.path)
         writer.writerow([
             target.date.isoformat(), os.path.basename(target.path),
-            os.path.basename(target.quality_path) if os.path.isfile(target.quality_path) else "",
+            os.path.basename(target.quality_path) if has_quality(target, meta.get("CTSTFM_SERIES_KEY")) else "",
             target.coarse_date.isoformat(),
             os.path.abspath(target.coarse), " ".join(ref.date.isoformat() for ref in target.references),
             " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),

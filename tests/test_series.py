@@ -505,6 +505,14 @@ def test_resume_after_cancel_gives_the_files_of_an_uninterrupted_run(five_dates,
         assert read_metadata(resumed.files[day]) == read_metadata(straight.files[day])
     again = fuse_series(manifest, MODEL, tmp_path / "resumed", **FAST)
     assert again.written == [] and len(again.kept) == 2
+    # A date whose quality layer is gone is fused again; a quality layer of another run is not listed as this one's.
+    os.remove(again.quality[items[1].date.isoformat()])
+    redone = fuse_series(manifest, MODEL, tmp_path / "resumed", **FAST)
+    assert redone.written == [again.files[items[1].date.isoformat()]] and len(redone.quality) == 2
+    without = fuse_series(manifest, MODEL, tmp_path / "resumed", quality=False, **FAST)
+    assert len(without.written) == 2 and without.quality == {}
+    with open(without.index) as handle:
+        assert [row["quality"] for row in csv.DictReader(handle)] == ["", ""]
     from osgeo import gdal
 
     stack = gdal.Open(again.stack)
