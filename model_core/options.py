@@ -616,8 +616,8 @@ FUSE_SERIES = Operation(
         ),
         Option(
             "quality", "bool",
-            "Write a quality layer per date (quality_YYYY-MM-DD.tif: where one reference, another day's coarse image "
-            "or time interpolation made a pixel, and the days to the fine date used)",
+            "Write a quality layer per date (quality_YYYY-MM-DD.tif: where one reference, another day's coarse image, "
+            "time interpolation or a farther fine date made a pixel, and the days to the fine date used)",
             True, advanced=True,
         ),
         Option("quicklook", "bool", "Write a quicklook PNG (thumbnails and mean NDVI per date)", False,

@@ -23,7 +23,9 @@ first guess of the targets between two fine dates, and the share of their
 predicted change kept, are fitted on the series' own fine dates, each left out
 in turn (:mod:`model_core.series_fit`). A pixel
 invalid in one reference (nodata, or masked as cloud) is taken from the other;
-invalid in both, it is nodata. Where the coarse image at T is invalid (nodata, or
+invalid in both, from the nearest farther fine date clear there (:data:`FARTHER_DATES`
+of them, within ``max_gap_days``), its temporal difference ``F_f + C_T - C_f`` (no
+change where a coarse image is missing there); where none is clear, it is nodata. Where the coarse image at T is invalid (nodata, or
 masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), the
 nearest coarse image within ``coarse_days`` days (:data:`COARSE_DAYS` by default)
 that is valid there stands in for it, pixel by pixel (daily MODIS: the next clear
@@ -34,8 +36,8 @@ of its pixels came from another coarse date and which were interpolated
 (``CTSTFM_COARSE_OTHER_DATES_FRACTION``, ``CTSTFM_INTERPOLATED_FRACTION`` and the
 index's columns); ``interpolate_gaps=False`` leaves the latter nodata. Per pixel, a
 quality layer says the same (``quality_YYYY-MM-DD.tif``: band 1 the bits
-:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE` and :data:`INTERPOLATED`, band 2 the
-days to the nearest fine date used there).
+:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED` and
+:data:`FARTHER_DATE`, band 2 the days to the nearest fine date used there).
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -111,7 +113,7 @@ INDEX_NAME = "index.csv"
 STACK_NAME = "stack.vrt"
 QUICKLOOK_NAME = "quicklook.png"
 INDEX_COLUMNS = ("date", "file", "quality", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
-                 "valid_fraction", "coarse_other_dates_fraction", "interpolated_fraction", "status")
+                 "valid_fraction", "coarse_other_dates_fraction", "interpolated_fraction", "farther_fraction", "status")
 #: How far (days) from a target the coarse images that stand in where its own is cloudy may be, by default. Measured
 #: on eight realistic simulated series with three fine dates (docs/benchmarks.md, scripts/bench_coarse_clouds.py):
 #: under a cloud, the next day's coarse image beat the fine dates interpolated in time in 7 of 8 (mean MAE -24 %),
@@ -122,11 +124,14 @@ FROM_OTHER_DATE = 2.0
 #: The bits of a quality layer's first band: the pixel came from one reference only (the other is nodata or cloud
 #: there, or the date has one), from another date's coarse image (``coarse_days``), or from the fine dates
 #: interpolated in time (no coarse image seen). 0: both references and the date's own coarse image.
-ONE_REFERENCE, COARSE_OTHER_DATE, INTERPOLATED = 1, 2, 4
+#: 8: neither reference is clear there; a farther fine date's temporal difference fills it.
+ONE_REFERENCE, COARSE_OTHER_DATE, INTERPOLATED, FARTHER_DATE = 1, 2, 4, 8
+#: How many fine dates beyond a target's references may fill the pixels cloudy in both references.
+FARTHER_DATES = 2
 #: The quality layer's nodata (where the fused image is nodata), in both bands.
 QUALITY_NODATA = 65535
-QUALITY_BANDS = ("flags (1 one reference, 2 coarse image of another date, 4 interpolated in time)",
-                 "days to the nearest fine date used")
+QUALITY_BANDS = ("flags (1 one reference, 2 coarse image of another date, 4 interpolated in time, 8 a farther "
+                 "fine date)", "days to the nearest fine date used")
 
 
 def output_name(date):
@@ -154,6 +159,8 @@ class Target:
     coarse_mask: str = ""  # where the coarse image is cloudy (the manifest's coarse_mask of its date)
     # The dates (Pairs) whose coarse images stand in where this one is invalid, nearest first (coarse_days).
     stand_ins: tuple = ()
+    # The fine dates beyond the references that fill the pixels cloudy in both, nearest first (FARTHER_DATES).
+    farther: tuple = ()
 
     @property
     def quality_path(self):
@@ -236,6 +243,14 @@ def pick_references(date, fines, count=2, max_gap_days=None):
     return tuple(sides)
 
 
+def farther_references(date, fines, references, max_gap_days=None, count=FARTHER_DATES):
+    """The ``count`` fine pairs nearest to ``date`` that are not among its ``references`` (nor of ``date`` itself),
+    within ``max_gap_days``, nearest first (the earlier on a tie): they fill what every reference misses."""
+    usable = [pair for pair in fines if pair.date != date and pair not in references and
+              (max_gap_days is None or abs((pair.date - date).days) <= int(max_gap_days))]
+    return tuple(sorted(usable, key=lambda pair: (abs((pair.date - date).days), pair.date))[:count])
+
+
 def coarse_stand_ins(date, own, pairs, coarse_days):
     """The pairs whose coarse images may stand in for ``own``'s (the coarse pair of a target at ``date``) where it is
     invalid: those within ``coarse_days`` days of ``date``, nearest first (the earlier on a tie)."""
@@ -271,7 +286,8 @@ def plan_targets(pairs, out_folder, *, targets="missing", start=None, end=None, 
             continue
         path = os.path.join(str(out_folder), output_name(date))
         planned.append(Target(date, coarse.coarse, coarse.date, refs, path, coarse.coarse_mask,
-                              coarse_stand_ins(date, coarse, pairs, int(coarse_days or 0))))
+                              coarse_stand_ins(date, coarse, pairs, int(coarse_days or 0)),
+                              farther_references(date, fines, refs, max_gap_days)))
     if orphans:
         raise CtstfmError(
             f"No fine date within the maximum gap of {max_gap_days} days of {', '.join(orphans)}; raise the "
@@ -295,7 +311,7 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
     :class:`~.cloud_masks.CloudRule`)."""
     mask_rule = mask_rule or CloudRule.parse()
     coarse_mask_rule = coarse_mask_rule or CloudRule.parse(option="coarse_mask_rule")
-    fines = {ref.fine: ref for target in targets for ref in target.references}
+    fines = {ref.fine: ref for target in targets for ref in target.references + target.farther}
     first = grid = None
     for path, ref in sorted(fines.items(), key=lambda item: item[1].date):
         what = f"fine image of {ref.date.isoformat()}"
@@ -321,6 +337,7 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
     coarse_images = {(t.coarse, t.coarse_date, t.coarse_mask) for t in targets}
     coarse_images |= {(ref.coarse, ref.date, ref.coarse_mask) for t in targets for ref in t.references if ref.coarse}
     coarse_images |= {(pair.coarse, pair.date, pair.coarse_mask) for t in targets for pair in t.stand_ins}
+    coarse_images |= {(pair.coarse, pair.date, pair.coarse_mask) for t in targets for pair in t.farther if pair.coarse}
     for path, date, mask in sorted(coarse_images, key=lambda item: item[1]):
         what = f"coarse image of {date.isoformat()}"
         info = RasterInfo.read(path, what)
@@ -361,6 +378,8 @@ def series_key(target, model_path, options):
         "coarse_masks": [stamp(target.coarse_mask), *(stamp(ref.coarse_mask) for ref in target.references)],
         "coarse_stand_ins": [[pair.date.isoformat(), stamp(pair.coarse), stamp(pair.coarse_mask)]
                              for pair in target.stand_ins],
+        "farther": [[pair.date.isoformat(), stamp(pair.fine), stamp(pair.mask), stamp(pair.coarse),
+                     stamp(pair.coarse_mask)] for pair in target.farther],
         "model": stamp(model_path),
         "options": options,
         "software": __version__,
@@ -415,7 +434,7 @@ def local_misfit(image, coarse, valid, footprint):
 
 
 def blend_predictions(predictions, references, valids, gaps, coarse, coarse_valid, footprint, weighting="fit",
-                      fines=None):
+                      fines=None, farther=None):
     """Blend the predictions of a target from its references, per pixel (see the module docstring).
 
     ``predictions`` and ``references`` (each reference date seen at the coarse scale: its coarse image,
@@ -425,9 +444,11 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
     (time gap only). ``coarse_valid`` is :data:`FROM_OTHER_DATE` where another date's coarse image stood in.
     ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time where the coarse image
-    is invalid (``None``: those pixels are invalid). Returns ``(B, C + 4, h, w)``: the blend, its validity
-    (0/1), the earlier reference's share of the weight, its quality bits (:data:`ONE_REFERENCE`,
-    :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED`) and the days to the nearest valid reference.
+    is invalid (``None``: those pixels are invalid). ``farther``: ``(values (B, C, h, w), days (B, h, w))``, what a
+    farther fine date gives where no reference is valid (days 0: nothing). Returns ``(B, C + 4, h, w)``: the
+    blend, its validity (0/1), the earlier reference's share of the weight, its quality bits
+    (:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED`, :data:`FARTHER_DATE`) and the days to
+    the nearest fine date used.
     """
     import torch
 
@@ -458,6 +479,15 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     flags = ONE_REFERENCE * one + COARSE_OTHER_DATE * other_date * (1 - interpolated) + INTERPOLATED * interpolated
     far = float(max(abs(gap) for gap in gaps)) + 1
     days = torch.stack([torch.where(u, float(abs(gap)), far) for u, gap in zip(used, gaps)]).amin(dim=0)
+    if farther is not None:
+        values, farther_days = farther
+        # Only where no reference is valid (a pixel merely unseen at T with interpolation off stays nodata).
+        fill = (farther_days > 0) & ~torch.stack(used).any(dim=0)
+        blended = torch.where(fill[:, None], values, blended)
+        ok = torch.where(fill, torch.ones_like(ok), ok)
+        flags = torch.where(fill, FARTHER_DATE + INTERPOLATED * (~seen).to(coarse.dtype), flags)
+        days = torch.where(fill, farther_days, days)
+        share = torch.where(fill, torch.zeros_like(share), share)
     return torch.cat((blended, ok[:, None], share[:, None], flags[:, None], days[:, None]), dim=1)
 
 
@@ -470,7 +500,8 @@ class GroupReader:
     the reference's own date (else the window's band mean); invalid coarse pixels (nodata, or cloud in
     ``coarse_clouds(mask, date)``) from the target's coarse stand-ins, nearest first (their coarse validity
     :data:`FROM_OTHER_DATE`), else from the target's nearest reference (validity 0), so no nodata reaches the
-    network.
+    network. Then ``(farther (K*C), farther days (K))``: where every reference of a target is invalid, the
+    temporal difference of its nearest farther fine date clear there and how far that date is (0: none).
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
@@ -491,6 +522,15 @@ class GroupReader:
                                            coarse_clouds(pair.coarse_mask, date))
                           for date, pair in sorted(stand_ins.items())}
         self.stand_ins = [[pair.date for pair in t.stand_ins] for t in targets]
+        self.uses = [[references.index(ref) for ref in t.references] for t in targets]
+        farther = {pair.date: pair for t in targets for pair in t.farther}
+        self._farther = {
+            date: (self._open(pair.fine, fine_bands, None, f"fine image of {date}", clouds=clouds(pair)),
+                   self._open(pair.coarse, coarse_bands, grid, f"coarse image of {date}", resampling,
+                              coarse_clouds(pair.coarse_mask, date)) if pair.coarse else None)
+            for date, pair in sorted(farther.items())
+        }
+        self.farther = [[(pair.date, abs((pair.date - t.date).days)) for pair in t.farther] for t in targets]
         self.nearest = [min(range(len(t.references)), key=lambda i: abs(t.gaps[i])) for t in targets]
         self.nearest = [references.index(t.references[i]) for t, i in zip(targets, self.nearest)]
 
@@ -519,9 +559,9 @@ class GroupReader:
             fines.append(data)
             fine_ok.append(ok)
             seen.append(coarse if coarse is not None else data)
-        coarses, coarse_ok = [], []
-        stand_in_reads = {}  # date -> its window, read once for every target it stands in for
-        for reader, nearest, stand_ins in zip(self.coarse, self.nearest, self.stand_ins):
+        coarses, coarse_ok, farther, farther_days = [], [], [], []
+        stand_in_reads, farther_reads = {}, {}  # date -> its window, read once for every target that uses it
+        for k, (reader, nearest, stand_ins) in enumerate(zip(self.coarse, self.nearest, self.stand_ins)):
             data, ok = reader.read_reflectance(window, self.coarse_scale)
             validity = ok.astype(np.float32)
             for date in stand_ins:
@@ -534,14 +574,44 @@ class GroupReader:
                 data[:, take] = other[:, take]
                 ok = ok | take
                 validity[take] = FROM_OTHER_DATE
+            fill, days = self._fill_from_farther(k, window, fine_ok, data, ok, farther_reads)
+            farther.append(fill)
+            farther_days.append(days)
             if not ok.all():
                 _fill_invalid(data, ok, fines[nearest], fine_ok[nearest])
             coarses.append(data)
             coarse_ok.append(validity)
         inputs = (np.concatenate(fines), np.stack(fine_ok).astype(np.float32),
-                  np.concatenate(coarses), np.stack(coarse_ok), np.concatenate(seen))
+                  np.concatenate(coarses), np.stack(coarse_ok), np.concatenate(seen), np.concatenate(farther),
+                  np.stack(farther_days))
         # Validity is per target, in the predictions' channels; the tiling engine's mask stays open.
         return inputs, np.ones((window.height, window.width), dtype=bool)
+
+    def _fill_from_farther(self, k, window, fine_ok, coarse, coarse_ok, reads):
+        """Target ``k``'s pixels that none of its references sees, from its farther fine dates, nearest first:
+        ``F_f + C_T - C_f`` where both coarse images hold the pixel, else ``F_f``. ``coarse``/``coarse_ok``: the
+        target's coarse image (stand-ins in) before filling. Returns ``(values (C, h, w), days (h, w))``."""
+        holes = ~np.any([fine_ok[r] for r in self.uses[k]], axis=0)
+        values = np.zeros_like(coarse)
+        days = np.zeros(holes.shape, dtype=np.float32)
+        for date, gap in self.farther[k]:
+            if not holes.any():
+                break
+            if date not in reads:
+                fine_reader, coarse_reader = self._farther[date]
+                fine, ok = fine_reader.read_reflectance(window, self.scale)
+                other, other_ok = coarse_reader.read_reflectance(window, self.coarse_scale) if coarse_reader \
+                    else (None, np.zeros_like(ok))
+                reads[date] = (fine, ok, other, other_ok)
+            fine, ok, other, other_ok = reads[date]
+            take = holes & ok
+            change = take & coarse_ok & other_ok
+            values[:, take] = fine[:, take]
+            if change.any():
+                values[:, change] = np.maximum(fine[:, change] + coarse[:, change] - other[:, change], 0.0)
+            days[take] = max(gap, 1)
+            holes &= ~take
+        return values, days
 
     def close(self):
         for reader in self._readers:
@@ -596,11 +666,12 @@ class SeriesPredictor:
         from .device import autocast
 
         torch = self.torch
-        fine, fine_ok, coarse, coarse_ok, seen = (self._tensor(array) for array in batch)
+        fine, fine_ok, coarse, coarse_ok, seen, farther, farther_days = (self._tensor(array) for array in batch)
         b, _, h, w = fine.shape
         fine = fine.reshape(b, fine_ok.shape[1], -1, h, w)
         seen = seen.reshape(b, fine_ok.shape[1], -1, h, w)
         coarse = coarse.reshape(b, coarse_ok.shape[1], -1, h, w)
+        farther = farther.reshape(b, coarse_ok.shape[1], -1, h, w)
         channels_last = torch.channels_last
         outputs = []
         with torch.inference_mode():
@@ -625,6 +696,7 @@ class SeriesPredictor:
                     predictions, [seen[:, r] for r in uses], [fine_ok[:, r] for r in uses], self.gaps[k],
                     image.float(), coarse_ok[:, k], self.footprint, self.weighting,
                     [fines[r].float() for r in uses] if self.interpolate_gaps else None,
+                    (farther[:, k].float(), farther_days[:, k]),
                 ))
         return torch.cat(outputs, dim=1).cpu().numpy()
 
@@ -732,11 +804,13 @@ def _target_metadata(job, target, warped):
             "CTSTFM_REFERENCE_DATES": ",".join(ref["date"] for ref in references),
             "CTSTFM_REFERENCES": json.dumps(references),
             "CTSTFM_WEIGHTING": job.options["weighting"],
-            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references for mask in job.clouds(ref)]
+            "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references + target.farther
+                                          for mask in job.clouds(ref)]
                                          + job.coarse_clouds(target.coarse_mask, target.coarse_date)
-                                         + [mask for pair in target.stand_ins
+                                         + [mask for pair in target.stand_ins + target.farther
                                             for mask in job.coarse_clouds(pair.coarse_mask, pair.date)]),
             "CTSTFM_COARSE_STAND_INS": ",".join(pair.date.isoformat() for pair in target.stand_ins),
+            "CTSTFM_FARTHER_DATES": ",".join(pair.date.isoformat() for pair in target.farther),
             "CTSTFM_GAPS": "interpolated in time" if job.options["interpolate_gaps"] else "nodata",
             "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
             "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
@@ -759,8 +833,8 @@ def _run_group(job, group, progress):
                                 job.options["weighting"], amp, job.between_config, job.between_share,
                                 job.options["interpolate_gaps"])
     # valid pixels, sum of the earlier reference's share, all pixels, pixels interpolated in time, pixels seen by
-    # another coarse date
-    counts = np.zeros((len(group), 5))
+    # another coarse date, pixels from a farther fine date
+    counts = np.zeros((len(group), 6))
     quality_spec = OutputSpec("uint16", QUALITY_NODATA, None)
     descriptions = [grid.descriptions[b - 1] or (job.band_names[i] if i < len(job.band_names) else "")
                     for i, b in enumerate(job.fine_bands)]
@@ -791,14 +865,15 @@ def _run_group(job, group, progress):
                 writer.write(window, block[:bands], ok)
                 flags = np.rint(block[bands + 2]).astype(np.int64)
                 counts[k] += (ok.sum(), block[bands + 1][ok].sum(), ok.size, ((flags & INTERPOLATED) > 0).sum(),
-                              ((flags & COARSE_OTHER_DATE) > 0).sum())
+                              ((flags & COARSE_OTHER_DATE) > 0).sum(), ((flags & FARTHER_DATE) > 0).sum())
                 if qualities:
                     qualities[k].write(window, block[bands + 2:bands + 4], ok)
 
         stats = run_tiled(grid.width, grid.height, reader.read, predictor, write, tile=job.options["tile"],
                           overlap=job.options["overlap"], batch_size=job.batch_size, progress=progress)
-        for target, writer, (valid, share, total, interpolated, other) in zip(group, writers, counts):
+        for target, writer, (valid, share, total, interpolated, other, farther) in zip(group, writers, counts):
             writer.update_metadata({
+                "CTSTFM_FARTHER_FRACTION": f"{farther / max(total, 1):.4f}",
                 "CTSTFM_VALID_FRACTION": f"{valid / max(total, 1):.4f}",
                 "CTSTFM_WEIGHT_EARLIER": f"{share / max(valid, 1):.4f}",
                 "CTSTFM_COARSE_OTHER_DATES_FRACTION": f"{other / max(total, 1):.4f}",
@@ -879,7 +954,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     scale = options["scale"] or loaded.scale
     coarse_scale = options["coarse_scale"] or scale
     used = {ref.date for t in plan for ref in t.references} | {t.coarse_date for t in plan}
-    used |= {pair.date for t in plan for pair in t.stand_ins}
+    used |= {pair.date for t in plan for pair in t.stand_ins + t.farther}
     check_series_scales([pair for pair in pairs if pair.date in used], scale, coarse_scale=coarse_scale,
                         coarse_option="coarse_scale", fine_bands=fine_bands, coarse_bands=coarse_bands)
     bands = len(fine_bands)
@@ -1139,7 +1214,7 @@ def write_series_outputs(plan, out_folder, kept, written):
             os.path.abspath(target.coarse), " ".join(ref.date.isoformat() for ref in target.references),
             " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),
             meta.get("CTSTFM_VALID_FRACTION", ""), meta.get("CTSTFM_COARSE_OTHER_DATES_FRACTION", ""),
-            meta.get("CTSTFM_INTERPOLATED_FRACTION", ""),
+            meta.get("CTSTFM_INTERPOLATED_FRACTION", ""), meta.get("CTSTFM_FARTHER_FRACTION", ""),
             "written" if target.path in written else "kept",
         ])
     index = os.path.join(out_folder, INDEX_NAME)

@@ -126,7 +126,7 @@ def bench_tile(targets, repeats, size=256):
     fine, coarse = rng.random((1, 2 * bands, size, size), np.float32), rng.random((1, targets * bands, size, size),
                                                                                   np.float32)
     batch = (fine, np.ones((1, 2, size, size), np.float32), coarse, np.ones((1, targets, size, size), np.float32),
-             fine.copy())
+             fine.copy(), np.zeros_like(coarse), np.zeros((1, targets, size, size), np.float32))
 
     def separate():
         for k in range(targets):

@@ -351,6 +351,44 @@ def test_a_cloudy_reference_is_filled_from_the_other(five_dates, tmp_path):
     assert np.array_equal(flags, expected) and np.array_equal(days == 16, expected != 65535)
 
 
+def test_a_pixel_cloudy_in_both_references_comes_from_a_farther_fine_date(five_dates, tmp_path):
+    """Fine dates 1, 3 and 5; date 2 is filled from 1 and 3. Where both are cloudy, the temporal difference of date
+    5 (48 days away) fills the pixel, F5 + C2 - C5 on the fine grid; the quality layer says 8 and 48 days, the index
+    the share; cloudy in date 5 too, it stays nodata."""
+    from model_core.raster import RasterReader
+    from model_core.simulate import write_geotiff
+
+    items = five_dates.items
+    grid = RasterInfo.read(items[0].fine)
+    cloud = np.zeros((1, 64, 64), dtype=np.int16)
+    cloud[0, 20:40, 20:40] = 1
+    mask = str(tmp_path / "cloud.tif")
+    write_geotiff(mask, cloud, grid.geotransform, five_dates.parameters["epsg"], ("cloud",), None)
+    small = np.zeros((1, 64, 64), dtype=np.int16)
+    small[0, 20:25, 20:25] = 1
+    mask_5 = str(tmp_path / "cloud_5.tif")
+    write_geotiff(mask_5, small, grid.geotransform, five_dates.parameters["epsg"], ("cloud",), None)
+    rows = [(items[0].date, items[0].fine, items[0].coarse, mask), (items[1].date, "", items[1].coarse, ""),
+            (items[2].date, items[2].fine, items[2].coarse, mask), (items[4].date, items[4].fine, items[4].coarse,
+                                                                      mask_5)]
+    manifest = write_manifest(tmp_path / "m.csv", rows, ("date", "fine", "coarse", "mask"))
+    result = fuse_series(str(manifest), MODEL, tmp_path / "out", **FAST)
+    fused = read_all(result.files[items[1].date.isoformat()])
+    with RasterReader(items[4].fine) as fine, RasterReader(items[1].coarse, grid=grid) as c2, \
+            RasterReader(items[4].coarse, grid=grid) as c5:
+        window = (0, 0, 64, 64)
+        expected = np.maximum(fine.read(window)[0] + c2.read(window)[0] - c5.read(window)[0], 0)
+    filled = (slice(None), slice(25, 40), slice(20, 40))
+    assert np.abs(fused[filled] - np.rint(expected[filled])).max() <= 1
+    assert (fused[:, 20:25, 20:25] == -9999).all()  # cloudy in all three fine dates
+    flags, days = read_all(tmp_path / "out" / f"quality_{items[1].date.isoformat()}.tif")
+    assert (flags[filled[1:]] == 8).all() and (days[filled[1:]] == 48).all()
+    with open(result.index) as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["farther_fraction"]) == round((15 * 20 + 5 * 15) / 64 ** 2, 4)
+    assert read_metadata(result.files[items[1].date.isoformat()])["CTSTFM_FARTHER_DATES"] == items[4].date.isoformat()
+
+
 def test_product_masks_are_read_by_their_rule_and_a_quality_band_read_as_0_1_is_refused(five_dates, tmp_path):
     """Landsat's QA_PIXEL (bit 3 cloud; 21824 is clear land) and Sentinel-2's SCL (9 cloud, 4 vegetation) mask the
     same pixels as a 0/1 mask when read by their rule; read as "non-zero is cloud" they would mask everything, and

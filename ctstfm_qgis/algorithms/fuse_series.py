@@ -51,24 +51,25 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
   every image the run uses is checked first, and one that cannot be reflectance at its scale is refused.
 
 ## How
-Each date is predicted from the nearest fine date before it and the nearest after it, and the two
-predictions are blended per pixel: more weight to the reference closer in time and to the one whose
-surroundings, seen at the coarse scale, changed less since then. A pixel that is nodata or cloud in one
-reference comes from the other; in both, it is nodata. Where the coarse image of a date is nodata or cloud (its `coarse_mask`), the nearest coarse image of the
-series within a few days (3, under Advanced) that is clear there stands in; where none is, nothing was seen
-near that day and the fine dates are interpolated in time there (**Interpolate the fine dates in time ...**,
-advanced; off: nodata). The index says how much of each date each of these is. Beside each fused date a quality layer (`quality_YYYY-MM-DD.tif`, in the
-output folder) says per pixel how it was made: band 1 bits 1 one fine date only, 2 another day's coarse image,
-4 interpolated in time (0: the full method); band 2 the days to the fine date used. Each reference is encoded
-once per tile for all the dates around it. A three-image model (the default of *Train CTSTFM*) gets each
-reference date's own coarse image as its coarse image at T0, from the series itself; without a model chosen,
-the plugin's model in its three-image form is used when every fine date has its coarse image. The dates
-between fine dates are then fitted on the series itself (*Fit the first guess and the share of change kept*,
-advanced, on): each inner fine date with a coarse image is left out and predicted from its neighbours, which
-gives per band how much of the coarse image's deviation from the time interpolation to trust, and how much of
-each prediction's change to keep; in nine simulated series this lowered the error of the filled dates by
-7-23 % MAE. With only two such fine dates, the first part is fitted on the change between them (0.4-8 %
-lower MAE; docs/fusion.md).
+Each date is predicted from the nearest fine date before it and the nearest after it, and the two predictions
+are blended per pixel: more weight to the reference closer in time and to the one whose surroundings, seen at
+the coarse scale, changed less since then. A pixel that is nodata or cloud in one reference comes from the
+other; in both, from the next fine date clear there (its temporal difference), else it is nodata. Where the
+coarse image of a date is nodata or cloud (its `coarse_mask`), the nearest coarse image of the series within a
+few days (3, under Advanced) that is clear there stands in; where none is, nothing was seen near that day and
+the fine dates are interpolated in time there (**Interpolate the fine dates in time ...**, advanced; off:
+nodata). The index says how much of each date each of these is. Beside each fused date a quality layer
+(`quality_YYYY-MM-DD.tif`, in the output folder) says per pixel how it was made: band 1 bits 1 one fine date
+only, 2 another day's coarse image, 4 interpolated in time, 8 a farther fine date (0: the full method); band 2
+the days to the fine date used. Each reference is encoded once per tile for all the dates around it. A
+three-image model (the default of *Train CTSTFM*) gets each reference date's own coarse image as its coarse
+image at T0, from the series itself; without a model chosen, the plugin's model in its three-image form is
+used when every fine date has its coarse image. The dates between fine dates are then fitted on the series
+itself (*Fit the first guess and the share of change kept*, advanced, on): each inner fine date with a coarse
+image is left out and predicted from its neighbours, which gives per band how much of the coarse image's
+deviation from the time interpolation to trust, and how much of each prediction's change to keep; in nine
+simulated series this lowered the error of the filled dates by 7-23 % MAE. With only two such fine dates, the
+first part is fitted on the change between them (0.4-8 % lower MAE; docs/fusion.md).
 
 ## Outputs
 In the output folder: `fused_YYYY-MM-DD.tif` per date (date and references in its metadata), its
