@@ -42,7 +42,7 @@ bench-series-few-dates: setup
 	$(PY) scripts/bench_series_few_dates.py
 
 # A cloud on the coarse image of a date to fill: coarse mask, time interpolation and nearby coarse days
-# (scripts/bench_coarse_clouds.py, about 1 min; docs/benchmarks.md, Time series).
+# (scripts/bench_coarse_clouds.py, about 1 min; --fine-clouds: both fine dates cloudy; docs/benchmarks.md).
 bench-coarse-clouds: setup
 	$(PY) scripts/bench_coarse_clouds.py
 

@@ -24,8 +24,7 @@ predicted change kept, are fitted on the series' own fine dates, each left out
 in turn (:mod:`model_core.series_fit`). A pixel
 invalid in one reference (nodata, or masked as cloud) is taken from the other;
 invalid in both, from the nearest farther fine date clear there (:data:`FARTHER_DATES`
-of them, within ``max_gap_days``), its temporal difference ``F_f + C_T - C_f`` (no
-change where a coarse image is missing there); where none is clear, it is nodata. Where the coarse image at T is invalid (nodata, or
+of them, within ``max_gap_days``), unchanged; where none is clear, it is nodata. Where the coarse image at T is invalid (nodata, or
 masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), the
 nearest coarse image within ``coarse_days`` days (:data:`COARSE_DAYS` by default)
 that is valid there stands in for it, pixel by pixel (daily MODIS: the next clear
@@ -124,14 +123,15 @@ FROM_OTHER_DATE = 2.0
 #: The bits of a quality layer's first band: the pixel came from one reference only (the other is nodata or cloud
 #: there, or the date has one), from another date's coarse image (``coarse_days``), or from the fine dates
 #: interpolated in time (no coarse image seen). 0: both references and the date's own coarse image.
-#: 8: neither reference is clear there; a farther fine date's temporal difference fills it.
+#: 8: neither reference is clear there; the nearest farther fine date clear there fills it, unchanged (its
+#: temporal difference F_f + C_T - C_f was worse in 8 of 8 realistic series: docs/benchmarks.md).
 ONE_REFERENCE, COARSE_OTHER_DATE, INTERPOLATED, FARTHER_DATE = 1, 2, 4, 8
 #: How many fine dates beyond a target's references may fill the pixels cloudy in both references.
 FARTHER_DATES = 2
 #: The quality layer's nodata (where the fused image is nodata), in both bands.
 QUALITY_NODATA = 65535
 QUALITY_BANDS = ("flags (1 one reference, 2 coarse image of another date, 4 interpolated in time, 8 a farther "
-                 "fine date)", "days to the nearest fine date used")
+                 "fine date, unchanged)", "days to the nearest fine date used")
 
 
 def output_name(date):
@@ -337,7 +337,6 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
     coarse_images = {(t.coarse, t.coarse_date, t.coarse_mask) for t in targets}
     coarse_images |= {(ref.coarse, ref.date, ref.coarse_mask) for t in targets for ref in t.references if ref.coarse}
     coarse_images |= {(pair.coarse, pair.date, pair.coarse_mask) for t in targets for pair in t.stand_ins}
-    coarse_images |= {(pair.coarse, pair.date, pair.coarse_mask) for t in targets for pair in t.farther if pair.coarse}
     for path, date, mask in sorted(coarse_images, key=lambda item: item[1]):
         what = f"coarse image of {date.isoformat()}"
         info = RasterInfo.read(path, what)
@@ -378,8 +377,7 @@ def series_key(target, model_path, options):
         "coarse_masks": [stamp(target.coarse_mask), *(stamp(ref.coarse_mask) for ref in target.references)],
         "coarse_stand_ins": [[pair.date.isoformat(), stamp(pair.coarse), stamp(pair.coarse_mask)]
                              for pair in target.stand_ins],
-        "farther": [[pair.date.isoformat(), stamp(pair.fine), stamp(pair.mask), stamp(pair.coarse),
-                     stamp(pair.coarse_mask)] for pair in target.farther],
+        "farther": [[pair.date.isoformat(), stamp(pair.fine), stamp(pair.mask)] for pair in target.farther],
         "model": stamp(model_path),
         "options": options,
         "software": __version__,
@@ -444,8 +442,8 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
     (time gap only). ``coarse_valid`` is :data:`FROM_OTHER_DATE` where another date's coarse image stood in.
     ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time where the coarse image
-    is invalid (``None``: those pixels are invalid). ``farther``: ``(values (B, C, h, w), days (B, h, w))``, what a
-    farther fine date gives where no reference is valid (days 0: nothing). Returns ``(B, C + 4, h, w)``: the
+    is invalid (``None``: those pixels are invalid). ``farther``: ``(values (B, C, h, w), days (B, h, w))``, the nearest
+    farther fine date clear where no reference is valid (days 0: none). Returns ``(B, C + 4, h, w)``: the
     blend, its validity (0/1), the earlier reference's share of the weight, its quality bits
     (:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED`, :data:`FARTHER_DATE`) and the days to
     the nearest fine date used.
@@ -485,7 +483,7 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
         fill = (farther_days > 0) & ~torch.stack(used).any(dim=0)
         blended = torch.where(fill[:, None], values, blended)
         ok = torch.where(fill, torch.ones_like(ok), ok)
-        flags = torch.where(fill, FARTHER_DATE + INTERPOLATED * (~seen).to(coarse.dtype), flags)
+        flags = torch.where(fill, torch.full_like(flags, FARTHER_DATE), flags)
         days = torch.where(fill, farther_days, days)
         share = torch.where(fill, torch.zeros_like(share), share)
     return torch.cat((blended, ok[:, None], share[:, None], flags[:, None], days[:, None]), dim=1)
@@ -500,8 +498,8 @@ class GroupReader:
     the reference's own date (else the window's band mean); invalid coarse pixels (nodata, or cloud in
     ``coarse_clouds(mask, date)``) from the target's coarse stand-ins, nearest first (their coarse validity
     :data:`FROM_OTHER_DATE`), else from the target's nearest reference (validity 0), so no nodata reaches the
-    network. Then ``(farther (K*C), farther days (K))``: where every reference of a target is invalid, the
-    temporal difference of its nearest farther fine date clear there and how far that date is (0: none).
+    network. Then ``(farther (K*C), farther days (K))``: where every reference of a target is invalid, its
+    nearest farther fine date clear there and how far that date is (0: none).
     """
 
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
@@ -524,12 +522,8 @@ class GroupReader:
         self.stand_ins = [[pair.date for pair in t.stand_ins] for t in targets]
         self.uses = [[references.index(ref) for ref in t.references] for t in targets]
         farther = {pair.date: pair for t in targets for pair in t.farther}
-        self._farther = {
-            date: (self._open(pair.fine, fine_bands, None, f"fine image of {date}", clouds=clouds(pair)),
-                   self._open(pair.coarse, coarse_bands, grid, f"coarse image of {date}", resampling,
-                              coarse_clouds(pair.coarse_mask, date)) if pair.coarse else None)
-            for date, pair in sorted(farther.items())
-        }
+        self._farther = {date: self._open(pair.fine, fine_bands, None, f"fine image of {date}", clouds=clouds(pair))
+                         for date, pair in sorted(farther.items())}
         self.farther = [[(pair.date, abs((pair.date - t.date).days)) for pair in t.farther] for t in targets]
         self.nearest = [min(range(len(t.references)), key=lambda i: abs(t.gaps[i])) for t in targets]
         self.nearest = [references.index(t.references[i]) for t, i in zip(targets, self.nearest)]
@@ -574,7 +568,7 @@ class GroupReader:
                 data[:, take] = other[:, take]
                 ok = ok | take
                 validity[take] = FROM_OTHER_DATE
-            fill, days = self._fill_from_farther(k, window, fine_ok, data, ok, farther_reads)
+            fill, days = self._fill_from_farther(k, window, fine_ok, data.shape, farther_reads)
             farther.append(fill)
             farther_days.append(days)
             if not ok.all():
@@ -587,28 +581,20 @@ class GroupReader:
         # Validity is per target, in the predictions' channels; the tiling engine's mask stays open.
         return inputs, np.ones((window.height, window.width), dtype=bool)
 
-    def _fill_from_farther(self, k, window, fine_ok, coarse, coarse_ok, reads):
-        """Target ``k``'s pixels that none of its references sees, from its farther fine dates, nearest first:
-        ``F_f + C_T - C_f`` where both coarse images hold the pixel, else ``F_f``. ``coarse``/``coarse_ok``: the
-        target's coarse image (stand-ins in) before filling. Returns ``(values (C, h, w), days (h, w))``."""
+    def _fill_from_farther(self, k, window, fine_ok, shape, reads):
+        """Target ``k``'s pixels that none of its references sees, from its farther fine dates, nearest first,
+        unchanged; ``shape``: ``(C, h, w)``. Returns ``(values (C, h, w), days (h, w))``."""
         holes = ~np.any([fine_ok[r] for r in self.uses[k]], axis=0)
-        values = np.zeros_like(coarse)
+        values = np.zeros(shape, dtype=np.float32)
         days = np.zeros(holes.shape, dtype=np.float32)
         for date, gap in self.farther[k]:
             if not holes.any():
                 break
             if date not in reads:
-                fine_reader, coarse_reader = self._farther[date]
-                fine, ok = fine_reader.read_reflectance(window, self.scale)
-                other, other_ok = coarse_reader.read_reflectance(window, self.coarse_scale) if coarse_reader \
-                    else (None, np.zeros_like(ok))
-                reads[date] = (fine, ok, other, other_ok)
-            fine, ok, other, other_ok = reads[date]
+                reads[date] = self._farther[date].read_reflectance(window, self.scale)
+            fine, ok = reads[date]
             take = holes & ok
-            change = take & coarse_ok & other_ok
             values[:, take] = fine[:, take]
-            if change.any():
-                values[:, change] = np.maximum(fine[:, change] + coarse[:, change] - other[:, change], 0.0)
             days[take] = max(gap, 1)
             holes &= ~take
         return values, days
@@ -807,7 +793,7 @@ def _target_metadata(job, target, warped):
             "CTSTFM_CLOUDS": clouds_text([mask for ref in target.references + target.farther
                                           for mask in job.clouds(ref)]
                                          + job.coarse_clouds(target.coarse_mask, target.coarse_date)
-                                         + [mask for pair in target.stand_ins + target.farther
+                                         + [mask for pair in target.stand_ins
                                             for mask in job.coarse_clouds(pair.coarse_mask, pair.date)]),
             "CTSTFM_COARSE_STAND_INS": ",".join(pair.date.isoformat() for pair in target.stand_ins),
             "CTSTFM_FARTHER_DATES": ",".join(pair.date.isoformat() for pair in target.farther),

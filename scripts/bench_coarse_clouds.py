@@ -15,7 +15,12 @@ quarter, flagged in a MODIS-like ``state_1km`` band on its own 960 m grid (bits 
 - ``nearest fine date unchanged`` and the ``fine dates interpolated in time, everywhere`` (no coarse image at
   all), for scale.
 
-    .venv/bin/python scripts/bench_coarse_clouds.py [--size 192]
+``--fine-clouds`` instead puts the cloud on both fine dates around day 24 (days 0 and 48, cloud masks in the
+manifest): the job fills it from day 96, the nearest farther fine date, unchanged; scored against day 96's
+temporal difference ``F96 + C24 - C96`` (the coarse images warped onto the fine grid as the job warps them),
+against day 0's pixels had it been clear (the nearest fine date, unchanged) and against the job elsewhere.
+
+    .venv/bin/python scripts/bench_coarse_clouds.py [--size 192] [--fine-clouds]
 """
 
 import argparse
@@ -80,7 +85,11 @@ def cloudy_date(item, folder, size):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192, help="fine pixels a side (192; a multiple of 64)")
+    parser.add_argument("--fine-clouds", action="store_true",
+                        help="a cloud on both fine dates around the filled date instead (the farther-date fill)")
     args = parser.parse_args(argv)
+    if args.fine_clouds:
+        return bench_fine_clouds(args.size)
 
     import numpy as np
     from osgeo import gdal
@@ -133,6 +142,57 @@ def main(argv=None):
         stand_in = np.array(under[name])
         print(f"{name}: better than interpolation in {(stand_in < interpolated).sum()} of {len(stand_in)} series "
               f"(median change {100 * np.median(stand_in / interpolated - 1):+.0f} %).")
+
+
+def bench_fine_clouds(size):
+    """The farther-date fill: a cloud over the top-left quarter of both fine dates around day 24."""
+    import numpy as np
+    from osgeo import gdal
+
+    from model_core.raster import RasterInfo, RasterReader
+    from model_core.series import fuse_series
+    from model_core.simulate import simulate_series, write_geotiff
+    from model_core.training.series import write_manifest
+
+    print(f"machine: {machine(load=True)}; CPU flags: {cpu_flags()}")
+    half = size // 2
+    cloud, clear = (slice(None), slice(0, half), slice(0, half)), (slice(None), slice(half, None))
+    print("| series | the job under the cloud (day 96 unchanged) | day 96's temporal difference | day 0 unchanged "
+          "(were it clear) | the job elsewhere |")
+    print("|---|---|---|---|---|")
+    under = []
+    with tempfile.TemporaryDirectory() as work:
+        for kind, seed in SERIES:
+            folder = Path(work) / f"{kind}_{seed}"
+            first = dt.date(2021, 6, 1)
+            series = simulate_series(folder / "sim", kind=kind, size=size, seed=seed, sensor="realistic",
+                                     dates=[(first + dt.timedelta(days=day)).isoformat() for day in DAYS],
+                                     bands=("green", "red", "nir"))
+            item = dict(zip(DAYS, series.items))
+            info = RasterInfo.read(item[0].fine)
+            mask = np.zeros((1, size, size), dtype=np.int16)
+            mask[(0, *cloud[1:])] = 1
+            write_geotiff(folder / "cloud.tif", mask, info.geotransform, info.crs_wkt, ("cloud",), None)
+            rows = [(it.date, it.fine if day in FINE_DAYS else "", it.coarse,
+                     str(folder / "cloud.tif") if day in FINE_DAYS[:2] else "")
+                    for day, it in item.items() if day in FINE_DAYS or day == TARGET_DAY]
+            manifest = write_manifest(folder / "m.csv", rows, ("date", "fine", "coarse", "mask"))
+            result = fuse_series(str(manifest), None, folder / "out", device="cpu")
+            truth = gdal.Open(str(item[TARGET_DAY].fine)).ReadAsArray() * 1e-4
+            fused = gdal.Open(result.files[item[TARGET_DAY].date.isoformat()]).ReadAsArray() * 1e-4
+            near = gdal.Open(str(item[0].fine)).ReadAsArray() * 1e-4
+            window = (0, 0, size, size)
+            with RasterReader(item[96].fine) as fine, RasterReader(item[TARGET_DAY].coarse, grid=info) as now, \
+                    RasterReader(item[96].coarse, grid=info) as then:
+                difference = np.maximum(fine.read(window)[0] + now.read(window)[0] - then.read(window)[0], 0) * 1e-4
+            errors = [np.abs(estimate - truth)[region].mean()
+                      for estimate, region in ((fused, cloud), (difference, cloud), (near, cloud), (fused, clear))]
+            under.append(errors[:3])
+            print(f"| {kind} {seed} | " + " | ".join(f"{e:.4f}" for e in errors) + " |")
+    job, difference, near = np.array(under).T
+    print(f"\nMean under the cloud: the job (day 96 unchanged) {job.mean():.5f}, day 96's temporal difference "
+          f"{difference.mean():.5f}, day 0 unchanged {near.mean():.5f}; unchanged beats the temporal difference in "
+          f"{(job < difference).sum()} of {len(job)} series.")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
 Each date is predicted from the nearest fine date before it and the nearest after it, and the two predictions
 are blended per pixel: more weight to the reference closer in time and to the one whose surroundings, seen at
 the coarse scale, changed less since then. A pixel that is nodata or cloud in one reference comes from the
-other; in both, from the next fine date clear there (its temporal difference), else it is nodata. Where the
+other; in both, from the next fine date clear there (unchanged), else it is nodata. Where the
 coarse image of a date is nodata or cloud (its `coarse_mask`), the nearest coarse image of the series within a
 few days (3, under Advanced) that is clear there stands in; where none is, nothing was seen near that day and
 the fine dates are interpolated in time there (**Interpolate the fine dates in time ...**, advanced; off:
