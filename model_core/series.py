@@ -21,22 +21,23 @@ hardly differs between references: its first guess already carries the coarse
 image at T; docs/fusion.md has the measurements.) For a three-image model the
 first guess of the targets between two fine dates, and the share of their
 predicted change kept, are fitted on the series' own fine dates, each left out
-in turn (:mod:`model_core.series_fit`). A pixel
-invalid in one reference (nodata, or masked as cloud) is taken from the other;
-invalid in both, from the nearest farther fine date clear there (:data:`FARTHER_DATES`
-of them, within ``max_gap_days``), unchanged; where none is clear, it is nodata. Where the coarse image at T is invalid (nodata, or
-masked as cloud by the ``coarse_mask`` column, e.g. MODIS's ``state_1km``), the
-nearest coarse image within ``coarse_days`` days (:data:`COARSE_DAYS` by default)
-that is valid there stands in for it, pixel by pixel (daily MODIS: the next clear
-day); where none is, nothing was seen near T: the references' fine images are
-interpolated in time there (weights ``valid_r / gap_r``), so the series stays
-gap-free. Each output says which share
-of its pixels came from another coarse date and which were interpolated
-(``CTSTFM_COARSE_OTHER_DATES_FRACTION``, ``CTSTFM_INTERPOLATED_FRACTION`` and the
-index's columns); ``interpolate_gaps=False`` leaves the latter nodata. Per pixel, a
-quality layer says the same (``quality_YYYY-MM-DD.tif``: band 1 the bits
-:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED` and
-:data:`FARTHER_DATE`, band 2 the days to the nearest fine date used there).
+in turn (:mod:`model_core.series_fit`). A pixel invalid in one reference (nodata, or
+masked as cloud) is taken from the other; invalid in both, from the nearest farther
+fine date clear there (:data:`FARTHER_DATES` of them, within ``max_gap_days``),
+unchanged; where none is clear, it is nodata. Where the coarse image at T is invalid
+(nodata, or masked as cloud by the ``coarse_mask`` column, e.g. MODIS's
+``state_1km``), the nearest coarse image within ``coarse_days`` days
+(:data:`COARSE_DAYS` by default) that is valid there stands in for it, pixel by
+pixel (daily MODIS: the next clear day); where none is, nothing was seen near T: the
+references' fine images are interpolated in time there (weights ``valid_r /
+gap_r``), so the series stays gap-free. Each output says which share of its pixels
+came from another coarse date, which were interpolated and which came from a farther
+fine date (``CTSTFM_COARSE_OTHER_DATES_FRACTION``, ``CTSTFM_INTERPOLATED_FRACTION``,
+``CTSTFM_FARTHER_FRACTION`` and the index's columns); ``interpolate_gaps=False``
+leaves the pixels it would interpolate nodata. Per pixel, a quality layer says the same
+(``quality_YYYY-MM-DD.tif``: band 1 the bits :data:`ONE_REFERENCE`,
+:data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED` and :data:`FARTHER_DATE`, band 2 the
+days to the nearest fine date used there).
 
 Speed: the tiles of a group of targets (the targets between the same two fine
 dates) are visited once; each reference tile is read and encoded once
@@ -442,9 +443,9 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     ``weighting``: ``fit`` (time gap and local fit of the reference to the coarse image) or ``time``
     (time gap only). ``coarse_valid`` is :data:`FROM_OTHER_DATE` where another date's coarse image stood in.
     ``fines``: the references' fine images, ``(B, C, h, w)`` each, interpolated in time where the coarse image
-    is invalid (``None``: those pixels are invalid). ``farther``: ``(values (B, C, h, w), days (B, h, w))``, the nearest
-    farther fine date clear where no reference is valid (days 0: none). Returns ``(B, C + 4, h, w)``: the
-    blend, its validity (0/1), the earlier reference's share of the weight, its quality bits
+    is invalid (``None``: those pixels are invalid). ``farther``: ``(values (B, C, h, w), days (B, h, w))``,
+    the nearest farther fine date clear where no reference is valid (days 0: none). Returns
+    ``(B, C + 4, h, w)``: the blend, its validity (0/1), the earlier reference's share of the weight, its quality bits
     (:data:`ONE_REFERENCE`, :data:`COARSE_OTHER_DATE`, :data:`INTERPOLATED`, :data:`FARTHER_DATE`) and the days to
     the nearest fine date used.
     """
@@ -480,13 +481,26 @@ def blend_predictions(predictions, references, valids, gaps, coarse, coarse_vali
     if farther is not None:
         values, farther_days = farther
         # Only where no reference is valid (a pixel merely unseen at T with interpolation off stays nodata).
-        fill = (farther_days > 0) & ~torch.stack(used).any(dim=0)
-        blended = torch.where(fill[:, None], values, blended)
-        ok = torch.where(fill, torch.ones_like(ok), ok)
-        flags = torch.where(fill, torch.full_like(flags, FARTHER_DATE), flags)
-        days = torch.where(fill, farther_days, days)
-        share = torch.where(fill, torch.zeros_like(share), share)
+        filled = (farther_days > 0) & ~torch.stack(used).any(dim=0)
+        blended = torch.where(filled[:, None], values, blended)
+        ok = torch.where(filled, torch.ones_like(ok), ok)
+        flags = torch.where(filled, torch.full_like(flags, FARTHER_DATE), flags)
+        days = torch.where(filled, farther_days, days)
+        share = torch.where(filled, torch.zeros_like(share), share)
     return torch.cat((blended, ok[:, None], share[:, None], flags[:, None], days[:, None]), dim=1)
+
+
+def _first_valid(holes, sources):
+    """For each source ``(data, ok)`` in order (nearest first), ``(its index, data, take)``: the pixels of ``holes``
+    it is the first to hold; stops, reading no further source, once no hole is left."""
+    holes = holes.copy()
+    for index, (data, ok) in enumerate(sources):
+        if not holes.any():
+            return
+        take = holes & ok
+        holes &= ~take
+        if take.any():
+            yield index, data, take
 
 
 class GroupReader:
@@ -554,21 +568,29 @@ class GroupReader:
             fine_ok.append(ok)
             seen.append(coarse if coarse is not None else data)
         coarses, coarse_ok, farther, farther_days = [], [], [], []
-        stand_in_reads, farther_reads = {}, {}  # date -> its window, read once for every target that uses it
+        reads = {}  # reader -> what it read in this window, once for every target that uses it
+
+        def read(reader, scale):
+            if reader not in reads:
+                reads[reader] = reader.read_reflectance(window, scale)
+            return reads[reader]
+
         for k, (reader, nearest, stand_ins) in enumerate(zip(self.coarse, self.nearest, self.stand_ins)):
             data, ok = reader.read_reflectance(window, self.coarse_scale)
             validity = ok.astype(np.float32)
-            for date in stand_ins:
-                if ok.all():
-                    break
-                if date not in stand_in_reads:
-                    stand_in_reads[date] = self._stand_in[date].read_reflectance(window, self.coarse_scale)
-                other, other_ok = stand_in_reads[date]
-                take = other_ok & ~ok
+            for _, other, take in _first_valid(~ok, (read(self._stand_in[date], self.coarse_scale)
+                                                     for date in stand_ins)):
                 data[:, take] = other[:, take]
                 ok = ok | take
                 validity[take] = FROM_OTHER_DATE
-            fill, days = self._fill_from_farther(k, window, fine_ok, data.shape, farther_reads)
+            # Where no reference sees the pixel: the nearest farther fine date that does, unchanged.
+            fill = np.zeros_like(data)
+            days = np.zeros(ok.shape, dtype=np.float32)
+            unseen = ~np.any([fine_ok[r] for r in self.uses[k]], axis=0)
+            sources = (read(self._farther[date], self.scale) for date, _ in self.farther[k])
+            for index, fine, take in _first_valid(unseen, sources):
+                fill[:, take] = fine[:, take]
+                days[take] = max(self.farther[k][index][1], 1)
             farther.append(fill)
             farther_days.append(days)
             if not ok.all():
@@ -580,24 +602,6 @@ class GroupReader:
                   np.stack(farther_days))
         # Validity is per target, in the predictions' channels; the tiling engine's mask stays open.
         return inputs, np.ones((window.height, window.width), dtype=bool)
-
-    def _fill_from_farther(self, k, window, fine_ok, shape, reads):
-        """Target ``k``'s pixels that none of its references sees, from its farther fine dates, nearest first,
-        unchanged; ``shape``: ``(C, h, w)``. Returns ``(values (C, h, w), days (h, w))``."""
-        holes = ~np.any([fine_ok[r] for r in self.uses[k]], axis=0)
-        values = np.zeros(shape, dtype=np.float32)
-        days = np.zeros(holes.shape, dtype=np.float32)
-        for date, gap in self.farther[k]:
-            if not holes.any():
-                break
-            if date not in reads:
-                reads[date] = self._farther[date].read_reflectance(window, self.scale)
-            fine, ok = reads[date]
-            take = holes & ok
-            values[:, take] = fine[:, take]
-            days[take] = max(gap, 1)
-            holes &= ~take
-        return values, days
 
     def close(self):
         for reader in self._readers:
