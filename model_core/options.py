@@ -240,13 +240,16 @@ def cloud_mask_options(mask_band=True):
     )
 
 
+NODATA_THERE = "nodata in the output"
+
+
 def mask_raster_options(*masks):
-    """Optional cloud-mask rasters of single images, any grid, whose cloudy pixels are nodata in the output:
-    ``(option name, the image it masks, the rule that reads it[, an example])`` each (model_core.cloud_masks)."""
+    """Optional cloud-mask rasters of single images, any grid (model_core.cloud_masks): ``(option name, the image it
+    masks, the rule option that reads it, what its cloudy pixels become)`` each."""
     return tuple(
-        Option(name, "raster", f"Cloud mask of the {image} (optional, any grid{''.join(example)}; cloud as the {rule} "
-               "says; nodata in the output)", advanced=True)
-        for name, image, rule, *example in masks
+        Option(name, "raster", f"Cloud mask of the {image} (optional, any grid; cloud as the {rule} says; {effect})",
+               advanced=True)
+        for name, image, rule, effect in masks
     )
 
 
@@ -300,9 +303,11 @@ FUSE = Operation(
         *output_options("Resampling of the coarse image onto the fine grid"),
         batch_size_option(),
         *model_scale_options("image"),
-        *mask_raster_options(("fine_mask", "fine image", "mask rule"),
-                             ("coarse_mask", "coarse image at T1", "coarse mask rule", ", e.g. MODIS state_1km"),
-                             ("coarse_t0_mask", "coarse image at T0", "coarse mask rule")),
+        *mask_raster_options(
+            ("fine_mask", "fine image", "mask rule", NODATA_THERE),
+            ("coarse_mask", "coarse image at T1, e.g. MODIS state_1km", "coarse mask rule", NODATA_THERE),
+            ("coarse_t0_mask", "coarse image at T0", "coarse mask rule", "a three-image model sees no change there"),
+        ),
         *cloud_mask_options(),
         Option(
             "inference", "choice", "CPU inference path (auto: the fastest that passed the accuracy check here)",
@@ -347,9 +352,11 @@ def classical_advanced():
             unset=0.0, minimum=0.0, advanced=True, decimals=6,
         ),
         *output_options("Resampling of the coarse images onto the fine grid"),
-        *mask_raster_options(("fine_mask", "fine image at T0", "mask rule"),
-                             ("coarse_t0_mask", "coarse image at T0", "coarse mask rule", ", e.g. MODIS state_1km"),
-                             ("coarse_t1_mask", "coarse image at T1", "coarse mask rule")),
+        *mask_raster_options(
+            ("fine_mask", "fine image at T0", "mask rule", NODATA_THERE),
+            ("coarse_t0_mask", "coarse image at T0, e.g. MODIS state_1km", "coarse mask rule", NODATA_THERE),
+            ("coarse_t1_mask", "coarse image at T1", "coarse mask rule", NODATA_THERE),
+        ),
         *cloud_mask_options(mask_band=False),
     )
 
