@@ -25,7 +25,7 @@ are reflectance, negatives clipped to 0 as everywhere in the project.
 
 import numpy as np
 
-from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources, clouds_text, coarse_cloud_sources
+from .cloud_masks import ImageClouds, check_cloud_sources, clouds_text
 from .device import device_note, resolve_device
 from .errors import CtstfmError
 from .progress import Progress
@@ -69,13 +69,13 @@ class SeriesReader:
     grid. ``read(window)`` returns ``(f0, c0, c1, valid)``: reflectance
     ``float32 (C, h, w)`` (``DN * scale``, negatives clipped to 0) and the mask of
     pixels valid in all three; invalid pixels are NaN in all three arrays.
-    ``clouds``: ``{what: [CloudMask]}`` per image (:data:`FINE_WHAT`, ...); cloudy
-    pixels are invalid.
+    ``clouds``: the three images' :class:`~model_core.cloud_masks.ImageClouds`;
+    cloudy pixels are invalid.
     """
 
     def __init__(self, fine_path, coarse_t0_path, coarse_t1_path, *, fine_bands=None, coarse_bands=None,
                  scale=1e-4, coarse_scale=None, resampling=DEFAULT_RESAMPLING, clouds=None):
-        clouds = clouds or {}
+        clouds = clouds or ImageClouds([], [], [])
         fine_info = RasterInfo.read(fine_path, FINE_WHAT)
         c0_info = RasterInfo.read(coarse_t0_path, COARSE_T0_WHAT)
         c1_info = RasterInfo.read(coarse_t1_path, COARSE_T1_WHAT)
@@ -101,12 +101,12 @@ class SeriesReader:
         self.pair = PairReader(
             fine_path, coarse_t0_path, fine_bands=fine_list, coarse_bands=coarse_lists[0], scale=self.scale,
             coarse_scale=self.coarse_scale, resampling=resampling, fine_what=FINE_WHAT, coarse_what=COARSE_T0_WHAT,
-            fine_clouds=clouds.get(FINE_WHAT, ()), coarse_clouds=clouds.get(COARSE_T0_WHAT, ()),
+            fine_clouds=clouds.fine, coarse_clouds=clouds.coarse_t0,
         )
         try:
             self.coarse_t1 = RasterReader(
                 coarse_t1_path, coarse_lists[1], grid=self.grid, resampling=resampling, what=COARSE_T1_WHAT,
-                clouds=clouds.get(COARSE_T1_WHAT, ()),
+                clouds=clouds.coarse_t1,
             )
         except BaseException:
             self.pair.close()
@@ -204,25 +204,14 @@ def _check_common(tile, overlap, resampling, output_type, output_format, scale, 
     check_scale_value(coarse_scale, "coarse_scale")
 
 
-def image_clouds(fine_path, masks, mask_rule="nonzero", coarse_mask_rule="nonzero"):
-    """``{what: [CloudMask]}`` of the three images from ``masks`` (the cloud-mask rasters of the fine image at T0
-    and the coarse images at T0 and T1, each may be empty), read by ``mask_rule`` / ``coarse_mask_rule``."""
-    fine_mask, coarse_t0_mask, coarse_t1_mask = masks
-    coarse_rule = CloudRule.parse(coarse_mask_rule, "coarse_mask_rule")
-    return {
-        FINE_WHAT: cloud_sources(fine_path, fine_mask, CloudRule.parse(mask_rule)),
-        COARSE_T0_WHAT: coarse_cloud_sources(coarse_t0_mask, coarse_rule, " at T0"),
-        COARSE_T1_WHAT: coarse_cloud_sources(coarse_t1_mask, coarse_rule, " at T1"),
-    }
-
-
 def _run(method, product, fine_path, coarse_t0_path, coarse_t1_path, out_path, make_process, *, tile, overlap, halo,
          fine_bands, coarse_bands, scale, coarse_scale, resampling, output_type, output_format, metadata, device,
          progress, batch_size=1, clouds=None):
-    """What is particular to the classical methods in a raster job: the three-image reader (with ``clouds``,
-    :func:`image_clouds`), the per-tile function (``make_process(series, progress)``) and the output's metadata."""
-    clouds = clouds or {}
-    every_mask = [mask for masks in clouds.values() for mask in masks]
+    """What is particular to the classical methods in a raster job: the three-image reader (with ``clouds``, an
+    :class:`~model_core.cloud_masks.ImageClouds`), the per-tile function (``make_process(series, progress)``) and
+    the output's metadata."""
+    clouds = clouds or ImageClouds([], [], [])
+    every_mask = clouds.every
     inputs = {FINE_WHAT: fine_path, COARSE_T0_WHAT: coarse_t0_path, COARSE_T1_WHAT: coarse_t1_path,
               **{mask.what: mask.path for mask in every_mask}}
     job = RasterJob(method, out_path, inputs, progress=progress)
@@ -294,7 +283,7 @@ def temporal_difference_rasters(
     """
     progress = progress or Progress()
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
-    clouds = image_clouds(fine_t0, (fine_mask, coarse_t0_mask, coarse_t1_mask), mask_rule, coarse_mask_rule)
+    clouds = ImageClouds.of(fine_t0, fine_mask, coarse_t0_mask, coarse_t1_mask, mask_rule, coarse_mask_rule)
 
     def make_process(series, _progress):
         def process(batch):
@@ -419,7 +408,7 @@ def starfm_rasters(
     window, overlap = _check_starfm(window, classes, fine_uncertainty, coarse_uncertainty, tile, overlap)
     halo = window // 2
     _check_common(tile, overlap, resampling, output_type, output_format, scale, coarse_scale)
-    clouds = image_clouds(fine_t0, (fine_mask, coarse_t0_mask, coarse_t1_mask), mask_rule, coarse_mask_rule)
+    clouds = ImageClouds.of(fine_t0, fine_mask, coarse_t0_mask, coarse_t1_mask, mask_rule, coarse_mask_rule)
     if batch_size is None or int(batch_size) < 1:
         raise CtstfmError(f"The batch size must be at least 1 (got {batch_size}).")
     torch_device = resolve_device(device)

@@ -170,6 +170,30 @@ def coarse_cloud_sources(mask, rule, of=""):
     return [CloudMask(str(mask), 1, rule, f"coarse cloud mask{of}")] if mask else []
 
 
+@dataclass(frozen=True)
+class ImageClouds:
+    """The :class:`CloudMask` sources of one fusion's three images: the fine image at T0 and the coarse images at
+    T0 and T1 (lists, each may be empty)."""
+
+    fine: list
+    coarse_t0: list
+    coarse_t1: list
+
+    @classmethod
+    def of(cls, fine_path, fine_mask=None, coarse_t0_mask=None, coarse_t1_mask=None, mask_rule=None,
+           coarse_mask_rule=None, mask_band=None):
+        """From the mask rasters (and the fine image's ``mask_band``), read by ``mask_rule`` (the fine image's) and
+        ``coarse_mask_rule`` (the coarse images')."""
+        coarse_rule = CloudRule.parse(coarse_mask_rule, "coarse_mask_rule")
+        return cls(cloud_sources(fine_path, fine_mask, CloudRule.parse(mask_rule), mask_band),
+                   coarse_cloud_sources(coarse_t0_mask, coarse_rule, " at T0"),
+                   coarse_cloud_sources(coarse_t1_mask, coarse_rule, " at T1"))
+
+    @property
+    def every(self):
+        return self.fine + self.coarse_t0 + self.coarse_t1
+
+
 def clouds_of(pair, rule, mask_band=None):
     """:func:`cloud_sources` of a series date (``pair``: its ``fine``, ``mask`` and ``date``)."""
     return cloud_sources(pair.fine, getattr(pair, "mask", ""), rule, mask_band, f" of {pair.date.isoformat()}")

@@ -37,7 +37,7 @@ from .errors import CtstfmError
 from .progress import Progress
 from .raster import DEFAULT_RESAMPLING, PairReader, RasterInfo, output_spec
 from .raster_job import JobOutput, RasterJob, check_output_options, output_metadata
-from .cloud_masks import CloudRule, check_cloud_sources, cloud_sources, clouds_text, coarse_cloud_sources
+from .cloud_masks import ImageClouds, check_cloud_sources, clouds_text
 from .scales import ScaledImage, check_scale_value, check_scales
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
 
@@ -350,14 +350,10 @@ def fuse(
     coarse_scale = check_scale_value(coarse_scale, "coarse_scale")
     from .inference import job_threads
 
-    clouds = cloud_sources(fine_path, fine_mask, CloudRule.parse(mask_rule), mask_band)
-    coarse_rule = CloudRule.parse(coarse_mask_rule, "coarse_mask_rule")
-    coarse_clouds = coarse_cloud_sources(coarse_mask, coarse_rule, " at T1")
-    coarse_t0_clouds = coarse_cloud_sources(coarse_t0_mask, coarse_rule, " at T0")
+    clouds = ImageClouds.of(fine_path, fine_mask, coarse_t0_mask, coarse_mask, mask_rule, coarse_mask_rule, mask_band)
     inputs = {"fine image": fine_path, "coarse image": coarse_path, "model file": model_path,
               **({"coarse image at T0": coarse_t0_path} if coarse_t0_path else {}),
-              **({"cloud mask": fine_mask} if fine_mask else {}),
-              **{mask.what: mask.path for mask in coarse_clouds + coarse_t0_clouds}}
+              **{mask.what: mask.path for mask in clouds.every}}
     job = RasterJob("CTSTFM", out_path, inputs, progress=progress)
     torch_device = resolve_device(device)
     loaded, match = _model_for_inputs(model_path, fine_path, coarse_path, progress, bands, fine_bands, coarse_bands)
@@ -366,11 +362,11 @@ def fuse(
     with job_threads(threads) as n_threads, job.open(
         PairReader, fine_path, coarse_path, fine_bands=list(match.fine_bands), coarse_bands=list(match.coarse_bands),
         n_bands=len(band_names), band_names=band_names, scale=scale or loaded.scale, coarse_scale=coarse_scale,
-        resampling=resampling, fine_clouds=clouds, coarse_clouds=coarse_clouds,
-        **reference_options(loaded.config, coarse_t0_path, progress, coarse_t0_clouds),
+        resampling=resampling, fine_clouds=clouds.fine, coarse_clouds=clouds.coarse_t1,
+        **reference_options(loaded.config, coarse_t0_path, progress, clouds.coarse_t0),
     ) as pair:
         _check_pair_scales(pair)
-        used = clouds + coarse_clouds + (coarse_t0_clouds if pair.reference == "coarse_t0" else [])
+        used = clouds.fine + clouds.coarse_t1 + (clouds.coarse_t0 if pair.reference == "coarse_t0" else [])
         check_cloud_sources(used)
         grid = pair.grid
         if pair.coarse.warped:
