@@ -622,6 +622,12 @@ FUSE_SERIES = Operation(
             True, advanced=True,
         ),
         Option(
+            "choose_model", "bool",
+            "Check a model of yours against the plugin's on fine dates left out (the better fills the dates between "
+            "fine dates)",
+            True, advanced=True,
+        ),
+        Option(
             "quality", "bool",
             "Write a quality layer per date (quality_YYYY-MM-DD.tif: where one reference, another day's coarse image, "
             "time interpolation or a farther fine date made a pixel, and the days to the fine date used)",

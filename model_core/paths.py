@@ -24,6 +24,17 @@ def default_model(three_image=False):
     return None
 
 
+def is_bundled_model(path):
+    """Whether ``path`` is one of the bundled model files (either form)."""
+    for bundled in (DEFAULT_MODEL, DEFAULT_MODEL_THREE_IMAGE):
+        try:
+            if os.path.samefile(str(path), str(bundled)):
+                return True
+        except OSError:  # one of them does not exist
+            continue
+    return False
+
+
 def model_or_default(model_path=None, three_image=False):
     """The chosen model file, or the bundled default model when none was chosen (``None`` or empty):
     the three-image one with ``three_image`` (a coarse image at T0 is given)."""

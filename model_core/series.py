@@ -113,7 +113,8 @@ INDEX_NAME = "index.csv"
 STACK_NAME = "stack.vrt"
 QUICKLOOK_NAME = "quicklook.png"
 INDEX_COLUMNS = ("date", "file", "quality", "coarse_date", "coarse", "references", "gap_days", "weight_earlier",
-                 "valid_fraction", "coarse_other_dates_fraction", "interpolated_fraction", "farther_fraction", "status")
+                 "valid_fraction", "coarse_other_dates_fraction", "interpolated_fraction", "farther_fraction", "model",
+                 "status")
 #: How far (days) from a target the coarse images that stand in where its own is cloudy may be, by default. Measured
 #: on eight realistic simulated series with three fine dates (docs/benchmarks.md, scripts/bench_coarse_clouds.py):
 #: under a cloud, the next day's coarse image beat the fine dates interpolated in time in 7 of 8 (mean MAE -24 %),
@@ -360,9 +361,10 @@ def footprint_pixels(grid, coarse_path):
     return max(3, int(round(coarse_pixel_ratio(grid, coarse_path))) // 2 * 2 + 1)
 
 
-def series_key(target, model_path, options):
+def series_key(target, model_path, options, fitted_on=()):
     """A digest of everything a target's output depends on (inputs with their size and time, the
-    model file, the options): the same key means the existing file can be kept."""
+    model file, the options, and for a date between fine dates the fine dates its first guess and model choice
+    were fitted on, ``fitted_on``): the same key means the existing file can be kept."""
 
     def stamp(path):
         if not path:
@@ -380,6 +382,8 @@ def series_key(target, model_path, options):
                              for pair in target.stand_ins],
         "farther": [[pair.date.isoformat(), stamp(pair.fine), stamp(pair.mask)] for pair in target.farther],
         "model": stamp(model_path),
+        "fitted_on": [[pair.date.isoformat(), stamp(pair.fine), stamp(pair.mask), stamp(pair.coarse)]
+                      for pair in fitted_on],
         "options": options,
         "software": __version__,
     }
@@ -519,6 +523,7 @@ class GroupReader:
     def __init__(self, targets, references, grid, fine_bands, coarse_bands, *, scale, coarse_scale, resampling,
                  clouds=lambda ref: (), coarse_clouds=lambda mask, date: ()):
         self._readers = []
+        self.references = list(references)
         self.scale = scale
         self.coarse_scale = coarse_scale
         self.fine = [self._open(ref.fine, fine_bands, None, f"fine image of {ref.date}", clouds=clouds(ref))
@@ -614,22 +619,24 @@ class SeriesPredictor:
     :func:`~model_core.tiling.run_tiled`; returns ``(B, K * (C + 4), h, w)`` (see :func:`blend_predictions`)."""
 
     def __init__(self, model, device, targets, references, footprint, weighting="fit", amp_dtype=None,
-                 between_config=None, between_share=None, interpolate_gaps=True):
+                 between=None, interpolate_gaps=True):
         import copy
 
         import torch
 
         self.torch = torch
         self.model = model.to(device).eval()
-        # Dates between fine dates may get a first guess fitted on the series (model_core.series_fit): the same
-        # network (shared weights) with another config.
-        self.between = None
-        if between_config is not None:
-            self.between = copy.copy(self.model)
-            self.between.config = between_config
+        # Dates between fine dates may be fused by another network (the plugin's model, chosen over a fine-tuned one)
+        # and with a first guess fitted on the series (model_core.series_fit): a copy with another config, whose
+        # fine and coarse encodings are those of the network it copies.
+        self.between = self.between_encoder = None
+        if between is not None:
+            self.between_encoder = between.network.to(device).eval()
+            self.between = copy.copy(self.between_encoder)
+            self.between.config = between.config
         # ... and keep that share (per band) of each prediction's change from its reference's fine image.
-        self.between_share = None if between_share is None else \
-            torch.tensor(between_share, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.between_share = None if between is None or between.share is None else \
+            torch.tensor(between.share, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.device = device
         self.uses = [[references.index(ref) for ref in t.references] for t in targets]
         self.gaps = [t.gaps for t in targets]
@@ -637,17 +644,15 @@ class SeriesPredictor:
         self.weighting = weighting
         self.interpolate_gaps = interpolate_gaps
         self.amp_dtype = amp_dtype
-        # The coarse stream's encoding is shared by a target's references only when it sees the coarse
-        # image alone (a network whose coarse stream also takes a reference input encodes per pair).
-        self.coarse_alone = getattr(model.config, "images", 2) == 2
-        # A three-image model gets each reference date's own coarse image as C0 where the series has it
-        # (else its two-image stand-in, the box of the fine image).
-        three_image = getattr(model.config, "images", 2) == 3
-        self.gets_coarse_t0 = [three_image and bool(ref.coarse) for ref in references]
+        # A three-image network gets each reference date's own coarse image as C0 where the series has it (else its
+        # two-image stand-in, the box of the fine image).
+        self.has_coarse_t0 = [bool(ref.coarse) for ref in references]
 
-    def _coarse_t0(self, seen, r):
-        """The coarse image of reference ``r``'s date for a three-image model, else ``None``."""
-        return seen[:, r].contiguous(memory_format=self.torch.channels_last) if self.gets_coarse_t0[r] else None
+    def _coarse_t0(self, seen, r, network):
+        """The coarse image of reference ``r``'s date for a three-image ``network``, else ``None``."""
+        if network.config.images == 3 and self.has_coarse_t0[r]:
+            return seen[:, r].contiguous(memory_format=self.torch.channels_last)
+        return None
 
     def _tensor(self, array):
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -664,22 +669,31 @@ class SeriesPredictor:
         farther = farther.reshape(b, coarse_ok.shape[1], -1, h, w)
         channels_last = torch.channels_last
         outputs = []
+        encoded_fine = {}  # (encoder, reference) -> features: each reference is encoded once per network
+
+        def fine_features(encoder, r):
+            if (id(encoder), r) not in encoded_fine:
+                with autocast(self.amp_dtype, self.device):
+                    encoded_fine[id(encoder), r] = encoder.encode_fine(fines[r])
+            return encoded_fine[id(encoder), r]
+
         with torch.inference_mode():
             fines = [fine[:, r].contiguous(memory_format=channels_last) for r in range(fine.shape[1])]
-            with autocast(self.amp_dtype, self.device):
-                features = [self.model.encode_fine(image) for image in fines]
             for k, uses in enumerate(self.uses):
                 image = coarse[:, k].contiguous(memory_format=channels_last)
-                model = self.between if self.between is not None and len(uses) == 2 else self.model
+                between = self.between is not None and len(uses) == 2
+                model, encoder = (self.between, self.between_encoder) if between else (self.model, self.model)
                 with autocast(self.amp_dtype, self.device):
-                    encoded = self.model.encode_coarse(image) if self.coarse_alone else None
+                    # The coarse stream's encoding is shared by a target's references only when it sees the coarse
+                    # image alone (a three-image network's coarse stream also takes the reference's C0).
+                    encoded = encoder.encode_coarse(image) if model.config.images == 2 else None
                     predictions = [
-                        model(image, fines[r], self._coarse_t0(seen, r), fine_features=features[r],
+                        model(image, fines[r], self._coarse_t0(seen, r, model), fine_features=fine_features(encoder, r),
                               coarse_features=encoded)
                         for r in uses
                     ]
                 predictions = [p.float().clamp_min(0.0) for p in predictions]
-                if self.between_share is not None and len(uses) == 2:
+                if self.between_share is not None and between:
                     predictions = [fines[r].float() + self.between_share * (p - fines[r].float())
                                    for r, p in zip(uses, predictions)]
                 outputs.append(blend_predictions(
@@ -722,6 +736,27 @@ class SeriesResult:
 
 
 @dataclass
+class Between:
+    """How the dates between two fine dates are fused: by ``loaded`` (a
+    :class:`~model_core.model_file.LoadedModel` cut down to the series' bands, from ``model_path``) with the
+    first-guess ``config`` (fitted on the series when ``fitted``), keeping ``share`` of each prediction's change
+    (per band; ``None``: all of it). ``scores``: the models scored on the series' fine dates left out, by file
+    name (:class:`~model_core.series_fit.LeftOutScore`), when a model was chosen by them."""
+
+    loaded: object
+    model_path: str
+    config: object
+    share: tuple = None
+    fitted: bool = False
+    scores: dict = field(default_factory=dict)
+    left_out: object = None  # its LeftOutPredictions (no share applied) where the share was fitted, for scoring
+
+    @property
+    def network(self):
+        return self.loaded.model
+
+
+@dataclass
 class _Job:
     """Everything the groups of one run share."""
 
@@ -740,8 +775,7 @@ class _Job:
     batch_size: int
     model_path: str
     mixed_precision: bool
-    between_config: object = None  # the model's config for dates between fine dates, when fitted on the series
-    between_share: tuple = None  # per band, the share of the predicted change kept there (fitted alike)
+    between: object = None  # a Between: how the dates between two fine dates are fused (None: as the others)
 
     def clouds(self, ref):
         """The :class:`~.cloud_masks.CloudMask` sources of reference ``ref``'s fine image in this run."""
@@ -778,10 +812,15 @@ def _target_metadata(job, target, warped):
 
     references = [{"date": ref.date.isoformat(), "fine": os.path.abspath(ref.fine), "gap_days": gap}
                   for ref, gap in zip(target.references, target.gaps)]
-    fitted = job.between_config if job.between_config is not None and len(target.references) == 2 else None
-    first_guess = ({"fitted_on_the_series": True, "change_gain": list(fitted.change_gain),
-                    "change_blur": fitted.change_blur, "change_share": list(job.between_share or ())}
-                   if fitted else {"fitted_on_the_series": False})
+    between = job.between if job.between is not None and len(target.references) == 2 else None
+    first_guess = {"fitted_on_the_series": bool(between and between.fitted)}
+    if between and between.fitted:
+        first_guess.update(change_gain=list(between.config.change_gain), change_blur=between.config.change_blur,
+                           change_share=list(between.share or ()))
+    model_path, loaded = (between.model_path, between.loaded) if between else (job.model_path, job.model)
+    if between and between.scores:
+        first_guess["model_scores_on_fine_dates_left_out"] = {
+            name: {"mae": round(score.mae, 6), "rmse": round(score.rmse, 6)} for name, score in between.scores.items()}
     return output_metadata(
         "CTSTFM fused fine image of a time series", {"CTSTFM_COARSE_T1": target.coarse},
         fine_bands=job.fine_bands, coarse_bands=job.coarse_bands, resampling=job.options["resampling"],
@@ -803,8 +842,8 @@ def _target_metadata(job, target, warped):
             "CTSTFM_FARTHER_DATES": ",".join(pair.date.isoformat() for pair in target.farther),
             "CTSTFM_GAPS": "interpolated in time" if job.options["interpolate_gaps"] else "nodata",
             "CTSTFM_FIRST_GUESS": json.dumps(first_guess),
-            "CTSTFM_MODEL": os.path.abspath(str(job.model_path)),
-            "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(job.model, "provenance", {})),
+            "CTSTFM_MODEL": os.path.abspath(str(model_path)),
+            "CTSTFM_MODEL_PROVENANCE": _provenance_summary(getattr(loaded, "provenance", {})),
             "CTSTFM_BANDS": ",".join(job.band_names),
             "CTSTFM_DEVICE": str(job.device),
             "CTSTFM_SERIES_KEY": job.keys[target.date],
@@ -820,8 +859,7 @@ def _run_group(job, group, progress):
     grid, bands = job.grid, len(job.fine_bands)
     amp = mixed_precision_dtype(job.device) if job.mixed_precision else None
     predictor = SeriesPredictor(job.model.model, job.device, group, references, job.footprint,
-                                job.options["weighting"], amp, job.between_config, job.between_share,
-                                job.options["interpolate_gaps"])
+                                job.options["weighting"], amp, job.between, job.options["interpolate_gaps"])
     # valid pixels, sum of the earlier reference's share, all pixels, pixels interpolated in time, pixels seen by
     # another coarse date, pixels from a farther fine date
     counts = np.zeros((len(group), 6))
@@ -879,18 +917,8 @@ def _run_group(job, group, progress):
 
 
 def _say_mode(config, model_path, plan, progress):
-    """Log which first guess the model makes, and warn where a three-image model lacks a reference's C0 or a
-    fine-tuned model fills dates between fine dates."""
+    """Log which first guess the model makes, and warn where a three-image model lacks a reference's C0."""
     name = os.path.basename(str(model_path))
-    between = sum(1 for t in plan if len(t.references) == 2)
-    if config.change_gain and between:
-        progress.warning(
-            f"Model {name} was fine-tuned (its first guess has gains fitted on its training dates). To fill dates "
-            f"between fine dates ({between} here), fine-tuned models did worse than the plugin's own model in every "
-            "simulated series we measured (40-75 % more MAE; docs/benchmarks.md, A series from three fine dates): "
-            "leave the model empty, or first check this one on a fine date kept out of its training (Assess Fusion "
-            "Accuracy)."
-        )
     if config.images != 3:
         progress.info(f"Model {name}: two-image (fine T0, coarse T1); the reference dates' coarse images are not used.")
         return
@@ -933,6 +961,7 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     torch_device = distributed.rank_device(resolve_device(device))  # under torchrun: this rank's GPU
     loaded = load_model(model_path, map_location="cpu")
     _say_mode(loaded.config, model_path, plan, progress)
+    given_options = options
     loaded, match = _model_for_series(loaded, plan, options)
     progress.info(match.describe())
     band_names = list(loaded.band_names)
@@ -948,83 +977,227 @@ def _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_prec
     check_series_scales([pair for pair in pairs if pair.date in used], scale, coarse_scale=coarse_scale,
                         coarse_option="coarse_scale", fine_bands=fine_bands, coarse_bands=coarse_bands)
     bands = len(fine_bands)
+    # the fine dates (with coarse images) a date between fine dates is fitted on and its model chosen by
+    fitted_on = [pair for pair in pairs if pair.fine and pair.coarse] \
+        if options["fit_between"] or options["choose_model"] else []
     per_group = max(1, GROUP_BUFFER_BYTES // ((bands + 4) * min(int(options["tile"]), grid.height) * grid.width * 4))
     job = _Job(
         grid=grid, model=loaded, device=torch_device, spec=output_spec(grid, options["output_type"], scale),
         scale=scale, coarse_scale=coarse_scale, band_names=band_names, fine_bands=fine_bands,
         coarse_bands=coarse_bands, options=options,
-        keys={t.date: series_key(t, model_path, options) for t in plan},
+        keys={t.date: series_key(t, model_path, options, fitted_on if len(t.references) == 2 else ()) for t in plan},
         footprint=footprint_pixels(grid, plan[0].coarse),
         batch_size=max(1, int(batch_size or 1)), model_path=str(model_path), mixed_precision=mixed_precision,
     )
-    if options["fit_between"] and any(len(t.references) == 2 for t in plan):
-        job.between_config, job.between_share = _fit_between(job, pairs, progress)
+    if any(len(t.references) == 2 for t in plan):
+        job.between = _between_dates(job, pairs, plan, given_options, progress)
+        if job.between is not None:
+            job.between.left_out = None  # the fits' predictions of the dates left out: not needed to fuse
     return job, per_group
 
 
-def _fit_between(job, pairs, progress):
-    """``(config, share)`` for the dates between fine dates, fitted on the series (:mod:`model_core.series_fit`):
-    the model's config with the fitted first guess and the share of the predicted change to keep per band
-    (``None`` with two fine dates only); ``(None, None)`` for a model whose first guess was fitted in training, a
-    two-image model, or fewer than two fine dates with coarse images (the log says which)."""
+#: What the series job says when it cannot check a model of the user's filling dates between fine dates.
+TUNED_BETWEEN_CAVEAT = (
+    "To fill dates between fine dates, models trained with ctstfm:train's defaults on the series' fine dates did "
+    "worse than the plugin's own model in every simulated series we measured (35-75 % more MAE; "
+    "docs/benchmarks.md, A series from three fine dates)"
+)
+
+
+def _between_dates(job, pairs, plan, options, progress):
+    """The :class:`Between` of the dates between fine dates: the job's model, its first guess fitted on the series
+    where it can be (:func:`_fitted_between`). With ``choose_model`` a model other than the plugin's is checked
+    against the plugin's model on the series' fine dates left out (:class:`~model_core.series_fit.LeftOutPredictions`)
+    that were not among its training dates, and the better one fills those dates; when every such date was (its
+    score there would flatter it), the plugin's model fills them, as it did better in every series measured."""
+    from .series_fit import left_out_dates
+
+    own = _fitted_between(job, pairs, progress)
+    if paths.is_bundled_model(job.model_path) or not job.options["choose_model"]:
+        return own
+    name = os.path.basename(job.model_path)
+    between = sum(1 for t in plan if len(t.references) == 2)
+    triples = left_out_dates(pairs)
+    if not triples:
+        if job.model.config.change_gain:
+            progress.warning(
+                f"Model {name} was fine-tuned (its first guess has gains fitted on its training dates). "
+                f"{TUNED_BETWEEN_CAVEAT}. With a fine date between two others (each with its coarse image) the "
+                f"series job checks the model against the plugin's on it; this series has none, so {name} fills "
+                f"the {between} date(s) between fine dates unchecked: leave the model empty, or check it on a fine "
+                "date kept out of its training (Assess Fusion Accuracy)."
+            )
+        return own
+    trained = _training_dates(job.model)
+    unseen = [triple for triple in triples if triple[1].date.isoformat() not in trained]
+    dates = ", ".join(date.date.isoformat() for _, date, _ in (unseen or triples))
+    if unseen:
+        progress.info(f"Checking {name} against the plugin's model on the series' fine dates {dates}, each left out "
+                      "and predicted from its neighbours (the plugin's model fitted on the series first):")
+    else:
+        progress.info(f"{name} was trained on every fine date this series could check it on ({dates}); the "
+                      "plugin's model, fitted on the series, is prepared for the dates between fine dates:")
+    plugin = _plugin_model_for_series(job, pairs, plan, options, progress)
+    if plugin is None:
+        return own
+    fills = (f"the plugin's model fills the {between} date(s) between fine dates, {name} any date before the first "
+             f"or after the last fine date (CHOOSE_MODEL off: {name} everywhere)")
+    if not unseen:
+        progress.warning(
+            f"{name}'s score on the fine dates {dates} would flatter it: they were among its training dates. "
+            f"{TUNED_BETWEEN_CAVEAT}, so {fills}. To have {name} checked instead, keep one of these fine dates out of "
+            "its training and in this series."
+        )
+        return plugin
+    scores = _scores_left_out(job, unseen, {"given": own, "plugin": plugin}, progress)
+    if scores is None:
+        progress.info(f"No fine date left out ({dates}) had a valid pixel to score the models on; {name} fills the "
+                      "dates between fine dates.")
+        return own
+    said = (f"Dates between fine dates: the fine dates {dates}, left out and predicted from their neighbours, score "
+            f"{name} {scores['given'].text()} and the plugin's model {scores['plugin'].text()}")
+    chosen = plugin if scores["plugin"].mae < scores["given"].mae else own
+    plugin_name = os.path.basename(plugin.model_path)
+    chosen.scores = {name if name != plugin_name else f"{name} (given)": scores["given"], plugin_name: scores["plugin"]}
+    if chosen is plugin:
+        progress.warning(f"{said}: {fills}.")
+    else:
+        progress.info(f"{said}: {name} fills every date.")
+    return chosen
+
+
+def _scores_left_out(job, triples, candidates, progress):
+    """``{label: LeftOutScore}`` of each :class:`Between` of ``candidates`` on the fine dates of ``triples`` left
+    out (from the predictions its share was fitted on, else predicted now); ``None`` when no pixel there is valid."""
+    from .series_fit import predict_left_out
+
+    dates = {date.date for _, date, _ in triples}
+    reader = job.reader([], sorted({pair for triple in triples for pair in triple}, key=lambda pair: pair.date))
+    try:
+        scores = {}
+        for label, candidate in candidates.items():
+            predictions = candidate.left_out
+            if predictions is None:
+                with _LeftOutPredictions(job, candidate) as predict:
+                    predictions = predict_left_out(triples, _reference_reads(reader), predict, job.grid.width,
+                                                   job.grid.height, progress)
+            scores[label] = predictions.score(candidate.share, dates)
+            candidate.left_out = None  # scored: its arrays are not needed any more
+    finally:
+        reader.close()
+    return None if None in scores.values() else scores
+
+
+def _training_dates(loaded):
+    """The dates (ISO) a model's provenance lists as its training run's (empty when it lists none)."""
+    return set((getattr(loaded, "provenance", None) or {}).get("dates") or ())
+
+
+def _plugin_model_for_series(job, pairs, plan, options, progress):
+    """The plugin's model as a :class:`Between` candidate: its form for the series (three-image when every fine
+    date has its coarse image), cut down to the series' bands and fitted on the series where it can be; ``None``
+    (logged) when it does not read the same bands as the job's model."""
     import dataclasses
 
-    from .series_fit import fit_between_first_guess, fit_change_share, fit_samples, left_out_dates
+    from .model_file import load_model
+
+    plugin_path = paths.default_model(three_image=all(pair.coarse for pair in pairs if pair.fine))
+    if plugin_path is None:
+        return None
+    loaded, match = _model_for_series(load_model(plugin_path, map_location="cpu"), plan, options)
+    if (list(match.fine_bands), list(match.coarse_bands), list(loaded.band_names)) != (
+            list(job.fine_bands), list(job.coarse_bands), list(job.band_names)):
+        progress.info(
+            f"The plugin's model reads other bands of this series ({', '.join(loaded.band_names)}) than "
+            f"{os.path.basename(job.model_path)} ({', '.join(job.band_names)}); the model is not checked against it."
+        )
+        return None
+    return _fitted_between(dataclasses.replace(job, model=loaded, model_path=str(plugin_path)), pairs, progress)
+
+
+def _reference_reads(reader):
+    """``read(pair, window)`` of :mod:`model_core.series_fit` from a :class:`GroupReader` of the pairs: fine and
+    coarse image of that date, valid where both are."""
+    def read(pair, window):
+        fine, ok, coarse, coarse_ok = reader.read_reference(reader.references.index(pair), window)
+        return fine, coarse, ok & coarse_ok
+
+    return read
+
+
+class _LeftOutPredictions:
+    """``predict(before, date, after, window)`` of :mod:`model_core.series_fit`: a fine date left out, predicted
+    from its neighbours as a date between them is fused (by ``between``, a :class:`Between`), blended; returns the
+    blend ``(C, h, w)``, its validity and the earlier neighbour's weight. A context manager: closes its readers."""
+
+    def __init__(self, job, between):
+        self.job, self.between, self.opened = job, between, {}
+
+    def __call__(self, before, date, after, window):
+        job = self.job
+        if date not in self.opened:
+            target = Target(date.date, date.coarse, date.date, (before, after), "", date.coarse_mask)
+            self.opened[date] = (
+                job.reader([target], [before, after]),
+                SeriesPredictor(self.between.network, job.device, [target], [before, after], job.footprint,
+                                job.options["weighting"], None, self.between, interpolate_gaps=False),
+            )
+        reader, predictor = self.opened[date]
+        inputs, _ = reader.read(window)
+        out = predictor(tuple(array[None] for array in inputs))[0]
+        bands = len(job.fine_bands)
+        return out[:bands], out[bands] > 0.5, out[bands + 1]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        for reader, _ in self.opened.values():
+            reader.close()
+
+
+def _fitted_between(job, pairs, progress):
+    """The :class:`Between` of the job's model: its first guess and the share of change kept fitted on the series
+    (:mod:`model_core.series_fit`; no share with two fine dates only) when ``fit_between`` is on and the model is a
+    three-image one whose first guess was not fitted in training, else its own (the log says why)."""
+    import dataclasses
+
+    from .series_fit import fit_between_first_guess, fit_change_share, fit_samples, left_out_dates, predict_left_out
 
     config = job.model.config
+    own = Between(job.model, job.model_path, config)
+    if not job.options["fit_between"]:
+        return own
+    name = os.path.basename(job.model_path)
     if config.change_gain or config.images != 3:
         why = "was fitted in training" if config.change_gain else "is the two-image one (no coarse T0)"
-        progress.info(f"The dates between fine dates use the model's own first guess: it {why}.")
-        return None, None
+        progress.info(f"{name}'s first guess is not refitted on the series for the dates between fine dates: it {why}.")
+        return own
     samples = fit_samples(pairs)
     if not samples:
         progress.info(
-            "The dates between fine dates use the model's own first guess: fitting it on the series needs two fine "
-            "dates with coarse images."
+            f"{name}'s first guess is not refitted on the series for the dates between fine dates: that needs two "
+            "fine dates with coarse images."
         )
-        return None, None
-    triples = left_out_dates(pairs)
+        return own
     references = sorted({pair for date, neighbours in samples for pair in (date, *(n for n, _ in neighbours))},
                         key=lambda pair: pair.date)
     reader = job.reader([], references)
     try:
-        def read(pair, window):
-            fine, ok, coarse, coarse_ok = reader.read_reference(references.index(pair), window)
-            return fine, coarse, ok & coarse_ok
-
+        read = _reference_reads(reader)
         fitted = fit_between_first_guess(samples, read, job.grid.width, job.grid.height, job.band_names, progress)
         if not fitted:
-            return None, None
-        between = dataclasses.replace(config, **fitted)
-        if not triples:  # two fine dates: no date between them to fit the share of change on
-            return between, None
-
-        opened = {}  # per left-out date: its reader and predictor, as a date between its neighbours
-
-        def predict(before, date, after, window):
-            """The blended prediction of ``date`` from ``before`` and ``after`` and the earlier one's weight."""
-            if date not in opened:
-                target = Target(date.date, date.coarse, date.date, (before, after), "", date.coarse_mask)
-                opened[date] = (
-                    job.reader([target], [before, after]),
-                    SeriesPredictor(job.model.model, job.device, [target], [before, after], job.footprint,
-                                    job.options["weighting"], None, between, interpolate_gaps=False),
-                )
-            pair_reader, predictor = opened[date]
-            inputs, _ = pair_reader.read(window)
-            out = predictor(tuple(array[None] for array in inputs))[0]
-            bands = len(job.fine_bands)
-            return out[:bands], out[bands] > 0.5, out[bands + 1]
-
-        try:
-            share = fit_change_share(triples, read, predict, job.grid.width, job.grid.height, job.band_names,
-                                     progress)
-        finally:
-            for pair_reader, _ in opened.values():
-                pair_reader.close()
+            return own
+        between = Between(job.model, job.model_path, dataclasses.replace(config, **fitted), fitted=True)
+        triples = left_out_dates(pairs)
+        if triples:  # with two fine dates only there is no date between them to fit the share of change on
+            with _LeftOutPredictions(job, between) as predict:
+                between.left_out = predict_left_out(triples, read, predict, job.grid.width, job.grid.height,
+                                                    progress)
+            between.share = fit_change_share(between.left_out, job.band_names, progress)
     finally:
         reader.close()
-    return between, share
+    return between
 
 
 def fuse_series_from_inputs(out_folder, *, manifest=None, fine=None, coarse=None, dates=None, model_path=None,
@@ -1042,7 +1215,7 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                 mask_rule="nonzero", coarse_mask_rule="nonzero", coarse_days=COARSE_DAYS, interpolate_gaps=True,
                 resampling=DEFAULT_RESAMPLING,
                 output_type="input", output_format="GTiff", quicklook=False, progress=None, mixed_precision=True,
-                scale=None, coarse_scale=None, fit_between=True, quality=True):
+                scale=None, coarse_scale=None, fit_between=True, choose_model=True, quality=True):
     """Fuse a time series into a fine image per target date (see the module docstring).
 
     ``series``: a manifest path (CSV ``date,fine,coarse[,mask][,coarse_mask]``, empty paths allowed) or a list of
@@ -1062,7 +1235,9 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     DN of the fine images (and the outputs) / of the coarse images (default the model's; every image used is
     checked, as in :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between
     fine dates on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains).
-    ``quality``: write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other
+    ``choose_model``: a model other than the plugin's is scored against the plugin's model on the series' fine
+    dates left out (each predicted from its neighbours), and the better one fills the dates between fine dates
+    (:class:`Between`). ``quality``: write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other
     options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises
     :class:`CtstfmError` before any work for bad input, :class:`Cancelled` (keeping the finished dates) when
     cancelled.
@@ -1096,7 +1271,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
                    coarse_days=int(coarse_days or 0), interpolate_gaps=bool(interpolate_gaps),
                    resampling=resampling, output_type=output_type,
                    output_format=output_format, weighting=weighting, references=int(references), scale=scale,
-                   coarse_scale=coarse_scale, fit_between=bool(fit_between), quality=bool(quality))
+                   coarse_scale=coarse_scale, fit_between=bool(fit_between), choose_model=bool(choose_model),
+                   quality=bool(quality))
     job, per_group = _prepare(pairs, model_path, out_folder, plan, device, batch_size, mixed_precision, options,
                               progress)
     todo = [t for t in plan if not is_done(t, job.keys[t.date], job.options["quality"])]
@@ -1205,7 +1381,7 @@ def write_series_outputs(plan, out_folder, kept, written):
             " ".join(str(gap) for gap in target.gaps), meta.get("CTSTFM_WEIGHT_EARLIER", ""),
             meta.get("CTSTFM_VALID_FRACTION", ""), meta.get("CTSTFM_COARSE_OTHER_DATES_FRACTION", ""),
             meta.get("CTSTFM_INTERPOLATED_FRACTION", ""), meta.get("CTSTFM_FARTHER_FRACTION", ""),
-            "written" if target.path in written else "kept",
+            os.path.basename(meta.get("CTSTFM_MODEL", "")), "written" if target.path in written else "kept",
         ])
     index = os.path.join(out_folder, INDEX_NAME)
     atomic_write_text(index, buffer.getvalue())

@@ -16,8 +16,8 @@ pixels, :data:`~model_core.training.start.CHANGE_BLURS`, chosen as training choo
 dates are twice as far from their neighbours as the dates filled between them, so they see more change and
 the fit leans towards ``g = 1``: it errs on the side of the model as trained.
 
-:func:`fit_change_share` then fits, on the same left-out dates predicted as dates between fine dates are,
-the share of each prediction's change from its reference to keep per band.
+:func:`fit_change_share` then fits, on the same left-out dates predicted as dates between fine dates are
+(:func:`predict_left_out`), the share of each prediction's change from its reference to keep per band.
 
 Measured (docs/fusion.md, *The dates between fine dates, fitted on the series*): on nine simulated
 realistic series the two fits lowered the plugin's model's MAE on the filled dates by 7-23 % and its RMSE
@@ -25,9 +25,14 @@ by 2-14 %, and raised its SSIM, in all nine. Dates with one reference (before th
 fine date) keep the model's own prediction: there the coarse change is the whole change, not a deviation
 from an interpolation. With only two fine dates (no date between them to leave out) the first guess is fitted
 on the whole change between them (:func:`fit_samples`): MAE 0.4-8 % lower on the same nine series.
+
+The same predictions score a model (:meth:`LeftOutPredictions.score`): the series job chooses by them between a
+model of the user's and the plugin's model for the dates between fine dates.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -133,18 +138,55 @@ def fit_between_first_guess(samples, read, width, height, bands, progress):
     return {"change_gain": gains, "change_blur": box}
 
 
-def fit_change_share(triples, read, predict, width, height, bands, progress):
-    """Per band, the share of the predicted change to keep for the dates between fine dates (least squares,
-    clamped to [0, 1]), fitted on the dates of ``triples`` left out.
+@dataclass(frozen=True)
+class LeftOutScore:
+    """How well a model predicts the series' fine dates left out: MAE and RMSE (reflectance, over every band) of
+    the blended predictions against the fine images, on ``pixels`` valid pixels."""
 
-    Each left-out date is predicted from its neighbours as a date between them is (``predict(before, date,
-    after, window)`` returns the blend ``(C, h, w)``, its validity and the earlier neighbour's weight), and the
-    blend is compared with the neighbours' fine images blended with the same weights, ``L``: the share ``s``
-    minimises ``|F_K - L - s (P - L)|``, so each prediction ``P_r`` becomes ``F_r + s (P_r - F_r)``. Where the
-    predicted deviation from the interpolation is partly noise, less than all of it is kept."""
+    mae: float
+    rmse: float
+    pixels: int
+
+    def text(self):
+        return f"MAE {self.mae:.5f}, RMSE {self.rmse:.5f}"
+
+
+@dataclass
+class LeftOutPredictions:
+    """The series' fine dates left out and predicted from their neighbours as a date between them is fused, per
+    window, over the pixels valid in all of them: the fine image's deviation from the neighbours' fine images
+    blended with the prediction's weights, ``F_K - L``, and the prediction's, ``P - L`` (``(C, n)`` each), with the
+    left-out date. What :func:`fit_change_share` fits the share of change on and :meth:`score` scores a model by."""
+
+    dates: list
+    truth: list
+    predicted: list
+
+    def score(self, share=None, dates=None):
+        """The :class:`LeftOutScore` of the predictions with ``share`` of their change kept per band (``None``:
+        all), on the left-out ``dates`` (``None``: all); ``None`` when no pixel is valid there."""
+        kept = np.ones(1) if share is None else np.asarray(share, np.float64)
+        absolute = squared = 0.0
+        values = pixels = 0
+        for date, truth, predicted in zip(self.dates, self.truth, self.predicted):
+            if dates is not None and date not in dates:
+                continue
+            error = truth.astype(np.float64) - kept[:, None] * predicted
+            absolute += float(np.abs(error).sum())
+            squared += float((error ** 2).sum())
+            values, pixels = values + error.size, pixels + error.shape[1]
+        if not values:
+            return None
+        return LeftOutScore(absolute / values, float(np.sqrt(squared / values)), pixels)
+
+
+def predict_left_out(triples, read, predict, width, height, progress):
+    """:class:`LeftOutPredictions` of the dates of ``triples`` left out, on up to :data:`SHARE_WINDOWS` windows
+    shared out over them. ``read(pair, window)`` as for :func:`fit_between_first_guess`; ``predict(before, date,
+    after, window)`` returns the blend ``(C, h, w)``, its validity and the earlier neighbour's weight."""
     from .raster import Window
 
-    numerator, denominator = np.zeros(len(bands)), np.zeros(len(bands))
+    collected = LeftOutPredictions([], [], [])
     per_date = windows_per_date(len(triples), SHARE_WINDOWS)
     for before, date, after in triples:
         for window in fit_windows(width, height, count=per_date):
@@ -156,9 +198,23 @@ def fit_change_share(triples, read, predict, width, height, bands, progress):
             if not valid.any():
                 continue
             interpolated = weight_before * f_b + (1 - weight_before) * f_a
-            change = (blend - interpolated)[:, valid].astype(np.float64)
-            numerator += (change * (f_k - interpolated)[:, valid]).sum(axis=1)
-            denominator += (change ** 2).sum(axis=1)
+            collected.dates.append(date.date)
+            collected.truth.append((f_k - interpolated)[:, valid].astype(np.float32))
+            collected.predicted.append((blend - interpolated)[:, valid].astype(np.float32))
+    return collected
+
+
+def fit_change_share(predictions, bands, progress):
+    """Per band, the share of the predicted change to keep for the dates between fine dates (least squares,
+    clamped to [0, 1]), fitted on :class:`LeftOutPredictions`; ``None`` when they hold no pixel.
+
+    The share ``s`` minimises ``|F_K - L - s (P - L)|``, so each prediction ``P_r`` becomes ``F_r + s (P_r -
+    F_r)``: where the predicted deviation from the interpolation is partly noise, less than all of it is kept."""
+    numerator, denominator = np.zeros(len(bands)), np.zeros(len(bands))
+    for truth, change in zip(predictions.truth, predictions.predicted):
+        change = change.astype(np.float64)
+        numerator += (change * truth).sum(axis=1)
+        denominator += (change ** 2).sum(axis=1)
     if not denominator.any():
         return None
     share = tuple(round(float(v), 4) for v in np.clip(numerator / np.maximum(denominator, 1e-30), 0.0, 1.0))

@@ -9,13 +9,17 @@ dates 24 days apart. The fine images of dates 1, 3 and 5 are the user's; dates 2
   from both sides weighted by time (``w_b (F_b + C_t - C_b) + w_a (F_a + C_t - C_a)``);
 - the series job with the plugin's model (no training; its first guess between fine dates fitted on the
   series by leaving date 3 out, ``model_core.series_fit``);
-- the series job with a model trained by ``ctstfm:train``'s defaults on the three fine dates
-  (``--train-minutes``, MAX_MINUTES).
+- the series job with a model trained by ``ctstfm:train``'s defaults (``--train-minutes``, MAX_MINUTES) on the
+  three fine dates, and on dates 1 and 5 only (date 3 kept out of its training); each with the series job's
+  check against the plugin's model (``CHOOSE_MODEL``, the default: on date 3 left out, when the model was not
+  trained on it; else the plugin's model fills dates 2 and 4) and without it.
 
     .venv/bin/python scripts/bench_series_few_dates.py [--train-minutes 3] [--series 3]
 """
 
 import argparse
+import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +39,11 @@ METHODS = {
     "linear": "fine dates interpolated linearly in time",
     "temporal_difference": "temporal difference from both sides, weighted by time",
     "series_plugin_model": "`ctstfm:fuseseries`, the plugin's model (no training)",
-    "series_trained": "`ctstfm:fuseseries`, a model trained with `ctstfm:train` defaults on the 3 fine dates",
+    "series_trained_unchecked": "`ctstfm:fuseseries`, a model trained with `ctstfm:train` defaults on the 3 fine "
+                                "dates, `CHOOSE_MODEL=false`",
+    "series_trained": "`ctstfm:fuseseries`, the same model, checked (default: trained on date 3, so not scored)",
+    "series_kept_out_unchecked": "`ctstfm:fuseseries`, a model trained on dates 1 and 5 only, `CHOOSE_MODEL=false`",
+    "series_kept_out": "`ctstfm:fuseseries`, the same model, checked against the plugin's model on date 3 (default)",
 }
 
 
@@ -74,20 +82,37 @@ def run_series(seed, coarse_grid, args, work):
     estimates = {t: simple_estimates(items, t) for t in TARGETS}
     results = {method: mean_scores([scores(estimates[t][method], *truths[t]) for t in TARGETS])
                for method in estimates[TARGETS[0]]}
-    model = folder / "trained.pt"
-    started = time.monotonic()
-    train(write_manifest(folder / "train.csv", [items[i] for i in KNOWN]), model, max_minutes=args.train_minutes,
-          device="cpu")
-    minutes = (time.monotonic() - started) / 60
-    for method, model_path in (("series_plugin_model", None), ("series_trained", str(model))):
-        fused = fuse_series(str(manifest), model_path, folder / method, device="cpu")
-        per_date = []
-        for t in TARGETS:
-            estimate, valid = read_raster(fused.files[items[t].date.isoformat()])
-            per_date.append(scores(estimate, truths[t][0], truths[t][1] & valid))
-        results[method] = mean_scores(per_date)
-    return {"seed": seed, "coarse_grid": coarse_grid, "rows": results, "minutes": minutes,
-            "dates": [it.date.isoformat() for it in items]}
+    minutes, chosen, seconds, checked = {}, {}, {}, {}
+    results["series_plugin_model"], seconds["series_plugin_model"], _, _ = fuse_and_score(
+        fuse_series, manifest, None, folder / "series_plugin_model", items, truths)
+    # Trained on all three fine dates, then on dates 1 and 5 only (date 3 kept out, so the series job can check it).
+    for name, known in (("trained", KNOWN), ("kept_out", (KNOWN[0], KNOWN[-1]))):
+        model = folder / f"{name}.pt"
+        started = time.monotonic()
+        train(write_manifest(folder / f"train_{name}.csv", [items[i] for i in known]), model,
+              max_minutes=args.train_minutes, device="cpu")
+        minutes[name] = (time.monotonic() - started) / 60
+        for method, options in ((f"series_{name}_unchecked", {"choose_model": False}), (f"series_{name}", {})):
+            results[method], seconds[method], chosen[name], checked[name] = fuse_and_score(
+                fuse_series, manifest, str(model), folder / method, items, truths, **options)
+    return {"seed": seed, "coarse_grid": coarse_grid, "rows": results, "minutes": minutes, "chosen": chosen,
+            "seconds": seconds, "checked": checked, "dates": [it.date.isoformat() for it in items]}
+
+
+def fuse_and_score(fuse_series, manifest, model_path, folder, items, truths, **options):
+    """Run the series job; the mean scores of dates 2 and 4, its seconds, the model files that filled them and
+    the models' scores on the fine date left out (``CTSTFM_FIRST_GUESS``; ``{}`` when not checked)."""
+    from model_core.raster import read_metadata
+
+    fused = fuse_series(str(manifest), model_path, folder, device="cpu", **options)
+    per_date = []
+    for t in TARGETS:
+        estimate, valid = read_raster(fused.files[items[t].date.isoformat()])
+        per_date.append(scores(estimate, truths[t][0], truths[t][1] & valid))
+    with open(fused.index) as f:
+        models = " ".join(sorted({row["model"] for row in csv.DictReader(f)}))
+    first_guess = json.loads(read_metadata(fused.files[items[TARGETS[0]].date.isoformat()])["CTSTFM_FIRST_GUESS"])
+    return mean_scores(per_date), fused.seconds, models, first_guess.get("model_scores_on_fine_dates_left_out", {})
 
 
 def markdown(runs, info, args, seconds):
@@ -104,7 +129,17 @@ def markdown(runs, info, args, seconds):
         cells = [f"{r['rows'][key]['mae']:.5f} / {r['rows'][key]['rmse']:.5f} / {r['rows'][key]['ssim']:.4f}"
                  for r in runs]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| training minutes | " + " | ".join(f"{r['minutes']:.1f}" for r in runs) + " |")
+    lines.append("| training minutes (3 dates / dates 1 and 5) | " + " | ".join(
+        f"{r['minutes']['trained']:.1f} / {r['minutes']['kept_out']:.1f}" for r in runs) + " |")
+    for name, label in (("trained", "3 dates"), ("kept_out", "dates 1 and 5")):
+        lines.append(f"| model that filled dates 2 and 4, checked, trained on {label} | "
+                     + " | ".join(r["chosen"][name] for r in runs) + " |")
+    lines.append("| date 3 left out, MAE: model trained on dates 1 and 5 / plugin's model | " + " | ".join(
+        " / ".join(f"{score['mae']:.5f}" for score in r["checked"]["kept_out"].values()) or "-" for r in runs) + " |")
+    lines.append("| series job seconds: plugin's model / 3 dates unchecked / checked / dates 1 and 5 unchecked / "
+                 "checked | " + " | ".join(" / ".join(f"{r['seconds'][key]:.1f}" for key in (
+                     "series_plugin_model", "series_trained_unchecked", "series_trained",
+                     "series_kept_out_unchecked", "series_kept_out")) for r in runs) + " |")
     return "\n".join(lines) + "\n"
 
 

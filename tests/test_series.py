@@ -194,27 +194,80 @@ def test_the_scale_check_reads_only_the_bands_in_use(make_series, tmp_path):
     assert RasterInfo.read(result.files[items[1].date.isoformat()]).count == 3
 
 
-def test_a_fine_tuned_model_filling_between_fine_dates_is_warned_about(five_dates, tmp_path):
-    """A model with fitted first-guess gains (what ctstfm:train writes) filling a date between two fine dates
-    gets the measured caveat; filling beyond the last fine date (one reference) it does not."""
+def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_out(five_dates, tmp_path):
+    """A model of the user's filling dates between fine dates is scored against the plugin's model on the inner
+    fine date left out, when that date was not among its training dates: the better fills those dates (the
+    plugin's: exactly its own run's files), the given model the dates beyond the last fine date, and a tie keeps
+    the user's. Trained on that date (its provenance says), it is not scored: the plugin's model fills them.
+    CHOOSE_MODEL off keeps the given model everywhere; without an inner fine date it is used unchecked, with the
+    caveat for a fine-tuned model."""
     import dataclasses
+    import shutil
 
     from model_core.model_file import load_model, save_model
 
     loaded = load_model(MODEL)
-    tuned = str(save_model(tmp_path / "tuned.pt", loaded.model, band_names=loaded.band_names, scale=loaded.scale,
-                           config=dataclasses.replace(loaded.config, change_gain=(0.8,) * loaded.config.bands)))
     items = five_dates.items
-    between = write_manifest(tmp_path / "between.csv", [(items[0].date, items[0].fine, items[0].coarse),
-                                                        (items[1].date, "", items[1].coarse),
-                                                        (items[2].date, items[2].fine, items[2].coarse)])
+    # fine dates 0, 2 and 4 with their coarse images; dates 1 and 3 between them, 5 (a coarse date 16 days after the
+    # last fine one) beyond
+    rows = [(it.date, it.fine if i % 2 == 0 else "", it.coarse) for i, it in enumerate(items)]
+    rows.append((items[4].date + dt.timedelta(days=16), "", items[3].coarse))
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    between, beyond = [items[1].date.isoformat(), items[3].date.isoformat()], rows[-1][0].isoformat()
+
+    def tuned(name, dates):
+        """A model that over-predicts every coarse change twice over, trained (its provenance says) on ``dates``."""
+        return str(save_model(tmp_path / name, loaded.model, band_names=loaded.band_names, scale=loaded.scale,
+                              config=dataclasses.replace(loaded.config, change_gain=(2.0,) * loaded.config.bands),
+                              provenance={"dates": [date.isoformat() for date in dates]}))
+
+    def run(name, model, **options):
+        log = Log()
+        result = fuse_series(manifest, model, tmp_path / name, progress=log, **FAST, **options)
+        with open(result.index) as f:
+            index = {row["date"]: row for row in csv.DictReader(f)}
+        scores = {date: json.loads(read_metadata(result.files[date])["CTSTFM_FIRST_GUESS"]).get(
+            "model_scores_on_fine_dates_left_out") for date in between}
+        return {date: read_all(path) for date, path in result.files.items()}, index, scores, log.messages
+
+    plugin, plugin_index, _, _ = run("plugin", None)
+    elsewhere = tuned("elsewhere.pt", [items[0].date, items[4].date])  # date 2 kept out of its training
+    chosen, index, scores, messages = run("elsewhere", elsewhere)
+    unchecked, unchecked_index, _, _ = run("unchecked", elsewhere, choose_model=False)
+    said = [m for m in messages if m.startswith("Warning: Dates between fine dates")]
+    assert len(said) == 1 and f"the fine dates {items[2].date.isoformat()}, left out" in said[0], messages
+    assert "the plugin's model fills the 2 date(s)" in said[0], said
+    for date in between:
+        truth = read_all(items[1 if date == between[0] else 3].fine)
+        assert np.array_equal(chosen[date], plugin[date]), date
+        assert mae(chosen[date], truth) < mae(unchecked[date], truth), date
+        assert index[date]["model"] == plugin_index[date]["model"] == "default_model_three_image.pt", index[date]
+        assert unchecked_index[date]["model"] == "elsewhere.pt"
+        assert scores[date]["default_model_three_image.pt"]["mae"] < scores[date]["elsewhere.pt"]["mae"], scores
+    assert np.array_equal(chosen[beyond], unchecked[beyond]) and index[beyond]["model"] == "elsewhere.pt"
+
+    # Trained on date 2 too: its score there would flatter it; the plugin's model fills the dates between.
+    everywhere, index, scores, messages = run("everywhere", tuned("everywhere.pt", [items[i].date for i in (0, 2, 4)]))
+    assert any(m.startswith("Warning: everywhere.pt's score on the fine dates") and "keep one of these" in m
+               for m in messages), messages
+    assert all(np.array_equal(everywhere[date], plugin[date]) and scores[date] is None for date in between)
+
+    # The plugin's own model under another name scores the same: a tie keeps the user's file.
+    mine = shutil.copy(paths.DEFAULT_MODEL_THREE_IMAGE, tmp_path / "mine.pt")
+    same, same_index, _, messages = run("mine", mine)
+    assert any(m.startswith("Dates between fine dates") and m.endswith("mine.pt fills every date.")
+               for m in messages), messages
+    assert all(same_index[date]["model"] == "mine.pt" and np.array_equal(same[date], plugin[date]) for date in between)
+
+    # No fine date between two others: nothing to check the model on; it fills the date, with the caveat.
+    two = write_manifest(tmp_path / "two.csv", rows[:3])
     log = Log()
-    fuse_series(between, tuned, tmp_path / "between", progress=log, **FAST)
-    assert any(m.startswith("Warning: Model tuned.pt was fine-tuned") and "(1 here)" in m for m in log.messages), \
-        log.messages
+    fuse_series(two, elsewhere, tmp_path / "two", progress=log, **FAST)
+    assert any(m.startswith("Warning: Model elsewhere.pt was fine-tuned") and "unchecked" in m
+               for m in log.messages), log.messages
     log = Log()
-    fuse_series(fill_second_date(tmp_path / "after.csv", items), tuned, tmp_path / "after", progress=log, **FAST)
-    assert not any("was fine-tuned" in m for m in log.messages), log.messages
+    fuse_series(fill_second_date(tmp_path / "after.csv", items), elsewhere, tmp_path / "after", progress=log, **FAST)
+    assert not any("fine-tuned" in m or "Dates between" in m for m in log.messages), log.messages
 
 
 def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
@@ -224,7 +277,13 @@ def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
     import datetime
 
     from model_core.progress import Progress
-    from model_core.series_fit import fit_between_first_guess, fit_change_share, fit_samples, left_out_dates
+    from model_core.series_fit import (
+        fit_between_first_guess,
+        fit_change_share,
+        fit_samples,
+        left_out_dates,
+        predict_left_out,
+    )
     from model_core.training.series import Pair
 
     day = datetime.date(2021, 4, 1)
@@ -268,9 +327,16 @@ def test_the_first_guess_between_fine_dates_is_fitted_on_dates_left_out():
 
     fine[10] = base + 0.01 + 0.5 * smooth
     log = Log()
-    share = fit_change_share(triples, read, predict, 64, 64, ["red", "nir"], log)
+    predictions = predict_left_out(triples, read, predict, 64, 64, log)
+    share = fit_change_share(predictions, ["red", "nir"], log)
     assert np.allclose(share, 0.5, atol=1e-3), share
     assert any(m.startswith("Share of each prediction's change kept") for m in log.messages), log.messages
+    # The same predictions score a model: with that share they are the truth, without it as far off as the
+    # interpolation (on the other side); only the dates asked for count.
+    deviation = np.abs(fine[10] - interpolated).mean()
+    assert predictions.score(share).mae < 1e-3 * deviation, predictions.score(share)
+    assert np.isclose(predictions.score().mae, deviation, rtol=1e-3), (predictions.score(), deviation)
+    assert predictions.score().pixels == 64 * 64 and predictions.score(dates={day}) is None
 
 
 def test_dates_between_fine_dates_get_the_fitted_first_guess(five_dates, tmp_path):

@@ -43,7 +43,12 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
   with the nearest coarse image.
 - **Model file**: empty uses the model that comes with the plugin. To fill dates between fine dates it
   did better, in our simulated series, than a model fine-tuned on three fine dates with *Train CTSTFM*
-  (docs/benchmarks.md); check a tuned model on a fine date kept out of its training before using it here.
+  (docs/benchmarks.md). So a model of yours is checked against it (**Check a model of yours against the plugin's
+  ...**, advanced): on each fine date between two others that was not among its training dates, left out and
+  predicted from its neighbours; the better model fills the dates between fine dates (the log gives both
+  scores, `index.csv` the model of each date). Where every such fine date was among its training dates, its
+  score would flatter it and the plugin's model fills the dates between: keep one inner fine date out of the
+  training to have yours checked. Dates before the first or after the last fine date take your model.
 - **Bands, by name**, as in *Spatiotemporal Fusion*: the fine images' band descriptions, or **Band names**
   under Advanced (e.g. `green,red,nir`), so the plugin's 6-band model runs on a 3-band series; the log says
   which bands were matched. The images are read at the model's reflectance scale (DN × 0.0001 for the
