@@ -519,6 +519,12 @@ TRAIN = Operation(
             0.3, minimum=0.0, maximum=1.0, advanced=True, decimals=2,
         ),
         Option(
+            "keep_out", "str",
+            "Fine dates to keep out of training, comma-separated YYYY-MM-DD (e.g. one between two others: Fuse Time "
+            "Series then checks the model on it against the plugin's)",
+            advanced=True,
+        ),
+        Option(
             "validation_fraction", "float", "Fraction of the dates (the latest) that validate", 0.2, minimum=0.01,
             maximum=0.9, advanced=True, decimals=3,
         ),

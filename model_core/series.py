@@ -1046,7 +1046,7 @@ def _between_dates(job, pairs, plan, options, progress):
         progress.warning(
             f"{name}'s score on the fine dates {dates} would flatter it: they were among its training dates. "
             f"{TUNED_BETWEEN_CAVEAT}, so {fills}. To have {name} checked instead, keep one of these fine dates out of "
-            "its training and in this series."
+            "its training (Train CTSTFM's KEEP_OUT) and in this series."
         )
         return plugin
     scores = _scores_left_out(job, unseen, {"given": own, "plugin": plugin}, progress)
@@ -1056,7 +1056,10 @@ def _between_dates(job, pairs, plan, options, progress):
         return own
     said = (f"Dates between fine dates: the fine dates {dates}, left out and predicted from their neighbours, score "
             f"{name} {scores['given'].text()} and the plugin's model {scores['plugin'].text()}")
-    chosen = plugin if scores["plugin"].mae < scores["given"].mae else own
+    plugin_wins = scores["plugin"].mae < scores["given"].mae
+    # Under torchrun every rank takes rank 0's choice (GPUs may differ in the last bits of a near tie).
+    plugin_wins = distributed.sum_over_ranks(float(plugin_wins) if distributed.world().main else 0.0)[0] > 0
+    chosen = plugin if plugin_wins else own
     plugin_name = os.path.basename(plugin.model_path)
     chosen.scores = {name if name != plugin_name else f"{name} (given)": scores["given"], plugin_name: scores["plugin"]}
     if chosen is plugin:
@@ -1159,7 +1162,7 @@ class _LeftOutPredictions:
 def _fitted_between(job, pairs, progress):
     """The :class:`Between` of the job's model: its first guess and the share of change kept fitted on the series
     (:mod:`model_core.series_fit`; no share with two fine dates only) when ``fit_between`` is on and the model is a
-    three-image one whose first guess was not fitted in training, else its own (the log says why)."""
+    three-image residual one whose first guess was not fitted in training, else its own (the log says why)."""
     import dataclasses
 
     from .series_fit import fit_between_first_guess, fit_change_share, fit_samples, left_out_dates, predict_left_out
@@ -1169,9 +1172,11 @@ def _fitted_between(job, pairs, progress):
     if not job.options["fit_between"]:
         return own
     name = os.path.basename(job.model_path)
-    if config.change_gain or config.images != 3:
-        why = "was fitted in training" if config.change_gain else "is the two-image one (no coarse T0)"
-        progress.info(f"{name}'s first guess is not refitted on the series for the dates between fine dates: it {why}.")
+    if config.change_gain or config.images != 3 or not config.predict_residual:
+        why = ("it was fitted in training" if config.change_gain else
+               "it is the two-image one (no coarse T0)" if config.images != 3 else
+               "the network predicts the fine image itself, not a correction of a first guess")
+        progress.info(f"{name}'s first guess is not refitted on the series for the dates between fine dates: {why}.")
         return own
     samples = fit_samples(pairs)
     if not samples:
@@ -1234,7 +1239,8 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     interpolate the fine references in time (else nodata there). ``scale`` / ``coarse_scale``: reflectance per
     DN of the fine images (and the outputs) / of the coarse images (default the model's; every image used is
     checked, as in :func:`~model_core.fusion.fuse`). ``fit_between``: fit the first guess of the dates between
-    fine dates on the series itself (:mod:`model_core.series_fit`; three-image models without fitted gains).
+    fine dates on the series itself (:mod:`model_core.series_fit`; three-image residual models without fitted
+    gains).
     ``choose_model``: a model other than the plugin's is scored against the plugin's model on the series' fine
     dates left out (each predicted from its neighbours), and the better one fills the dates between fine dates
     (:class:`Between`). ``quality``: write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other

@@ -723,3 +723,36 @@ def test_a_series_manifest_trains_on_its_dates_with_both_images(sim_series, tmp_
         in log.messages
     used = [item.date.isoformat() for index, item in enumerate(items) if index != 1]
     assert load_model(result.model_path).provenance["dates"] == used
+
+
+def test_a_fine_date_kept_out_of_training_is_where_the_series_job_checks_the_model(sim_series, tmp_path):
+    """KEEP_OUT leaves a fine date of the manifest out of training (provenance: not among its dates, listed as kept
+    out); the series job then scores the model there against the plugin's instead of ruling on it unscored. A date
+    that is not a fine date of the series, or not a date, is refused before any work, naming the option."""
+    from model_core.model_file import load_model
+    from model_core.series import fuse_series
+    from model_core.training.series import write_manifest
+
+    items = sim_series.items
+    inner = items[1].date.isoformat()
+    for bad, said in (("2001-01-01", "is not a fine date of the series; its fine dates are"), ("May", "not a date")):
+        with pytest.raises(CtstfmError, match=f"keep_out: .*{said}"):
+            train(sim_series.manifest, tmp_path / "bad.pt", keep_out=bad, **TINY)
+    assert not list(tmp_path.iterdir())
+    log = Log()
+    result = train(sim_series.manifest, tmp_path / "m.pt", progress=log, keep_out=inner,
+                   **dict(TINY, epochs=1, patches_per_epoch=4))
+    assert any(m.startswith(f"Kept out of training: {inner}.") for m in log.messages), log.messages
+    provenance = load_model(result.model_path).provenance
+    assert inner not in provenance["dates"] and provenance["kept_out"] == [inner], provenance
+
+    # The series: every date's fine image, and a coarse-only date between the first two.
+    rows = [(item.date, item.fine, item.coarse) for item in items]
+    rows.append((items[0].date + dt.timedelta(days=8), "", items[1].coarse))
+    log = Log()
+    fuse_series(write_manifest(tmp_path / "series.csv", rows), result.model_path, tmp_path / "fused", tile=64,
+                overlap=8, device="cpu", progress=log)
+    assert any(m.startswith(f"Checking m.pt against the plugin's model on the series' fine dates {inner},")
+               for m in log.messages), log.messages
+    assert any(m.startswith("Dates between fine dates:") or m.startswith("Warning: Dates between fine dates:")
+               for m in log.messages), log.messages

@@ -141,6 +141,7 @@ def build_provenance(run, state, *, data_source, scenes, stopped, seconds):
         "data": data_source,
         "scenes": scenes,
         "dates": sorted({pair.date.isoformat() for pair in run.pairs}),
+        "kept_out": list(settings.kept_out),  # fine dates of the series not trained on (keep_out)
         "train_dates": [d.isoformat() for d in split.train_dates],
         "validation_dates": [d.isoformat() for d in split.validation_dates],
         "validation": split.note,

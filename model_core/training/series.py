@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CtstfmError
+from ..errors import CtstfmError, OptionError
 from ..progress import Progress
 
 @dataclass(frozen=True)
@@ -262,6 +262,37 @@ def usable_pairs(pairs, progress=None):
                         for pair in left_out) + "."
         )
     return usable
+
+
+def keep_out_of_training(pairs, dates, progress=None):
+    """The pairs without those of ``dates`` (a list, or one string ``"2021-05-03,2021-06-04"``; empty: none),
+    each a date of the series with a fine image, else a clear error naming the fine dates there are. A fine date
+    kept out of training and given to the series job lets it check the model there (docs/fusion.md, *Which
+    model for a series*)."""
+    texts = [text.strip() for text in (dates.split(",") if isinstance(dates, str) else dates or ()) if str(text).strip()]
+    if not texts:
+        return pairs
+    fine_dates = sorted({pair.date for pair in pairs if pair.fine})
+    wanted = []
+    for text in texts:
+        try:
+            date = parse_date(text)
+        except CtstfmError:
+            raise OptionError(f"{{keep_out}}: '{text}' is not a date; write dates as YYYY-MM-DD, e.g. 2021-04-01.",
+                              "keep_out") from None
+        if date not in fine_dates:
+            raise OptionError(
+                f"{{keep_out}}: {date.isoformat()} is not a fine date of the series; its fine dates are "
+                + ", ".join(day.isoformat() for day in fine_dates) + ".", "keep_out",
+            )
+        wanted.append(date)
+    if progress is not None:
+        progress.info(
+            "Kept out of training: " + ", ".join(date.isoformat() for date in sorted(wanted)) + ". Given to Fuse Time "
+            "Series with this model, a fine date between two others is where it checks the model against the "
+            "plugin's."
+        )
+    return [pair for pair in pairs if pair.date not in wanted]
 
 
 def group_scenes(pairs):

@@ -31,7 +31,7 @@ from .loop import STOP_CANCELLED, run_epochs
 from .reports import (
     build_provenance, closing_message, first_guess_text, log_start, report_paths, scene_records, write_curve_png,
 )
-from .series import SeriesInfo, check_scenes, resolve_series, series_from_inputs, usable_pairs
+from .series import SeriesInfo, check_scenes, keep_out_of_training, resolve_series, series_from_inputs, usable_pairs
 from .start import adopt_saved_start, check_start, choose_start, fit_change_gain, little_change_note, zero_head
 from .split import pooled_split, split_scenes
 from ..device import grad_scaler
@@ -95,6 +95,7 @@ class TrainSettings:
     patience: int = 5  # stop after this many epochs without a new best (0: never)
     mask_rule: str = "nonzero"  # which values of the manifest's masks are cloud (model_core.cloud_masks.CloudRule)
     coarse_mask_rule: str = "nonzero"  # the same for its coarse_mask column
+    kept_out: tuple = ()  # fine dates (ISO) of the series kept out of training (train's keep_out)
 
     @property
     def clouds(self):
@@ -146,6 +147,7 @@ class TrainSettings:
             patience=_check_positive("patience", s.patience, 0),
             mask_rule=CloudRule.parse(s.mask_rule).text,
             coarse_mask_rule=CloudRule.parse(s.coarse_mask_rule, "coarse_mask_rule").text,
+            kept_out=tuple(s.kept_out),
         )
 
 
@@ -598,7 +600,8 @@ def train(
     max_gap_days=None, validation_fraction=0.2, init_model=None, from_scratch=False, bands=None, resume=False,
     device="auto", seed=0, width=None, predict_residual=False, residual_blur=0, scale=None, use_coarse_t0=True,
     fit_change_gain=True, coarse_shift=0.3, min_valid=0.5, max_validation_windows=64, max_minutes=15.0, patience=5,
-    start="best", mask_rule="nonzero", coarse_mask_rule="nonzero", data_source=None, report_html=None, progress=None,
+    start="best", mask_rule="nonzero", coarse_mask_rule="nonzero", keep_out=None, data_source=None, report_html=None,
+    progress=None,
 ):
     """Train CTSTFM on a series and write the best model to ``out_model``.
 
@@ -627,7 +630,9 @@ def train(
     ``mask_rule``: which values of the manifest's optional ``mask`` rasters are cloud, as
     :func:`model_core.series.fuse_series` reads them; cloudy pixels are neither input nor label.
     ``coarse_mask_rule``: the same for its ``coarse_mask`` rasters (e.g. ``modis-state``); a pixel cloudy in the
-    coarse image at T1 is no label.
+    coarse image at T1 is no label. ``keep_out``: fine dates of the series not to train on (comma-separated
+    ``YYYY-MM-DD`` or a list; :func:`~.series.keep_out`), so that the series job can check the model on them;
+    provenance lists them.
     ``data_source``: what provenance
     records as the data (default: the manifest path(s) or the list of pairs). ``report_html``: also
     write the report as one HTML page (:mod:`.report_html`: verdict, curves inline, every epoch).
@@ -648,7 +653,10 @@ def train(
         out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
             out_model, pairs, manifests, init_model, report_html
         )  # every raster listed is protected, also those of dates that do not train
-    pairs = usable_pairs(pairs, progress)
+    trained = keep_out_of_training(pairs, keep_out, progress)
+    settings = dataclasses.replace(settings, kept_out=tuple(
+        sorted({pair.date.isoformat() for pair in pairs} - {pair.date.isoformat() for pair in trained})))
+    pairs = usable_pairs(trained, progress)
     network_options = dict(init_model=init_model, from_scratch=from_scratch, bands=bands, width=width,
                            predict_residual=predict_residual, residual_blur=residual_blur, scale=scale,
                            use_coarse_t0=use_coarse_t0)
