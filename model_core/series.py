@@ -1107,7 +1107,12 @@ def _plugin_model_for_series(job, pairs, plan, options, progress):
     plugin_path = paths.default_model(three_image=all(pair.coarse for pair in pairs if pair.fine))
     if plugin_path is None:
         return None
-    loaded, match = _model_for_series(load_model(plugin_path, map_location="cpu"), plan, options)
+    try:
+        loaded, match = _model_for_series(load_model(plugin_path, map_location="cpu"), plan, options)
+    except CtstfmError as exc:  # e.g. bands named only in the user's model
+        progress.info(f"The plugin's model cannot read this series' bands ({exc}); "
+                      f"{os.path.basename(job.model_path)} is not checked against it.")
+        return None
     if (list(match.fine_bands), list(match.coarse_bands), list(loaded.band_names)) != (
             list(job.fine_bands), list(job.coarse_bands), list(job.band_names)):
         progress.info(

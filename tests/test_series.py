@@ -259,6 +259,15 @@ def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_
                for m in messages), messages
     assert all(same_index[date]["model"] == "mine.pt" and np.array_equal(same[date], plugin[date]) for date in between)
 
+    # A band the plugin's model does not know: the check is skipped, not the run.
+    names = tuple(loaded.band_names[:-1]) + ("thermal",)
+    odd = str(save_model(tmp_path / "odd.pt", loaded.model, band_names=names, scale=loaded.scale, config=loaded.config,
+                         provenance={}))
+    log = Log()
+    result = fuse_series(manifest, odd, tmp_path / "odd", progress=log, bands=",".join(names), **FAST)
+    assert any(m.startswith("The plugin's model cannot read this series' bands") for m in log.messages), log.messages
+    assert len(result.files) == 3
+
     # No fine date between two others: nothing to check the model on; it fills the date, with the caveat.
     two = write_manifest(tmp_path / "two.csv", rows[:3])
     log = Log()
