@@ -737,7 +737,7 @@ def test_a_fine_date_kept_out_of_training_is_where_the_series_job_checks_the_mod
     inner = items[1].date.isoformat()
     for bad, said in (("2001-01-01", "is not a fine date of the series; its fine dates are"), ("May", "not a date")):
         with pytest.raises(CtstfmError, match=f"keep_out: .*{said}"):
-            train(sim_series.manifest, tmp_path / "bad.pt", keep_out=bad, **TINY)
+            train(sim_series.manifest, tmp_path / "new_folder" / "bad.pt", keep_out=bad, **TINY)
     assert not list(tmp_path.iterdir())
     log = Log()
     result = train(sim_series.manifest, tmp_path / "m.pt", progress=log, keep_out=inner,

@@ -649,11 +649,11 @@ def train(
         coarse_mask_rule=coarse_mask_rule,
     )
     pairs, manifests, data_source = resolve_series(series, data_source)
+    trained = keep_out_of_training(pairs, keep_out, progress)  # a bad date is refused before any folder is made
     with distributed.main_first():  # rank 0 creates the output folder
         out_model, ckpt_path, csv_path, png_path, html_path = _output_paths(
             out_model, pairs, manifests, init_model, report_html
         )  # every raster listed is protected, also those of dates that do not train
-    trained = keep_out_of_training(pairs, keep_out, progress)
     settings = dataclasses.replace(settings, kept_out=tuple(
         sorted({pair.date.isoformat() for pair in pairs} - {pair.date.isoformat() for pair in trained})))
     pairs = usable_pairs(trained, progress)
