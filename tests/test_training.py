@@ -746,9 +746,15 @@ def test_a_fine_date_kept_out_of_training_is_where_the_series_job_checks_the_mod
     provenance = load_model(result.model_path).provenance
     assert inner not in provenance["dates"] and provenance["kept_out"] == [inner], provenance
 
-    # The series: every date's fine image, and a coarse-only date between the first two.
+    # The series: every date's fine image, and a coarse-only date between the first two. Trained on as it is, the
+    # log says what KEEP_OUT is for.
     rows = [(item.date, item.fine, item.coarse) for item in items]
     rows.append((items[0].date + dt.timedelta(days=8), "", items[1].coarse))
+    log = Log()
+    train(write_manifest(tmp_path / "to_fill.csv", rows), tmp_path / "all.pt", progress=log,
+          **dict(TINY, epochs=1, patches_per_epoch=4))
+    assert any(m.startswith("This series has 1 date(s) to fill between fine dates.") and "KEEP_OUT" in m
+               for m in log.messages), log.messages
     log = Log()
     fuse_series(write_manifest(tmp_path / "series.csv", rows), result.model_path, tmp_path / "fused", tile=64,
                 overlap=8, device="cpu", progress=log)

@@ -268,11 +268,22 @@ def keep_out_of_training(pairs, dates, progress=None):
     """The pairs without those of ``dates`` (a list, or one string ``"2021-05-03,2021-06-04"``; empty: none),
     each a date of the series with a fine image, else a clear error naming the fine dates there are. A fine date
     kept out of training and given to the series job lets it check the model there (docs/fusion.md, *Which
-    model for a series*)."""
+    model for a series*); with none kept out, the log says so where the series has dates to fill between four or
+    more fine dates (with three, keeping one out leaves a single pair twice as far apart)."""
     texts = [text.strip() for text in (dates.split(",") if isinstance(dates, str) else dates or ()) if str(text).strip()]
-    if not texts:
-        return pairs
     fine_dates = sorted({pair.date for pair in pairs if pair.fine})
+    if not texts:
+        to_fill = [pair.date for pair in pairs if not pair.fine and fine_dates[0] < pair.date < fine_dates[-1]] \
+            if fine_dates else []
+        if to_fill and len(fine_dates) >= 4 and progress is not None:
+            progress.info(
+                f"This series has {len(to_fill)} date(s) to fill between fine dates. Given this model, Fuse Time "
+                "Series fills them with the plugin's model (better there in every simulated series measured) unless "
+                "it can check this model on a fine date it was not trained on and the model wins there: for that, "
+                "keep one fine date between two others out of training (KEEP_OUT). Dates beyond the last fine date "
+                "take this model."
+            )
+        return pairs
     wanted = []
     for text in texts:
         try:
