@@ -1075,19 +1075,19 @@ def _scores_left_out(job, triples, candidates, progress):
     from .series_fit import predict_left_out
 
     dates = {date.date for _, date, _ in triples}
-    reader = job.reader([], sorted({pair for triple in triples for pair in triple}, key=lambda pair: pair.date))
-    try:
-        scores = {}
+    scores = {}
+    with ExitStack() as stack:
         for label, candidate in candidates.items():
             predictions = candidate.left_out
             if predictions is None:
-                with _LeftOutPredictions(job, candidate) as predict:
-                    predictions = predict_left_out(triples, _reference_reads(reader), predict, job.grid.width,
-                                                   job.grid.height, progress)
+                reader = job.reader([], sorted({pair for triple in triples for pair in triple},
+                                               key=lambda pair: pair.date))
+                stack.callback(reader.close)
+                predict = stack.enter_context(_LeftOutPredictions(job, candidate))
+                predictions = predict_left_out(triples, _reference_reads(reader), predict, job.grid.width,
+                                               job.grid.height, progress)
             scores[label] = predictions.score(candidate.share, dates)
             candidate.left_out = None  # scored: its arrays are not needed any more
-    finally:
-        reader.close()
     return None if None in scores.values() else scores
 
 

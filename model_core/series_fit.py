@@ -140,8 +140,9 @@ def fit_between_first_guess(samples, read, width, height, bands, progress):
 
 @dataclass(frozen=True)
 class LeftOutScore:
-    """How well a model predicts the series' fine dates left out: MAE and RMSE (reflectance, over every band) of
-    the blended predictions against the fine images, on ``pixels`` valid pixels."""
+    """How well a model predicts the series' fine dates left out: MAE and RMSE (reflectance, the mean over bands,
+    as :mod:`model_core.metrics` defines them) of the blended predictions against the fine images, on ``pixels``
+    valid pixels."""
 
     mae: float
     rmse: float
@@ -165,19 +166,17 @@ class LeftOutPredictions:
     def score(self, share=None, dates=None):
         """The :class:`LeftOutScore` of the predictions with ``share`` of their change kept per band (``None``:
         all), on the left-out ``dates`` (``None``: all); ``None`` when no pixel is valid there."""
+        from .metrics import MetricsAccumulator
+
         kept = np.ones(1) if share is None else np.asarray(share, np.float64)
-        absolute = squared = 0.0
-        values = pixels = 0
+        metrics = MetricsAccumulator()
         for date, truth, predicted in zip(self.dates, self.truth, self.predicted):
-            if dates is not None and date not in dates:
-                continue
-            error = truth.astype(np.float64) - kept[:, None] * predicted
-            absolute += float(np.abs(error).sum())
-            squared += float((error ** 2).sum())
-            values, pixels = values + error.size, pixels + error.shape[1]
-        if not values:
+            if dates is None or date in dates:  # one row of pixels per window: (C, 1, n)
+                metrics.update(kept[:, None, None] * predicted[:, None, :], truth[:, None, :])
+        result = metrics.result()
+        if not result["counts"]["pixels"]:
             return None
-        return LeftOutScore(absolute / values, float(np.sqrt(squared / values)), pixels)
+        return LeftOutScore(result["mae"]["mean"], result["rmse"]["mean"], result["counts"]["pixels"])
 
 
 def predict_left_out(triples, read, predict, width, height, progress):
