@@ -7,7 +7,11 @@ import sys
 import textwrap
 import zipfile
 
+import pytest
+
 from conftest import ROOT, run_qgis_process
+
+from model_core.cli import COMMANDS
 
 
 def test_provider_is_registered_in_headless_qgis(qgis_app):
@@ -55,6 +59,17 @@ def test_model_core_command_line():
     assert version.returncode == 0, version.stderr
     info = json.loads(version.stdout)
     assert info["model_core"] and info["torch"] and info["gdal"]
+
+
+@pytest.mark.parametrize("command", [name for name, _, _ in COMMANDS])
+def test_every_subcommand_answers_help(command, capsys):
+    """``--help`` of each subcommand prints its usage and exits 0 (argparse %-formats help texts: a bare ``%`` in an
+    option's help once made ``train --help`` a traceback)."""
+    from model_core.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and f"python -m model_core {command}" in capsys.readouterr().out
 
 
 def test_gdal_exceptions_are_explicitly_on():

@@ -31,10 +31,12 @@ def _ranged(kind, option):
 
 
 def _help(option):
+    """The option's help as argparse prints it: with its default, and ``%`` doubled (argparse %-formats help)."""
     shown = option.shown_default
+    text = option.help.replace("%", "%%")
     if option.kind in ("bool", "output_raster", "output_file", "output_folder") or shown is None:
-        return option.help
-    return f"{option.help} (default {shown:g})" if isinstance(shown, float) else f"{option.help} (default {shown})"
+        return text
+    return f"{text} (default {shown:g})" if isinstance(shown, float) else f"{text} (default {shown})"
 
 
 def add_option(parser, option):
