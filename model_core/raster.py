@@ -329,20 +329,12 @@ class RasterInfo:
         return same_crs(self.crs_wkt, other.crs_wkt)
 
 
-def check_georeferenced(info, what="raster"):
-    """Raise :class:`CtstfmError` when a raster has no geotransform (no position on the ground)."""
-    if not info.has_geotransform:
-        raise CtstfmError(
-            f"The {what} '{info.path}' has no georeferencing (no geotransform), so it cannot be placed on the "
-            "ground or aligned with the other images; georeference it first (Raster > Georeferencer, or "
-            "gdal_translate -a_ullr ... -a_srs ...)."
-        )
-
-
 def check_north_up(info, what="raster"):
-    """Raise :class:`CtstfmError` unless a raster is georeferenced on a north-up grid."""
-    check_georeferenced(info, what)
-    if not info.is_north_up:
+    """Raise :class:`CtstfmError` when a georeferenced raster's grid is rotated or not north-up.
+
+    A raster without georeferencing passes: it is read pixel for pixel, so every image it is used with must
+    have its size (:meth:`RasterReader._warp_options` refuses to place one on another's grid)."""
+    if info.has_geotransform and not info.is_north_up:
         raise CtstfmError(
             f"The grid of the {what} '{info.path}' is rotated or not north-up; warp it to a north-up grid first "
             "(Raster > Projections > Warp)."
@@ -489,7 +481,14 @@ class RasterReader:
         return " ".join(repr(float(v)) if math.isfinite(v) else "nan" for v in values)
 
     def _warp_options(self, grid, width, height, resampling, fmt):
-        check_georeferenced(self.source_info, self.what)
+        for info in (self.source_info, grid):
+            if not info.has_geotransform:
+                raise CtstfmError(
+                    f"'{info.path}' has no georeferencing (no geotransform), so the {self.what} "
+                    f"'{self.source_info.path}' cannot be placed on the fine image's grid. Images without "
+                    "georeferencing are read pixel for pixel, so each must have the fine image's size "
+                    f"({grid.width} x {grid.height} px); else georeference them (gdal_translate -a_ullr ... -a_srs ...)."
+                )
         check_north_up(grid)
         if bool(grid.crs_wkt) != bool(self.source_info.crs_wkt):
             missing = self.source_info.path if not self.source_info.crs_wkt else grid.path
@@ -1177,7 +1176,8 @@ class RasterWriter:
             self._remove_temp()
             raise CtstfmError(f"Cannot create the output '{self.path}' ({message}); choose another path.")
         self._dataset = dataset
-        dataset.SetGeoTransform(grid.geotransform)
+        if grid.has_geotransform:  # an image without georeferencing gives one without, not GDAL's default grid
+            dataset.SetGeoTransform(grid.geotransform)
         if grid.crs_wkt:
             dataset.SetProjection(grid.crs_wkt)
         descriptions = list(descriptions or [])

@@ -82,6 +82,7 @@ from .raster import (
     OutputSpec,
     RasterWriter,
     _fill_invalid,
+    check_north_up,
     check_overlap,
     gdal_cache_limit,
     output_spec,
@@ -318,8 +319,7 @@ def check_series_rasters(targets, n_bands, band_names, fine_bands=None, coarse_b
     for path, ref in sorted(fines.items(), key=lambda item: item[1].date):
         what = f"fine image of {ref.date.isoformat()}"
         info = RasterInfo.read(path, what)
-        if not info.is_north_up:
-            raise CtstfmError(f"The {what} '{path}' is rotated or not north-up; warp it to a north-up grid first.")
+        check_north_up(info, what)
         if grid is None:
             first, grid = ref, info
             bands = parse_band_list(fine_bands, info.count, n_bands, what, band_names)
@@ -1414,7 +1414,8 @@ def stack_vrt(paths, dates):
     lines = [f'<VRTDataset rasterXSize="{info.width}" rasterYSize="{info.height}">']
     if info.crs_wkt:
         lines.append(f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(info.crs_wkt)}</SRS>')
-    lines.append(f"  <GeoTransform>{', '.join(repr(v) for v in info.geotransform)}</GeoTransform>")
+    if info.has_geotransform:
+        lines.append(f"  <GeoTransform>{', '.join(repr(v) for v in info.geotransform)}</GeoTransform>")
     window = f'xOff="0" yOff="0" xSize="{info.width}" ySize="{info.height}"'
     number = 0
     for path, date in zip(paths, dates):

@@ -617,11 +617,14 @@ def test_a_favourable_verdict_from_a_spatial_split_says_what_it_cannot_show():
                                baselines={"no_change": {"mae": 0.02}, "first_guess": {"mae": 0.03}})
 
     better = verdict(state(0.015), "spatial")[-1]
-    assert better.startswith("The model improves on the unchanged fine image by 25.0 % MAE")
+    assert better.startswith("The model improves on the unchanged fine image by 25.0 % MAE (validation MAE 0.01500 "
+                             "vs 0.02000); it improves on the first guess by 50.0 % MAE (0.03000).")
     assert better.endswith(SPATIAL_CAVEAT) and "ctstfm:assess" in better
     assert not verdict(state(0.015), "dates")[-1].endswith(SPATIAL_CAVEAT)
     worse = verdict(state(0.025), "spatial")[-1]
     assert worse.startswith("WARNING") and SPATIAL_CAVEAT not in worse
+    assert "it improves on the first guess by 16.7 % MAE (0.03000)" in worse
+    assert "the first guess validated better, by 20.0 % MAE (0.03000)" in verdict(state(0.036), "spatial")[-1]
 
 
 def test_a_warning_verdict_says_when_even_the_first_guess_is_worse_than_no_change():

@@ -232,9 +232,7 @@ def verdict(state, validation_mode="dates"):
     if "no_change" not in baselines:
         return lines
     gain = improvement(best, baselines["no_change"])
-    versus_guess = ""
-    if "first_guess" in baselines:
-        versus_guess = f"; against the first guess: {improvement(best, baselines['first_guess']):+.1f} % MAE"
+    versus_guess = _versus_first_guess(best, baselines.get("first_guess"))
     if gain > 0:
         lines.append(
             f"The model improves on the unchanged fine image by {gain:.1f} % MAE (validation MAE "
@@ -251,6 +249,16 @@ def verdict(state, validation_mode="dates"):
             "dates."
         )
     return lines
+
+
+def _versus_first_guess(best, guess):
+    """The verdict's clause on the first guess, in words (a signed percentage read as "more MAE")."""
+    if not guess or not guess.get("mae"):
+        return ""
+    gain = improvement(best, guess)
+    if gain > 0:
+        return f"; it improves on the first guess by {gain:.1f} % MAE ({guess['mae']:.5f})"
+    return f"; the first guess validated better, by {-gain:.1f} % MAE ({guess['mae']:.5f})"
 
 
 def _noise_note(baselines):
