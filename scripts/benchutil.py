@@ -1,7 +1,7 @@
 """What the benchmark and training scripts of this folder share: the machine they ran on
 and the process's resident memory.
 
-    from benchutil import machine, machine_info, load_average, rss_mib, peak_rss_mib
+    from benchutil import machine, machine_info, cpu_flags, load_average, rss_mib, peak_rss_mib
 """
 
 import os
@@ -16,6 +16,16 @@ def cpu_model():
     from model_core.inference import cpu_model as model_name
 
     return model_name()
+
+
+def cpu_flags():
+    """The CPU's SIMD flags that matter for torch (AVX2, AVX-512, AMX), as one line."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next(line for line in cpuinfo if line.startswith("flags")).split(":")[1].split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(sorted(flag for flag in flags if flag.startswith(("avx", "amx")))) or "none"
 
 
 def machine_info():
