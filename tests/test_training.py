@@ -765,3 +765,20 @@ def test_a_fine_date_kept_out_of_training_is_where_the_series_job_checks_the_mod
                for m in log.messages), log.messages
     assert any(m.startswith("Dates between fine dates:") or m.startswith("Warning: Dates between fine dates:")
                for m in log.messages), log.messages
+
+
+def test_training_on_an_area_of_few_coarse_pixels_warns_that_tuning_may_not_pay(make_series, sim_series):
+    """A 64 px site spans 16 coarse pixels of 480 m (own grid, or assumed so on the fine grid): warned; 128 px
+    (64 coarse pixels) is not."""
+    from model_core.training.data import few_coarse_pixels_note
+    from model_core.training.series import check_scenes, read_manifest
+
+    def note(series):
+        return few_coarse_pixels_note(check_scenes(read_manifest(str(series.manifest))))
+
+    small = note(make_series(kind="fields", count=2, size=64, seed=5))
+    assert small.startswith("The training images span only about 16 coarse pixels (64 x 64 px, coarse pixels of "
+                            "16.0 fine pixels)") and "untrained one (no MODEL)" in small
+    on_fine_grid = note(make_series(kind="fields", count=2, size=64, seed=5, coarse_grid="fine"))
+    assert "a coarse pixel taken as 16 fine pixels, the coarse images being on the fine grid" in on_fine_grid
+    assert note(sim_series) == ""

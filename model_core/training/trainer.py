@@ -26,7 +26,8 @@ from ..cloud_masks import CloudRule, check_masks, clouds_of, coarse_clouds_of
 from ..errors import Cancelled, CtstfmError, OptionError
 from ..progress import Progress
 from .checkpoint import TrainingState, checkpoint_path
-from .data import ASSUMED_COARSE_RATIO, PatchSampler, SeriesData, clamp_patches, coarse_shift_pixels, training_tiles
+from .data import (ASSUMED_COARSE_RATIO, PatchSampler, SeriesData, clamp_patches, coarse_shift_pixels,
+                   few_coarse_pixels_note, training_tiles)
 from .loop import STOP_CANCELLED, run_epochs
 from .reports import (
     build_provenance, closing_message, first_guess_text, log_start, report_paths, scene_records, write_curve_png,
@@ -492,7 +493,8 @@ def finish(run, model, state, *, out_model, ckpt_path, png_path, csv_path, data_
         png = write_curve_png(state.history, png_path, state.initial_metrics, state.best_epoch, state.baselines)
     if png is None and main:
         progress.info("matplotlib is not installed: no PNG curve was drawn (the CSV holds the same numbers).")
-    notes = [f"WARNING: {note}" for note in (little_change_note(network.config, network.band_names),) if note]
+    notes = [f"WARNING: {note}" for note in (little_change_note(network.config, network.band_names),
+                                             few_coarse_pixels_note(run.scenes)) if note]
     message = closing_message(
         state, epochs=run.settings.epochs, out_model=out_model, ckpt_path=ckpt_path, stopped=stopped,
         seconds=seconds, max_minutes=run.settings.max_minutes, patience=run.settings.patience,

@@ -7,6 +7,8 @@ is scored on exactly the same pixels with :mod:`model_core.metrics`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..device import autocast
@@ -23,9 +25,11 @@ def summarise(metrics):
 
 
 def metrics_text(values):
+    # SSIM needs a whole valid 7 x 7 window, which striped or cloudy validation windows may not have.
+    ssim = f"{values['ssim']:.4f}" if math.isfinite(values["ssim"]) else "n/a (no whole 7 x 7 valid window)"
     return (
         f"MAE {values['mae']:.5f}, RMSE {values['rmse']:.5f}, PSNR {values['psnr']:.2f} dB, "
-        f"SSIM {values['ssim']:.4f}, SAM {values['sam']:.3f}°"
+        f"SSIM {ssim}, SAM {values['sam']:.3f}°"
     )
 
 
