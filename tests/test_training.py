@@ -756,7 +756,8 @@ def test_a_fine_date_kept_out_of_training_is_where_the_series_job_checks_the_mod
     log = Log()
     train(write_manifest(tmp_path / "to_fill.csv", rows), tmp_path / "all.pt", progress=log,
           **dict(TINY, epochs=1, patches_per_epoch=4))
-    assert any(m.startswith("This series has 1 date(s) to fill between fine dates.") and "KEEP_OUT" in m
+    middle = sorted(item.date for item in items)[len(items) // 2].isoformat()
+    assert any(m.startswith("This series has 1 date(s) to fill between fine dates.") and f"KEEP_OUT={middle}" in m
                for m in log.messages), log.messages
     log = Log()
     fuse_series(write_manifest(tmp_path / "series.csv", rows), result.model_path, tmp_path / "fused", tile=64,

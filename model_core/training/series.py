@@ -278,10 +278,11 @@ def keep_out_of_training(pairs, dates, progress=None):
         if to_fill and len(fine_dates) >= 4 and progress is not None:
             progress.info(
                 f"This series has {len(to_fill)} date(s) to fill between fine dates. Given this model, Fuse Time "
-                "Series fills them with the plugin's model (better there in every simulated series measured) unless "
+                "Series fills them with the plugin's model (better there in every simulated series measured; on real "
+                "Landsat series tuned models did from 12 % better to 12 % worse) unless "
                 "it can check this model on a fine date it was not trained on and the model wins there: for that, "
-                "keep one fine date between two others out of training (KEEP_OUT). Dates beyond the last fine date "
-                "take this model."
+                "keep one fine date between two others out of training (KEEP_OUT, e.g. KEEP_OUT="
+                f"{fine_dates[len(fine_dates) // 2].isoformat()}). Dates beyond the last fine date take this model."
             )
         return pairs
     wanted = []
