@@ -268,7 +268,7 @@ def tuning_windows(dates, files, work, train_minutes, whole):
         for kept_out in (1, 3):
             run = whole if (first, last, kept_out) == span + (1,) else fill_series(
                 members, files, work / f"window_{first}_{last}_kept_{kept_out}", train_minutes, kept_out)
-            mae = {key: float(np.mean([t["scores"][key]["mae"] for t in run["targets"]]))
+            mae = {key: mean_of(run["targets"], key)["mae"]
                    for key in ("series", "series_tuned_unchecked", "series_tuned")}
             rows.append({"years": (first, last), "fine": len(run["known"]), "filled": len(run["targets"]),
                          "kept_out": kept_out, "mae": mae, "chosen": run["chosen"]})
