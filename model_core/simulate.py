@@ -1770,7 +1770,8 @@ def simulate_series(
     """Simulate and write a dated Landsat/MODIS series; returns a :class:`SimulatedSeries`.
 
     Files in ``out_dir``: ``fine_YYYY-MM-DD.tif`` and ``coarse_YYYY-MM-DD.tif`` per date,
-    ``manifest.csv`` (``date,fine,coarse``, paths relative to it), ``simulation.json`` (parameters,
+    ``manifest.csv`` (``date,fine,coarse``, paths relative to it), ``series.csv`` (the same without the fine
+    image of every other date but the last, a series for the series job to fill), ``simulation.json`` (parameters,
     sensor model, per-date misregistration, changes) and, with ``write_landcover``,
     ``landcover_YYYY-MM-DD.tif`` (class codes, see ``CLASS_NAMES``).
     ``sensor``: a ``SENSOR_PRESETS`` name ("ideal" by default, or "realistic"); ``sensor_overrides``:
@@ -1831,6 +1832,11 @@ def simulate_series(
     from .training.series import write_manifest
 
     manifest = write_manifest(out_dir / "manifest.csv", [(item.date, item.fine, item.coarse) for item in items])
+    # The same dates as a series to fill: every other date (the first and last kept) without its fine image,
+    # whose file stays as the truth to assess the filled date against.
+    to_fill = {item.date for index, item in enumerate(items) if index % 2 and index < len(items) - 1}
+    write_manifest(out_dir / "series.csv",
+                   [(item.date, "" if item.date in to_fill else item.fine, item.coarse) for item in items])
     parameters = _series_parameters(
         scene, kind, seed, dates, (clouds, cloud_target), change_mix, per_date, band_names, coarse_grid
     )

@@ -307,6 +307,17 @@ def test_command_line_writes_a_manifest(tmp_path):
         assert _read(out / fine)[0].shape == (6, 50, 70)
         assert _read(out / coarse)[0].shape == (6, 4, 5)
     assert (out / "simulation.json").exists()
+    # series.csv: the same dates, the middle one without its fine image, which the series job fills.
+    with open(out / "series.csv", newline="") as handle:
+        series_rows = list(csv.reader(handle))
+    assert series_rows[1:] == [rows[1], [dates[1], "", f"coarse_{dates[1]}.tif"], rows[3]]
+    filled = subprocess.run(
+        [sys.executable, "-m", "model_core", "fuse-series", "--manifest", str(out / "series.csv"),
+         "--out", str(tmp_path / "fused"), "--device", "cpu"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert filled.returncode == 0, filled.stderr
+    assert _read(tmp_path / "fused" / f"fused_{dates[1]}.tif")[0].shape == (6, 50, 70)
     bad = subprocess.run(
         [sys.executable, "-m", "model_core", "simulate", "--out", str(tmp_path / "bad"), "--dates", "2021-13-01"],
         env=env, capture_output=True, text=True, timeout=120,

@@ -125,6 +125,8 @@ def run(args):
         **sensor_overrides(args),
     )
     print(f"manifest: {series.manifest}")
+    print(f"series to fill: {series.manifest.with_name('series.csv')} (every other date without its fine image, "
+          "for fuse-series; the fine images stay as the truth)")
     print(f"dates: {len(series.items)}, fine {series.scene.width} x {series.scene.height} px, "
           f"coarse {series.scene.coarse_shape[1]} x {series.scene.coarse_shape[0]} px")
     for change in series.changes:
