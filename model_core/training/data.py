@@ -150,13 +150,17 @@ def augment(arrays, rng):
     return out
 
 
+def coarse_pixel_side(ratio):
+    """A coarse pixel's side in fine pixels, given the coarse/fine pixel size ``ratio``: a coarse image already
+    on the fine grid (ratio below 2) is taken as :data:`ASSUMED_COARSE_RATIO`, its real resolution being
+    unknown."""
+    return ASSUMED_COARSE_RATIO if ratio < 2 else ratio
+
+
 def coarse_shift_pixels(coarse_shift, ratio):
-    """The largest coarse-image offset in fine pixels for ``coarse_shift`` coarse pixels, the coarse pixel
-    being ``ratio`` fine pixels; a coarse image already on the fine grid (ratio below 2) is taken as
-    :data:`ASSUMED_COARSE_RATIO` fine pixels, its real resolution being unknown."""
-    if ratio < 2:
-        ratio = ASSUMED_COARSE_RATIO
-    return int(round(float(coarse_shift) * ratio))
+    """The largest coarse-image offset in fine pixels for ``coarse_shift`` coarse pixels (of
+    :func:`coarse_pixel_side` fine pixels)."""
+    return int(round(float(coarse_shift) * coarse_pixel_side(ratio)))
 
 
 #: A training image spanning fewer coarse pixels than this holds few observations of each date's coarse change
@@ -169,13 +173,13 @@ FEW_COARSE_PIXELS = 32
 def few_coarse_pixels_note(scenes):
     """A warning (without a "WARNING:" prefix) when a scene's fine images span fewer than
     :data:`FEW_COARSE_PIXELS` coarse pixels, else ``""``. Coarse images on the fine grid count as
-    :data:`ASSUMED_COARSE_RATIO` fine pixels a coarse pixel, as for :func:`coarse_shift_pixels`."""
+    :data:`ASSUMED_COARSE_RATIO` fine pixels a coarse pixel (:func:`coarse_pixel_side`)."""
     from ..series import coarse_pixel_ratio
 
     counts = []
     for scene in scenes:
         ratio = coarse_pixel_ratio(scene.info, scene.pairs[0].coarse)
-        side = ASSUMED_COARSE_RATIO if ratio < 2 else ratio
+        side = coarse_pixel_side(ratio)
         counts.append((scene.info.width * scene.info.height / side**2, scene, side, ratio < 2))
     count, scene, side, assumed = min(counts, key=lambda item: item[0])
     if count >= FEW_COARSE_PIXELS:
