@@ -629,8 +629,8 @@ FUSE_SERIES = Operation(
         ),
         Option(
             "choose_model", "bool",
-            "Check a model of yours against the plugin's on fine dates left out (the better fills the dates between "
-            "fine dates)",
+            "Check a model of yours against the plugin's and their mean on fine dates left out (the best fills the "
+            "dates between fine dates)",
             True, advanced=True,
         ),
         Option(

@@ -43,7 +43,8 @@ METHODS = {
                                 "dates, `CHOOSE_MODEL=false`",
     "series_trained": "`ctstfm:fuseseries`, the same model, checked (default: trained on date 3, so not scored)",
     "series_kept_out_unchecked": "`ctstfm:fuseseries`, a model trained on dates 1 and 5 only, `CHOOSE_MODEL=false`",
-    "series_kept_out": "`ctstfm:fuseseries`, the same model, checked against the plugin's model on date 3 (default)",
+    "series_kept_out": "`ctstfm:fuseseries`, the same model, checked against the plugin's model on date 3 (default; "
+                       "trained on two dates, so not against the mean of both)",
 }
 
 

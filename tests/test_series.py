@@ -195,12 +195,12 @@ def test_the_scale_check_reads_only_the_bands_in_use(make_series, tmp_path):
 
 
 def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_out(five_dates, tmp_path):
-    """A model of the user's filling dates between fine dates is scored against the plugin's model on the inner
-    fine date left out, when that date was not among its training dates: the better fills those dates (the
-    plugin's: exactly its own run's files), the given model the dates beyond the last fine date, and a tie keeps
-    the user's. Trained on that date (its provenance says), it is not scored: the plugin's model fills them.
-    CHOOSE_MODEL off keeps the given model everywhere; without an inner fine date it is used unchecked, with the
-    caveat for a fine-tuned model."""
+    """A model of the user's filling dates between fine dates is scored against the plugin's model and the mean of
+    both on the inner fine date left out, when that date was not among its training dates: the best fills those
+    dates (the plugin's: exactly its own run's files), the given model the dates beyond the last fine date, and a
+    tie keeps the user's. Trained on that date (its provenance says), it is not scored: the plugin's model fills
+    them. CHOOSE_MODEL off keeps the given model everywhere; without an inner fine date a fine-tuned model fills
+    them unchecked, averaged with the plugin's model (the mean of the two runs' files), with the caveat."""
     import dataclasses
     import shutil
 
@@ -244,7 +244,19 @@ def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_
         assert index[date]["model"] == plugin_index[date]["model"] == "default_model_three_image.pt", index[date]
         assert unchecked_index[date]["model"] == "elsewhere.pt"
         assert scores[date]["default_model_three_image.pt"]["mae"] < scores[date]["elsewhere.pt"]["mae"], scores
+        assert len(scores[date]) == 2, scores  # trained on two dates: its mean with the plugin's is not weighed
+    assert any(m.startswith("elsewhere.pt lists 2 training date(s)") for m in messages), messages
     assert np.array_equal(chosen[beyond], unchecked[beyond]) and index[beyond]["model"] == "elsewhere.pt"
+
+    # Trained on three dates (date 2 still kept out): the mean of both is the third candidate, and the lowest score
+    # on date 2 left out names the file that fills the dates between.
+    broader, index, scores, messages = run("broader", tuned("broader.pt", [items[i].date for i in (0, 1, 4)]))
+    files = {"broader.pt": "broader.pt", "default_model_three_image.pt": "default_model_three_image.pt",
+             "mean of broader.pt and default_model_three_image.pt": "broader.pt + default_model_three_image.pt"}
+    for date in between:
+        assert set(scores[date]) == set(files), scores
+        assert index[date]["model"] == files[min(scores[date], key=lambda name: scores[date][name]["mae"])], index
+    assert any("Dates between fine dates: the fine dates" in m and "the mean of both models MAE" in m for m in messages)
 
     # Trained on date 2 too: its score there would flatter it; the plugin's model fills the dates between.
     everywhere, index, scores, messages = run("everywhere", tuned("everywhere.pt", [items[i].date for i in (0, 2, 4)]))
@@ -268,12 +280,25 @@ def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_
     assert any(m.startswith("The plugin's model cannot read this series' bands") for m in log.messages), log.messages
     assert len(result.files) == 3
 
-    # No fine date between two others: nothing to check the model on; it fills the date, with the caveat.
+    # No fine date between two others: nothing to check the model on; averaged with the plugin's, it fills the date,
+    # with the caveat.
     two = write_manifest(tmp_path / "two.csv", rows[:3])
     log = Log()
-    fuse_series(two, elsewhere, tmp_path / "two", progress=log, **FAST)
-    assert any(m.startswith("Warning: Model elsewhere.pt was fine-tuned") and "unchecked" in m
+    averaged = fuse_series(two, elsewhere, tmp_path / "two", progress=log, **FAST)
+    assert any(m.startswith("Warning: Model elsewhere.pt was fine-tuned") and "unchecked by the mean of" in m
                for m in log.messages), log.messages
+    alone = fuse_series(two, elsewhere, tmp_path / "two_alone", choose_model=False, **FAST)
+    plugin_alone = fuse_series(two, None, tmp_path / "two_plugin", **FAST)
+    date = between[0]
+    with open(averaged.index) as f:
+        assert {row["date"]: row["model"] for row in csv.DictReader(f)}[date] == \
+            "elsewhere.pt + default_model_three_image.pt"
+    mean_of_runs = (read_all(alone.files[date]).astype(float) + read_all(plugin_alone.files[date])) / 2
+    assert np.abs(read_all(averaged.files[date]) - mean_of_runs).max() <= 1.0  # DN rounding
+    assert not np.array_equal(read_all(alone.files[date]), read_all(plugin_alone.files[date]))
+    first_guess = json.loads(read_metadata(averaged.files[date])["CTSTFM_FIRST_GUESS"])
+    assert [member["model"] for member in first_guess["averaged"]] == ["elsewhere.pt", "default_model_three_image.pt"]
+    assert [member["fitted_on_the_series"] for member in first_guess["averaged"]] == [False, True], first_guess
     log = Log()
     fuse_series(fill_second_date(tmp_path / "after.csv", items), elsewhere, tmp_path / "after", progress=log, **FAST)
     assert not any("fine-tuned" in m or "Dates between" in m for m in log.messages), log.messages

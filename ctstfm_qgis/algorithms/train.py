@@ -61,9 +61,9 @@ under-predict a date that changed much more.
 *Time budget* (MAX_MINUTES, default 15) stops training with the best model so far. *Train from scratch*
 (advanced) is the paper's recipe: it needs many dates and a GPU.
 A tuned model helps most for dates beyond your last fine image. To fill dates *between* fine dates, *Fuse Time
-Series* checks it against the plugin's model on a fine date between two others, left out, but only on a date
-it was not trained on: keep one such date out with *Fine dates to keep out of training* (KEEP_OUT, advanced);
-the same manifest serves both.
+Series* checks it, alone and averaged with the plugin's model, against the plugin's model on a fine date between
+two others, left out, but only on a date it was not trained on: keep one such date out with *Fine dates to keep
+out of training* (KEEP_OUT, advanced); the same manifest serves both.
 
 ## Outputs
 - **Trained model** (e.g. cia.pt), plus next to it cia_training.csv (the unchanged fine image and the first
