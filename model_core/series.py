@@ -1170,23 +1170,31 @@ def _between_dates(job, pairs, plan, options, progress):
 def _scores_left_out(job, triples, candidates, progress):
     """``{label: LeftOutScore}`` of each :class:`Between` or :class:`MeanOfModels` of ``candidates`` on the fine
     dates of ``triples`` left out (from the predictions its share was fitted on, made on the same windows, else
-    predicted now, each model's share applied as the dates are fused); ``None`` when no pixel there is valid."""
-    from .series_fit import predict_left_out
+    predicted now, each model's share applied as the dates are fused; a mean from its members' predictions);
+    ``None`` when no pixel there is valid."""
+    from .series_fit import LeftOutPredictions, predict_left_out
 
     dates = {date.date for _, date, _ in triples}
-    scores = {}
+    scores, made = {}, {}  # made: id of each candidate scored -> its predictions, share applied
     with ExitStack() as stack:
-        for label, candidate in candidates.items():
-            predictions, share = candidate.left_out, getattr(candidate, "share", None)
+        # single models first, so that a mean is scored from its members' predictions without running them again
+        for label, candidate in sorted(candidates.items(), key=lambda item: len(item[1].members)):
+            members = candidate.members
+            predictions = LeftOutPredictions.mean([made[id(m)] for m in members]) \
+                if len(members) > 1 and all(id(m) in made for m in members) else None
             if predictions is None:
-                reader = job.reader([], sorted({pair for triple in triples for pair in triple},
-                                               key=lambda pair: pair.date))
-                stack.callback(reader.close)
-                predict = stack.enter_context(_LeftOutPredictions(job, candidate))
-                predictions = predict_left_out(triples, _reference_reads(reader), predict, job.grid.width,
-                                               job.grid.height, progress)
-                share = None  # applied by the predictor
-            scores[label] = predictions.score(share, dates)
+                predictions, share = candidate.left_out, getattr(candidate, "share", None)
+                if predictions is None:
+                    reader = job.reader([], sorted({pair for triple in triples for pair in triple},
+                                                   key=lambda pair: pair.date))
+                    stack.callback(reader.close)
+                    predict = stack.enter_context(_LeftOutPredictions(job, candidate))
+                    predictions = predict_left_out(triples, _reference_reads(reader), predict, job.grid.width,
+                                                   job.grid.height, progress)
+                    share = None  # applied by the predictor
+                predictions = predictions.with_share(share)
+            made[id(candidate)] = predictions
+            scores[label] = predictions.score(None, dates)
             candidate.left_out = None  # scored: its arrays are not needed any more
     return None if None in scores.values() else scores
 

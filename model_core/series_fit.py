@@ -163,6 +163,26 @@ class LeftOutPredictions:
     truth: list
     predicted: list
 
+    def with_share(self, share):
+        """These predictions with ``share`` of their change kept per band (``None``: as they are)."""
+        if share is None:
+            return self
+        kept = np.asarray(share, np.float32)[:, None]
+        return LeftOutPredictions(list(self.dates), list(self.truth), [kept * change for change in self.predicted])
+
+    @staticmethod
+    def mean(parts):
+        """The predictions of several models averaged, each with its share applied (:meth:`with_share`): a blend is
+        linear in its references' predictions, so this is what their averaged predictions blend to. ``None`` when
+        the parts were not made on the same dates, windows and pixels."""
+        first = parts[0]
+        for other in parts[1:]:
+            if other.dates != first.dates or len(other.truth) != len(first.truth) or not all(
+                    a.shape == b.shape and np.array_equal(a, b) for a, b in zip(other.truth, first.truth)):
+                return None
+        return LeftOutPredictions(list(first.dates), list(first.truth),
+                                  [sum(changes) / len(changes) for changes in zip(*(part.predicted for part in parts))])
+
     def score(self, share=None, dates=None):
         """The :class:`LeftOutScore` of the predictions with ``share`` of their change kept per band (``None``:
         all), on the left-out ``dates`` (``None``: all); ``None`` when no pixel is valid there."""

@@ -194,7 +194,7 @@ def test_the_scale_check_reads_only_the_bands_in_use(make_series, tmp_path):
     assert RasterInfo.read(result.files[items[1].date.isoformat()]).count == 3
 
 
-def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_out(five_dates, tmp_path):
+def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_out(five_dates, tmp_path, monkeypatch):
     """A model of the user's filling dates between fine dates is scored against the plugin's model and the mean of
     both on the inner fine date left out, when that date was not among its training dates: the best fills those
     dates (the plugin's: exactly its own run's files), the given model the dates beyond the last fine date, and a
@@ -257,6 +257,14 @@ def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_
         assert set(scores[date]) == set(files), scores
         assert index[date]["model"] == files[min(scores[date], key=lambda name: scores[date][name]["mae"])], index
     assert any("Dates between fine dates: the fine dates" in m and "the mean of both models MAE" in m for m in messages)
+    # The mean is scored from its members' predictions (a blend is linear in them): the same as predicting it afresh.
+    from model_core.series_fit import LeftOutPredictions
+
+    monkeypatch.setattr(LeftOutPredictions, "mean", staticmethod(lambda parts: None))
+    _, _, afresh, _ = run("broader_afresh", str(tmp_path / "broader.pt"))
+    name = "mean of broader.pt and default_model_three_image.pt"
+    assert abs(afresh[between[0]][name]["mae"] - scores[between[0]][name]["mae"]) < 1e-5, (afresh, scores)
+    monkeypatch.undo()
 
     # Trained on date 2 too: its score there would flatter it; the plugin's model fills the dates between.
     everywhere, index, scores, messages = run("everywhere", tuned("everywhere.pt", [items[i].date for i in (0, 2, 4)]))
