@@ -716,6 +716,38 @@ def _coarse_subgrid(fine_info, coarse_info, margin=2):
     return (x0 + col0 * dx, dx, 0.0, y0 + row0 * dy, 0.0, dy), col1 - col0, row1 - row0
 
 
+def coarse_pixel_ids(fine_path, coarse_path, block=None):
+    """Which coarse pixel each fine pixel lies in: ``int64 (H, W)`` on the fine grid, -1 outside the
+    coarse raster (what FSDAF's unmixing groups by, :func:`model_core.classical.fsdaf`).
+
+    The ids (row-major pixel numbers of the coarse raster, over the fine extent) are put on the fine
+    grid by nearest neighbour, so a coarse pixel on any grid or CRS (MODIS's sinusoidal one too) is
+    the set of fine pixels whose centre it covers. A coarse image already on a grid finer than two
+    fine pixels has lost its pixels: then ``block`` (fine pixels per coarse pixel, counted from the
+    fine grid's corner) stands in, and without it the result is None.
+    """
+    fine_info = RasterInfo.read(fine_path, "fine image")
+    coarse_info = RasterInfo.read(coarse_path, "coarse image")
+    ratio = coarse_to_fine_ratio(fine_info, coarse_info) if bool(fine_info.crs_wkt) == bool(coarse_info.crs_wkt) \
+        else None
+    if ratio is None or ratio < 2.0:
+        if not block:
+            return None
+        rows, cols = np.mgrid[0:fine_info.height, 0:fine_info.width]
+        return (rows // int(block)) * (fine_info.width // int(block) + 1) + cols // int(block)
+    geotransform, width, height = _coarse_subgrid(fine_info, coarse_info, margin=0)
+    path = f"/vsimem/ctstfm_{uuid.uuid4().hex}_pixel_ids.tif"
+    # float32 holds every id up to 2**24 exactly: 16.7 million coarse pixels over the fine extent.
+    ids = np.arange(width * height, dtype=np.float32).reshape(1, height, width)
+    try:
+        _write_float_raster(path, ids, geotransform, coarse_info.crs_wkt)
+        with RasterReader(path, grid=fine_info, resampling="nearest", what="coarse pixel ids") as reader:
+            values, valid = reader.read(Window(0, 0, fine_info.width, fine_info.height))
+    finally:
+        gdal.Unlink(path)
+    return np.where(valid, values[0], -1).astype(np.int64)
+
+
 def gaussian_blur_nan(data, sigma):
     """``data`` ``(C, h, w)`` blurred by a Gaussian of ``sigma`` pixels, ignoring NaN (a normalised
     convolution: each output is the weighted mean of the valid neighbours); NaN where none is valid."""

