@@ -276,6 +276,18 @@ def batch_size_option():
     )
 
 
+#: The similar-pixel filter's window by default (fine pixels; model_core.fusion.SimilarPixelFilter).
+SIMILAR_WINDOW = 31
+
+
+def similar_window_option():
+    return Option(
+        "similar_window", "int",
+        "Similar-pixel filter of the predicted change: window (fine pixels, odd; 0: off)", SIMILAR_WINDOW,
+        minimum=0, advanced=True,
+    )
+
+
 def fused_output(help="Fused fine image at T1"):
     return Option("out_path", "output_raster", help, cli="--out", qgis="OUTPUT", required=True)
 
@@ -318,6 +330,7 @@ FUSE = Operation(
             "CPU threads for the network (0: one per physical core, one left free in the QGIS window)",
             unset=0, minimum=0, advanced=True,
         ),
+        similar_window_option(),
         fused_output(),
     ),
 )
@@ -633,6 +646,7 @@ FUSE_SERIES = Operation(
             "dates between fine dates)",
             True, advanced=True,
         ),
+        similar_window_option(),
         Option(
             "quality", "bool",
             "Write a quality layer per date (quality_YYYY-MM-DD.tif: where one reference, another day's coarse image, "

@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+import numpy as np
+
 from . import __version__
 from .errors import CtstfmError
 from .options import OUTPUT_TYPES
@@ -72,7 +74,8 @@ class JobOutput:
     ``process(batch) -> (B, C, h, w)``: the per-tile function (see
     :func:`~model_core.tiling.run_tiled`). ``spec``, ``count``, ``descriptions``,
     ``metadata``: the output raster's data type/nodata/scale, band count, band
-    names and metadata. ``to_raster(data)``: what is written of each blended row
+    names and metadata. ``valid_input``: ``process`` gets the tiles' valid mask too, as a last input
+    ``(B, 1, h, w)`` (1.0 valid, 0.0 not). ``to_raster(data)``: what is written of each blended row
     band (default: the row band itself); ``on_rows(window, data, valid)`` sees every
     blended row band (before ``to_raster``); ``before_commit()`` is a last check
     after the tiles and before the output is kept (raising removes it).
@@ -85,6 +88,7 @@ class JobOutput:
     metadata: Optional[dict] = None
     batch_size: int = 1
     halo: int = 0
+    valid_input: bool = False
     to_raster: Optional[Callable] = None
     on_rows: Optional[Callable] = None
     before_commit: Optional[Callable] = None
@@ -217,7 +221,8 @@ class RasterJob:
         # Committed at the end of the block, removed on any error or cancel.
         with writer if writer is not None else contextlib.nullcontext():
             stats = run_tiled(
-                grid.width, grid.height, _reader(source), output.process, _row_writer(output, writer),
+                grid.width, grid.height, _reader(source, output.valid_input), output.process,
+                _row_writer(output, writer),
                 tile=tile, overlap=overlap, halo=output.halo, batch_size=output.batch_size,
                 progress=progress.sub(progress_from, 0.99), max_strips=max_strips,
             )
@@ -250,9 +255,11 @@ class RasterJob:
         )
 
 
-def _reader(source):
+def _reader(source, valid_input=False):
     def read(window):
         *arrays, valid = source.read(window)
+        if valid_input:
+            arrays.append(valid[None].astype(np.float32))
         return tuple(arrays), valid
 
     return read

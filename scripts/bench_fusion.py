@@ -2,10 +2,11 @@
 
 1. Speed: fuses a 1024 x 1024, 6-band int16 fine raster (UTM, 30 m) with a 480 m
    coarse raster in the MODIS sinusoidal projection (warped on the fly), tile 256,
-   with overlap 32 and with overlap 0, alternating ``--repeats`` times, and prints
-   megapixels per second (end to end: checks, model loading, reading, network,
-   writing) of the fastest run of each and their ratio (the cost of the overlap,
-   from the same run).
+   with the defaults (overlap 32, the similar-pixel filter), with overlap 0 and
+   without the filter, alternating ``--repeats`` times, and prints megapixels per
+   second (end to end: checks, model loading, reading, network, filter, writing) of
+   the fastest run of each and the ratios (the cost of the overlap and of the
+   filter, from the same run).
 2. Memory: fuses an 8000 x 8000, 6-band raster in a fresh process and prints its
    peak resident memory. On a 2-core CPU the whole raster takes hours, so by
    default the run stops after ``--strips`` tile rows (each a full 8000-px-wide
@@ -114,35 +115,40 @@ def write_model(path, seed=0):
 
 def bench_speed(folder, size, model, repeats=2, device="cpu"):
     from model_core.fusion import fuse
+    from model_core.options import SIMILAR_WINDOW
 
     fine = write_fine(folder / f"fine_{size}.tif", size)
     coarse = write_coarse(folder / f"coarse_{size}.tif", size)
-    # A first, short run warms oneDNN up so no timed run pays for it. The two
-    # overlaps then alternate `repeats` times and the fastest run of each counts,
-    # which keeps the ratio fair when other processes load the CPU.
+    # A first, short run warms oneDNN up so no timed run pays for it. The settings then alternate `repeats`
+    # times and the fastest run of each counts, which keeps the ratios fair when other processes load the CPU.
     fuse(fine, coarse, model, folder / "warm.tif", tile=256, overlap=32, device=device, max_strips=1)
+    settings = {"default": (32, SIMILAR_WINDOW), "overlap 0": (0, SIMILAR_WINDOW), "no filter": (32, 0)}
     best = {}
     for _ in range(repeats):
-        for overlap in (32, 0):
-            result = fuse(fine, coarse, model, folder / f"out_{overlap}.tif", tile=256, overlap=overlap, device=device)
+        for name, (overlap, window) in settings.items():
+            result = fuse(fine, coarse, model, folder / "out.tif", tile=256, overlap=overlap, device=device,
+                          similar_window=window)
             print(
-                f"  {size} x {size} x 6, tile 256, overlap {overlap:2d}, {result.device}, batch {result.batch_size}: "
-                f"{result.tiles:3d} tiles, "
+                f"  {size} x {size} x 6, tile 256, overlap {overlap:2d}, similar-pixel window {window:2d}, "
+                f"{result.device}, batch {result.batch_size}: {result.tiles:3d} tiles, "
                 f"{result.seconds:7.1f} s, {result.megapixels_per_second:.4f} Mpx/s "
                 f"({result.seconds / result.tiles:.2f} s/tile; reading {result.read_seconds:.1f} s, "
-                f"network {result.process_seconds:.1f} s, blending+writing {result.write_seconds:.1f} s)",
+                f"network and filter {result.process_seconds:.1f} s, blending+writing {result.write_seconds:.1f} s)",
                 flush=True,
             )
-            if overlap not in best or result.seconds < best[overlap].seconds:
-                best[overlap] = result
-    ratio = best[32].seconds / best[0].seconds
+            if name not in best or result.seconds < best[name].seconds:
+                best[name] = result
+    overlap_ratio = best["default"].seconds / best["overlap 0"].seconds
+    filter_ratio = best["default"].seconds / best["no filter"].seconds
     print(
-        f"  best of {repeats}: overlap 32 {best[32].megapixels_per_second:.4f} Mpx/s, overlap 0 "
-        f"{best[0].megapixels_per_second:.4f} Mpx/s; overlap 32 costs {ratio:.2f} x the time of overlap 0 "
-        f"(tiles {best[32].tiles} vs {best[0].tiles}: {best[32].tiles / best[0].tiles:.2f} x; for a large raster "
-        f"the tile ratio tends to (256 / 224)^2 = 1.31)"
+        f"  best of {repeats}: default (overlap 32, similar-pixel window {SIMILAR_WINDOW}) "
+        f"{best['default'].megapixels_per_second:.4f} Mpx/s; overlap 32 costs {overlap_ratio:.2f} x the time of "
+        f"overlap 0 (tiles {best['default'].tiles} vs {best['overlap 0'].tiles}: "
+        f"{best['default'].tiles / best['overlap 0'].tiles:.2f} x; for a large raster the tile ratio tends to "
+        f"(256 / 224)^2 = 1.31); the similar-pixel filter costs {filter_ratio:.2f} x the time without it"
     )
-    return {"size": size, "overlap32": best[32].as_dict(), "overlap0": best[0].as_dict(), "ratio": ratio}
+    return {"size": size, "default": best["default"].as_dict(), "overlap0": best["overlap 0"].as_dict(),
+            "no_filter": best["no filter"].as_dict(), "ratio": overlap_ratio, "filter_ratio": filter_ratio}
 
 
 def _memory_child(fine, coarse, model, out, strips, device="cpu", threads=0):

@@ -137,8 +137,9 @@ def first_guess(data, **reader):
 def test_three_image_model_uses_coarse_t0_warped_like_coarse_t1(three, tmp_path):
     out = tmp_path / "fused.tif"
     log = Log()
+    # similar_window=0: the network's own output (its head is zero), which the similar-pixel filter would average
     fuse(three["fine"], three["coarse_t1"], three["three"], out, coarse_t0_path=three["coarse_t0"], tile=96,
-         overlap=16, output_type="float32", progress=log)
+         overlap=16, output_type="float32", progress=log, similar_window=0)
     np.testing.assert_allclose(read_all(out), first_guess(three, coarse_t0_path=three["coarse_t0"]), atol=1e-5)
     meta = read_metadata(out)
     assert meta["CTSTFM_COARSE_T0"] == three["coarse_t0"] and "coarse T1 - coarse T0" in meta["CTSTFM_FIRST_GUESS"]
@@ -170,7 +171,7 @@ def test_three_image_model_without_coarse_t0_falls_back_with_a_warning(three, tm
     out = tmp_path / "fused.tif"
     log = Log()
     fuse(three["fine"], three["coarse_t1"], three["three"], out, tile=96, overlap=16, output_type="float32",
-         progress=log)
+         progress=log, similar_window=0)
     assert any(m.startswith("Warning:") and "COARSE_T0" in m for m in log.messages), log.messages
     np.testing.assert_allclose(read_all(out), first_guess(three, footprint=True, psf_sigma=0.5), atol=1e-5)
     assert "CTSTFM_COARSE_T0" not in read_metadata(out)
@@ -181,7 +182,7 @@ def test_three_image_model_without_coarse_t0_falls_back_with_a_warning(three, tm
                       band_names=["blue", "green", "red", "nir", "swir1", "swir2"], scale=1e-4)
     log = Log()
     fuse(three["fine"], three["coarse_t1"], bare, tmp_path / "bare.tif", tile=96, overlap=16, output_type="float32",
-         progress=log)
+         progress=log, similar_window=0)
     assert any(m.startswith("Warning:") and "averaged over 33 x 33 pixels" in m for m in log.messages), log.messages
     with PairReader(three["fine"], three["coarse_t1"]) as pair:
         fine, c1, _, _ = pair.read_inputs(Window(0, 0, 96, 96))

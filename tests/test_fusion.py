@@ -346,3 +346,31 @@ def test_clouds_of_the_fine_and_the_coarse_image_are_nodata_in_the_output(data, 
         fuse(data["fine"], data["coarse"], None, tmp_path / "refused.tif", coarse_t0_path=data["coarse"],
              coarse_t0_mask=state_path, device="cpu")
     assert not (tmp_path / "refused.tif").exists()
+
+
+def test_similar_pixel_filter_averages_the_change_over_similar_valid_neighbours(data, tmp_path):
+    import torch
+
+    from model_core.classical import similar_neighbour_change
+    from model_core.fusion import SIMILAR_CLASSES, SIMILAR_STEP
+
+    outputs = {}
+    for window in (0, 31):
+        out = tmp_path / f"window_{window}.tif"
+        fuse(data["fine"], data["coarse"], data["residual"], out, tile=256, overlap=32, output_type="float32",
+             similar_window=window)
+        assert read_metadata(out)["CTSTFM_SIMILAR_WINDOW"] == str(window)
+        outputs[window] = read_all(out)
+    raw, filtered = outputs[0], outputs[31]
+    valid = (raw != FLOAT_NODATA).all(axis=0)
+    assert (valid == (filtered != FLOAT_NODATA).all(axis=0)).all() and not valid[:12, :20].any()
+    fine = data["fine_array"].astype(np.float32) * 1e-4
+    std = fine[:, valid].std(axis=1)  # the whole image's, as the job's one pass
+    change = similar_neighbour_change(torch.from_numpy(fine), torch.from_numpy(raw - fine), torch.from_numpy(valid),
+                                      torch.from_numpy(std * 2 / SIMILAR_CLASSES), 31, SIMILAR_STEP).numpy()
+    expected = np.maximum(fine + change, 0.0)
+    np.testing.assert_allclose(filtered[:, valid], expected[:, valid], atol=2e-6)
+    assert np.abs(filtered - raw)[:, valid].mean() > 1e-4  # it did change the network's output
+    with pytest.raises(CtstfmError, match="odd"):
+        fuse(data["fine"], data["coarse"], data["residual"], tmp_path / "even.tif", similar_window=30)
+    assert not (tmp_path / "even.tif").exists()

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CancelAfter, run_qgis_process
+from conftest import run_qgis_process
 from helpers import Log, write_raster
 
 from model_core import paths
 from model_core.errors import Cancelled, CtstfmError
+from model_core.progress import Progress
 from model_core.raster import RasterInfo, read_metadata
 from model_core.series import fuse_series, load_series
 from model_core.training.series import write_manifest
@@ -86,10 +87,17 @@ def test_one_reference_equals_a_fuse_run(five_dates, tmp_path):
 
     items = five_dates.items
     manifest = fill_second_date(tmp_path / "m.csv", items)
-    result = fuse_series(manifest, MODEL, tmp_path / "series", references=1, **FAST)
-    fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / "fuse.tif", inference="eager", threads=torch.get_num_threads(),
-         **FAST)
-    same_up_to_rounding(read_all(result.files[items[1].date.isoformat()]), read_all(tmp_path / "fuse.tif"))
+    outputs = {}
+    for window in (31, 0):  # with the similar-pixel filter (the default) and without
+        result = fuse_series(manifest, MODEL, tmp_path / f"series_{window}", references=1, similar_window=window,
+                             **FAST)
+        fused = result.files[items[1].date.isoformat()]
+        fuse(items[0].fine, items[1].coarse, MODEL, tmp_path / f"fuse_{window}.tif", inference="eager",
+             threads=torch.get_num_threads(), similar_window=window, **FAST)
+        assert read_metadata(fused)["CTSTFM_SIMILAR_WINDOW"] == str(window)
+        outputs[window] = read_all(fused)
+        same_up_to_rounding(outputs[window], read_all(tmp_path / f"fuse_{window}.tif"))
+    assert np.abs(outputs[31].astype(float) - outputs[0]).mean() > 1  # DN: the filter did change the series
 
 
 def test_a_three_image_model_gets_each_reference_dates_coarse_image(five_dates, tmp_path):
@@ -290,13 +298,16 @@ def test_a_model_of_the_users_is_checked_against_the_plugins_on_fine_dates_left_
 
     # No fine date between two others: nothing to check the model on; averaged with the plugin's, it fills the date,
     # with the caveat.
+    # (Without the similar-pixel filter: it clips at 0 after averaging a change, so at dark pixels the filtered mean of
+    # two predictions may differ from the mean of the two filtered runs by a few DN.)
     two = write_manifest(tmp_path / "two.csv", rows[:3])
     log = Log()
-    averaged = fuse_series(two, elsewhere, tmp_path / "two", progress=log, **FAST)
+    unfiltered = dict(FAST, similar_window=0)
+    averaged = fuse_series(two, elsewhere, tmp_path / "two", progress=log, **unfiltered)
     assert any(m.startswith("Warning: Model elsewhere.pt was fine-tuned") and "unchecked by the mean of" in m
                for m in log.messages), log.messages
-    alone = fuse_series(two, elsewhere, tmp_path / "two_alone", choose_model=False, **FAST)
-    plugin_alone = fuse_series(two, None, tmp_path / "two_plugin", **FAST)
+    alone = fuse_series(two, elsewhere, tmp_path / "two_alone", choose_model=False, **unfiltered)
+    plugin_alone = fuse_series(two, None, tmp_path / "two_plugin", **unfiltered)
     date = between[0]
     with open(averaged.index) as f:
         assert {row["date"]: row["model"] for row in csv.DictReader(f)}[date] == \
@@ -634,8 +645,13 @@ def test_resume_after_cancel_gives_the_files_of_an_uninterrupted_run(five_dates,
     items = five_dates.items
     rows = [(it.date, it.fine if i in (0, 2, 4) else "", it.coarse) for i, it in enumerate(items)]
     manifest = write_manifest(tmp_path / "m.csv", rows)
+
+    class CancelOnceADateIsDone(Progress):
+        def canceled(self):
+            return (tmp_path / "resumed" / "fused_2021-12-17.tif").exists()
+
     with pytest.raises(Cancelled, match="1 finished date"):
-        fuse_series(manifest, MODEL, tmp_path / "resumed", progress=CancelAfter(1), **FAST)
+        fuse_series(manifest, MODEL, tmp_path / "resumed", progress=CancelOnceADateIsDone(), **FAST)
     assert sorted(os.listdir(tmp_path / "resumed")) == ["fused_2021-12-17.tif", "index.csv", "quality_2021-12-17.tif",
                                                         "stack.vrt"]
     resumed = fuse_series(manifest, MODEL, tmp_path / "resumed", **FAST)
