@@ -155,22 +155,26 @@ class SimilarPixelFilter:
     from the tiles, whose blend already gives their outer pixels little weight (measured: a 96 px tiling
     differed from the whole image no more with a 15 px halo, 0.0037 mean, than without, 0.0035)."""
 
-    def __init__(self, predict, band_std, window):
+    def __init__(self, predict, band_std, window, device=None):
         import torch
 
         self.predict = predict
         self.window = int(window)
-        self.tolerance = torch.as_tensor(similar_tolerance(band_std), dtype=torch.float32)
+        self.device = device or torch.device("cpu")  # the network's: on a GPU the filter runs there too
+        self.tolerance = torch.as_tensor(similar_tolerance(band_std), dtype=torch.float32, device=self.device)
 
     def __call__(self, batch):
         import torch
 
+        def on_device(array):
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
         *inputs, valid = batch
         out = self.predict(tuple(inputs))
-        fine = torch.from_numpy(np.ascontiguousarray(inputs[0], dtype=np.float32))
+        fine, valid = on_device(inputs[0]), on_device(valid) > 0
         for i in range(len(out)):
-            out[i] = filtered_prediction(torch.from_numpy(out[i]), fine[i], torch.from_numpy(valid[i, 0] > 0),
-                                         self.tolerance, self.window).numpy()
+            out[i] = filtered_prediction(on_device(out[i]), fine[i], valid[i, 0], self.tolerance,
+                                         self.window).cpu().numpy()
         return out
 
 
@@ -454,7 +458,7 @@ def fuse(
             progress.info(f"Similar-pixel filter of the predicted change, window {similar_window} px: the fine "
                           "image's band std first (one pass).")
             process = SimilarPixelFilter(predictor, fine_band_std(pair.fine, pair.scale, progress.sub(0.0, 0.02)),
-                                         similar_window)
+                                         similar_window, torch_device)
         output = JobOutput(process, spec, pair.count, _fused_band_descriptions(pair, band_names), metadata,
                            batch_size=batch_size, valid_input=bool(similar_window))
         result = job.run(pair, output, tile=tile, overlap=overlap, output_format=output_format, device=torch_device,
