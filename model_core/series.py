@@ -1157,7 +1157,7 @@ def _between_dates(job, pairs, plan, options, progress):
             f"{TUNED_BETWEEN_CAVEAT}. With a fine date between two others (each with its coarse image) the series "
             f"job checks the model on it; this series has none, so the {between} date(s) between fine dates are "
             f"filled unchecked by the mean of {name} and the plugin's model, which filled them better than a "
-            f"fine-tuned model alone in 33 of 44 series measured (4.0 % worse at worst; better than the plugin's "
+            f"fine-tuned model alone in 33 of 44 series measured (3.8 % worse at worst; better than the plugin's "
             f"model alone in 37 of 38 real series); {beyond}. To check it, keep "
             "a fine date out of its training (Train CTSTFM's KEEP_OUT) and in this series."
         )

@@ -43,7 +43,7 @@ coarse image (e.g. MODIS, 500 m) at each target date, with a CTSTFM model, in on
   with the nearest coarse image.
 - **Model file**: empty uses the model that comes with the plugin. To fill dates between fine dates it
   did better, in our simulated series, than a model fine-tuned on three fine dates with *Train CTSTFM*;
-  on real Landsat dates tuned models did from 14 % better to 6 % worse (docs/benchmarks.md), so it is
+  on real Landsat dates tuned models did from 14 % better to 7 % worse (docs/benchmarks.md), so it is
   the safe choice. A model of yours is checked against it and against the mean of the two (**Check a model
   of yours against the plugin's ...**, advanced): on each fine date between two others that was not among its
   training dates, left out and predicted from its neighbours; the best of the three fills the dates between
