@@ -1393,10 +1393,10 @@ def fuse_series(series, model_path, out_folder, *, targets="missing", start=None
     dates left out (each predicted from its neighbours), and the better one fills the dates between fine dates
     (:class:`Between`). ``similar_window``: each prediction's change from its reference is averaged over the
     spectrally similar pixels of that reference's fine image in a window this wide
-    (:class:`~model_core.fusion.SimilarPixelFilter`; 0: off). ``quality``: write each date's quality layer (``quality_YYYY-MM-DD.tif``, the module docstring). The other
-    options are those of :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises
-    :class:`CtstfmError` before any work for bad input, :class:`Cancelled` (keeping the finished dates) when
-    cancelled.
+    (:class:`~model_core.fusion.SimilarPixelFilter`; 0: off). ``quality``: write each date's quality layer
+    (``quality_YYYY-MM-DD.tif``, the module docstring). The other options are those of
+    :func:`~model_core.fusion.fuse`. Returns a :class:`SeriesResult`; raises :class:`CtstfmError` before any work
+    for bad input, :class:`Cancelled` (keeping the finished dates) when cancelled.
     """
     from .fusion import check_similar_window
     from .raster_job import check_choice, check_output_options

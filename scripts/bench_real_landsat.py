@@ -19,8 +19,9 @@ pixels. Scores: on the pixels that every estimate covers and that the true image
 
 1. **Single date**: each such date T1 predicted from the one before it (T0, at most 48 days earlier): the fine
    image unchanged, the temporal difference, STARFM, FSDAF (``model_core.classical.fsdaf``), and ``ctstfm:fuse``
-   with the plugin's model in its two-image form (F0, C1) and its three-image form (F0, C0, C1); where T0 has a date before it, also the issue's recipe:
-   ``ctstfm:train``'s defaults on that date and T0 (``--train-minutes``, MAX_MINUTES), then the three-image fuse.
+   with the plugin's model in its two-image form (F0, C1) and its three-image form (F0, C0, C1); where T0 has a
+   date before it, also the issue's recipe: ``ctstfm:train``'s defaults on that date and T0 (``--train-minutes``,
+   MAX_MINUTES), then the three-image fuse.
 2. **Series**: per year, every other such date is the user's fine date (with its Fmask as the cloud mask,
    ``MASK_RULE=fmask``), the dates between are filled by ``ctstfm:fuseseries`` with the plugin's model, against
    the nearest fine date, linear interpolation in time and the temporal difference from both sides; with
