@@ -7,13 +7,13 @@ default model was trained on fields 101-103 and urban 201-203, the sample uses
 
 1. simulates a series (``--size`` fine pixels a side, ``--dates`` dates ``--interval``
    days apart) with ``model_core.simulate.simulate_series``;
-2. fine-tunes the default model on the scene's first ``dates - 2`` dates with the
-   project's own training code (``model_core.training.train``, the code behind
-   ``ctstfm:train``), for at most ``--train-minutes``: a time-out stops through the
-   same cancel path as the QGIS dialog's Cancel button, which keeps the best model;
+2. trains a model on the scene's first ``dates - 2`` dates as ``ctstfm:train`` does by
+   default (``model_core.training.train``: the embedded model fine-tuned in the
+   three-image mode), with ``MAX_MINUTES`` ``--train-minutes``;
 3. predicts the last date (T1) from the date before it (T0) with every method, each a
    raster written through model_core, timed (wall seconds, including model loading):
-   CTSTFM with the default model and with the scene-trained one (``fusion.fuse``),
+   CTSTFM with the plugin's model in both modes and with the scene-trained one
+   (``fusion.fuse``, its defaults: the similar-pixel filter on),
    STARFM (``classical_raster.starfm_rasters``), temporal difference
    (``classical_raster.temporal_difference_rasters``), no change (the fine image at
    T0 itself) and coarse only (the coarse image at T1 put on the fine grid by the
@@ -29,8 +29,8 @@ up to the next ``## `` heading (or appending it); other sections are left alone.
 Rasters, models, per-method CSV tables, error maps and ``results.json`` go to
 ``--work`` (build/bench_accuracy).
 
-    python scripts/bench_accuracy.py [--size 384] [--dates 8] [--train-minutes 5]
-        [--default-model resources/default_model.pt] [--kinds fields,urban] [--docs docs/benchmarks.md]
+    python scripts/bench_accuracy.py [--size 384] [--dates 8] [--train-minutes 5] [--kinds fields,urban]
+        [--docs docs/benchmarks.md]
     python scripts/bench_accuracy.py --quick   # smoke test: tiny scenes, 1 min training, markdown under build/
 
 ``--quick`` never writes into docs/ unless ``--docs`` is given.
@@ -51,7 +51,6 @@ from benchutil import load_average, machine_info  # noqa: E402
 
 from model_core.errors import Cancelled, CtstfmError  # noqa: E402
 from model_core.metrics import format_metric  # noqa: E402
-from model_core.paths import DEFAULT_MODEL  # noqa: E402
 from model_core.progress import ConsoleProgress  # noqa: E402
 
 HEADING = "## Accuracy (make bench-accuracy)"
@@ -64,8 +63,9 @@ TABLE_METRICS = ("mae", "rmse", "psnr", "ssim", "sam")
 
 # Method key -> (label, inputs it uses). The order is the table's.
 METHODS = {
-    "ctstfm_default": ("CTSTFM (default model)", "F0, C1"),
-    "ctstfm_scene": ("CTSTFM (scene-trained)", "F0, C1 (+ training dates)"),
+    "ctstfm_default": ("CTSTFM, the plugin's model (two-image)", "F0, C1"),
+    "ctstfm_three": ("CTSTFM, the plugin's model (three-image, `COARSE_T0`)", "F0, C0, C1"),
+    "ctstfm_scene": ("CTSTFM, `ctstfm:train` defaults on the scene (three-image)", "F0, C0, C1 (+ training dates)"),
     "starfm": ("STARFM", "F0, C0, C1"),
     "temporal_difference": ("temporal difference", "F0, C0, C1"),
     "no_change": ("no change (fine T0)", "F0"),
@@ -78,19 +78,11 @@ ADVANTAGE = {
     "no_change": "F0 itself, no prediction",
     "coarse_only": "C1 alone",
     "ctstfm_default": "trained on other scenes",
+    "ctstfm_three": "trained on other scenes",
     "ctstfm_scene": "fine-tuned on this scene",
 }
-
-
-class BudgetProgress(ConsoleProgress):
-    """Console progress that asks training to stop once its time budget is spent."""
-
-    def __init__(self, label, minutes):
-        super().__init__(label)
-        self.deadline = time.monotonic() + 60.0 * minutes
-
-    def canceled(self):
-        return time.monotonic() > self.deadline
+# The CTSTFM rows whose rank the text describes.
+CTSTFM_ROWS = ("ctstfm_default", "ctstfm_three", "ctstfm_scene")
 
 
 # --------------------------------------------------------------------------- methods
@@ -141,26 +133,26 @@ def timed(function, *args, **kwargs):
 
 
 def fine_tune(folder, train_items, kind, seed, args):
-    """The default model fine-tuned on ``train_items`` within the time budget; returns the training
-    record and the model's path (``training["model"]`` is None when no epoch finished)."""
+    """A model trained on ``train_items`` as ``ctstfm:train`` does by default, within ``--train-minutes``
+    (``MAX_MINUTES``); returns the training record and the model's path (``training["model"]`` is None when no
+    epoch finished)."""
     from model_core.training import checkpoint_path, report_paths, train, write_manifest
 
     manifest = write_manifest(folder / "train_manifest.csv", [(i.date, i.fine, i.coarse) for i in train_items])
     scene_model = folder / "scene_model.pt"
     for stale in (scene_model, checkpoint_path(scene_model), *report_paths(scene_model)):
-        stale.unlink(missing_ok=True)  # a failed fine-tuning must not leave an older model to be used
+        stale.unlink(missing_ok=True)  # a failed training must not leave an older model to be used
     training = {"dates": [i.date.isoformat() for i in train_items], "minutes": args.train_minutes}
-    print(f"--- fine-tuning {args.default_model} on {len(train_items)} dates "
-          f"({train_items[0].date} to {train_items[-1].date}) for at most {args.train_minutes:g} min", flush=True)
+    print(f"--- ctstfm:train defaults on {len(train_items)} dates ({train_items[0].date} to {train_items[-1].date}), "
+          f"MAX_MINUTES {args.train_minutes:g}", flush=True)
+    smoke = {"patches_per_epoch": 8, "max_validation_windows": 4} if args.quick else {}
     started = time.perf_counter()
     try:
         result = train(
-            manifest, scene_model, epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
-            patches_per_epoch=args.patches_per_epoch, lr=args.lr, init_model=args.default_model,
-            device=args.device, seed=0, max_validation_windows=args.validation_windows,
+            manifest, scene_model, max_minutes=args.train_minutes, device=args.device, seed=0,
             data_source={"description": f"bench_accuracy: simulated {kind} seed {seed}, first {len(train_items)} "
                          f"of {args.dates} dates, {args.size} x {args.size} px"},
-            progress=BudgetProgress(f"train {kind}", args.train_minutes),
+            progress=ConsoleProgress(f"train {kind}"), **smoke,
         )
         training.update(seconds=time.perf_counter() - started, epochs=result.epochs, best_epoch=result.best_epoch,
                         cancelled=result.cancelled, best_validation_mae=result.best_metrics.get("mae"),
@@ -168,7 +160,7 @@ def fine_tune(folder, train_items, kind, seed, args):
     except Cancelled:
         training.update(seconds=time.perf_counter() - started, epochs=0, model=None)
         print(f"!!! no training epoch finished within {args.train_minutes:g} min: no scene-trained model "
-              "(raise --train-minutes or lower --patches-per-epoch)", flush=True)
+              "(raise --train-minutes)", flush=True)
     return training, scene_model
 
 
@@ -192,16 +184,17 @@ def run_scene(kind, seed, description, args, work):
     train_items = items[:-2]
     change = series.changes[-1]
 
-    # --- the scene-trained model: fine-tune the default model on the first dates
+    # --- the scene-trained model: ctstfm:train's defaults on the first dates
     training, scene_model = fine_tune(folder, train_items, kind, seed, args)
 
     # --- every method, each a raster on the fine grid
     fine0, coarse0, coarse1, truth = str(t0.fine), str(t0.coarse), str(t1.coarse), str(t1.fine)
     files, seconds = {}, {}
     runs = [
-        ("ctstfm_default", lambda out: fuse(fine0, coarse1, args.default_model, out, device=args.device)),
-        ("ctstfm_scene", (lambda out: fuse(fine0, coarse1, scene_model, out, device=args.device))
-         if training.get("model") else None),
+        ("ctstfm_default", lambda out: fuse(fine0, coarse1, None, out, device=args.device)),
+        ("ctstfm_three", lambda out: fuse(fine0, coarse1, None, out, device=args.device, coarse_t0_path=coarse0)),
+        ("ctstfm_scene", (lambda out: fuse(fine0, coarse1, str(scene_model), out, device=args.device,
+                                           coarse_t0_path=coarse0)) if training.get("model") else None),
         ("starfm", lambda out: starfm_rasters(fine0, coarse0, coarse1, out, window=args.window, classes=args.classes,
                                               device=args.device, scale=SCALE)),
         ("temporal_difference", lambda out: temporal_difference_rasters(fine0, coarse0, coarse1, out, scale=SCALE)),
@@ -260,13 +253,20 @@ def _rank(metrics, key, metric):
     return len(better) + 1, better
 
 
+def _advantage(method, ctstfm_row):
+    """What ``method`` has to go on that ``ctstfm_row`` has not (the images both use are no advantage)."""
+    if ADVANTAGE[method] == "uses C0 as well" and "C0" in METHODS[ctstfm_row][1]:
+        return "the same images"
+    return ADVANTAGE[method]
+
+
 def what_we_see(scene):
     """Sentences written from the numbers: where each CTSTFM variant ranks and where it loses."""
     metrics = scene["metrics"]
     n = len(metrics)
     names = scene["band_names"]
     lines = []
-    for key in ("ctstfm_default", "ctstfm_scene"):
+    for key in CTSTFM_ROWS:
         if key not in metrics:
             continue
         mae = metrics[key]["mae"]
@@ -275,7 +275,7 @@ def what_we_see(scene):
         if better:
             better.sort(key=lambda k: metrics[k]["mae"]["mean"])
             text += "; behind " + ", ".join(
-                f"{METHODS[k][0]} at {format_metric('mae', metrics[k]['mae']['mean'])} ({ADVANTAGE[k]})"
+                f"{METHODS[k][0]} at {format_metric('mae', metrics[k]['mae']['mean'])} ({_advantage(k, key)})"
                 for k in better)
             best = metrics[better[0]]["mae"]["bands"]
             gaps = [m - b for m, b in zip(mae["bands"], best)]
@@ -285,12 +285,12 @@ def what_we_see(scene):
         ranks = [f"{label} {_ordinal(_rank(metrics, key, metric)[0])}"
                  for metric, label in (("rmse", "RMSE"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("sam", "SAM"))]
         lines.append(text + "; by " + ", ".join(ranks) + ".")
-    if "ctstfm_default" in metrics and "ctstfm_scene" in metrics:
-        a, b = metrics["ctstfm_default"]["mae"]["mean"], metrics["ctstfm_scene"]["mae"]["mean"]
+    if "ctstfm_three" in metrics and "ctstfm_scene" in metrics:
+        a, b = metrics["ctstfm_three"]["mae"]["mean"], metrics["ctstfm_scene"]["mae"]["mean"]
         t = scene["training"]
         lines.append(
-            f"Fine-tuning on this scene ({t['epochs']} epoch(s), {t['seconds'] / 60:.1f} min) changed the MAE by "
-            f"{100 * (b - a) / a:+.1f} %."
+            f"Training on this scene ({t['epochs']} epoch(s), {t['seconds'] / 60:.1f} min) changed the three-image "
+            f"MAE by {100 * (b - a) / a:+.1f} %."
         )
     if "no_change" in metrics:
         reference = metrics["no_change"]["mae"]["mean"]
@@ -318,7 +318,7 @@ def scene_markdown(scene):
     ]
     if t.get("model"):
         out.append(
-            f"Scene-trained model: the default model fine-tuned on {len(t['dates'])} dates ({t['dates'][0]} to "
+            f"Scene-trained model: `ctstfm:train`'s defaults on {len(t['dates'])} dates ({t['dates'][0]} to "
             f"{t['dates'][-1]}), {t['epochs']} epoch(s) in {t['seconds'] / 60:.1f} min (budget {t['minutes']:g} min; "
             f"best epoch {t['best_epoch']}, validation MAE {t['initial_validation_mae']:.5f} -> "
             f"{t['best_validation_mae']:.5f})."
@@ -361,14 +361,14 @@ def report(scenes, info, args, seconds):
         "before it (T0) by every method, each run as a raster through `model_core` and timed (wall seconds, "
         "model loading included), and every output is assessed against the true fine image at T1 with "
         "`model_core.assess` on one common mask (metric definitions: [metrics.md](metrics.md)). F0 = fine "
-        "image at T0, C0/C1 = coarse images at T0/T1. The scene-trained model is the default model "
-        "fine-tuned with `model_core.training.train` on the scene's dates before T0 only "
-        f"(patch {args.patch_size}, batch {args.batch_size}, lr {args.lr:g}, {args.patches_per_epoch} patches "
-        f"per epoch, at most {args.train_minutes:g} min); STARFM: window {args.window}, classes {args.classes}.",
+        "image at T0, C0/C1 = coarse images at T0/T1. Every CTSTFM row is `ctstfm:fuse` with its defaults (the "
+        "similar-pixel filter on); the scene-trained model is what `ctstfm:train` makes by default (the embedded "
+        "model fine-tuned in the three-image mode) from the scene's dates before T0 only, with MAX_MINUTES "
+        f"{args.train_minutes:g}; STARFM: window {args.window}, classes {args.classes}.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads), "
         f"device {info['device']}{' (' + info['gpu'] + ')' if info['gpu'] else ''}{load_text}. "
-        f"Date {info['date']}; default model `{info['model_name']}`; whole run {seconds / 60:.1f} min."
+        f"Date {info['date']}; whole run {seconds / 60:.1f} min."
         + (" **Quick smoke run (--quick): tiny scenes, numbers not meaningful.**" if args.quick else ""),
         "",
     ]
@@ -403,14 +403,7 @@ def main(argv=None):
     parser.add_argument("--dates", type=int, default=8, help="dates per scene (the last two are the test pair)")
     parser.add_argument("--interval", type=int, default=16, help="days between dates")
     parser.add_argument("--kinds", default="fields,urban", help="scene kinds to run")
-    parser.add_argument("--default-model", default=str(DEFAULT_MODEL), help="the default CTSTFM model file")
-    parser.add_argument("--train-minutes", type=float, default=5.0, help="time budget of each scene's fine-tuning")
-    parser.add_argument("--epochs", type=int, default=150, help="most epochs of the fine-tuning")
-    parser.add_argument("--patch-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--patches-per-epoch", type=int, default=32)
-    parser.add_argument("--validation-windows", type=int, default=16, help="validation windows during fine-tuning")
+    parser.add_argument("--train-minutes", type=float, default=5.0, help="MAX_MINUTES of each scene's training")
     parser.add_argument("--window", type=int, default=31, help="STARFM window")
     parser.add_argument("--classes", type=int, default=40, help="STARFM classes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (fusion, STARFM, training)")
@@ -429,7 +422,7 @@ def main(argv=None):
     if args.few_dates:
         return few_dates(args)
     if args.quick:
-        defaults = {"size": 128, "dates": 6, "train_minutes": 1.0, "patches_per_epoch": 8, "validation_windows": 4}
+        defaults = {"size": 128, "dates": 6, "train_minutes": 1.0}
         for name, value in defaults.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
@@ -442,9 +435,6 @@ def main(argv=None):
         parser.error(f"--kinds: choose from {', '.join(s[0] for s in SCENES)}")
     if args.dates < 4:
         parser.error("--dates must be at least 4 (two to train on, T0 and T1)")
-    if not Path(args.default_model).is_file():
-        parser.error(f"the default model {args.default_model} does not exist; run `make train-default` or give "
-                     "--default-model PATH")
 
     from model_core.assess import json_safe
     from model_core.device import resolve_device
@@ -452,7 +442,6 @@ def main(argv=None):
     info = machine_info()
     info["device"] = str(resolve_device(args.device))
     info["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    info["model_name"] = os.path.relpath(os.path.abspath(args.default_model), ROOT)
     info["load_before"] = load_average()
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
