@@ -128,6 +128,12 @@ class CTSTFMConfig:
         the fine image seen through the coarse footprint. A two-image box model ignores one."""
         return self.images == 3 or self.reference == "footprint"
 
+    @property
+    def fine_tuned(self):
+        """Whether training fitted this model's first guess on its training dates (``change_gain``): what
+        ``ctstfm:train``'s fine-tuning makes, as opposed to the plugin's model or a network without a first guess."""
+        return bool(self.change_gain)
+
     def __post_init__(self):
         if isinstance(self.kernel_sizes, list):
             object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))

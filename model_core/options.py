@@ -331,6 +331,12 @@ FUSE = Operation(
             unset=0, minimum=0, advanced=True,
         ),
         similar_window_option(),
+        Option(
+            "mean_with_plugin", "bool",
+            "Average a model fine-tuned by Train CTSTFM with the plugin's model (same mode and bands): their mean "
+            "beat either alone on real Landsat pairs; off: your model alone", True, qgis="MEAN_WITH_PLUGIN_MODEL",
+            advanced=True,
+        ),
         fused_output(),
     ),
 )

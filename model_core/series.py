@@ -1126,7 +1126,7 @@ def _between_dates(job, pairs, plan, options, progress):
     name = os.path.basename(job.model_path)
     between = sum(1 for t in plan if len(t.references) == 2)
     triples = left_out_dates(pairs)
-    fine_tuned = bool(job.model.config.change_gain)
+    fine_tuned = job.model.config.fine_tuned
     if not triples and not fine_tuned:
         return own
     trained = _training_dates(job.model)

@@ -362,7 +362,7 @@ def report(scenes, info, args, seconds):
         "model loading included), and every output is assessed against the true fine image at T1 with "
         "`model_core.assess` on one common mask (metric definitions: [metrics.md](metrics.md)). F0 = fine "
         "image at T0, C0/C1 = coarse images at T0/T1. Every CTSTFM row is `ctstfm:fuse` with its defaults (the "
-        "similar-pixel filter on); the scene-trained model is what `ctstfm:train` makes by default (the embedded "
+        "similar-pixel filter on, a fine-tuned model averaged with the plugin's); the scene-trained model is what `ctstfm:train` makes by default (the embedded "
         "model fine-tuned in the three-image mode) from the scene's dates before T0 only, with MAX_MINUTES "
         f"{args.train_minutes:g}; STARFM: window {args.window}, classes {args.classes}.",
         "",

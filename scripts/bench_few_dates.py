@@ -50,16 +50,21 @@ METHODS = {
     "ctstfm_untrained": ("CTSTFM, the plugin's model untrained (three-image form)", "F0, C0, C1", False),
     "ctstfm_scratch": ("CTSTFM from scratch (paper recipe)", "F0, C1 + 2 training dates", True),
     "ctstfm_two_image": ("CTSTFM, `ctstfm:train` defaults, USE_COARSE_T0 off", "F0, C1 + 2 training dates", True),
-    "ctstfm_default": ("CTSTFM, `ctstfm:train` defaults (three-image)", "F0, C0, C1 + 2 training dates", True),
+    "ctstfm_default_alone": ("CTSTFM, `ctstfm:train` defaults (three-image), fused alone (`MEAN_WITH_PLUGIN_MODEL` "
+                             "off)", "F0, C0, C1 + 2 training dates", True),
+    "ctstfm_default": ("CTSTFM, `ctstfm:train` defaults (three-image), fused with the defaults (averaged with the "
+                       "plugin's model)", "F0, C0, C1 + 2 training dates", True),
 }
 # Fine pixels per coarse pixel where the coarse images come already on the fine grid (cases 4 and 5), whose own
 # pixels FSDAF's unmixing then cannot see: the simulator's 480 m over 30 m, counted from the fine grid's corner
 # (in case 5 only an approximation of the leaning 463 m cells).
 COARSE_BLOCK = 16
 # Training options per CTSTFM row: the paper's network and optimiser (two images), the defaults with
-# USE_COARSE_T0 off, the defaults; everything else as the defaults.
+# USE_COARSE_T0 off, the defaults; everything else as the defaults. Each is fused with ctstfm:fuse's defaults
+# (averaged with the plugin's model), but the paper's recipe, fused alone as the paper does.
 TRAININGS = {"ctstfm_scratch": {"from_scratch": True, "use_coarse_t0": False},
              "ctstfm_two_image": {"use_coarse_t0": False}, "ctstfm_default": {}}
+FUSED_ALONE = {"ctstfm_scratch"}
 
 
 def read_on_fine_grid(fine_path, coarse_path):
@@ -145,12 +150,15 @@ def run_case(kind, seed, start, overrides, args, work):
         started = time.monotonic()
         result = train(manifest, model, max_minutes=args.train_minutes, device="cpu", **options)
         minutes[key] = (time.monotonic() - started) / 60
-        out = folder / f"{key}.tif"
-        fuse(str(f1), str(c2), str(model), str(out), device="cpu",
-             coarse_t0_path=None if options.get("use_coarse_t0") is False else str(c1))
-        rows[key] = scores(read_raster(out)[0], truth, valid)
-        rows[key]["epochs"] = result.epochs
-        rows[key]["best_epoch"] = result.best_epoch
+        coarse_t0 = None if options.get("use_coarse_t0") is False else str(c1)
+        fused = [(key, key not in FUSED_ALONE)] + [(f"{key}_alone", False)] * (f"{key}_alone" in METHODS)
+        for row, mean_with_plugin in fused:
+            out = folder / f"{row}.tif"
+            fuse(str(f1), str(c2), str(model), str(out), device="cpu", coarse_t0_path=coarse_t0,
+                 mean_with_plugin=mean_with_plugin)
+            rows[row] = dict(scores(read_raster(out)[0], truth, valid), epochs=result.epochs,
+                             best_epoch=result.best_epoch)
+            minutes[row] = minutes[key]
     return {"kind": kind, "seed": seed, "dates": [d0.isoformat(), d1.isoformat(), d2.isoformat()], "rows": rows,
             "minutes": minutes, "overrides": overrides}
 

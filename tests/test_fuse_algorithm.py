@@ -163,12 +163,14 @@ def test_parameters_are_documented_and_advanced_ones_flagged(qgis_app):
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & flag}
     assert advanced == {"BANDS", "FINE_BANDS", "COARSE_BANDS", "RESAMPLING", "OUTPUT_TYPE", "OUTPUT_FORMAT",
                         "BATCH_SIZE", "SCALE", "COARSE_SCALE", "FINE_MASK", "COARSE_MASK", "COARSE_T0_MASK",
-                        "MASK_BAND", "MASK_RULE", "COARSE_MASK_RULE", "INFERENCE", "THREADS", "SIMILAR_WINDOW"}
+                        "MASK_BAND", "MASK_RULE", "COARSE_MASK_RULE", "INFERENCE", "THREADS", "SIMILAR_WINDOW",
+                        "MEAN_WITH_PLUGIN_MODEL"}
     for optional in ("MODEL", "COARSE_T0", "BANDS", "FINE_MASK", "COARSE_MASK", "COARSE_T0_MASK"):
         assert alg.parameterDefinition(optional).flags() & FLAG_OPTIONAL
     help_text = alg.shortHelpString()
     for words in ("Landsat", "MODIS", "T0", "T1", "overlap", "tile", "model's order", "any CRS", "green,red,nir",
-                  "Three-image", "inference path", "Threads", "Clouds", "Similar-pixel window"):
+                  "Three-image", "inference path", "Threads", "Clouds", "Similar-pixel window",
+                  "MEAN_WITH_PLUGIN_MODEL"):
         assert words in help_text, words
 
 

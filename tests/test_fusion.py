@@ -374,3 +374,32 @@ def test_similar_pixel_filter_averages_the_change_over_similar_valid_neighbours(
     with pytest.raises(CtstfmError, match="odd"):
         fuse(data["fine"], data["coarse"], data["residual"], tmp_path / "even.tif", similar_window=30)
     assert not (tmp_path / "even.tif").exists()
+
+
+def test_a_fine_tuned_model_is_averaged_with_the_plugins_model(data, tmp_path):
+    import dataclasses
+
+    from model_core.model_file import load_model, save_model
+    from model_core.paths import DEFAULT_MODEL
+
+    # A model as ctstfm:train's fine-tuning leaves it: the plugin's, its first guess fitted, its weights moved.
+    plugin = load_model(DEFAULT_MODEL)
+    state = {name: value * 1.05 if value.is_floating_point() and value.dim() == 4 else value
+             for name, value in plugin.model.state_dict().items()}
+    config = dataclasses.replace(plugin.config, change_gain=(0.8,) * plugin.config.bands)
+    tuned = save_model(tmp_path / "tuned.pt", state, config=config, band_names=plugin.band_names,
+                       scale=plugin.scale)
+    assert config.fine_tuned and not plugin.config.fine_tuned
+    options = dict(tile=96, overlap=16, output_type="float32", similar_window=0)
+    outputs = {}
+    for name, model, mean in (("mean", tuned, True), ("alone", tuned, False), ("plugin", None, True),
+                              ("untuned", data["residual"], True)):
+        out = tmp_path / f"{name}.tif"
+        fuse(data["fine"], data["coarse"], model, out, mean_with_plugin=mean, **options)
+        outputs[name] = read_all(out)
+        expected = str(DEFAULT_MODEL.resolve()) if name == "mean" else ""  # only a fine-tuned model is averaged
+        assert read_metadata(out).get("CTSTFM_MEAN_WITH", "") == expected, name
+    valid = (outputs["mean"] != FLOAT_NODATA).all(axis=0)
+    assert np.abs(outputs["alone"] - outputs["plugin"])[:, valid].mean() > 1e-3  # two different predictions
+    np.testing.assert_allclose(outputs["mean"][:, valid], ((outputs["alone"] + outputs["plugin"]) / 2)[:, valid],
+                               atol=1e-5)

@@ -53,6 +53,8 @@ own random sub-pixel offset (*Coarse shift*, advanced), and training stops after
 best (*Patience*, advanced): with few dates, longer training fits those dates' own change and transfers
 worse to the next date. Fuse a three-image model with
 *Coarse image at T0* (COARSE_T0); *Fuse Time Series* passes each reference date's coarse image by itself.
+*Spatiotemporal Fusion* averages a fine-tuned model with the plugin's model by default
+(MEAN_WITH_PLUGIN_MODEL): on real Landsat dates the mean beat the tuned model alone by 4-6 % MAE.
 Turned off, the model needs only fine(T0) and coarse(T1), as in the paper (first guess fine(T0) +
 coarse(T1) - box33(fine(T0))).
 Choose training dates that changed about as much as the dates you will fuse: when the fitted gains average
